@@ -1,0 +1,5 @@
+import sys
+
+from astro_neuron.cli import main
+
+sys.exit(main())

@@ -1,0 +1,258 @@
+"""``astro_neuron.AMSU``: the Astrocyte-Modulated Spiking Unit as an ``nn.Module``.
+
+A thin wrapper: it owns the parameters (with their units) and the initial state,
+validates input, and calls the pure functions of :mod:`astro_neuron.functional`.
+Equations and options: docs/model.md.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from astro_neuron.functional.amsu import (
+    AMSUOutput, AMSUParams, AMSUSpec, AMSUState, amsu_chunked, amsu_loop, amsu_recurrent,
+    amsu_step, init_state,
+)
+
+__all__ = ["AMSU", "MODES", "validation"]
+
+MODES = ("auto", "chunked", "recurrent", "loop")
+_CHECK_FINITE = [True]
+
+
+@contextmanager
+def validation(check_finite: bool):
+    """Turn the NaN/Inf check of layer inputs on or off (on by default).
+
+    The check costs one reduction per call (and a device sync on GPU)::
+
+        with astro_neuron.validation(check_finite=False):
+            y = layer(x)
+    """
+    old = _CHECK_FINITE[0]
+    _CHECK_FINITE[0] = bool(check_finite)
+    try:
+        yield
+    finally:
+        _CHECK_FINITE[0] = old
+
+
+TauLike = Union[float, Sequence[float], Tensor]
+
+
+def _tau_tensor(name: str, value: TauLike, shape: tuple[int, ...]) -> Tensor:
+    """Time constant(s) as a float64 tensor of ``shape``; positive and finite."""
+    t = torch.as_tensor(value, dtype=torch.float64)
+    if t.numel() == 1:
+        t = t.reshape(()).expand(shape)
+    elif tuple(t.shape) != shape:
+        raise ValueError(f"{name} must be a number or have shape {list(shape)}, "
+                         f"got shape {list(t.shape)}")
+    if not bool(torch.isfinite(t).all()) or bool((t <= 0).any()):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return t.clone()
+
+
+def _astro_taus(tau_astro, A: int, dk: int) -> Tensor:
+    """``tau_astro``: a number, a (low, high) range spread log-uniformly over the d_k
+    key channels of every astrocyte, or a full ``[A, d_k]`` tensor."""
+    if isinstance(tau_astro, (tuple, list)) and len(tau_astro) == 2 and not (A == 1 and dk == 2):
+        lo, hi = (float(x) for x in tau_astro)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi < lo:
+            raise ValueError("tau_astro=(low, high) needs 0 < low <= high, both finite; "
+                             f"got {tau_astro!r}")
+        row = torch.logspace(math.log10(lo), math.log10(hi), dk, dtype=torch.float64)
+        return row.expand(A, dk).clone()
+    return _tau_tensor("tau_astro", tau_astro, (A, dk))
+
+
+class AMSU(nn.Module):
+    """A layer of ``n_neurons`` AM-SU neurons with ``n_astrocytes`` astrocytes.
+
+    Input ``[T, B, in_features]`` (time-major), output spikes ``[T, B, n_neurons]``.
+    See docs/model.md for the equations and when each form applies.
+
+    Args:
+        in_features: size of the pre-synaptic input ``x_t``.
+        n_neurons: number of neurons ``N`` (divisible by ``n_astrocytes``).
+        n_astrocytes: astrocytes ``A``; each serves ``N / A`` neurons.
+        d_key: the astrocyte's sensing dimension ``d_k``.
+        tau_mem: membrane time constant(s), same unit as ``dt``; number or ``[N]``.
+        tau_astro: astrocyte time constants: ``(low, high)`` spreads them
+            log-uniformly over each astrocyte's key channels; or a number; or ``[A, d_k]``.
+        threshold: firing threshold ``theta`` (number or ``[N]``), > 0.
+        surrogate: spike gradient: ``astro_neuron.surrogate.*`` (default ``ATan()``) or
+            any SpikingJelly / snnTorch surrogate callable.
+        reset: ``"none"`` (default; the parallel form applies), ``"subtract"`` or ``"zero"``.
+        synapse: ``"identity"`` (default) or ``"sigmoid"`` synaptic current.
+        spike_levels: 1 for binary spikes, ``L > 1`` for graded spikes in ``{0..L}``.
+        astrocyte: ``False`` removes the astrocyte (the "spiking neuron alone" ablation).
+        neuron_path: ``False`` removes the membrane path (the "astrocyte alone" ablation).
+        spiking: ``False`` replaces spikes by the surrogate's smooth step (non-spiking twin).
+        astro_model: ``"linear"`` (the paper's, parallel-trainable). Other models are
+            registered by :mod:`astro_neuron.astrocytes` where available.
+        rotary: rotary positions on the astrocyte's keys and queries.
+        dt: the time step, in the unit of the time constants (1.0: "steps").
+        astro_gain: initial per-neuron astrocyte gain ``g_astro``.
+        bias: learn a synaptic bias ``b_I``.
+        learn_tau: learn ``tau_mem`` and ``tau_astro`` (through their logarithms).
+        learn_threshold: learn ``theta`` (through its logarithm, so it stays > 0).
+        detach_reset: do not backpropagate through the reset.
+        chunk_size: chunk length of the parallel form.
+    """
+
+    def __init__(self, in_features: int, n_neurons: int, n_astrocytes: int = 4,
+                 d_key: int = 16, tau_mem: TauLike = 2.0,
+                 tau_astro: TauLike = (10.0, 1000.0), threshold: TauLike = 1.0,
+                 surrogate=None, reset: str = "none", synapse: str = "identity",
+                 spike_levels: int = 1, astrocyte: bool = True, neuron_path: bool = True,
+                 spiking: bool = True, astro_model: str = "linear", rotary: bool = False,
+                 rotary_base: float = 10000.0, dt: float = 1.0, astro_gain: float = 1.0,
+                 bias: bool = True, learn_tau: bool = True, learn_threshold: bool = True,
+                 detach_reset: bool = False, chunk_size: int = 64,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        if astro_model != "linear":
+            raise ValueError(
+                f"astro_model={astro_model!r} is not a linear astrocyte; AMSU supports "
+                "'linear'. Nonlinear astrocytes are sequential-only models: see "
+                "astro_neuron.astrocytes")
+        self.spec = AMSUSpec(
+            in_features=in_features, n_neurons=n_neurons, n_astrocytes=n_astrocytes,
+            d_key=d_key, reset=reset, synapse=synapse, spike_levels=spike_levels,
+            astrocyte=astrocyte, neuron_path=neuron_path, spiking=spiking, rotary=rotary,
+            rotary_base=rotary_base, detach_reset=detach_reset, surrogate=surrogate)
+        dt = float(dt)
+        if not math.isfinite(dt) or dt <= 0:
+            raise ValueError(f"dt must be positive and finite, got {dt!r}")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        self.dt = dt
+        self.chunk_size = chunk_size
+        self.astro_model = astro_model
+        fk = {"device": device, "dtype": dtype or torch.get_default_dtype()}
+        N, A = n_neurons, n_astrocytes
+
+        self.weight = nn.Parameter(torch.empty(self.spec.proj_size, in_features, **fk))
+        self.bias = nn.Parameter(torch.empty(N, **fk)) if (bias and neuron_path) else None
+        log_tau_mem = torch.log(_tau_tensor("tau_mem", tau_mem, (N,)))
+        log_tau_astro = torch.log(_astro_taus(tau_astro, A, d_key))
+        log_thr = torch.log(_tau_tensor("threshold", threshold, (N,)))
+        gain = torch.full((N,), float(astro_gain), dtype=torch.float64)
+        if not math.isfinite(float(astro_gain)):
+            raise ValueError(f"astro_gain must be finite, got {astro_gain!r}")
+        self.log_tau_mem = nn.Parameter(log_tau_mem.to(**fk), requires_grad=learn_tau)
+        self.log_tau_astro = nn.Parameter(log_tau_astro.to(**fk), requires_grad=learn_tau)
+        self.log_threshold = nn.Parameter(log_thr.to(**fk), requires_grad=learn_threshold)
+        self.astro_gain = nn.Parameter(gain.to(**fk))
+        self.reset_parameters()
+
+    # ---------------------------------------------------------------- parameters
+    def reset_parameters(self) -> None:
+        """Weights uniform in +-1/sqrt(in_features) (as ``nn.Linear``), bias too."""
+        bound = 1.0 / math.sqrt(self.spec.in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    @property
+    def tau_mem(self) -> Tensor:
+        """Membrane time constants ``[N]`` (unit of ``dt``)."""
+        return self.log_tau_mem.exp()
+
+    @property
+    def tau_astro(self) -> Tensor:
+        """Astrocyte time constants ``[A, d_k]`` (unit of ``dt``)."""
+        return self.log_tau_astro.exp()
+
+    @property
+    def beta(self) -> Tensor:
+        """Membrane decay ``exp(-dt / tau_mem)`` ``[N]``, in (0, 1)."""
+        return torch.exp(-self.dt * torch.exp(-self.log_tau_mem))
+
+    @property
+    def gamma(self) -> Tensor:
+        """Astrocyte decay ``exp(-dt / tau_astro)`` ``[A, d_k]``, in (0, 1)."""
+        return torch.exp(-self.dt * torch.exp(-self.log_tau_astro))
+
+    @property
+    def threshold(self) -> Tensor:
+        """Firing threshold ``theta`` ``[N]``."""
+        return self.log_threshold.exp()
+
+    def params(self) -> AMSUParams:
+        """The layer's tensors in the form the functional API takes."""
+        return AMSUParams(self.weight, self.bias, self.beta, self.gamma, self.threshold,
+                          self.astro_gain)
+
+    # ---------------------------------------------------------------- state
+    def init_state(self, batch_size: int, device=None, dtype=None) -> AMSUState:
+        """The zero state ``AMSUState(u [B, N], H [B, A, d_k, d_v], t=0)``."""
+        return init_state(self.spec, batch_size, device or self.weight.device,
+                          dtype or self.weight.dtype)
+
+    # ---------------------------------------------------------------- forward
+    def _check_finite(self, x: Tensor, state: Optional[AMSUState]) -> None:
+        if not _CHECK_FINITE[0] or not isinstance(x, Tensor) or not x.is_floating_point():
+            return
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("input contains NaN or Inf (disable this check with "
+                             "astro_neuron.validation(check_finite=False))")
+        if state is not None:
+            for name, t in (("state.u", state[0]), ("state.H", state[1])):
+                if isinstance(t, Tensor) and not bool(torch.isfinite(t).all()):
+                    raise ValueError(f"{name} contains NaN or Inf")
+
+    def run(self, x_seq: Tensor, state: Optional[AMSUState] = None,
+            mode: str = "auto") -> tuple[AMSUOutput, AMSUState]:
+        """Run ``x_seq`` ``[T, B, in]``; return ``(AMSUOutput(spikes, u, o), state)``.
+
+        ``mode``: ``"auto"`` (chunked without reset, recurrent with one),
+        ``"chunked"`` (parallel; an error with a reset), ``"recurrent"`` (exact loop
+        with projections hoisted) or ``"loop"`` (the reference loop of steps).
+        """
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self._check_finite(x_seq, state)
+        if mode == "auto":
+            mode = "chunked" if self.spec.reset == "none" else "recurrent"
+        p = self.params()
+        if mode == "chunked":
+            return amsu_chunked(x_seq, state, p, self.spec, self.chunk_size)
+        if mode == "recurrent":
+            return amsu_recurrent(x_seq, state, p, self.spec)
+        return amsu_loop(x_seq, state, p, self.spec)
+
+    def forward(self, x_seq: Tensor, state: Optional[AMSUState] = None,
+                return_state: bool = False, mode: str = "auto"):
+        """Spikes ``[T, B, N]`` of ``x_seq`` ``[T, B, in]`` (and the final state)."""
+        out, state = self.run(x_seq, state, mode)
+        return (out.spikes, state) if return_state else out.spikes
+
+    def step(self, x_t: Tensor, state: Optional[AMSUState] = None) -> tuple[Tensor, AMSUState]:
+        """One step for streaming: ``x_t`` ``[B, in]`` -> ``(spikes [B, N], state)``."""
+        out, state = self.step_full(x_t, state)
+        return out.spikes, state
+
+    def step_full(self, x_t: Tensor, state: Optional[AMSUState] = None
+                  ) -> tuple[AMSUOutput, AMSUState]:
+        """Like :meth:`step` but returns ``AMSUOutput(spikes, u, o)`` of ``[B, N]``."""
+        self._check_finite(x_t, state)
+        return amsu_step(x_t, state, self.params(), self.spec)
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        parts = [f"{s.in_features}, {s.n_neurons}", f"n_astrocytes={s.n_astrocytes}",
+                 f"d_key={s.d_key}", f"reset={s.reset!r}", f"dt={self.dt}"]
+        for name, default in (("synapse", "identity"), ("spike_levels", 1),
+                              ("astrocyte", True), ("neuron_path", True), ("spiking", True),
+                              ("rotary", False)):
+            if getattr(s, name) != default:
+                parts.append(f"{name}={getattr(s, name)!r}")
+        parts.append(f"surrogate={s.surrogate!r}")
+        return ", ".join(parts)

@@ -1,0 +1,219 @@
+"""The two linear recurrences of the AM-SU, each in three forms.
+
+* Leaky integration (the membrane), element-wise decay ``beta`` in (0, 1]::
+
+      u_t = beta * u_{t-1} + x_t
+
+* Astrocyte retention (a matrix state per astrocyte, decay per key channel)::
+
+      H_t = diag(gamma) H_{t-1} + k_t v_t^T          H: [..., d_k, d_v]
+      o_t = H_t^T q_t                                 (unscaled read-out)
+
+For each: ``*_step`` (one step: the definition), ``*_loop`` (the step applied T
+times: the slow reference), and ``*_chunked`` (the parallel form used for training).
+All are time-major: sequences are ``[T, ...]``.
+
+The chunked forms split time into chunks of ``C`` steps. Inside a chunk the decay
+products ``gamma^(i-j)`` are factorised around the chunk's midpoint ``h`` as
+``gamma^(i-h) * gamma^(h-j)``, so the intra-chunk work is a masked matrix product;
+between chunks the state is carried (``gamma^C H + dH``). Every exponent stays in
+``[-E, E]`` with ``E = log(finfo.max) / 4``: the chunk size is reduced, for this call
+only, to ``1 + floor(2E / max|log gamma|)`` when a decay is so close to 0 that
+``C`` would overflow (this keeps the form exact and finite for any decay, at some
+speed cost for tiny decays; no ``gamma^-t`` ever appears). Decay powers are computed
+in float64 from the decay *as rounded to the working dtype*, i.e. the very factor the
+step multiplies by, so loop and chunked forms differ only by summation rounding.
+See docs/model.md, "The three forms".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "leaky_step", "leaky_loop", "leaky_chunked",
+    "astro_step", "astro_read", "astro_loop", "astro_chunked",
+    "stable_chunk_size",
+]
+
+_LOG_DECAY_FLOOR = -1.0e4  # log of a decay of exactly 0: exp(-1e4 * d) == 0 for d >= 1
+
+
+# ---------------------------------------------------------------- helpers
+
+def _log_decay(decay: Tensor) -> Tensor:
+    """float64 log of the decay as the step sees it (rounded to its dtype)."""
+    return torch.log(decay.to(torch.float64)).clamp(min=_LOG_DECAY_FLOOR)
+
+
+def stable_chunk_size(log_decay: Tensor, chunk_size: int, dtype: torch.dtype) -> int:
+    """Largest chunk size <= ``chunk_size`` whose factorised decay powers stay finite.
+
+    With the midpoint factorisation the largest exponent is ``(C-1)/2 * max|log d|``;
+    it is kept below ``E = log(finfo(dtype).max) / 4``.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if log_decay.numel() == 0:
+        return chunk_size
+    worst = float(log_decay.detach().abs().max())
+    if worst == 0.0:
+        return chunk_size
+    budget = math.log(torch.finfo(dtype).max) / 4
+    return max(1, min(chunk_size, 1 + int(2 * budget / worst)))
+
+
+def _check_decay(decay: Tensor, name: str) -> None:
+    d = decay.detach()
+    if bool(((d < 0) | (d > 1) | torch.isnan(d)).any()):
+        raise ValueError(f"{name} must lie in [0, 1] (got min {float(d.min()):.4g}, "
+                         f"max {float(d.max()):.4g})")
+
+
+def _split_time(T: int, c: int) -> list[tuple[int, int, int]]:
+    """[(start, stop, chunk)]: full chunks of c, then one chunk for the remainder."""
+    n_full = (T // c) * c
+    parts = []
+    if n_full:
+        parts.append((0, n_full, c))
+    if n_full < T:
+        parts.append((n_full, T, T - n_full))
+    return parts
+
+
+# ---------------------------------------------------------------- leaky integration
+
+def leaky_step(u: Tensor, x: Tensor, decay: Tensor) -> Tensor:
+    """One step of ``u <- decay * u + x``."""
+    return decay * u + x
+
+
+def leaky_loop(x: Tensor, decay: Tensor, u0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Reference: apply :func:`leaky_step` over ``x`` ``[T, ..., N]``.
+
+    Returns ``(u_seq [T, ..., N], u_T)``; ``decay`` broadcasts against ``x[t]``.
+    """
+    u = torch.zeros_like(x[0]) if u0 is None else u0
+    out = []
+    for t in range(x.shape[0]):
+        u = leaky_step(u, x[t], decay)
+        out.append(u)
+    return torch.stack(out), u
+
+
+def _leaky_chunks(x: Tensor, lam: Tensor, u: Tensor, c: int) -> tuple[Tensor, Tensor]:
+    T = x.shape[0]
+    n = T // c
+    rest = x.shape[1:]
+    xc = x.reshape(n, c, *rest)                                       # (n, C, ..., N)
+    pos = torch.arange(c, dtype=torch.float64, device=x.device)
+    pos = pos.reshape(c, *([1] * len(rest)))                          # (C, 1.., 1)
+    h = (c - 1) / 2
+    a = torch.exp(lam * (pos - h)).to(x.dtype)                        # decay^(i-h)
+    b = torch.exp(lam * (h - pos)).to(x.dtype)                        # decay^(h-j)
+    intra = a * torch.cumsum(xc * b, dim=1)                           # zero-state part
+    carry_in = torch.exp(lam * (pos + 1)).to(x.dtype)                 # decay^(i+1)
+    chunk_decay = torch.exp(lam * c).to(x.dtype)
+    starts = []
+    for m in range(n):                                               # carry between chunks
+        starts.append(u)
+        u = chunk_decay * u + intra[m, -1]
+    out = intra + carry_in * torch.stack(starts)[:, None]
+    return out.reshape(T, *rest), u
+
+
+def leaky_chunked(x: Tensor, decay: Tensor, u0: Tensor | None = None,
+                  chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+    """Parallel form of :func:`leaky_loop` (same arguments and results)."""
+    _check_decay(decay, "decay")
+    T = x.shape[0]
+    u = torch.zeros_like(x[0]) if u0 is None else u0
+    if T == 0:
+        return x.clone(), u
+    lam = _log_decay(decay)
+    c = stable_chunk_size(lam, chunk_size, x.dtype)
+    outs = []
+    for start, stop, cc in _split_time(T, c):
+        o, u = _leaky_chunks(x[start:stop], lam, u, cc)
+        outs.append(o)
+    return torch.cat(outs), u
+
+
+# ---------------------------------------------------------------- astrocyte retention
+
+def astro_step(H: Tensor, k: Tensor, v: Tensor, decay: Tensor) -> Tensor:
+    """One step of ``H <- diag(decay) H + k v^T``.
+
+    ``H`` ``[..., A, d_k, d_v]``, ``k`` ``[..., A, d_k]``, ``v`` ``[..., A, d_v]``,
+    ``decay`` ``[A, d_k]``.
+    """
+    return decay[..., None] * H + k[..., :, None] * v[..., None, :]
+
+
+def astro_read(H: Tensor, q: Tensor) -> Tensor:
+    """Unscaled read-out ``H^T q``: ``[..., A, d_k, d_v] x [..., A, d_k] -> [..., A, d_v]``."""
+    return torch.einsum("...kv,...k->...v", H, q)
+
+
+def astro_loop(q: Tensor, k: Tensor, v: Tensor, decay: Tensor,
+               H0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Reference: step the astrocyte over ``[T, B, A, d]`` inputs.
+
+    Returns ``(o_seq [T, B, A, d_v], H_T [B, A, d_k, d_v])`` with ``o_t = H_t^T q_t``.
+    """
+    T, B, A, dk = q.shape
+    H = q.new_zeros(B, A, dk, v.shape[-1]) if H0 is None else H0
+    out = []
+    for t in range(T):
+        H = astro_step(H, k[t], v[t], decay)
+        out.append(astro_read(H, q[t]))
+    return torch.stack(out), H
+
+
+def _astro_chunks(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, H: Tensor,
+                  c: int) -> tuple[Tensor, Tensor]:
+    T, B, A, dk = q.shape
+    dv = v.shape[-1]
+    n = T // c
+    # (T, B, A, d) -> (B, A, n, C, d)
+    qc = q.reshape(n, c, B, A, dk).permute(2, 3, 0, 1, 4)
+    kc = k.reshape(n, c, B, A, dk).permute(2, 3, 0, 1, 4)
+    vc = v.reshape(n, c, B, A, dv).permute(2, 3, 0, 1, 4)
+    dt = q.dtype
+    pos = torch.arange(c, dtype=torch.float64, device=q.device)[:, None]   # (C, 1)
+    lam_ = lam[:, None, :]                                                # (A, 1, dk)
+    h = (c - 1) / 2
+    q_mid = torch.exp(lam_ * (pos - h)).to(dt)[:, None]                   # (A,1,C,dk)
+    k_mid = torch.exp(lam_ * (h - pos)).to(dt)[:, None]
+    scores = (qc * q_mid) @ (kc * k_mid).transpose(-1, -2)                # (B,A,n,C,C)
+    o = torch.tril(scores) @ vc                                           # intra-chunk
+    k_end = torch.exp(lam_ * (c - 1 - pos)).to(dt)[:, None]               # decay^(C-1-j)
+    dH = (kc * k_end).transpose(-1, -2) @ vc                              # (B,A,n,dk,dv)
+    chunk_decay = torch.exp(lam * c).to(dt)[..., None]                    # (A, dk, 1)
+    starts = []
+    for m in range(n):                                                   # carry between chunks
+        starts.append(H)
+        H = chunk_decay * H + dH[:, :, m]
+    q_start = torch.exp(lam_ * (pos + 1)).to(dt)[:, None]                 # decay^(i+1)
+    o = o + (qc * q_start) @ torch.stack(starts, dim=2)                   # inter-chunk
+    return o.permute(2, 3, 0, 1, 4).reshape(T, B, A, dv), H
+
+
+def astro_chunked(q: Tensor, k: Tensor, v: Tensor, decay: Tensor,
+                  H0: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+    """Parallel form of :func:`astro_loop` (same arguments and results)."""
+    _check_decay(decay, "decay")
+    T, B, A, dk = q.shape
+    H = q.new_zeros(B, A, dk, v.shape[-1]) if H0 is None else H0
+    if T == 0:
+        return q.new_zeros(0, B, A, v.shape[-1]), H
+    lam = _log_decay(decay)
+    c = stable_chunk_size(lam, chunk_size, q.dtype)
+    outs = []
+    for start, stop, cc in _split_time(T, c):
+        o, H = _astro_chunks(q[start:stop], k[start:stop], v[start:stop], lam, H, cc)
+        outs.append(o)
+    return torch.cat(outs), H

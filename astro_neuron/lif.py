@@ -1,0 +1,84 @@
+"""``astro_neuron.LIF``: a leaky integrate-and-fire layer as an ``nn.Module``."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from astro_neuron.amsu import MODES, TauLike, _tau_tensor
+from astro_neuron.functional.lif import LIFSpec, lif_chunked, lif_loop, lif_step
+
+__all__ = ["LIF"]
+
+
+class LIF(nn.Module):
+    """``n_neurons`` leaky integrate-and-fire neurons; input ``[T, B, ..., N]`` currents.
+
+    Same parameterisation and spike rules as :class:`astro_neuron.AMSU` (learnable
+    ``log tau_mem`` and ``log threshold``, strict ``>``, resets, graded spikes,
+    non-spiking twin); see docs/model.md. The state is the membrane ``u`` ``[B, ..., N]``.
+    """
+
+    def __init__(self, n_neurons: int, tau_mem: TauLike = 2.0, threshold: TauLike = 1.0,
+                 surrogate=None, reset: str = "none", spike_levels: int = 1,
+                 spiking: bool = True, dt: float = 1.0, learn_tau: bool = True,
+                 learn_threshold: bool = True, detach_reset: bool = False,
+                 chunk_size: int = 64, device=None, dtype=None) -> None:
+        super().__init__()
+        self.spec = LIFSpec(n_neurons, reset=reset, spike_levels=spike_levels,
+                            spiking=spiking, detach_reset=detach_reset, surrogate=surrogate)
+        dt = float(dt)
+        if not math.isfinite(dt) or dt <= 0:
+            raise ValueError(f"dt must be positive and finite, got {dt!r}")
+        self.dt = dt
+        self.chunk_size = int(chunk_size)
+        fk = {"device": device, "dtype": dtype or torch.get_default_dtype()}
+        self.log_tau_mem = nn.Parameter(
+            torch.log(_tau_tensor("tau_mem", tau_mem, (n_neurons,))).to(**fk),
+            requires_grad=learn_tau)
+        self.log_threshold = nn.Parameter(
+            torch.log(_tau_tensor("threshold", threshold, (n_neurons,))).to(**fk),
+            requires_grad=learn_threshold)
+
+    @property
+    def tau_mem(self) -> Tensor:
+        return self.log_tau_mem.exp()
+
+    @property
+    def beta(self) -> Tensor:
+        return torch.exp(-self.dt * torch.exp(-self.log_tau_mem))
+
+    @property
+    def threshold(self) -> Tensor:
+        return self.log_threshold.exp()
+
+    def run(self, x_seq: Tensor, u0: Optional[Tensor] = None,
+            mode: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
+        """``(spikes, u before reset, u_T)`` for ``x_seq`` ``[T, B, ..., N]``."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode == "auto":
+            mode = "chunked" if self.spec.reset == "none" else "loop"
+        if mode == "chunked":
+            return lif_chunked(x_seq, u0, self.beta, self.threshold, self.spec,
+                               self.chunk_size)
+        return lif_loop(x_seq, u0, self.beta, self.threshold, self.spec)
+
+    def forward(self, x_seq: Tensor, u0: Optional[Tensor] = None,
+                return_state: bool = False, mode: str = "auto"):
+        s, _, u = self.run(x_seq, u0, mode)
+        return (s, u) if return_state else s
+
+    def step(self, x_t: Tensor, u: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """One step: ``(spikes, u after reset)``."""
+        if u is None:
+            u = torch.zeros_like(x_t)
+        s, _, u = lif_step(x_t, u, self.beta, self.threshold, self.spec)
+        return s, u
+
+    def extra_repr(self) -> str:
+        return (f"{self.spec.n_neurons}, reset={self.spec.reset!r}, dt={self.dt}, "
+                f"spike_levels={self.spec.spike_levels}, surrogate={self.spec.surrogate!r}")
