@@ -59,9 +59,9 @@ def _tau_tensor(name: str, value: TauLike, shape: tuple[int, ...]) -> Tensor:
 
 
 def _astro_taus(tau_astro, A: int, dk: int) -> Tensor:
-    """``tau_astro``: a number, a (low, high) range spread log-uniformly over the d_k
-    key channels of every astrocyte, or a full ``[A, d_k]`` tensor."""
-    if isinstance(tau_astro, (tuple, list)) and len(tau_astro) == 2 and not (A == 1 and dk == 2):
+    """``tau_astro``: a number, a ``(low, high)`` tuple/list spread log-uniformly over
+    the d_k key channels of every astrocyte, or a full ``[A, d_k]`` tensor."""
+    if isinstance(tau_astro, (tuple, list)) and len(tau_astro) == 2:
         lo, hi = (float(x) for x in tau_astro)
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi < lo:
             raise ValueError("tau_astro=(low, high) needs 0 < low <= high, both finite; "

@@ -8,6 +8,8 @@ chunked form (a range of positions) rotate identically.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import Tensor
 
@@ -18,10 +20,14 @@ def rotary_angles(positions: Tensor, dim: int, base: float = 10000.0) -> tuple[T
     """``cos`` and ``sin`` tables ``[len(positions), dim/2]`` (float64)."""
     if dim % 2:
         raise ValueError(f"rotary positions need an even key size, got d_key={dim}")
-    inv = base ** (-torch.arange(0, dim // 2, dtype=torch.float64, device=positions.device)
-                   * 2 / dim)
-    ang = positions.to(torch.float64)[:, None] * inv[None, :]
+    ang = positions.to(torch.float64)[:, None] * _inv_freq(dim, float(base), positions.device)
     return torch.cos(ang), torch.sin(ang)
+
+
+@lru_cache(maxsize=64)
+def _inv_freq(dim: int, base: float, device: torch.device) -> Tensor:
+    """``base^(-2i/dim)`` for i < dim/2, float64 (cached: the step calls this often)."""
+    return base ** (-torch.arange(0, dim // 2, dtype=torch.float64, device=device) * 2 / dim)
 
 
 def rotary(x: Tensor, start: int, base: float = 10000.0) -> Tensor:

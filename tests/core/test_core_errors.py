@@ -1,0 +1,114 @@
+"""Bad input gets a clear ValueError/TypeError naming the argument, never a deep
+torch traceback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import astro_neuron as an
+
+
+@pytest.fixture
+def layer():
+    return an.AMSU(5, 8, n_astrocytes=2, d_key=4)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(n_neurons=10, n_astrocytes=4), "divisible by n_astrocytes"),
+    (dict(tau_mem=0.0), "tau_mem must be positive"),
+    (dict(tau_mem=-2.0), "tau_mem must be positive"),
+    (dict(tau_astro=(0.0, 10.0)), "tau_astro"),
+    (dict(tau_astro=(100.0, 10.0)), "tau_astro"),
+    (dict(tau_astro=float("nan")), "tau_astro"),
+    (dict(threshold=0.0), "threshold must be positive"),
+    (dict(reset="soft"), "reset must be one of"),
+    (dict(synapse="relu"), "synapse must be one of"),
+    (dict(spike_levels=0), "spike_levels"),
+    (dict(d_key=3, rotary=True), "even d_key"),
+    (dict(dt=0.0), "dt must be positive"),
+    (dict(astro_model="lr94"), "astro_model"),
+    (dict(n_astrocytes=0), "n_astrocytes"),
+    (dict(chunk_size=0), "chunk_size"),
+    (dict(astrocyte=False, neuron_path=False), "no input"),
+    (dict(tau_mem=[1.0, 2.0]), r"tau_mem must be a number or have shape \[8\]"),
+])
+def test_bad_constructor_arguments(kwargs, match):
+    args = dict(in_features=5, n_neurons=8, n_astrocytes=2, d_key=4)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        an.AMSU(**args)
+
+
+def test_wrong_rank(layer):
+    with pytest.raises(ValueError, match=r"rank 3 \[T, B, in_features\]"):
+        layer(torch.randn(4, 5))
+    with pytest.raises(ValueError, match=r"rank 2 \[B, in_features\]"):
+        layer.step(torch.randn(3, 2, 5))
+
+
+def test_wrong_feature_size(layer):
+    with pytest.raises(ValueError, match="in_features=5"):
+        layer(torch.randn(4, 2, 6))
+
+
+def test_wrong_dtype_and_integer_input(layer):
+    with pytest.raises(TypeError, match="dtype"):
+        layer(torch.randn(4, 2, 5, dtype=torch.float64))
+    with pytest.raises(TypeError, match="floating-point"):
+        layer(torch.ones(4, 2, 5, dtype=torch.int64))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        layer([[0.0] * 5])
+
+
+def test_mixed_devices(layer):
+    x = torch.empty(4, 2, 5, device="meta")
+    with pytest.raises(ValueError, match="is on meta but the layer is on cpu"):
+        with an.validation(check_finite=False):
+            layer(x)
+
+
+def test_parallel_form_with_reset_is_an_error():
+    layer = an.AMSU(5, 8, n_astrocytes=2, d_key=4, reset="subtract")
+    with pytest.raises(ValueError, match="only without a reset"):
+        layer(torch.randn(4, 2, 5), mode="chunked")
+    layer(torch.randn(4, 2, 5))  # auto picks the exact recurrent form
+
+
+def test_unknown_mode(layer):
+    with pytest.raises(ValueError, match="mode must be one of"):
+        layer(torch.randn(4, 2, 5), mode="fast")
+
+
+def test_state_from_another_layer(layer):
+    other = an.AMSU(5, 8, n_astrocytes=4, d_key=4)
+    _, st = other(torch.randn(3, 2, 5), return_state=True)
+    with pytest.raises(ValueError, match="another layer"):
+        layer(torch.randn(3, 2, 5), state=st)
+    _, st = layer(torch.randn(3, 2, 5), return_state=True)
+    with pytest.raises(ValueError, match="batch size"):
+        layer(torch.randn(3, 4, 5), state=st)
+    with pytest.raises(TypeError, match="AMSUState"):
+        layer(torch.randn(3, 2, 5), state=torch.zeros(2, 8))
+    with pytest.raises(TypeError, match="dtype"):
+        layer(torch.randn(3, 2, 5), state=an.AMSUState(st.u.double(), st.H.double(), 0))
+
+
+def test_nan_input_and_state(layer):
+    x = torch.randn(3, 2, 5)
+    x[1, 0, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        layer(x)
+    _, st = layer(torch.randn(3, 2, 5), return_state=True)
+    st.H[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="state.H contains NaN"):
+        layer(torch.randn(3, 2, 5), state=st)
+
+
+def test_functional_decay_out_of_range():
+    from astro_neuron.functional import astro_chunked, leaky_chunked
+    with pytest.raises(ValueError, match=r"decay must lie in \[0, 1\]"):
+        leaky_chunked(torch.randn(4, 2, 3), torch.tensor([0.5, 1.5, 0.2]))
+    with pytest.raises(ValueError, match=r"decay must lie in \[0, 1\]"):
+        q = torch.randn(4, 1, 1, 2)
+        astro_chunked(q, q, q, torch.tensor([[-0.1, 0.5]]))
