@@ -154,15 +154,51 @@ def init_state(spec: AMSUSpec, batch_size: int, device=None,
     return AMSUState(u, H, 0)
 
 
+class _LinearSplit(torch.autograd.Function):
+    """``x W^T`` split along the output features, with a backward that accumulates
+    ``grad_x`` block by block (``addmm_``) and writes each block of ``grad_W`` in
+    place, instead of first concatenating the blocks' gradients (a full-size copy)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, sizes):  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.sizes = sizes
+        return tuple(F.linear(x, weight).split(sizes, dim=-1))
+
+    @staticmethod
+    def backward(ctx, *grads):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        x2 = x.reshape(-1, x.shape[-1])
+        need_x, need_w = ctx.needs_input_grad[:2]
+        gx = None
+        gw = torch.zeros_like(weight) if need_w else None
+        off = 0
+        for g, n in zip(grads, ctx.sizes):
+            if g is not None:
+                g2 = g.reshape(-1, n)
+                w = weight[off:off + n]
+                if need_x:
+                    gx = g2 @ w if gx is None else gx.addmm_(g2, w)
+                if need_w:
+                    torch.mm(g2.t(), x2, out=gw[off:off + n])
+            off += n
+        if need_x:
+            gx = torch.zeros_like(x) if gx is None else gx.reshape(x.shape)
+        return gx, gw, None
+
+
 def project(x: Tensor, p: AMSUParams, spec: AMSUSpec):
     """Input projections of ``x`` ``[..., in]`` -> ``(I, k, v, q)``.
 
     ``I`` ``[..., N]`` (None without neuron path); ``k, q`` ``[..., A, d_k]`` and
     ``v`` ``[..., A, d_v]`` (None without astrocyte).
     """
-    z = F.linear(x, p.weight)
-    chunks = dict(zip((name for name, _ in spec.parts),
-                      torch.split(z, [n for _, n in spec.parts], dim=-1)))
+    sizes = [n for _, n in spec.parts]
+    if len(sizes) == 1:
+        z = (F.linear(x, p.weight),)
+    else:
+        z = _LinearSplit.apply(x, p.weight, sizes)
+    chunks = dict(zip((name for name, _ in spec.parts), z))
     lead = x.shape[:-1]
     A = spec.n_astrocytes
     I = chunks.get("I")
@@ -315,28 +351,32 @@ def amsu_step(x: Tensor, state: Optional[AMSUState], p: AMSUParams,
     return dynamics_step(*project(x, p, spec), state, p, spec)
 
 
+def _steps(seq: Optional[Tensor], T: int) -> list:
+    """Per-step slices via ``unbind`` (its backward is one stack; indexing ``seq[t]``
+    in a loop would allocate a full-size zero gradient at every step)."""
+    return [None] * T if seq is None else list(seq.unbind(0))
+
+
 def amsu_loop(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams,
               spec: AMSUSpec) -> tuple[AMSUOutput, AMSUState]:
     """Reference: :func:`amsu_step` applied to each of the T steps of ``x_seq``."""
     state = _prepare(x_seq, state, p, spec, seq=True)
     outs = []
-    for t in range(x_seq.shape[0]):
-        out, state = amsu_step(x_seq[t], state, p, spec)
+    for x_t in _steps(x_seq, x_seq.shape[0]):
+        out, state = amsu_step(x_t, state, p, spec)
         outs.append(out)
-    n = spec.n_neurons
-    return _stack(outs, x_seq.new_zeros(0, x_seq.shape[1], n)), state
+    return _stack(outs, x_seq.new_zeros(0, x_seq.shape[1], spec.n_neurons)), state
 
 
 def amsu_recurrent(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams,
                    spec: AMSUSpec) -> tuple[AMSUOutput, AMSUState]:
     """The loop with all projections done at once; exact for every option."""
     state = _prepare(x_seq, state, p, spec, seq=True)
-    I, k, v, q = project(x_seq, p, spec)
+    T = x_seq.shape[0]
+    I, k, v, q = (_steps(z, T) for z in project(x_seq, p, spec))
     outs = []
-    for t in range(x_seq.shape[0]):
-        out, state = dynamics_step(
-            None if I is None else I[t], None if k is None else k[t],
-            None if v is None else v[t], None if q is None else q[t], state, p, spec)
+    for t in range(T):
+        out, state = dynamics_step(I[t], k[t], v[t], q[t], state, p, spec)
         outs.append(out)
     return _stack(outs, x_seq.new_zeros(0, x_seq.shape[1], spec.n_neurons)), state
 

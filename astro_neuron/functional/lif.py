@@ -62,8 +62,8 @@ def lif_loop(x_seq: Tensor, u0: Tensor | None, beta: Tensor, threshold: Tensor,
     _check(x_seq, spec.n_neurons, 3)
     u = torch.zeros_like(x_seq[0]) if u0 is None else u0
     ss, us = [], []
-    for t in range(x_seq.shape[0]):
-        s, u_pre, u = lif_step(x_seq[t], u, beta, threshold, spec)
+    for x_t in x_seq.unbind(0):
+        s, u_pre, u = lif_step(x_t, u, beta, threshold, spec)
         ss.append(s)
         us.append(u_pre)
     if not ss:

@@ -98,10 +98,10 @@ def leaky_loop(x: Tensor, decay: Tensor, u0: Tensor | None = None) -> tuple[Tens
     """
     u = torch.zeros_like(x[0]) if u0 is None else u0
     out = []
-    for t in range(x.shape[0]):
-        u = leaky_step(u, x[t], decay)
+    for x_t in x.unbind(0):  # unbind: one stack in backward, not T zero-filled slices
+        u = leaky_step(u, x_t, decay)
         out.append(u)
-    return torch.stack(out), u
+    return (torch.stack(out) if out else x.clone()), u
 
 
 def _leaky_chunks(x: Tensor, lam: Tensor, u: Tensor, c: int) -> tuple[Tensor, Tensor]:
@@ -114,14 +114,15 @@ def _leaky_chunks(x: Tensor, lam: Tensor, u: Tensor, c: int) -> tuple[Tensor, Te
     h = (c - 1) / 2
     a = torch.exp(lam * (pos - h)).to(x.dtype)                        # decay^(i-h)
     b = torch.exp(lam * (h - pos)).to(x.dtype)                        # decay^(h-j)
-    intra = a * torch.cumsum(xc * b, dim=1)                           # zero-state part
-    carry_in = torch.exp(lam * (pos + 1)).to(x.dtype)                 # decay^(i+1)
+    # u_i = decay^(i-h) * (sum_{j<=i} decay^(h-j) x_j + decay^(h+1) u_start)
+    acc = torch.cumsum(xc * b, dim=1)                                 # (n, C, ..., N)
+    a_last, head = a[-1], torch.exp(lam * (h + 1)).to(x.dtype)
     chunk_decay = torch.exp(lam * c).to(x.dtype)
     starts = []
-    for m in range(n):                                               # carry between chunks
+    for last in acc[:, -1].unbind(0):                                # carry between chunks
         starts.append(u)
-        u = chunk_decay * u + intra[m, -1]
-    out = intra + carry_in * torch.stack(starts)[:, None]
+        u = chunk_decay * u + a_last * last
+    out = a * (acc + head * torch.stack(starts)[:, None])
     return out.reshape(T, *rest), u
 
 
@@ -139,7 +140,7 @@ def leaky_chunked(x: Tensor, decay: Tensor, u0: Tensor | None = None,
     for start, stop, cc in _split_time(T, c):
         o, u = _leaky_chunks(x[start:stop], lam, u, cc)
         outs.append(o)
-    return torch.cat(outs), u
+    return (outs[0] if len(outs) == 1 else torch.cat(outs)), u
 
 
 # ---------------------------------------------------------------- astrocyte retention
@@ -167,10 +168,10 @@ def astro_loop(q: Tensor, k: Tensor, v: Tensor, decay: Tensor,
     T, B, A, dk = q.shape
     H = q.new_zeros(B, A, dk, v.shape[-1]) if H0 is None else H0
     out = []
-    for t in range(T):
-        H = astro_step(H, k[t], v[t], decay)
-        out.append(astro_read(H, q[t]))
-    return torch.stack(out), H
+    for q_t, k_t, v_t in zip(q.unbind(0), k.unbind(0), v.unbind(0)):
+        H = astro_step(H, k_t, v_t, decay)
+        out.append(astro_read(H, q_t))
+    return (torch.stack(out) if out else q.new_zeros(0, B, A, v.shape[-1])), H
 
 
 def _astro_chunks(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, H: Tensor,
@@ -186,19 +187,19 @@ def _astro_chunks(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, H: Tensor,
     pos = torch.arange(c, dtype=torch.float64, device=q.device)[:, None]   # (C, 1)
     lam_ = lam[:, None, :]                                                # (A, 1, dk)
     h = (c - 1) / 2
-    q_mid = torch.exp(lam_ * (pos - h)).to(dt)[:, None]                   # (A,1,C,dk)
-    k_mid = torch.exp(lam_ * (h - pos)).to(dt)[:, None]
-    scores = (qc * q_mid) @ (kc * k_mid).transpose(-1, -2)                # (B,A,n,C,C)
-    o = torch.tril(scores) @ vc                                           # intra-chunk
-    k_end = torch.exp(lam_ * (c - 1 - pos)).to(dt)[:, None]               # decay^(C-1-j)
-    dH = (kc * k_end).transpose(-1, -2) @ vc                              # (B,A,n,dk,dv)
+    qt = qc * torch.exp(lam_ * (pos - h)).to(dt)[:, None]                 # q_i decay^(i-h)
+    kt = kc * torch.exp(lam_ * (h - pos)).to(dt)[:, None]                 # k_j decay^(h-j)
+    o = torch.tril(qt @ kt.transpose(-1, -2)) @ vc                        # intra-chunk
+    # chunk contribution sum_j decay^(C-1-j) k_j v_j^T = decay^(C-1-h) (kt^T v)
+    dH = (kt.transpose(-1, -2) @ vc) * torch.exp(lam * (c - 1 - h)).to(dt)[:, None, :, None]
     chunk_decay = torch.exp(lam * c).to(dt)[..., None]                    # (A, dk, 1)
     starts = []
-    for m in range(n):                                                   # carry between chunks
+    for dH_m in dH.unbind(2):                                            # carry between chunks
         starts.append(H)
-        H = chunk_decay * H + dH[:, :, m]
-    q_start = torch.exp(lam_ * (pos + 1)).to(dt)[:, None]                 # decay^(i+1)
-    o = o + (qc * q_start) @ torch.stack(starts, dim=2)                   # inter-chunk
+        H = chunk_decay * H + dH_m
+    # inter-chunk: q_i decay^(i+1) H_start = qt (decay^(h+1) H_start)
+    head = torch.exp(lam * (h + 1)).to(dt)[..., None]                     # (A, dk, 1)
+    o = o + qt @ (torch.stack(starts, dim=2) * head[:, None])
     return o.permute(2, 3, 0, 1, 4).reshape(T, B, A, dv), H
 
 
@@ -216,4 +217,4 @@ def astro_chunked(q: Tensor, k: Tensor, v: Tensor, decay: Tensor,
     for start, stop, cc in _split_time(T, c):
         o, H = _astro_chunks(q[start:stop], k[start:stop], v[start:stop], lam, H, cc)
         outs.append(o)
-    return torch.cat(outs), H
+    return (outs[0] if len(outs) == 1 else torch.cat(outs)), H
