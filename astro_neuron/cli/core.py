@@ -11,9 +11,50 @@ def register(commands, bench) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_demo)
 
+    b = bench.add_parser("scan", help="chunked form vs step loop vs projection floor")
+    b.add_argument("--batch", type=int, default=8)
+    b.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096], metavar="T")
+    b.add_argument("--neurons", type=int, default=256)
+    b.add_argument("--astrocytes", type=int, default=8)
+    b.add_argument("--d-key", type=int, default=32)
+    b.add_argument("--in-features", type=int, default=256)
+    b.add_argument("--chunk", type=int, default=64)
+    b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--loop-repeats", type=int, default=2)
+    b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    b.add_argument("--no-frameworks", action="store_true",
+                   help="skip the SpikingJelly / snnTorch comparison")
+    b.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    b.set_defaults(func=_bench_scan)
+
 
 def _demo(args) -> int:
     from astro_neuron.demo import run_demo
 
     run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    return 0
+
+
+def _bench_scan(args) -> int:
+    import torch
+
+    from astro_neuron.bench import ScanBenchConfig, bench_scan, format_table
+
+    for name in ("batch", "neurons", "astrocytes", "d_key", "in_features", "chunk",
+                 "repeats", "loop_repeats"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = ScanBenchConfig(batch=args.batch, lengths=tuple(args.lengths),
+                          n_neurons=args.neurons, n_astrocytes=args.astrocytes,
+                          d_key=args.d_key, in_features=args.in_features,
+                          chunk_size=args.chunk, repeats=args.repeats,
+                          loop_repeats=args.loop_repeats, frameworks=not args.no_frameworks)
+    rows = bench_scan(cfg)
+    print(format_table(rows, cfg))
+    if args.json:
+        from astro_neuron.io import atomic_json
+
+        atomic_json({"config": vars(cfg), "rows": rows}, args.json)
     return 0
