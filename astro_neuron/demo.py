@@ -20,7 +20,7 @@ from astro_neuron.tasks import MemoryNet, RecallTask, delayed_recall, evaluate, 
 __all__ = ["run_demo", "demo_memory"]
 
 
-def demo_memory(out_dir: Path, budget_s: float = 45.0, max_steps: int = 400,
+def demo_memory(out_dir: Path, steps: int = 300,
                 n_eval: int = 1024, seed: int = 0, task: RecallTask = RecallTask(),
                 progress: bool = True) -> dict:
     """Train AM-SU and astrocyte-off networks on delayed recall; compare accuracies."""
@@ -32,8 +32,7 @@ def demo_memory(out_dir: Path, budget_s: float = 45.0, max_steps: int = 400,
         torch.manual_seed(seed)
         net = MemoryNet(task, astrocyte=astro)
         t0 = time.perf_counter()
-        losses = train_memory_net(net, steps=max_steps, seed=seed, time_budget_s=budget_s,
-                                  progress=progress, desc=name)
+        losses = train_memory_net(net, steps=steps, seed=seed, progress=progress, desc=name)
         acc = evaluate(net, x_test, y_test)
         results[name] = {"accuracy": acc, "train_steps": len(losses),
                          "train_s": round(time.perf_counter() - t0, 1),
@@ -80,8 +79,8 @@ def run_demo(out_dir="out/demo", quick: bool = False, seed: int = 0,
     summary: dict = {"out_dir": str(out)}
     print("[1] memory task: AM-SU against the same network with the astrocyte off")
     if quick:
-        summary["memory"] = demo_memory(out, budget_s=10, max_steps=30, n_eval=128,
-                                        seed=seed, progress=progress)
+        summary["memory"] = demo_memory(out, steps=30, n_eval=128, seed=seed,
+                                        progress=progress)
     else:
         summary["memory"] = demo_memory(out, seed=seed, progress=progress)
     summary["total_s"] = round(time.perf_counter() - t0, 1)
