@@ -18,8 +18,11 @@ linear model keeps ``H[a, c, j]``) is one Li-Rinzel calcium compartment, as NEST
 The state is one tensor ``[B, 3, A, d_k, d_v]`` holding (IP3 µM, Ca µM, h in [0, 1]).
 Time is in milliseconds: ``dt`` is the step in ms. The ODE is integrated with
 classical Runge-Kutta (RK4) sub-steps of at most ``max_substep`` ms (NEST uses an
-adaptive RKF45; the tests compare this integrator with scipy's ``solve_ivp``).
-Sequential only: there is no parallel form of a nonlinear recurrence.
+adaptive RKF45; the tests compare this integrator with scipy's ``solve_ivp``). The
+backward pass is the RK4 adjoint written out (one autograd node per step, saving only
+the step's start), tested against autograd through every operation
+(:func:`li_rinzel_advance_reference`). Sequential only: there is no parallel form of
+a nonlinear recurrence.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from torch import Tensor
 
 from astro_neuron.functional.scan import astro_read
 
-__all__ = ["LiRinzel", "li_rinzel_rhs", "li_rinzel_advance", "IP3", "CA", "H_GATE"]
+__all__ = ["LiRinzel", "li_rinzel_rhs", "li_rinzel_rhs_vjp", "li_rinzel_advance",
+           "li_rinzel_advance_reference", "IP3", "CA", "H_GATE"]
 
 IP3, CA, H_GATE = 0, 1, 2  # index of each variable in the state's variable axis
 
@@ -62,8 +66,7 @@ class LiRinzel:
     rate_SERCA: float = 0.0009    # µM/ms, maximal SERCA uptake
     ratio_ER_cyt: float = 0.185   # ER / cytosol volume ratio
     tau_IP3: float = 7142.0       # ms, IP3 decay time constant
-    max_substep: float = 10.0     # ms, longest RK4 sub-step inside one step
-    checkpoint: bool = True       # recompute each step in backward (memory O(T * state))
+    max_substep: float = 20.0     # ms, longest RK4 sub-step inside one step
 
     name: ClassVar[str] = "li_rinzel"
     n_vars: ClassVar[int] = 3
@@ -71,10 +74,6 @@ class LiRinzel:
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "checkpoint":
-                if not isinstance(v, bool):
-                    raise TypeError(f"LiRinzel.checkpoint must be a bool, got {v!r}")
-                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"LiRinzel.{f.name} must be a finite number, got {v!r}")
             non_negative = f.name in ("IP3_0", "Kd_inh", "delta_IP3", "k_IP3R", "rate_IP3R",
@@ -129,13 +128,7 @@ class LiRinzel:
         """One step: ``(o_raw [B, A, d_v], H_new)`` from ``H`` ``[B, 3, A, d_k, d_v]``,
         ``k, q`` ``[B, A, d_k]``, ``v`` ``[B, A, d_v]``; ``o_raw`` is unscaled like
         :func:`~.scan.astro_read` (the caller applies ``g_astro / sqrt(d_k)``)."""
-        drive = F.relu(k[..., :, None] * v[..., None, :])
-        if self.checkpoint and torch.is_grad_enabled() and (H.requires_grad or drive.requires_grad):
-            from torch.utils.checkpoint import checkpoint
-
-            H = checkpoint(li_rinzel_advance, H, drive, self, use_reentrant=False)
-        else:
-            H = li_rinzel_advance(H, drive, self)
+        H = li_rinzel_advance(H, F.relu(k[..., :, None] * v[..., None, :]), self)
         return astro_read(H[:, CA] - self.rest[CA], q), H
 
 
@@ -173,29 +166,116 @@ def li_rinzel_rhs(ip3: Tensor, ca: Tensor, h: Tensor, p: LiRinzel
 
 
 def _rk4(y: tuple[Tensor, Tensor, Tensor], p: LiRinzel, h_step: float):
+    """One classical Runge-Kutta step of :func:`li_rinzel_rhs`; also returns the stages."""
     def add(a, b, s):
         return tuple(x + s * dx for x, dx in zip(a, b))
 
-    k1 = li_rinzel_rhs(*y, p)
-    k2 = li_rinzel_rhs(*add(y, k1, h_step / 2), p)
-    k3 = li_rinzel_rhs(*add(y, k2, h_step / 2), p)
-    k4 = li_rinzel_rhs(*add(y, k3, h_step), p)
-    return tuple(x + (h_step / 6) * (a + 2 * b + 2 * c + d)
-                 for x, a, b, c, d in zip(y, k1, k2, k3, k4))
+    y1 = add(y, k1 := li_rinzel_rhs(*y, p), h_step / 2)
+    y2 = add(y, k2 := li_rinzel_rhs(*y1, p), h_step / 2)
+    y3 = add(y, k3 := li_rinzel_rhs(*y2, p), h_step)
+    k4 = li_rinzel_rhs(*y3, p)
+    out = tuple(x + (h_step / 6) * (a + 2 * b + 2 * c + d)
+                for x, a, b, c, d in zip(y, k1, k2, k3, k4))
+    return out, (y, y1, y2, y3), (k1, k2, k3)
+
+
+def _substeps(p: LiRinzel) -> tuple[int, float]:
+    n_sub = max(1, math.ceil(p.dt / p.max_substep - 1e-9))
+    return n_sub, p.dt / n_sub
+
+
+def li_rinzel_rhs_vjp(ip3: Tensor, ca: Tensor, h: Tensor, g_ip3: Tensor, g_ca: Tensor,
+                      g_h: Tensor, p: LiRinzel) -> tuple[Tensor, Tensor, Tensor]:
+    """``J^T g``: the vector-Jacobian product of :func:`li_rinzel_rhs` at ``(ip3, ca, h)``
+    with ``g = (g_ip3, g_ca, g_h)``, written out (tested against autograd)."""
+    ca_c = ca.clamp(0.0, p.Ca_tot)
+    inside = ca_c == ca                                         # torch.clamp's gradient mask
+    ca = ca_c
+    inv_k1 = (ip3 + p.Kd_IP3_1).reciprocal()
+    m_inf = ip3 * inv_k1
+    inv_ka = (ca + p.Kd_act).reciprocal()
+    n_inf = ca * inv_ka
+    diff = p.Ca_tot / p.ratio_ER_cyt - (1.0 + 1.0 / p.ratio_ER_cyt) * ca   # Ca_ER - Ca
+    mh = m_inf * h
+    gate = mh * n_inf
+    gate2 = gate * gate
+    a_ch = p.ratio_ER_cyt * p.rate_IP3R
+    flux_rate = a_ch * gate2 * gate + p.ratio_ER_cyt * p.rate_L  # d(J_ch + J_leak)/d diff
+    u = g_ca * gate2 * diff * (3.0 * a_ch)                       # g_ca * dJ_ch/d gate
+    km2 = p.Km_SERCA ** 2
+    inv_den = (ca * ca + km2).reciprocal()
+    d_pump = ca * inv_den * inv_den * (2.0 * p.rate_SERCA * km2)
+    inv_k2 = (ip3 + p.Kd_IP3_2).reciprocal()
+    k_inh = p.k_IP3R * p.Kd_inh
+    alpha = (ip3 + p.Kd_IP3_1) * inv_k2 * k_inh
+    d_alpha = inv_k2 * inv_k2 * (k_inh * (p.Kd_IP3_2 - p.Kd_IP3_1))
+    g_i = (u * n_inf * h * inv_k1 * inv_k1 * p.Kd_IP3_1 + g_h * d_alpha * (1.0 - h)
+           - g_ip3 / p.tau_IP3)
+    g_c = (u * mh * inv_ka * inv_ka * p.Kd_act
+           - g_ca * (flux_rate * (1.0 + 1.0 / p.ratio_ER_cyt) + d_pump)
+           - g_h * h * p.k_IP3R)
+    g_c = torch.where(inside, g_c, 0.0)
+    g_hh = u * m_inf * n_inf - g_h * (alpha + ca * p.k_IP3R)
+    return g_i, g_c, g_hh
+
+
+class _Integrate(torch.autograd.Function):
+    """RK4 over one step of ``p.dt`` ms with a hand-written backward (the adjoint of
+    the RK4 stages, :func:`li_rinzel_rhs_vjp`): the graph holds one node per step and
+    keeps the RK4 stage states, not every intermediate of 4 x n_sub right-hand sides."""
+
+    @staticmethod
+    def forward(ctx, ip3: Tensor, ca: Tensor, h: Tensor, p: LiRinzel):  # type: ignore[override]
+        ctx.p = p
+        n_sub, h_step = _substeps(p)
+        y, saved = (ip3, ca, h), []
+        for _ in range(n_sub):
+            y, stages, _ = _rk4(y, p, h_step)
+            saved += [t for stage in stages for t in stage]         # 4 stages x 3 variables
+        ctx.save_for_backward(*saved)
+        return y
+
+    @staticmethod
+    def backward(ctx, *grads):  # type: ignore[override]
+        p = ctx.p
+        _, h_step = _substeps(p)
+        saved = ctx.saved_tensors
+        g = tuple(torch.zeros_like(saved[0]) if gr is None else gr for gr in grads)
+        # y_next = y0 + h/6 (k1 + 2 k2 + 2 k3 + k4), k1 = f(y0), k2 = f(y0 + h/2 k1),
+        # k3 = f(y0 + h/2 k2), k4 = f(y0 + h k3): back through k4, k3, k2, k1
+        for s in reversed(range(0, len(saved), 12)):
+            y0, y1, y2, y3 = (saved[s + 3 * i: s + 3 * i + 3] for i in range(4))
+            yb = li_rinzel_rhs_vjp(*y3, *(x * (h_step / 6) for x in g), p)
+            acc = [a + b for a, b in zip(g, yb)]
+            yb = li_rinzel_rhs_vjp(*y2, *(x * (h_step / 3) + b * h_step for x, b in zip(g, yb)), p)
+            acc = [a + b for a, b in zip(acc, yb)]
+            yb = li_rinzel_rhs_vjp(*y1, *(x * (h_step / 3) + b * (h_step / 2)
+                                          for x, b in zip(g, yb)), p)
+            acc = [a + b for a, b in zip(acc, yb)]
+            yb = li_rinzel_rhs_vjp(*y0, *(x * (h_step / 6) + b * (h_step / 2)
+                                          for x, b in zip(g, yb)), p)
+            g = tuple(a + b for a, b in zip(acc, yb))
+        return (*g, None)
 
 
 def li_rinzel_advance(H: Tensor, drive: Tensor, p: LiRinzel) -> Tensor:
     """Advance the state ``H`` ``[B, 3, ...]`` by one step of ``p.dt`` ms.
 
-    As NEST's update: integrate the ODE over the step, clamp Ca to ``[0, Ca_tot]``,
-    then add the step's input to IP3 (``+ delta_IP3 * drive``; ``drive >= 0``).
+    As NEST's update: integrate the ODE over the step (RK4 sub-steps), clamp Ca to
+    ``[0, Ca_tot]``, then add the step's input to IP3 (``+ delta_IP3 * drive``,
+    ``drive >= 0``). Gradients use the hand-written RK4 adjoint (:class:`_Integrate`);
+    :func:`li_rinzel_advance_reference` is the same step through plain autograd.
     """
-    n_sub = max(1, math.ceil(p.dt / p.max_substep - 1e-9))
-    h_step = p.dt / n_sub
+    ip3, ca, h = _Integrate.apply(H[:, IP3], H[:, CA], H[:, H_GATE], p)
+    return torch.stack((ip3 + p.delta_IP3 * drive, ca.clamp(0.0, p.Ca_tot), h), dim=1)
+
+
+def li_rinzel_advance_reference(H: Tensor, drive: Tensor, p: LiRinzel) -> Tensor:
+    """:func:`li_rinzel_advance` with autograd through every RK4 operation (the slow,
+    obvious reference the tests compare with)."""
+    n_sub, h_step = _substeps(p)
     y = (H[:, IP3], H[:, CA], H[:, H_GATE])
     for _ in range(n_sub):
-        y = _rk4(y, p, h_step)
+        y = _rk4(y, p, h_step)[0]
     ip3, ca, h = y
-    ca = ca.clamp(0.0, p.Ca_tot)
-    ip3 = ip3 + p.delta_IP3 * drive
-    return torch.stack((ip3, ca, h), dim=1)
+    return torch.stack((ip3 + p.delta_IP3 * drive, ca.clamp(0.0, p.Ca_tot), h), dim=1)
