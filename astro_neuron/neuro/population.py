@@ -33,7 +33,8 @@ from astro_neuron.functional.amsu import (
 )
 from astro_neuron.functional.scan import leaky_chunked, leaky_step
 from astro_neuron.lif import LIF
-from astro_neuron.neuro.presets import Preset, preset
+from astro_neuron.neuro.presets import Preset
+from astro_neuron.neuro.presets import preset as get_preset
 from astro_neuron.neuro.territories import Territories
 from astro_neuron.neuro.traces import TRACE_KINDS, astro_trajectory
 
@@ -88,7 +89,7 @@ class TripartitePopulation(nn.Module):
         overrides = {k: v for k, v in dict(dt=dt, tau_mem=tau_mem, tau_astro=tau_astro,
                                            threshold=threshold, reset=reset).items()
                      if v is not None}
-        self.preset = _preset(preset, overrides)
+        self.preset = get_preset(preset, **overrides)
         if territories is None:
             territories = Territories.blocks(n_neurons, n_astrocytes)
         if not isinstance(territories, Territories):
@@ -326,7 +327,3 @@ class TripartitePopulation(nn.Module):
         return (f"n_in={self.synapses.in_features}, n_neurons={self.n_neurons}, "
                 f"preset={self.preset.name!r}, dt={self.dt} {self.time_unit}, "
                 f"{self.territories!r}")
-
-
-def _preset(p, overrides: dict) -> Preset:
-    return preset(p, **overrides)

@@ -158,7 +158,10 @@ def test_cli_plot(tmp_path, capsys):
     assert "unknown ['pie']" in capsys.readouterr().err
 
 
-def _tiny_checkpoint(path):
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A MemoryNet checkpoint (tiny task, 3 training steps), shared by the tests."""
+    path = tmp_path_factory.mktemp("ckpt") / "memory_amsu.pt"
     task = RecallTask(n_classes=2, channels_per_class=4, go_channels=4, cue_len=5, delay=20,
                       recall_len=5)
     torch.manual_seed(0)
@@ -168,8 +171,8 @@ def _tiny_checkpoint(path):
     return path
 
 
-def test_demo_plots_from_a_memory_checkpoint(tmp_path):
-    ckpt = _tiny_checkpoint(tmp_path / "memory_amsu.pt")
+def test_demo_plots_from_a_memory_checkpoint(tmp_path, tiny_checkpoint):
+    ckpt = tiny_checkpoint
     t0 = time.perf_counter()
     paths = demo_plots(tmp_path / "out", ckpt)
     elapsed = time.perf_counter() - t0
@@ -187,8 +190,8 @@ def test_demo_plots_from_a_memory_checkpoint(tmp_path):
         demo_plots(tmp_path / "out", tmp_path / "other.pt")
 
 
-def test_cli_record(tmp_path, capsys):
-    ckpt = _tiny_checkpoint(tmp_path / "m.pt")
+def test_cli_record(tmp_path, capsys, tiny_checkpoint):
+    ckpt = tiny_checkpoint
     out = tmp_path / "trial.npz"
     assert main(["record", str(ckpt), "--out", str(out), "--label", "1", "--plot"]) == 0
     rec = load_recording(out)

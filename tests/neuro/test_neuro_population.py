@@ -122,7 +122,6 @@ def test_li_rinzel_population_and_trace():
 
 
 def test_spikingjelly_monitors_record_populations():
-    pytest.importorskip("spikingjelly")
     from spikingjelly.activation_based import monitor
 
     torch.manual_seed(0)
