@@ -103,7 +103,7 @@ class LiRinzel:
             return dca
 
         lo, hi = 0.0, self.Ca_tot
-        for _ in range(200):
+        for _ in range(80):                     # 2^-80 * Ca_tot: below float64 resolution
             mid = 0.5 * (lo + hi)
             if flux(mid) > 0:
                 lo = mid
