@@ -122,6 +122,7 @@ def _figure(curves, results, delays, task, path):
     ax2.set_xticklabels([f"delay {d}" for d in delays])
     ax2.set_ylabel("accuracy")
     ax2.set_ylim(0, 1.05)
+    ax2.legend(fontsize="small", loc="lower left")
     fig.savefig(path, dpi=110)
 
 
