@@ -14,6 +14,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from astro_neuron.astrocytes import resolve_astro_model
 from astro_neuron.functional.amsu import (
     AMSUOutput, AMSUParams, AMSUSpec, AMSUState, amsu_chunked, amsu_loop, amsu_recurrent,
     amsu_step, init_state,
@@ -94,8 +95,10 @@ class AMSU(nn.Module):
         astrocyte: ``False`` removes the astrocyte (the "spiking neuron alone" ablation).
         neuron_path: ``False`` removes the membrane path (the "astrocyte alone" ablation).
         spiking: ``False`` replaces spikes by the surrogate's smooth step (non-spiking twin).
-        astro_model: ``"linear"`` (the paper's, parallel-trainable). Other models are
-            registered by :mod:`astro_neuron.astrocytes` where available.
+        astro_model: ``"linear"`` (the paper's, parallel-trainable) or a nonlinear,
+            sequential-only model: ``"li_rinzel"`` (calcium/IP3; ``dt`` in ms) or a
+            model object such as ``astro_neuron.astrocytes.LiRinzel(...)``; see
+            :mod:`astro_neuron.astrocytes`. ``tau_astro`` is unused by nonlinear models.
         rotary: rotary positions on the astrocyte's keys and queries.
         dt: the time step, in the unit of the time constants (1.0: "steps").
         astro_gain: initial per-neuron astrocyte gain ``g_astro``.
@@ -117,24 +120,21 @@ class AMSU(nn.Module):
                  detach_reset: bool = False, chunk_size: int = 64,
                  device=None, dtype=None) -> None:
         super().__init__()
-        if astro_model != "linear":
-            raise ValueError(
-                f"astro_model={astro_model!r} is not a linear astrocyte; AMSU supports "
-                "'linear'. Nonlinear astrocytes are sequential-only models: see "
-                "astro_neuron.astrocytes")
+        dt = float(dt)
+        if not math.isfinite(dt) or dt <= 0:
+            raise ValueError(f"dt must be positive and finite, got {dt!r}")
+        model = resolve_astro_model(astro_model, dt)
         self.spec = AMSUSpec(
             in_features=in_features, n_neurons=n_neurons, n_astrocytes=n_astrocytes,
             d_key=d_key, reset=reset, synapse=synapse, spike_levels=spike_levels,
             astrocyte=astrocyte, neuron_path=neuron_path, spiking=spiking, rotary=rotary,
-            rotary_base=rotary_base, detach_reset=detach_reset, surrogate=surrogate)
-        dt = float(dt)
-        if not math.isfinite(dt) or dt <= 0:
-            raise ValueError(f"dt must be positive and finite, got {dt!r}")
+            rotary_base=rotary_base, detach_reset=detach_reset, surrogate=surrogate,
+            astro_model=model)
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         self.dt = dt
         self.chunk_size = chunk_size
-        self.astro_model = astro_model
+        self.astro_model = model if isinstance(model, str) else model.name
         fk = {"device": device, "dtype": dtype or torch.get_default_dtype()}
         N, A = n_neurons, n_astrocytes
 
@@ -212,7 +212,8 @@ class AMSU(nn.Module):
             mode: str = "auto") -> tuple[AMSUOutput, AMSUState]:
         """Run ``x_seq`` ``[T, B, in]``; return ``(AMSUOutput(spikes, u, o), state)``.
 
-        ``mode``: ``"auto"`` (chunked without reset, recurrent with one),
+        ``mode``: ``"auto"`` (chunked without reset, recurrent with a reset or a
+        nonlinear astrocyte),
         ``"chunked"`` (parallel; an error with a reset), ``"recurrent"`` (exact loop
         with projections hoisted) or ``"loop"`` (the reference loop of steps).
         """
@@ -220,7 +221,9 @@ class AMSU(nn.Module):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self._check_finite(x_seq, state)
         if mode == "auto":
-            mode = "chunked" if self.spec.reset == "none" else "recurrent"
+            parallel = self.spec.reset == "none" and (self.spec.linear_astro
+                                                      or not self.spec.astrocyte)
+            mode = "chunked" if parallel else "recurrent"
         p = self.params()
         if mode == "chunked":
             return amsu_chunked(x_seq, state, p, self.spec, self.chunk_size)
@@ -254,5 +257,7 @@ class AMSU(nn.Module):
                               ("rotary", False)):
             if getattr(s, name) != default:
                 parts.append(f"{name}={getattr(s, name)!r}")
+        if not s.linear_astro:
+            parts.append(f"astro_model={self.astro_model!r}")
         parts.append(f"surrogate={s.surrogate!r}")
         return ", ".join(parts)

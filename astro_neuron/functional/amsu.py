@@ -71,6 +71,10 @@ class AMSUSpec:
     rotary_base: float = 10000.0
     detach_reset: bool = False     # reset does not pass gradient through the spikes
     surrogate: Any = field(default_factory=ATan)
+    # "linear" (the paper's astrocyte) or a nonlinear model object (sequential only) with
+    # state_shape(spec), init_state(spec, B, device, dtype) and step(H, k, v, q) -> (o_raw, H);
+    # see astro_neuron.astrocytes
+    astro_model: Any = "linear"
 
     def __post_init__(self) -> None:
         _pos_int("in_features", self.in_features)
@@ -93,6 +97,16 @@ class AMSUSpec:
         if not math.isfinite(self.rotary_base) or self.rotary_base <= 1:
             raise ValueError(f"rotary_base must be > 1, got {self.rotary_base!r}")
         object.__setattr__(self, "surrogate", as_surrogate(self.surrogate))
+        if self.astro_model != "linear" and not all(
+                callable(getattr(self.astro_model, m, None))
+                for m in ("state_shape", "init_state", "step")):
+            raise ValueError("astro_model must be 'linear' or a nonlinear astrocyte model "
+                             f"(see astro_neuron.astrocytes), got {self.astro_model!r}")
+
+    @property
+    def linear_astro(self) -> bool:
+        """True for the paper's linear astrocyte (the parallel form applies)."""
+        return isinstance(self.astro_model, str)
 
     @property
     def d_value(self) -> int:
@@ -148,7 +162,9 @@ def init_state(spec: AMSUSpec, batch_size: int, device=None,
     """The zero state for ``batch_size`` sequences."""
     u = torch.zeros(batch_size, spec.n_neurons, device=device, dtype=dtype)
     H = None
-    if spec.astrocyte:
+    if spec.astrocyte and not spec.linear_astro:
+        H = spec.astro_model.init_state(spec, batch_size, device, dtype)
+    elif spec.astrocyte:
         H = torch.zeros(batch_size, spec.n_astrocytes, spec.d_key, spec.d_value,
                         device=device, dtype=dtype)
     return AMSUState(u, H, 0)
@@ -260,8 +276,12 @@ def dynamics_step(I: Optional[Tensor], k: Optional[Tensor], v: Optional[Tensor],
         if spec.rotary:
             k = rotary(k[None], state.t, spec.rotary_base)[0]
             q = rotary(q[None], state.t, spec.rotary_base)[0]
-        H = astro_step(H, k, v, p.gamma)
-        o = astro_read(H, q).flatten(-2) * (p.astro_gain / math.sqrt(spec.d_key))
+        if spec.linear_astro:
+            H = astro_step(H, k, v, p.gamma)
+            o = astro_read(H, q)
+        else:
+            o, H = spec.astro_model.step(H, k, v, q)
+        o = o.flatten(-2) * (p.astro_gain / math.sqrt(spec.d_key))
     else:
         o = torch.zeros_like(u)
     s = fire(u + o, p.threshold, spec)
@@ -287,9 +307,13 @@ def check_state(state: AMSUState, spec: AMSUSpec, batch: int, like: Tensor) -> N
               "is this state from another layer or batch size?")
     if spec.astrocyte:
         want_H = (batch, spec.n_astrocytes, spec.d_key, spec.d_value)
+        layout = "[batch, n_astrocytes, d_key, d_value]"
+        if not spec.linear_astro:
+            want_H = (batch, *spec.astro_model.state_shape(spec))
+            layout = f"[batch, variables, n_astrocytes, d_key, d_value] ({spec.astro_model.name})"
         if not isinstance(H, Tensor) or tuple(H.shape) != want_H:
-            _fail(f"state.H must have shape {list(want_H)} [batch, n_astrocytes, d_key, "
-                  f"d_value], got {list(H.shape) if isinstance(H, Tensor) else H!r}: "
+            _fail(f"state.H must have shape {list(want_H)} {layout}, "
+                  f"got {list(H.shape) if isinstance(H, Tensor) else H!r}: "
                   "is this state from another layer?")
     elif H is not None:
         _fail("state.H must be None for a layer without astrocyte")
@@ -392,6 +416,11 @@ def amsu_chunked(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, spec:
             f"the parallel (chunked) form is exact only without a reset, but reset="
             f"{spec.reset!r} couples the membrane to the spikes; use the recurrent form "
             "(mode='recurrent' or mode='loop')")
+    if spec.astrocyte and not spec.linear_astro:
+        raise ValueError(
+            f"the parallel (chunked) form needs the linear astrocyte, but astro_model="
+            f"{spec.astro_model.name!r} is nonlinear (sequential only); use mode='recurrent' "
+            "or mode='loop'")
     state = _prepare(x_seq, state, p, spec, seq=True)
     I, k, v, q = project(x_seq, p, spec)
     if spec.neuron_path:

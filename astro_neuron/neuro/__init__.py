@@ -1,0 +1,25 @@
+"""Astrocyte networks in biological terms (guide: docs/neuroscience.md).
+
+* :mod:`.presets`      named parameter sets with units: ``"biology"`` (ms), ``"machine_learning"``
+* :mod:`.territories`  which synapses each astrocyte ensheathes (masks or rules)
+* :mod:`.population`   :class:`TripartitePopulation`: AM-SU neurons + astrocytes over territories
+* :mod:`.inputs`       Poisson spike trains and injected currents in Hz / ms
+* :mod:`.recording`    record spikes, membranes and astrocyte states; save / load run files
+* :mod:`.figures`      write the plots of a recording (and of the demo's memory network)
+
+Nothing here imports matplotlib or SpikingJelly at import time.
+"""
+
+from astro_neuron.neuro.figures import demo_plots, plot_recording, record_memory_trial
+from astro_neuron.neuro.inputs import n_steps, poisson, sine_current, step_current
+from astro_neuron.neuro.population import PopulationOutput, PopulationState, TripartitePopulation
+from astro_neuron.neuro.presets import PRESETS, Preset, make_amsu, preset
+from astro_neuron.neuro.recording import Recording, load_recording, record
+from astro_neuron.neuro.territories import Territories
+
+__all__ = [
+    "PRESETS", "Preset", "preset", "make_amsu", "Territories", "TripartitePopulation",
+    "PopulationOutput", "PopulationState", "poisson", "step_current", "sine_current",
+    "n_steps", "Recording", "record", "load_recording", "plot_recording", "demo_plots",
+    "record_memory_trial",
+]
