@@ -1,0 +1,1 @@
+"""neuromorphic: integer AM-SU networks (placeholder init, filled below)."""

@@ -1,0 +1,401 @@
+"""The integer reference: NumPy, int64, every width explicit. This is the specification.
+
+Read it beside docs/neuromorphic.md. Two forms of one semantics:
+
+* the **step form** (:func:`dense_step`, :func:`amsu_step`, :func:`lif_step`,
+  :func:`run_steps`): one time step of every process, written out as the hardware
+  does it. This is the definition.
+* the **fast form** (:func:`run`): the same numbers, layer by layer, with the
+  stateless parts (synaptic sums, requantization, read-outs) done for all steps at
+  once and only the recurrences left in the time loop. It is what
+  ``nm.simulate(backend="reference")`` and the benchmark use; tests check it
+  against the step form bit for bit.
+
+Arrays are batch-first inside a step (``[B, ...]``) and time-major across steps
+(``[T, B, ...]``). Nothing here imports torch or Lava.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from neuromorphic.network import (
+    ACT_SHIFT, DECAY_SHIFT, DECAY_UNITY, STATE_MAX, VTH_SHIFT, AMSULayer, LIFLayer,
+    QuantizedNetwork,
+)
+
+__all__ = [
+    "shr", "rtz_decay", "sat", "wrap24", "bias_value", "dense_step", "amsu_step",
+    "lif_step", "init_states", "run_steps", "run", "RunOutput",
+]
+
+I64 = np.int64
+
+
+# ----------------------------------------------------------------- integer primitives
+
+def shr(x: np.ndarray, n: int) -> np.ndarray:
+    """Requantizing shift: right by ``n`` rounding half up (``(x + 2**(n-1)) >> n``);
+    ``n < 0`` shifts left by ``-n`` (exact); ``n == 0`` is the identity."""
+    x = np.asarray(x, dtype=I64)
+    if n > 0:
+        return (x + (1 << (n - 1))) >> n
+    if n < 0:
+        return x << (-n)
+    return x
+
+
+def rtz_decay(x: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Lava's decay: ``x * (4096 - d) / 4096`` rounded toward zero (``sign * (|p| >> 12)``)."""
+    p = np.asarray(x, dtype=I64) * (DECAY_UNITY - np.asarray(d, dtype=I64))
+    return np.sign(p) * (np.abs(p) >> DECAY_SHIFT)
+
+
+def sat(x: np.ndarray, bits: int) -> np.ndarray:
+    """Saturate to the symmetric signed range ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]``."""
+    m = (1 << (bits - 1)) - 1
+    return np.clip(x, -m, m)
+
+
+def sat24(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, -STATE_MAX, STATE_MAX)
+
+
+def wrap24(x: np.ndarray) -> np.ndarray:
+    """Lava LIF's current wrap: above ``2**23`` subtract ``2**24``; at or below
+    ``-2**23`` add ``2**24`` (once, as ``PyLifModelBitAcc`` does)."""
+    top = 1 << 23
+    return np.where(x > top, x - 2 * top, np.where(x <= -top, x + 2 * top, x))
+
+
+def bias_value(mant: np.ndarray, exp: np.ndarray) -> np.ndarray:
+    """Effective bias ``mant << exp`` (exp in 0..7)."""
+    return np.asarray(mant, dtype=I64) << np.asarray(exp, dtype=I64)
+
+
+# ----------------------------------------------------------------- the step form
+
+def dense_step(weight: np.ndarray, weight_exp: int, graded: bool, buf: np.ndarray,
+               s_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One step of Lava's ``Dense`` (bit-accurate model).
+
+    ``weight``: the *effective* weights ``[P, n_in]`` (:meth:`Synapse.effective_weight`);
+    ``buf`` ``[B, P]``: the accumulation of the previous step; ``s_in`` ``[B, n_in]``.
+    Returns ``(a_out, new_buf)``: ``a_out = buf`` (the one-step delay), ``new_buf =
+    (W @ s) << weight_exp`` (arithmetic shift, floor for a negative exponent);
+    binary mode counts any non-zero input as 1.
+    """
+    s = np.asarray(s_in, dtype=I64)
+    if not graded:
+        s = (s != 0).astype(I64)
+    acc = s @ weight.T
+    new = acc << weight_exp if weight_exp > 0 else acc >> (-weight_exp)
+    return buf, new
+
+
+def _split(layer: AMSULayer, a: np.ndarray) -> dict[str, np.ndarray]:
+    out, start = {}, 0
+    for name, n in layer.parts:
+        out[name] = a[..., start:start + n]
+        start += n
+    return out
+
+
+def amsu_step(layer: AMSULayer, u: Optional[np.ndarray], H: Optional[np.ndarray],
+              a: np.ndarray):
+    """One step of the integer AM-SU neurons (docs/neuromorphic.md, "AM-SU step").
+
+    ``a`` ``[B, P]``: the synaptic input (the Dense's output this step);
+    ``u`` ``[B, N]``; ``H`` ``[B, A, dk, dv]``. Returns ``(s, u, H)``: spikes
+    ``[B, N]`` in ``{0..L}`` and the new states (``u`` after the reset).
+    """
+    part = _split(layer, np.asarray(a, dtype=I64))
+    B = a.shape[0]
+    N, A, dk, dv = layer.n_neurons, layer.n_astrocytes, layer.d_key, layer.d_value
+    theta = layer.vth.astype(I64) << VTH_SHIFT                       # [N]
+    y = np.zeros((B, N), dtype=I64)
+    if layer.neuron_path:
+        I = shr(part["I"], layer.shift_i) + bias_value(layer.bias_mant, layer.bias_exp)
+        u = sat24(rtz_decay(u, layer.du) + I)                         # membrane: saturates
+        y = y + u
+    if layer.astrocyte:
+        b = layer.operand_bits
+        k = sat(shr(part["K"], layer.shift_k), b).reshape(B, A, dk)   # operands: b-bit
+        v = sat(shr(part["V"], layer.shift_v), b).reshape(B, A, dv)
+        q = sat(shr(part["Q"], layer.shift_q), b).reshape(B, A, dk)
+        kv = shr(k[:, :, :, None] * v[:, :, None, :], layer.shift_kv)  # k v^T, requantized
+        H = sat24(rtz_decay(H, layer.dH[:, :, None]) + kv)            # astrocyte: saturates
+        r = sat24(shr(np.einsum("bakv,bak->bav", H, q), layer.shift_r))  # H^T q
+        o = sat24(shr(r.reshape(B, N) * layer.gain.astype(I64), layer.shift_o))
+        y = y + o                                                     # 25-bit transient
+    s = np.zeros((B, N), dtype=I64)
+    for level in range(1, layer.spike_levels + 1):                    # strict >, per level
+        s += (y > level * theta).astype(I64)
+    if layer.neuron_path:
+        if layer.reset == "subtract":
+            u = sat24(u - s * theta)
+        elif layer.reset == "zero":
+            u = np.where(s > 0, 0, u)
+    return s, u, H
+
+
+def lif_step(layer: LIFLayer, u: np.ndarray, v: np.ndarray, a: np.ndarray):
+    """One step of Lava's stock LIF, bit-accurate model (``PyLifModelBitAcc``).
+
+    Returns ``(s, u, v)`` with ``v`` after the reset to 0 of spiking neurons.
+    """
+    u = wrap24(rtz_decay(u, layer.du + 1) + (np.asarray(a, dtype=I64) << ACT_SHIFT))
+    bias = bias_value(layer.bias_mant, layer.bias_exp)
+    v = sat24(rtz_decay(v, layer.dv) + u + bias)
+    s = (v > (int(layer.vth) << VTH_SHIFT)).astype(I64)
+    v = np.where(s > 0, 0, v)
+    return s, u, v
+
+
+def init_states(net: QuantizedNetwork, batch: int) -> list[dict[str, np.ndarray]]:
+    """All-zero states of every layer (``a`` is the Dense buffer)."""
+    return [{k: np.zeros(shape, dtype=I64) for k, shape in layer.state_shapes(batch).items()}
+            for layer in net.layers]
+
+
+@dataclass
+class RunOutput:
+    """Per layer: ``spikes[l]`` ``[T, B, N_l]`` and ``states[l][name]`` ``[T, B, ...]``
+    (the value after step t); ``saturation[l][name]``: how many values were clipped."""
+
+    spikes: list
+    states: list
+    saturation: list = field(default_factory=list)
+
+
+def _check_input(net: QuantizedNetwork, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[2] != net.input_size:
+        raise ValueError(f"input spikes must have shape [T, B, {net.input_size}], got "
+                         f"{list(x.shape)}")
+    if x.dtype.kind not in "iub":
+        raise ValueError(f"input spikes must be integers, got dtype {x.dtype}")
+    return x.astype(I64)
+
+
+def run_steps(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True) -> RunOutput:
+    """The step form over a sequence: ``x`` ``[T, B, n_in]`` integer spikes.
+
+    Every step runs every layer's Dense, then its neurons, in order, as Lava does.
+    """
+    x = _check_input(net, x)
+    T, B = x.shape[:2]
+    st = init_states(net, B)
+    weights = [layer.synapse.effective_weight() for layer in net.layers]
+    spikes = [np.zeros((T, B, l.n_out), dtype=I64) for l in net.layers]
+    states = [{k: np.zeros((T,) + v.shape, dtype=I64) for k, v in s.items()} if record_states
+              else {} for s in st]
+    for t in range(T):
+        s_in = x[t]
+        for i, layer in enumerate(net.layers):
+            syn = layer.synapse
+            a, st[i]["a"] = dense_step(weights[i], syn.weight_exp, syn.num_message_bits > 0,
+                                       st[i]["a"], s_in)
+            if isinstance(layer, AMSULayer):
+                s, u, H = amsu_step(layer, st[i].get("u"), st[i].get("H"), a)
+                if layer.neuron_path:
+                    st[i]["u"] = u
+                if layer.astrocyte:
+                    st[i]["H"] = H
+            else:
+                s, st[i]["u"], st[i]["v"] = lif_step(layer, st[i]["u"], st[i]["v"], a)
+            spikes[i][t] = s
+            if record_states:
+                for k, val in st[i].items():
+                    states[i][k][t] = val
+            s_in = s
+    return RunOutput(spikes, states)
+
+
+# ----------------------------------------------------------------- the fast form
+
+def _dense_all(layer, x: np.ndarray) -> np.ndarray:
+    """Dense buffers after every step, ``[T, B, P]``: ``(W @ s_t) << exp``.
+
+    The sums are done by float64 BLAS, exact because the network validation bounds
+    every synaptic sum below 2**52."""
+    syn = layer.synapse
+    w = syn.effective_weight()
+    s = x if syn.num_message_bits > 0 else (x != 0)
+    acc = np.rint(s.astype(np.float64) @ w.T.astype(np.float64)).astype(I64)
+    return acc << syn.weight_exp if syn.weight_exp > 0 else acc >> (-syn.weight_exp)
+
+
+def _delayed(buf: np.ndarray) -> np.ndarray:
+    """What the neurons receive at each step: the previous step's buffer (0 first)."""
+    out = np.zeros_like(buf)
+    out[1:] = buf[:-1]
+    return out
+
+
+def _count(sat_counts: dict, name: str, before: np.ndarray, after: np.ndarray) -> None:
+    sat_counts[name] = sat_counts.get(name, 0) + int(np.count_nonzero(before != after))
+
+
+def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: dict):
+    T, B = a.shape[:2]
+    N, A, dk, dv = layer.n_neurons, layer.n_astrocytes, layer.d_key, layer.d_value
+    part = _split(layer, a)
+    theta = layer.vth.astype(I64) << VTH_SHIFT
+    states = {}
+    if layer.neuron_path:
+        I = shr(part["I"], layer.shift_i) + bias_value(layer.bias_mant, layer.bias_exp)
+        m_u = (DECAY_UNITY - layer.du.astype(I64)).astype(np.float64)
+    if layer.astrocyte:
+        b = layer.operand_bits
+        ops = {}
+        for name, sh, width in (("K", layer.shift_k, dk), ("V", layer.shift_v, dv),
+                                ("Q", layer.shift_q, dk)):
+            raw = shr(part[name], sh)
+            ops[name] = sat(raw, b).reshape(T, B, A, width)
+            if counts is not None:
+                _count(counts, name.lower(), raw, ops[name].reshape(raw.shape))
+        kv = shr(ops["K"][..., :, None] * ops["V"][..., None, :], layer.shift_kv)
+        m_H = (DECAY_UNITY - layer.dH.astype(I64))[:, :, None].astype(np.float64)
+    # The recurrences. float64 holds every value exactly (|x * m| < 2**36); trunc of
+    # x * m / 4096 is the round-toward-zero shift of the spec.
+    u_seq = np.zeros((T, B, N), dtype=I64) if layer.neuron_path else None
+    H_seq = np.zeros((T, B, A, dk, dv), dtype=I64) if layer.astrocyte else None
+    coupled = layer.neuron_path and layer.reset != "none"
+    s_seq = np.zeros((T, B, N), dtype=I64)
+    u = np.zeros((B, N)) if layer.neuron_path else None
+    H = np.zeros((B, A, dk, dv)) if layer.astrocyte else None
+    If = I.astype(np.float64) if layer.neuron_path else None
+    kvf = kv.astype(np.float64) if layer.astrocyte else None
+    lim = float(STATE_MAX)
+    n_sat = {"u": 0, "H": 0}
+    for t in range(T):
+        if layer.astrocyte:
+            H = np.trunc(H * m_H / DECAY_UNITY) + kvf[t]
+            if counts is not None:
+                n_sat["H"] += int(np.count_nonzero(np.abs(H) > lim))
+            np.clip(H, -lim, lim, out=H)
+            H_seq[t] = H
+        if layer.neuron_path:
+            u = np.trunc(u * m_u / DECAY_UNITY) + If[t]
+            if counts is not None:
+                n_sat["u"] += int(np.count_nonzero(np.abs(u) > lim))
+            np.clip(u, -lim, lim, out=u)
+            if coupled:   # the reset needs this step's spikes, hence its read-out
+                y = u.astype(I64)
+                if layer.astrocyte:
+                    y = y + _readout(layer, H_seq[t:t + 1], ops["Q"][t:t + 1], counts)[0]
+                s = _fire(layer, y, theta)
+                s_seq[t] = s
+                u_int = u.astype(I64)
+                if layer.reset == "subtract":
+                    new = u_int - s * theta
+                    if counts is not None:
+                        n_sat["u"] += int(np.count_nonzero(np.abs(new) > STATE_MAX))
+                    u_int = sat24(new)
+                else:
+                    u_int = np.where(s > 0, 0, u_int)
+                u = u_int.astype(np.float64)
+            u_seq[t] = u
+    if counts is not None:
+        for k, v in n_sat.items():
+            counts[k] = counts.get(k, 0) + v
+    if not coupled:
+        y = np.zeros((T, B, N), dtype=I64)
+        if layer.neuron_path:
+            y += u_seq
+        if layer.astrocyte:
+            y += _readout(layer, H_seq, ops["Q"], counts)
+        s_seq = _fire(layer, y, theta)
+    if record:
+        if layer.neuron_path:
+            states["u"] = u_seq
+        if layer.astrocyte:
+            states["H"] = H_seq
+    return s_seq, states
+
+
+def _readout(layer: AMSULayer, H: np.ndarray, q: np.ndarray, counts) -> np.ndarray:
+    """``o = sat24(shr(sat24(shr(H^T q, shift_r)) * gain, shift_o))`` for ``[T, B, ...]``."""
+    T, B = H.shape[:2]
+    raw = np.einsum("tbakv,tbak->tbav", H.astype(np.float64), q.astype(np.float64))
+    raw = shr(np.rint(raw).astype(I64), layer.shift_r)
+    r = sat24(raw)
+    o_raw = shr(r.reshape(T, B, layer.n_neurons) * layer.gain.astype(I64), layer.shift_o)
+    o = sat24(o_raw)
+    if counts is not None:
+        _count(counts, "r", raw, r)
+        _count(counts, "o", o_raw, o)
+    return o
+
+
+def _fire(layer: AMSULayer, y: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    if layer.spike_levels == 1:
+        return (y > theta).astype(I64)
+    s = np.zeros(y.shape, dtype=I64)
+    for level in range(1, layer.spike_levels + 1):
+        s += (y > level * theta).astype(I64)
+    return s
+
+
+def _lif_fast(layer: LIFLayer, a: np.ndarray, record: bool, counts: dict):
+    T, B = a.shape[:2]
+    N = layer.n_neurons
+    act = a.astype(I64) << ACT_SHIFT
+    bias = bias_value(layer.bias_mant, layer.bias_exp)
+    theta = int(layer.vth) << VTH_SHIFT
+    mu, mv = DECAY_UNITY - (layer.du + 1), DECAY_UNITY - layer.dv
+    u = np.zeros((B, N), dtype=I64)
+    v = np.zeros((B, N), dtype=I64)
+    s_seq = np.zeros((T, B, N), dtype=I64)
+    u_seq = np.zeros((T, B, N), dtype=I64)
+    v_seq = np.zeros((T, B, N), dtype=I64)
+    n_wrap = n_sat = 0
+    for t in range(T):
+        p = u * mu
+        raw = np.sign(p) * (np.abs(p) >> DECAY_SHIFT) + act[t]
+        u = wrap24(raw)
+        q = v * mv
+        vr = np.sign(q) * (np.abs(q) >> DECAY_SHIFT) + u + bias
+        v = sat24(vr)
+        if counts is not None:
+            n_wrap += int(np.count_nonzero(u != raw))
+            n_sat += int(np.count_nonzero(v != vr))
+        s = v > theta
+        v = np.where(s, 0, v)
+        s_seq[t], u_seq[t], v_seq[t] = s, u, v
+    if counts is not None:
+        counts["u_wrap"] = counts.get("u_wrap", 0) + n_wrap
+        counts["v"] = counts.get("v", 0) + n_sat
+    return s_seq, ({"u": u_seq, "v": v_seq} if record else {})
+
+
+def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True,
+        count_saturation: bool = False) -> RunOutput:
+    """The fast form: same output as :func:`run_steps`, layer by layer.
+
+    ``x`` ``[T, B, n_in]`` integer spikes. With ``count_saturation`` the output's
+    ``saturation`` lists, per layer, how many values each saturating state clipped
+    (and how often Lava's LIF current wrapped).
+    """
+    x = _check_input(net, x)
+    spikes, states, sats = [], [], []
+    s_in = x
+    for layer in net.layers:
+        buf = _dense_all(layer, s_in)
+        a = _delayed(buf)
+        counts = {} if count_saturation else None
+        if isinstance(layer, AMSULayer):
+            s, st = _amsu_fast(layer, a, record_states, counts)
+        else:
+            s, st = _lif_fast(layer, a, record_states, counts)
+        if record_states:
+            st = {"a": buf, **st}
+        spikes.append(s)
+        states.append(st)
+        sats.append(counts or {})
+        s_in = s
+    return RunOutput(spikes, states, sats)
