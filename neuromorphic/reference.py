@@ -218,15 +218,17 @@ def run_steps(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True) 
 # ----------------------------------------------------------------- the fast form
 
 def _dense_all(layer, x: np.ndarray) -> np.ndarray:
-    """Dense buffers after every step, ``[T, B, P]``: ``(W @ s_t) << exp``.
+    """Dense buffers after every step, ``[T, B, P]`` (float64 holding integers):
+    ``(W @ s_t) << exp`` (floor for a negative exponent).
 
-    The sums are done by float64 BLAS, exact because the network validation bounds
-    every synaptic sum below 2**52."""
+    float64 is exact here because the network validation bounds every value of the
+    fast form below 2**52; the sums use BLAS."""
     syn = layer.synapse
-    w = syn.effective_weight()
-    s = x if syn.num_message_bits > 0 else (x != 0)
-    acc = np.rint(s.astype(np.float64) @ w.T.astype(np.float64)).astype(I64)
-    return acc << syn.weight_exp if syn.weight_exp > 0 else acc >> (-syn.weight_exp)
+    w = syn.effective_weight().astype(np.float64)
+    s = (x if syn.num_message_bits > 0 else (x != 0)).astype(np.float64)
+    acc = s @ w.T
+    e = syn.weight_exp
+    return acc * float(1 << e) if e > 0 else (np.floor(acc / float(1 << -e)) if e < 0 else acc)
 
 
 def _delayed(buf: np.ndarray) -> np.ndarray:
@@ -236,115 +238,116 @@ def _delayed(buf: np.ndarray) -> np.ndarray:
     return out
 
 
-def _count(sat_counts: dict, name: str, before: np.ndarray, after: np.ndarray) -> None:
-    sat_counts[name] = sat_counts.get(name, 0) + int(np.count_nonzero(before != after))
+def _shr_f(x: np.ndarray, n: int) -> np.ndarray:
+    """:func:`shr` on float64 integers (exact below 2**52)."""
+    if n > 0:
+        return np.floor((x + float(1 << (n - 1))) / float(1 << n))
+    if n < 0:
+        return x * float(1 << (-n))
+    return x
 
 
-def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: dict):
+def _sat_f(x: np.ndarray, limit: int, counts: Optional[dict], name: str) -> np.ndarray:
+    if counts is not None:
+        counts[name] = counts.get(name, 0) + int(np.count_nonzero(np.abs(x) > limit))
+    return np.clip(x, -float(limit), float(limit))
+
+
+def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: Optional[dict]):
     T, B = a.shape[:2]
     N, A, dk, dv = layer.n_neurons, layer.n_astrocytes, layer.d_key, layer.d_value
     part = _split(layer, a)
-    theta = layer.vth.astype(I64) << VTH_SHIFT
+    theta = (layer.vth.astype(I64) << VTH_SHIFT).astype(np.float64)
+    lim = STATE_MAX
     states = {}
-    if layer.neuron_path:
-        I = shr(part["I"], layer.shift_i) + bias_value(layer.bias_mant, layer.bias_exp)
-        m_u = (DECAY_UNITY - layer.du.astype(I64)).astype(np.float64)
+    o = None
     if layer.astrocyte:
-        b = layer.operand_bits
+        opl = (1 << (layer.operand_bits - 1)) - 1
         ops = {}
         for name, sh, width in (("K", layer.shift_k, dk), ("V", layer.shift_v, dv),
                                 ("Q", layer.shift_q, dk)):
-            raw = shr(part[name], sh)
-            ops[name] = sat(raw, b).reshape(T, B, A, width)
+            ops[name] = _sat_f(_shr_f(part[name], sh), opl, counts, name.lower()
+                               ).reshape(T, B, A, width)
+        kv = _shr_f(ops["K"][..., :, None] * ops["V"][..., None, :], layer.shift_kv)
+        m_H = (DECAY_UNITY - layer.dH.astype(np.float64))[:, :, None] / DECAY_UNITY
+        H = np.zeros((B, A, dk, dv))
+        H_seq = np.empty((T, B, A, dk, dv))
+        n_sat = 0
+        for t in range(T):   # H = sat24(rtz(H * (4096 - dH) / 4096) + kv): trunc = toward 0
+            H = np.trunc(H * m_H) + kv[t]
             if counts is not None:
-                _count(counts, name.lower(), raw, ops[name].reshape(raw.shape))
-        kv = shr(ops["K"][..., :, None] * ops["V"][..., None, :], layer.shift_kv)
-        m_H = (DECAY_UNITY - layer.dH.astype(I64))[:, :, None].astype(np.float64)
-    # The recurrences. float64 holds every value exactly (|x * m| < 2**36); trunc of
-    # x * m / 4096 is the round-toward-zero shift of the spec.
-    u_seq = np.zeros((T, B, N), dtype=I64) if layer.neuron_path else None
-    H_seq = np.zeros((T, B, A, dk, dv), dtype=I64) if layer.astrocyte else None
-    coupled = layer.neuron_path and layer.reset != "none"
-    s_seq = np.zeros((T, B, N), dtype=I64)
-    u = np.zeros((B, N)) if layer.neuron_path else None
-    H = np.zeros((B, A, dk, dv)) if layer.astrocyte else None
-    If = I.astype(np.float64) if layer.neuron_path else None
-    kvf = kv.astype(np.float64) if layer.astrocyte else None
-    lim = float(STATE_MAX)
-    n_sat = {"u": 0, "H": 0}
-    for t in range(T):
-        if layer.astrocyte:
-            H = np.trunc(H * m_H / DECAY_UNITY) + kvf[t]
-            if counts is not None:
-                n_sat["H"] += int(np.count_nonzero(np.abs(H) > lim))
+                n_sat += int(np.count_nonzero(np.abs(H) > lim))
             np.clip(H, -lim, lim, out=H)
             H_seq[t] = H
-        if layer.neuron_path:
-            u = np.trunc(u * m_u / DECAY_UNITY) + If[t]
+        if counts is not None:
+            counts["H"] = counts.get("H", 0) + n_sat
+        if layer.neuron_path and layer.reset != "none":
+            o = None     # the coupled loop below reads out step by step
+        else:
+            o = _readout_f(layer, H_seq, ops["Q"], counts)
+        if record:
+            states["H"] = H_seq.astype(I64)
+    if layer.neuron_path:
+        I = _shr_f(part["I"], layer.shift_i) + bias_value(layer.bias_mant, layer.bias_exp)
+        m_u = (DECAY_UNITY - layer.du.astype(np.float64)) / DECAY_UNITY
+        u = np.zeros((B, N))
+        u_seq = np.empty((T, B, N))
+        coupled = layer.reset != "none"
+        s_seq = np.empty((T, B, N)) if coupled else None
+        n_sat = 0
+        for t in range(T):   # u = sat24(rtz(u * (4096 - du) / 4096) + I)
+            u = np.trunc(u * m_u) + I[t]
             if counts is not None:
-                n_sat["u"] += int(np.count_nonzero(np.abs(u) > lim))
+                n_sat += int(np.count_nonzero(np.abs(u) > lim))
             np.clip(u, -lim, lim, out=u)
-            if coupled:   # the reset needs this step's spikes, hence its read-out
-                y = u.astype(I64)
+            if coupled:      # the reset needs this step's spikes, hence its read-out
+                y = u
                 if layer.astrocyte:
-                    y = y + _readout(layer, H_seq[t:t + 1], ops["Q"][t:t + 1], counts)[0]
+                    y = u + _readout_f(layer, H_seq[t:t + 1], ops["Q"][t:t + 1], counts)[0]
                 s = _fire(layer, y, theta)
                 s_seq[t] = s
-                u_int = u.astype(I64)
                 if layer.reset == "subtract":
-                    new = u_int - s * theta
+                    u = u - s * theta
                     if counts is not None:
-                        n_sat["u"] += int(np.count_nonzero(np.abs(new) > STATE_MAX))
-                    u_int = sat24(new)
+                        n_sat += int(np.count_nonzero(np.abs(u) > lim))
+                    np.clip(u, -lim, lim, out=u)
                 else:
-                    u_int = np.where(s > 0, 0, u_int)
-                u = u_int.astype(np.float64)
+                    u = np.where(s > 0, 0.0, u)
             u_seq[t] = u
-    if counts is not None:
-        for k, v in n_sat.items():
-            counts[k] = counts.get(k, 0) + v
-    if not coupled:
-        y = np.zeros((T, B, N), dtype=I64)
-        if layer.neuron_path:
-            y += u_seq
-        if layer.astrocyte:
-            y += _readout(layer, H_seq, ops["Q"], counts)
-        s_seq = _fire(layer, y, theta)
-    if record:
-        if layer.neuron_path:
-            states["u"] = u_seq
-        if layer.astrocyte:
-            states["H"] = H_seq
-    return s_seq, states
+        if counts is not None:
+            counts["u"] = counts.get("u", 0) + n_sat
+        if record:
+            states["u"] = u_seq.astype(I64)
+        if coupled:
+            return s_seq.astype(I64), states
+        y = u_seq if o is None else u_seq + o
+    else:
+        y = o
+    return _fire(layer, y, theta).astype(I64), states
 
 
-def _readout(layer: AMSULayer, H: np.ndarray, q: np.ndarray, counts) -> np.ndarray:
+def _readout_f(layer: AMSULayer, H: np.ndarray, q: np.ndarray, counts) -> np.ndarray:
     """``o = sat24(shr(sat24(shr(H^T q, shift_r)) * gain, shift_o))`` for ``[T, B, ...]``."""
     T, B = H.shape[:2]
-    raw = np.einsum("tbakv,tbak->tbav", H.astype(np.float64), q.astype(np.float64))
-    raw = shr(np.rint(raw).astype(I64), layer.shift_r)
-    r = sat24(raw)
-    o_raw = shr(r.reshape(T, B, layer.n_neurons) * layer.gain.astype(I64), layer.shift_o)
-    o = sat24(o_raw)
-    if counts is not None:
-        _count(counts, "r", raw, r)
-        _count(counts, "o", o_raw, o)
-    return o
+    r = _sat_f(_shr_f(np.einsum("tbakv,tbak->tbav", H, q), layer.shift_r), STATE_MAX,
+               counts, "r")
+    o = _shr_f(r.reshape(T, B, layer.n_neurons) * layer.gain.astype(np.float64), layer.shift_o)
+    return _sat_f(o, STATE_MAX, counts, "o")
 
 
 def _fire(layer: AMSULayer, y: np.ndarray, theta: np.ndarray) -> np.ndarray:
     if layer.spike_levels == 1:
-        return (y > theta).astype(I64)
-    s = np.zeros(y.shape, dtype=I64)
+        return (y > theta).astype(np.float64)
+    s = np.zeros(y.shape)
     for level in range(1, layer.spike_levels + 1):
-        s += (y > level * theta).astype(I64)
+        s += y > level * theta
     return s
 
 
 def _lif_fast(layer: LIFLayer, a: np.ndarray, record: bool, counts: dict):
     T, B = a.shape[:2]
     N = layer.n_neurons
-    act = a.astype(I64) << ACT_SHIFT
+    act = np.rint(a).astype(I64) << ACT_SHIFT
     bias = bias_value(layer.bias_mant, layer.bias_exp)
     theta = int(layer.vth) << VTH_SHIFT
     mu, mv = DECAY_UNITY - (layer.du + 1), DECAY_UNITY - layer.dv
@@ -373,6 +376,17 @@ def _lif_fast(layer: LIFLayer, a: np.ndarray, record: bool, counts: dict):
     return s_seq, ({"u": u_seq, "v": v_seq} if record else {})
 
 
+_CHUNK_ELEMENTS = 1 << 22     # about 32 MB per all-steps int64 array
+
+
+def _elements_per_step(layer) -> int:
+    """Values one sequence keeps per step in the fast form (the largest array)."""
+    n = layer.synapse.weight.shape[0] + layer.n_neurons
+    if isinstance(layer, AMSULayer) and layer.astrocyte:
+        n = max(n, layer.n_astrocytes * layer.d_key * layer.d_value)
+    return n
+
+
 def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True,
         count_saturation: bool = False) -> RunOutput:
     """The fast form: same output as :func:`run_steps`, layer by layer.
@@ -382,6 +396,19 @@ def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True,
     (and how often Lava's LIF current wrapped).
     """
     x = _check_input(net, x)
+    T, B = x.shape[:2]
+    per_seq = max(_elements_per_step(l) for l in net.layers)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, T * per_seq))
+    if B > chunk:     # bound the memory of the all-steps arrays: run the batch in pieces
+        outs = [run(net, x[:, b:b + chunk], record_states, count_saturation)
+                for b in range(0, B, chunk)]
+        n = len(net.layers)
+        sats = [{k: sum(o.saturation[i].get(k, 0) for o in outs)
+                 for k in set().union(*(o.saturation[i] for o in outs))} for i in range(n)]
+        return RunOutput(
+            [np.concatenate([o.spikes[i] for o in outs], 1) for i in range(n)],
+            [{k: np.concatenate([o.states[i][k] for o in outs], 1) for k in outs[0].states[i]}
+             for i in range(n)], sats)
     spikes, states, sats = [], [], []
     s_in = x
     for layer in net.layers:
@@ -393,7 +420,7 @@ def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True,
         else:
             s, st = _lif_fast(layer, a, record_states, counts)
         if record_states:
-            st = {"a": buf, **st}
+            st = {"a": buf.astype(I64), **st}
         spikes.append(s)
         states.append(st)
         sats.append(counts or {})
