@@ -35,12 +35,45 @@ from neuromorphic.network import AMSULayer, LIFLayer, QuantizedNetwork
 __all__ = ["run_lava", "single_torch_thread", "lava_available"]
 
 
+_LAVA_MP = "lava.magma.runtime.message_infrastructure.multiprocessing"
+
+
+def _import_lava_runtime() -> None:
+    """Import Lava's runtime even when the multiprocessing start method is already fixed.
+
+    Lava calls ``multiprocessing.set_start_method('fork')`` when its runtime module is
+    first imported, which raises "context has already been set" once anything (a tqdm
+    progress bar's lock, a DataLoader, ...) has fixed the start method. During that one
+    import we let an already-'fork' context pass and otherwise force 'fork', the only
+    method Lava's runtime supports.
+    """
+    import multiprocessing as mp
+
+    if _LAVA_MP in sys.modules:
+        return
+    original = mp.set_start_method
+
+    def set_start_method(method, force=False):
+        if mp.get_start_method(allow_none=True) in (None, method):
+            if mp.get_start_method(allow_none=True) is None:
+                original(method)
+            return
+        original(method, force=True)
+
+    mp.set_start_method = set_start_method
+    try:
+        import lava.magma.runtime.runtime  # noqa: F401
+    finally:
+        mp.set_start_method = original
+
+
 def lava_available() -> tuple[bool, str]:
     """(True, "") when Lava imports (through the project's Python 3.11 hook)."""
     from astro_neuron import _lava_compat
 
     _lava_compat.install()
     try:
+        _import_lava_runtime()
         import lava.magma.core.run_configs  # noqa: F401
     except Exception as exc:  # ImportError, or the 3.11 dataclass error without the hook
         return False, f"{type(exc).__name__}: {exc}"
