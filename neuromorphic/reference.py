@@ -270,15 +270,19 @@ def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: Optional[d
                                ).reshape(T, B, A, width)
         kv = _shr_f(ops["K"][..., :, None] * ops["V"][..., None, :], layer.shift_kv)
         m_H = (DECAY_UNITY - layer.dH.astype(np.float64))[:, :, None] / DECAY_UNITY
-        H = np.zeros((B, A, dk, dv))
         H_seq = np.empty((T, B, A, dk, dv))
+        prev = np.zeros((B, A, dk, dv))
         n_sat = 0
         for t in range(T):   # H = sat24(rtz(H * (4096 - dH) / 4096) + kv): trunc = toward 0
-            H = np.trunc(H * m_H) + kv[t]
+            H = H_seq[t]
+            np.multiply(prev, m_H, out=H)
+            np.trunc(H, out=H)
+            np.add(H, kv[t], out=H)
             if counts is not None:
                 n_sat += int(np.count_nonzero(np.abs(H) > lim))
-            np.clip(H, -lim, lim, out=H)
-            H_seq[t] = H
+            np.minimum(H, lim, out=H)
+            np.maximum(H, -lim, out=H)
+            prev = H
         if counts is not None:
             counts["H"] = counts.get("H", 0) + n_sat
         if layer.neuron_path and layer.reset != "none":
@@ -296,10 +300,13 @@ def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: Optional[d
         s_seq = np.empty((T, B, N)) if coupled else None
         n_sat = 0
         for t in range(T):   # u = sat24(rtz(u * (4096 - du) / 4096) + I)
-            u = np.trunc(u * m_u) + I[t]
+            u = np.multiply(u, m_u)
+            np.trunc(u, out=u)
+            np.add(u, I[t], out=u)
             if counts is not None:
                 n_sat += int(np.count_nonzero(np.abs(u) > lim))
-            np.clip(u, -lim, lim, out=u)
+            np.minimum(u, lim, out=u)
+            np.maximum(u, -lim, out=u)
             if coupled:      # the reset needs this step's spikes, hence its read-out
                 y = u
                 if layer.astrocyte:
@@ -344,36 +351,40 @@ def _fire(layer: AMSULayer, y: np.ndarray, theta: np.ndarray) -> np.ndarray:
     return s
 
 
-def _lif_fast(layer: LIFLayer, a: np.ndarray, record: bool, counts: dict):
+def _lif_fast(layer: LIFLayer, a: np.ndarray, record: bool, counts: Optional[dict]):
+    """Lava's LIF over all steps, in float64 integers (exact: |values| < 2**37)."""
     T, B = a.shape[:2]
     N = layer.n_neurons
-    act = np.rint(a).astype(I64) << ACT_SHIFT
-    bias = bias_value(layer.bias_mant, layer.bias_exp)
-    theta = int(layer.vth) << VTH_SHIFT
-    mu, mv = DECAY_UNITY - (layer.du + 1), DECAY_UNITY - layer.dv
-    u = np.zeros((B, N), dtype=I64)
-    v = np.zeros((B, N), dtype=I64)
-    s_seq = np.zeros((T, B, N), dtype=I64)
-    u_seq = np.zeros((T, B, N), dtype=I64)
-    v_seq = np.zeros((T, B, N), dtype=I64)
+    act = a * float(1 << ACT_SHIFT)
+    bias = bias_value(layer.bias_mant, layer.bias_exp).astype(np.float64)
+    theta = float(int(layer.vth) << VTH_SHIFT)
+    mu = (DECAY_UNITY - (layer.du + 1)) / DECAY_UNITY
+    mv = (DECAY_UNITY - layer.dv) / DECAY_UNITY
+    top, lim = float(1 << 23), float(STATE_MAX)
+    u = np.zeros((B, N))
+    v = np.zeros((B, N))
+    s_seq = np.empty((T, B, N), dtype=bool)
+    u_seq = np.empty((T, B, N))
+    v_seq = np.empty((T, B, N))
     n_wrap = n_sat = 0
     for t in range(T):
-        p = u * mu
-        raw = np.sign(p) * (np.abs(p) >> DECAY_SHIFT) + act[t]
-        u = wrap24(raw)
-        q = v * mv
-        vr = np.sign(q) * (np.abs(q) >> DECAY_SHIFT) + u + bias
-        v = sat24(vr)
+        u = np.trunc(u * mu) + act[t]                       # rtz decay + (a << 6)
         if counts is not None:
-            n_wrap += int(np.count_nonzero(u != raw))
-            n_sat += int(np.count_nonzero(v != vr))
-        s = v > theta
-        v = np.where(s, 0, v)
-        s_seq[t], u_seq[t], v_seq[t] = s, u, v
+            n_wrap += int(np.count_nonzero((u > top) | (u <= -top)))
+        u = np.where(u > top, u - 2 * top, np.where(u <= -top, u + 2 * top, u))   # wrap24
+        v = np.trunc(v * mv) + u + bias
+        if counts is not None:
+            n_sat += int(np.count_nonzero(np.abs(v) > lim))
+        np.minimum(v, lim, out=v)
+        np.maximum(v, -lim, out=v)
+        s = np.greater(v, theta, out=s_seq[t])
+        v[s] = 0.0
+        u_seq[t], v_seq[t] = u, v
     if counts is not None:
         counts["u_wrap"] = counts.get("u_wrap", 0) + n_wrap
         counts["v"] = counts.get("v", 0) + n_sat
-    return s_seq, ({"u": u_seq, "v": v_seq} if record else {})
+    states = {"u": u_seq.astype(I64), "v": v_seq.astype(I64)} if record else {}
+    return s_seq.astype(I64), states
 
 
 _CHUNK_ELEMENTS = 1 << 22     # about 32 MB per all-steps int64 array

@@ -64,6 +64,8 @@ def register(commands, bench) -> None:
     b.add_argument("--inputs", type=int, default=64)
     b.add_argument("--kind", choices=("amsu", "lif"), default="amsu",
                    help="layer kind: AM-SU (own Lava process) or stock Lava LIF")
+    b.add_argument("--batch", type=int, default=1,
+                   help="sequences per run (Lava: one graph, block-diagonal synapses)")
     b.add_argument("--repeats", type=int, default=3, help="best of N for the reference")
     b.add_argument("--quick", action="store_true", help="tiny settings (tests)")
     b.set_defaults(func=_bench_simulate)
@@ -278,14 +280,15 @@ def _simulate(args) -> int:
 def _bench_simulate(args) -> int:
     from neuromorphic.bench import bench_simulate
 
-    for name in ("neurons", "layers", "steps", "astrocytes", "d_key", "inputs", "repeats"):
+    for name in ("neurons", "layers", "steps", "astrocytes", "d_key", "inputs", "repeats",
+                 "batch"):
         _positive(name.replace("_", "-"), getattr(args, name))
     if args.quick:
         args.neurons, args.steps, args.layers, args.inputs = 32, 50, 2, 16
         args.astrocytes, args.d_key = 2, 4
     res = bench_simulate(n_neurons=args.neurons, n_layers=args.layers, steps=args.steps,
                          n_astrocytes=args.astrocytes, d_key=args.d_key, n_in=args.inputs,
-                         kind=args.kind, repeats=args.repeats)
+                         kind=args.kind, repeats=args.repeats, batch=args.batch)
     print(res["table"])
     sys.stdout.flush()
     return 0 if res["bit_exact"] else 1
