@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from neuromorphic.network import (
-    BIAS_EXP_MAX, BIAS_MANT_BITS, DECAY_SHIFT, GAIN_BITS, STATE_BITS, VTH_BITS, VTH_SHIFT,
+    BIAS_MANT_BITS, DECAY_SHIFT, GAIN_BITS, STATE_BITS, VTH_BITS, VTH_SHIFT,
     AMSULayer, LIFLayer, QuantizedNetwork, Synapse,
 )
 

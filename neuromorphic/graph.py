@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from astro_neuron.amsu import AMSU
-from astro_neuron.functional.amsu import AMSUParams, AMSUState, dynamics_step, project
+from astro_neuron.functional.amsu import AMSUParams, AMSUState, dynamics_step
 from astro_neuron.lif import LIF
 
 __all__ = ["LayerRef", "extract_layers", "FloatLayer", "FloatNetwork", "float_network",

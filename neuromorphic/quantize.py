@@ -479,9 +479,6 @@ class _StaticView:
                 parts += [("K", A * dk), ("V", N), ("Q", A * dk)]
             self.parts = tuple(parts)
 
-    def __instancecheck__(self, other):  # pragma: no cover
-        return False
-
 
 def _model_dt(plans: list[LayerPlan]) -> float:
     m = plans[0].ref.amsu or plans[0].ref.lif

@@ -73,12 +73,13 @@ def _prepare(net: QuantizedNetwork, x_seq) -> tuple[np.ndarray, bool]:
 
 
 def simulate(net: QuantizedNetwork, x_seq, backend: str = "reference",
-             record_states: bool = True, lava_batch: Optional[int] = 16) -> SimResult:
+             record_states: bool = True, lava_batch: Optional[int] = None) -> SimResult:
     """Run ``net`` on input spikes ``x_seq`` (``[T, B, n_in]`` or ``[T, n_in]``).
 
     ``backend``: ``"reference"`` | ``"torch"`` | ``"lava"``. ``record_states=False``
-    returns spikes only (faster, above all on Lava). ``lava_batch``: how many
-    sequences one Lava graph simulates at once.
+    returns spikes only. ``lava_batch``: how many sequences one Lava graph simulates
+    at once (block-diagonal synapses; default: as many as keep the synapse matrix at
+    most 2**22 elements, up to 16).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

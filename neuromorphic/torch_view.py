@@ -239,8 +239,11 @@ def run_torch(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True):
     """``nm.simulate(backend="torch")``: the stored integers through this module."""
     from neuromorphic.reference import RunOutput
 
+    from neuromorphic.lava.runner import single_torch_thread   # (no Lava import)
+
     xt = torch.as_tensor(np.asarray(x, dtype=np.float64))
-    with torch.no_grad():
+    # many small per-step ops: one thread avoids pool contention on busy machines
+    with torch.no_grad(), single_torch_thread():
         spikes, states = network_forward([tensors_from_layer(l) for l in net.layers], xt,
                                          record_states)
     to_i = lambda t: np.rint(t.numpy()).astype(np.int64)  # noqa: E731  (values are integers)

@@ -26,11 +26,11 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 
-from neuromorphic.network import AMSULayer, LIFLayer, QuantizedNetwork
+from neuromorphic.network import LIFLayer, QuantizedNetwork
 
 __all__ = ["run_lava", "single_torch_thread", "lava_available"]
 
@@ -178,14 +178,26 @@ def _build_float(fnet, batch: int):
     return pairs
 
 
+_BLOCKDIAG_ELEMENTS = 1 << 22   # largest block-diagonal Dense weight matrix we build
+
+
+def auto_batch(net, cap: int = 16) -> int:
+    """Sequences per Lava graph: the block-diagonal weights ``kron(I_B, W)`` grow as
+    ``B**2``, and Dense gathers a column per active input every step, so ``B`` is kept
+    such that the largest one holds at most 2**22 elements (and ``B <= cap``)."""
+    size = max(l.weight.size if hasattr(l, "weight") else l.synapse.weight.size
+               for l in net.layers)
+    return int(max(1, min(cap, np.sqrt(_BLOCKDIAG_ELEMENTS / max(1, size)))))
+
+
 def run_lava(net, x: np.ndarray, record_states: bool = True, tag: str = "fixed_pt",
-             max_batch: Optional[int] = 16, timings: Optional[dict] = None):
+             max_batch: Optional[int] = None, timings: Optional[dict] = None):
     """Run ``net`` on Lava's CPU simulator; returns a :class:`~neuromorphic.reference.RunOutput`.
 
     ``net``: a :class:`QuantizedNetwork` (``tag="fixed_pt"``) or a
     :class:`~neuromorphic.graph.FloatNetwork` (``tag="floating_pt"``). ``x``
-    ``[T, B, n_in]`` input spikes. Batches larger than ``max_batch`` run as several
-    graphs. ``record_states`` adds a ``VarWire`` on every state Var.
+    ``[T, B, n_in]`` input spikes. Batches larger than ``max_batch`` (default
+    :func:`auto_batch`) run as several graphs, one after the other. ``record_states`` adds a ``VarWire`` on every state Var.
     ``timings`` (a dict) receives ``build_s``, ``run_s`` and ``steps``.
     """
     from neuromorphic.reference import RunOutput
@@ -202,7 +214,7 @@ def run_lava(net, x: np.ndarray, record_states: bool = True, tag: str = "fixed_p
     T, B = x.shape[:2]
     if T < 1 or B < 1:
         raise ValueError(f"need at least one step and one sequence, got shape {list(x.shape)}")
-    step = B if not max_batch else max(1, int(max_batch))
+    step = auto_batch(net) if max_batch is None else max(1, int(max_batch))
     outs = []
     for b0 in range(0, B, step):
         outs.append(_run_one(net, x[:, b0:b0 + step], record_states, tag, timings))

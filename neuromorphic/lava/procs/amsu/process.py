@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import typing as ty
 
-import numpy as np
-
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
