@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import nir   # a dev dependency ([dev] extra), installed by scripts/install.sh
 import numpy as np
 import pytest
 import torch
 
 import astro_neuron as an
 import neuromorphic as nm
-
-nir = pytest.importorskip("nir")   # a dev dependency: installed by scripts/install.sh
 
 
 def _lif_net():
