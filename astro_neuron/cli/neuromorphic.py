@@ -1,0 +1,294 @@
+"""Integer networks on the command line: ``quantize``, ``export``, ``simulate``,
+``bench simulate``. Heavy imports (neuromorphic, Lava) happen inside the commands.
+
+Inputs:
+
+* ``quantize`` reads a MemoryNet checkpoint (``astro-neuron demo`` writes
+  ``out/demo/memory_amsu.pt``), calibrates on inputs drawn from its task, and writes
+  the integer network (``.h5``), with ``--qat-steps N`` of quantization-aware
+  fine-tuning first.
+* ``simulate`` reads an ``.h5``; input spikes come from ``--input FILE.npy``
+  (``[T, n_in]`` or ``[T, B, n_in]``), else from the task stored in the file by
+  ``quantize`` (``--samples``, ``--seed``), else random spikes (``--steps``, ``--rate``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(commands, bench) -> None:
+    p = commands.add_parser(
+        "quantize", help="MemoryNet checkpoint -> integer network file (.h5), PTQ or QAT")
+    p.add_argument("checkpoint", help="MemoryNet checkpoint (.pt), e.g. out/demo/memory_amsu.pt")
+    p.add_argument("--out", help="output .h5 (default: the checkpoint's name with .h5)")
+    p.add_argument("--qat-steps", type=int, default=0,
+                   help="quantization-aware fine-tuning steps before export (default 0: PTQ)")
+    p.add_argument("--calib-samples", type=int, default=64, help="calibration sequences")
+    p.add_argument("--eval-samples", type=int, default=256, help="sequences for the accuracy")
+    p.add_argument("--operand-bits", type=int, default=8, help="width of k, v, q (2..16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_quantize)
+
+    p = commands.add_parser("export", help="write a network as NIR (float) or JSON (integers)")
+    p.add_argument("source", help="a MemoryNet checkpoint (.pt) for --to nir; an integer "
+                                  "network (.h5) for --to json")
+    p.add_argument("--to", choices=("nir", "json"), required=True)
+    p.add_argument("--out", help="output file (default: the source's name with .nir/.json)")
+    p.add_argument("--dt", type=float, default=1e-4,
+                   help="NIR time step in seconds (default 1e-4, as snnTorch/SpikingJelly read)")
+    p.set_defaults(func=_export)
+
+    p = commands.add_parser("simulate", help="run an integer network (.h5) on a backend")
+    p.add_argument("network", help="integer network file (.h5)")
+    p.add_argument("--backend", choices=("reference", "lava", "torch"), default="reference")
+    p.add_argument("--compare", action="store_true",
+                   help="also run the other backends and report whether they agree bit for bit")
+    p.add_argument("--input", help=".npy input spikes [T, n_in] or [T, B, n_in]")
+    p.add_argument("--samples", type=int, default=4, help="sequences drawn from the stored task")
+    p.add_argument("--steps", type=int, default=200, help="steps of random input (no task)")
+    p.add_argument("--rate", type=float, default=0.1, help="spike probability of random input")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-states", action="store_true", help="record spikes only")
+    p.add_argument("--save", help="write spikes and states to this .npz")
+    p.set_defaults(func=_simulate)
+
+    b = bench.add_parser("simulate", help="steps/s of the NumPy reference vs Lava fixed_pt")
+    b.add_argument("--neurons", type=int, default=256)
+    b.add_argument("--layers", type=int, default=2)
+    b.add_argument("--steps", type=int, default=1000)
+    b.add_argument("--astrocytes", type=int, default=8)
+    b.add_argument("--d-key", type=int, default=16)
+    b.add_argument("--inputs", type=int, default=64)
+    b.add_argument("--kind", choices=("amsu", "lif"), default="amsu",
+                   help="layer kind: AM-SU (own Lava process) or stock Lava LIF")
+    b.add_argument("--batch", type=int, default=1,
+                   help="sequences per run (Lava: one graph, block-diagonal synapses)")
+    b.add_argument("--repeats", type=int, default=3, help="best of N for the reference")
+    b.add_argument("--quick", action="store_true", help="tiny settings (tests)")
+    b.set_defaults(func=_bench_simulate)
+
+
+# ----------------------------------------------------------------- helpers
+
+def _positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"--{name} must be >= 1, got {value}")
+
+
+def _load_memory_net(path: str):
+    from astro_neuron.io import load_checkpoint
+    from astro_neuron.tasks import MemoryNet
+
+    ckpt = load_checkpoint(path, "MemoryNet checkpoint")
+    for key in ("task", "config", "state_dict"):
+        if key not in ckpt:
+            raise ValueError(f"{path} is not a MemoryNet checkpoint (no {key!r}); "
+                             "`astro-neuron demo` writes one as out/demo/memory_amsu.pt")
+    try:
+        return MemoryNet.from_checkpoint(ckpt)
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot rebuild the MemoryNet ({type(exc).__name__}: {exc})") \
+            from None
+
+
+# ----------------------------------------------------------------- quantize
+
+def _quantize(args) -> int:
+    import copy
+    import warnings
+
+    import torch
+
+    import neuromorphic as nm
+    from astro_neuron.tasks import delayed_recall, evaluate
+    from neuromorphic.demo import finetune_qat, integer_accuracy
+
+    _positive("calib-samples", args.calib_samples)
+    _positive("eval-samples", args.eval_samples)
+    if args.qat_steps < 0:
+        raise ValueError(f"--qat-steps must be >= 0, got {args.qat_steps}")
+    net = _load_memory_net(args.checkpoint)
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".h5")
+    torch.set_num_threads(1)
+    x_cal, _ = delayed_recall(net.task, args.calib_samples,
+                              torch.Generator().manual_seed(args.seed + 1000))
+    x_test, y_test = delayed_recall(net.task, args.eval_samples,
+                                    torch.Generator().manual_seed(args.seed + 1001))
+    meta = {"source": f"MemoryNet checkpoint {args.checkpoint}",
+            "task": {"name": "delayed_recall", **net.checkpoint()["task"]}}
+    tuned = net
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", nm.SaturationWarning)
+        if args.qat_steps:
+            tuned = copy.deepcopy(net)
+            qat = nm.prepare_qat(tuned.core, x_cal, operand_bits=args.operand_bits)
+            finetune_qat(qat, tuned, args.qat_steps, seed=args.seed,
+                         progress=not args.no_progress)
+            qnet = nm.quantize(qat, calibration=x_cal, meta={**meta, "qat_steps": args.qat_steps})
+        else:
+            qnet = nm.quantize(net.core, calibration=x_cal, operand_bits=args.operand_bits,
+                               meta=meta)
+    nm.save(qnet, out)
+    print(qnet.summary())
+    for w in caught:
+        print(f"warning: {w.message}")
+    acc_f = evaluate(net, x_test, y_test)
+    acc_i = integer_accuracy(qnet, tuned, x_test, y_test)
+    mode = f"QAT ({args.qat_steps} steps)" if args.qat_steps else "PTQ"
+    print(f"accuracy on {args.eval_samples} test sequences: float {acc_f:.1%}, integer "
+          f"{mode} {acc_i:.1%}")
+    print(f"wrote {out}")
+    return 0
+
+
+# ----------------------------------------------------------------- export
+
+def _export(args) -> int:
+    src = Path(args.source)
+    if args.to == "nir":
+        import neuromorphic as nm
+
+        if src.suffix == ".h5":
+            raise ValueError("NIR export needs the float model: pass the MemoryNet checkpoint "
+                             "(.pt), not the integer .h5 (NIR has no integer network nodes)")
+        net = _load_memory_net(str(src))
+        out = Path(args.out) if args.out else src.with_suffix(".nir")
+        graph = nm.export_nir(net.core, out, dt=args.dt)
+        print(f"wrote {out}: NIR graph with nodes {list(graph.nodes)}")
+        return 0
+    import json
+
+    import numpy as np
+
+    import neuromorphic as nm
+    from astro_neuron.io import atomic_json
+
+    qnet = nm.load(src)
+    out = Path(args.out) if args.out else src.with_suffix(".json")
+
+    def plain(v):
+        if isinstance(v, np.ndarray):
+            return v.tolist()
+        if isinstance(v, (np.integer,)):
+            return int(v)
+        return v
+
+    doc = {"format": nm.FORMAT, "format_version": nm.FORMAT_VERSION,
+           "input_size": qnet.input_size, "input_levels": qnet.input_levels, "dt": qnet.dt,
+           "latency": qnet.latency, "meta": qnet.meta, "layers": []}
+    for layer in qnet.layers:
+        d = {"type": layer.kind}
+        for k, v in vars(layer).items():
+            if k == "synapse":
+                d["synapse"] = {kk: plain(vv) for kk, vv in vars(v).items()}
+            elif v is not None:
+                d[k] = plain(v)
+        doc["layers"].append(d)
+    atomic_json(doc, out)
+    print(f"wrote {out} ({len(json.dumps(doc)) // 1024} KiB)")
+    return 0
+
+
+# ----------------------------------------------------------------- simulate
+
+def _inputs(args, qnet):
+    import numpy as np
+
+    if args.input:
+        path = Path(args.input)
+        if not path.is_file():
+            raise FileNotFoundError(f"input file not found: {path}")
+        try:
+            return np.load(path, allow_pickle=False), f"{path}"
+        except Exception as exc:
+            raise ValueError(f"{path} is not a readable .npy array ({exc})") from None
+    task = qnet.meta.get("task") if isinstance(qnet.meta, dict) else None
+    if isinstance(task, dict) and task.get("name") == "delayed_recall":
+        import torch
+
+        from astro_neuron.tasks import RecallTask, delayed_recall
+
+        _positive("samples", args.samples)
+        fields = {k: v for k, v in task.items() if k != "name"}
+        try:
+            rt = RecallTask(**fields)
+        except Exception as exc:
+            raise ValueError(f"the task stored in the file is invalid: {exc}") from None
+        x, _ = delayed_recall(rt, args.samples, torch.Generator().manual_seed(args.seed))
+        from neuromorphic import pad_latency
+
+        return pad_latency(x.numpy().astype(np.int64), qnet.latency), \
+            f"{args.samples} delayed-recall sequences (seed {args.seed}) + {qnet.latency} " \
+            "silent steps"
+    _positive("steps", args.steps)
+    if not 0 <= args.rate <= 1:
+        raise ValueError(f"--rate must be a probability in [0, 1], got {args.rate}")
+    from neuromorphic.randnet import random_spikes
+
+    return random_spikes(args.seed, args.steps, args.samples, qnet.input_size,
+                         qnet.input_levels, args.rate), \
+        f"random spikes, {args.samples} x {args.steps} steps, rate {args.rate}, seed {args.seed}"
+
+
+def _simulate(args) -> int:
+    import numpy as np
+
+    import neuromorphic as nm
+
+    qnet = nm.load(args.network)
+    x, desc = _inputs(args, qnet)
+    backends = [args.backend]
+    if args.compare:
+        backends += [b for b in nm.BACKENDS if b != args.backend]
+    print(f"{args.network}: {len(qnet.layers)} layer(s); input: {desc}")
+    results = {}
+    for b in backends:
+        r = nm.simulate(qnet, x, backend=b, record_states=not args.no_states)
+        results[b] = r
+        counts = ", ".join(f"layer {i}: {int(s.sum())}" for i, s in enumerate(r.spikes))
+        print(f"  {b:<9} {r.seconds:7.2f} s   spikes {counts}")
+    if args.compare:
+        base = results[args.backend]
+        all_equal = True
+        for b in backends[1:]:
+            d = nm.compare(results[b], base, states=not args.no_states)
+            all_equal &= d.equal
+            print(f"  {b} vs {args.backend}: {d}")
+        print("backends agree bit for bit" if all_equal else "backends DIFFER")
+    if args.save:
+        from astro_neuron.io import atomic_write
+
+        r = results[args.backend]
+        arrays = {f"spikes_{i}": s for i, s in enumerate(r.spikes)}
+        arrays.update({f"{k}_{i}": v for i, st in enumerate(r.states) for k, v in st.items()})
+        arrays["input"] = np.asarray(x)
+
+        def write(tmp):
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+        atomic_write(Path(args.save), write)
+        print(f"wrote {args.save}")
+    return 0 if not args.compare or all_equal else 1
+
+
+# ----------------------------------------------------------------- bench
+
+def _bench_simulate(args) -> int:
+    from neuromorphic.bench import bench_simulate
+
+    for name in ("neurons", "layers", "steps", "astrocytes", "d_key", "inputs", "repeats",
+                 "batch"):
+        _positive(name.replace("_", "-"), getattr(args, name))
+    if args.quick:
+        args.neurons, args.steps, args.layers, args.inputs = 32, 50, 2, 16
+        args.astrocytes, args.d_key = 2, 4
+    res = bench_simulate(n_neurons=args.neurons, n_layers=args.layers, steps=args.steps,
+                         n_astrocytes=args.astrocytes, d_key=args.d_key, n_in=args.inputs,
+                         kind=args.kind, repeats=args.repeats, batch=args.batch)
+    print(res["table"])
+    sys.stdout.flush()
+    return 0 if res["bit_exact"] else 1

@@ -1,0 +1,183 @@
+"""ProcessModels of ``AMSUNeuron``: ``fixed_pt`` (integer) and ``floating_pt``.
+
+The fixed-point model follows the conventions of Lava's bit-accurate LIF
+(``lava/proc/lif/models.py``): 24-bit states, 12-bit decays applied as
+``x * (4096 - d) >> 12`` rounded toward zero, a 17-bit threshold left-shifted by 6,
+strict ``>``. The operations a stock LIF does not have (the astrocyte's products,
+requantizing shifts, graded spikes) are written out below with named constants;
+docs/neuromorphic.md states each one. This file is an implementation of its own,
+not a call into ``neuromorphic.reference``: the tests compare the two.
+"""
+
+import numpy as np
+
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from neuromorphic.lava.procs.amsu.process import AMSUNeuron
+
+_RESET_NONE, _RESET_SUBTRACT, _RESET_ZERO = "none", "subtract", "zero"
+
+
+class _AMSUBase(PyLoihiProcessModel):
+    """Shape bookkeeping shared by both models."""
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.batch = int(p["batch"])
+        self.n = int(p["n_neurons"])
+        self.n_astro = int(p["n_astrocytes"])
+        self.d_key = int(p["d_key"])
+        self.d_value = self.n // self.n_astro
+        self.neuron_path = bool(p["neuron_path"])
+        self.astrocyte = bool(p["astrocyte"])
+        self.reset = str(p["reset"])
+        self.levels = int(p["spike_levels"])
+        sizes = []
+        if self.neuron_path:
+            sizes.append(("I", self.n))
+        if self.astrocyte:
+            ak = self.n_astro * self.d_key
+            sizes += [("K", ak), ("V", self.n), ("Q", ak)]
+        self.slices, start = {}, 0
+        for name, size in sizes:
+            self.slices[name] = slice(start, start + size)
+            start += size
+        self.n_rows = start
+
+    def receive(self):
+        """Synaptic input as ``[B, rows]``."""
+        return self.a_in.recv().reshape(self.batch, self.n_rows)
+
+
+@implements(proc=AMSUNeuron, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyAMSUModelFixed(_AMSUBase):
+    """Integer AM-SU, step by step (docs/neuromorphic.md, "AM-SU step")."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=8)
+    u: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    H: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    du: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
+    dH: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
+    vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
+    bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=13)
+    bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=3)
+    gain: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=8)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        # Widths (the same as Lava's LIF where the LIF has the quantity).
+        self.state_bits = 24
+        self.state_limit = 2 ** (self.state_bits - 1) - 1   # saturate to +-(2^23 - 1)
+        self.decay_shift = 12
+        self.decay_unity = 2 ** self.decay_shift
+        self.vth_shift = 6
+        self.operand_limit = 2 ** (int(self.proc_params["operand_bits"]) - 1) - 1
+        p = self.proc_params
+        self.shift = {k: int(p[f"shift_{k}"]) for k in ("i", "k", "v", "q", "kv", "r", "o")}
+
+    # -- arithmetic of the hardware ---------------------------------------------------
+    def requantize(self, x, n):
+        """Shift right by n rounding half up; a negative n shifts left."""
+        if n > 0:
+            return np.right_shift(x + (1 << (n - 1)), n)
+        if n < 0:
+            return np.left_shift(x, -n)
+        return x
+
+    def decay(self, x, d):
+        """x * (4096 - d) / 4096, rounded toward zero."""
+        prod = x.astype(np.int64) * (self.decay_unity - d.astype(np.int64))
+        return np.sign(prod) * np.right_shift(np.abs(prod), self.decay_shift)
+
+    def saturate(self, x, limit):
+        return np.clip(x, -limit, limit)
+
+    # -- the step ----------------------------------------------------------------------
+    def membrane(self, a):
+        bias = np.left_shift(self.bias_mant.astype(np.int64), self.bias_exp.astype(np.int64))
+        current = self.requantize(a[:, self.slices["I"]], self.shift["i"]) + bias
+        u = self.saturate(self.decay(self.u, self.du) + current, self.state_limit)
+        self.u[:] = u
+        return u
+
+    def astrocytes(self, a):
+        B, A, dk, dv = self.batch, self.n_astro, self.d_key, self.d_value
+        lim = self.operand_limit
+        k = self.saturate(self.requantize(a[:, self.slices["K"]], self.shift["k"]), lim)
+        v = self.saturate(self.requantize(a[:, self.slices["V"]], self.shift["v"]), lim)
+        q = self.saturate(self.requantize(a[:, self.slices["Q"]], self.shift["q"]), lim)
+        k, v, q = k.reshape(B, A, dk), v.reshape(B, A, dv), q.reshape(B, A, dk)
+        outer = self.requantize(k[..., :, None] * v[..., None, :], self.shift["kv"])
+        H = self.saturate(self.decay(self.H, self.dH[..., None]) + outer, self.state_limit)
+        self.H[:] = H
+        read = (H * q[..., :, None]).sum(axis=2)                    # H^T q: [B, A, dv]
+        r = self.saturate(self.requantize(read, self.shift["r"]), self.state_limit)
+        o = self.requantize(r.reshape(B, self.n) * self.gain.astype(np.int64), self.shift["o"])
+        return self.saturate(o, self.state_limit)
+
+    def run_spk(self):
+        a = self.receive().astype(np.int64)
+        drive = np.zeros((self.batch, self.n), dtype=np.int64)
+        if self.neuron_path:
+            drive += self.membrane(a)
+        if self.astrocyte:
+            drive += self.astrocytes(a)
+        theta = np.left_shift(self.vth.astype(np.int64), self.vth_shift)
+        spikes = np.zeros_like(drive)
+        for level in range(1, self.levels + 1):
+            spikes += drive > level * theta
+        if self.neuron_path and self.reset == _RESET_SUBTRACT:
+            self.u[:] = self.saturate(self.u - spikes * theta, self.state_limit)
+        elif self.neuron_path and self.reset == _RESET_ZERO:
+            self.u[spikes > 0] = 0
+        self.s_out.send(spikes.reshape(-1))
+
+
+@implements(proc=AMSUNeuron, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyAMSUModelFloat(_AMSUBase):
+    """The float AM-SU (docs/model.md), for running the float network in Lava."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    u: np.ndarray = LavaPyType(np.ndarray, float)
+    H: np.ndarray = LavaPyType(np.ndarray, float)
+    du: np.ndarray = LavaPyType(np.ndarray, float)
+    dH: np.ndarray = LavaPyType(np.ndarray, float)
+    vth: np.ndarray = LavaPyType(np.ndarray, float)
+    bias_mant: np.ndarray = LavaPyType(np.ndarray, float)
+    bias_exp: np.ndarray = LavaPyType(np.ndarray, float)
+    gain: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self):
+        a = self.receive()
+        B, A, dk, dv = self.batch, self.n_astro, self.d_key, self.d_value
+        drive = np.zeros((B, self.n))
+        if self.neuron_path:
+            self.u[:] = (1 - self.du) * self.u + a[:, self.slices["I"]] + self.bias_mant
+            drive += self.u
+        if self.astrocyte:
+            k = a[:, self.slices["K"]].reshape(B, A, dk)
+            v = a[:, self.slices["V"]].reshape(B, A, dv)
+            q = a[:, self.slices["Q"]].reshape(B, A, dk)
+            self.H[:] = (1 - self.dH)[..., None] * self.H + k[..., :, None] * v[..., None, :]
+            read = (self.H * q[..., :, None]).sum(axis=2)
+            drive += read.reshape(B, self.n) * self.gain
+        spikes = np.zeros_like(drive)
+        for level in range(1, self.levels + 1):
+            spikes += drive > level * self.vth
+        if self.neuron_path and self.reset == _RESET_SUBTRACT:
+            self.u[:] = self.u - spikes * self.vth
+        elif self.neuron_path and self.reset == _RESET_ZERO:
+            self.u[spikes > 0] = 0
+        self.s_out.send(spikes.reshape(-1))

@@ -1,0 +1,439 @@
+"""The integer reference: NumPy, int64, every width explicit. This is the specification.
+
+Read it beside docs/neuromorphic.md. Two forms of one semantics:
+
+* the **step form** (:func:`dense_step`, :func:`amsu_step`, :func:`lif_step`,
+  :func:`run_steps`): one time step of every process, written out as the hardware
+  does it. This is the definition.
+* the **fast form** (:func:`run`): the same numbers, layer by layer, with the
+  stateless parts (synaptic sums, requantization, read-outs) done for all steps at
+  once and only the recurrences left in the time loop. It is what
+  ``nm.simulate(backend="reference")`` and the benchmark use; tests check it
+  against the step form bit for bit.
+
+Arrays are batch-first inside a step (``[B, ...]``) and time-major across steps
+(``[T, B, ...]``). Nothing here imports torch or Lava.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from neuromorphic.network import (
+    ACT_SHIFT, DECAY_SHIFT, DECAY_UNITY, STATE_MAX, VTH_SHIFT, AMSULayer, LIFLayer,
+    QuantizedNetwork,
+)
+
+__all__ = [
+    "shr", "rtz_decay", "sat", "wrap24", "bias_value", "dense_step", "amsu_step",
+    "lif_step", "init_states", "run_steps", "run", "RunOutput",
+]
+
+I64 = np.int64
+
+
+# ----------------------------------------------------------------- integer primitives
+
+def shr(x: np.ndarray, n: int) -> np.ndarray:
+    """Requantizing shift: right by ``n`` rounding half up (``(x + 2**(n-1)) >> n``);
+    ``n < 0`` shifts left by ``-n`` (exact); ``n == 0`` is the identity."""
+    x = np.asarray(x, dtype=I64)
+    if n > 0:
+        return (x + (1 << (n - 1))) >> n
+    if n < 0:
+        return x << (-n)
+    return x
+
+
+def rtz_decay(x: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Lava's decay: ``x * (4096 - d) / 4096`` rounded toward zero (``sign * (|p| >> 12)``)."""
+    p = np.asarray(x, dtype=I64) * (DECAY_UNITY - np.asarray(d, dtype=I64))
+    return np.sign(p) * (np.abs(p) >> DECAY_SHIFT)
+
+
+def sat(x: np.ndarray, bits: int) -> np.ndarray:
+    """Saturate to the symmetric signed range ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]``."""
+    m = (1 << (bits - 1)) - 1
+    return np.clip(x, -m, m)
+
+
+def sat24(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, -STATE_MAX, STATE_MAX)
+
+
+def wrap24(x: np.ndarray) -> np.ndarray:
+    """Lava LIF's current wrap: above ``2**23`` subtract ``2**24``; at or below
+    ``-2**23`` add ``2**24`` (once, as ``PyLifModelBitAcc`` does)."""
+    top = 1 << 23
+    return np.where(x > top, x - 2 * top, np.where(x <= -top, x + 2 * top, x))
+
+
+def bias_value(mant: np.ndarray, exp: np.ndarray) -> np.ndarray:
+    """Effective bias ``mant << exp`` (exp in 0..7)."""
+    return np.asarray(mant, dtype=I64) << np.asarray(exp, dtype=I64)
+
+
+# ----------------------------------------------------------------- the step form
+
+def dense_step(weight: np.ndarray, weight_exp: int, graded: bool, buf: np.ndarray,
+               s_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One step of Lava's ``Dense`` (bit-accurate model).
+
+    ``weight``: the *effective* weights ``[P, n_in]`` (:meth:`Synapse.effective_weight`);
+    ``buf`` ``[B, P]``: the accumulation of the previous step; ``s_in`` ``[B, n_in]``.
+    Returns ``(a_out, new_buf)``: ``a_out = buf`` (the one-step delay), ``new_buf =
+    (W @ s) << weight_exp`` (arithmetic shift, floor for a negative exponent);
+    binary mode counts any non-zero input as 1.
+    """
+    s = np.asarray(s_in, dtype=I64)
+    if not graded:
+        s = (s != 0).astype(I64)
+    acc = s @ weight.T
+    new = acc << weight_exp if weight_exp > 0 else acc >> (-weight_exp)
+    return buf, new
+
+
+def _split(layer: AMSULayer, a: np.ndarray) -> dict[str, np.ndarray]:
+    out, start = {}, 0
+    for name, n in layer.parts:
+        out[name] = a[..., start:start + n]
+        start += n
+    return out
+
+
+def amsu_step(layer: AMSULayer, u: Optional[np.ndarray], H: Optional[np.ndarray],
+              a: np.ndarray):
+    """One step of the integer AM-SU neurons (docs/neuromorphic.md, "AM-SU step").
+
+    ``a`` ``[B, P]``: the synaptic input (the Dense's output this step);
+    ``u`` ``[B, N]``; ``H`` ``[B, A, dk, dv]``. Returns ``(s, u, H)``: spikes
+    ``[B, N]`` in ``{0..L}`` and the new states (``u`` after the reset).
+    """
+    part = _split(layer, np.asarray(a, dtype=I64))
+    B = a.shape[0]
+    N, A, dk, dv = layer.n_neurons, layer.n_astrocytes, layer.d_key, layer.d_value
+    theta = layer.vth.astype(I64) << VTH_SHIFT                       # [N]
+    y = np.zeros((B, N), dtype=I64)
+    if layer.neuron_path:
+        I = shr(part["I"], layer.shift_i) + bias_value(layer.bias_mant, layer.bias_exp)
+        u = sat24(rtz_decay(u, layer.du) + I)                         # membrane: saturates
+        y = y + u
+    if layer.astrocyte:
+        b = layer.operand_bits
+        k = sat(shr(part["K"], layer.shift_k), b).reshape(B, A, dk)   # operands: b-bit
+        v = sat(shr(part["V"], layer.shift_v), b).reshape(B, A, dv)
+        q = sat(shr(part["Q"], layer.shift_q), b).reshape(B, A, dk)
+        kv = shr(k[:, :, :, None] * v[:, :, None, :], layer.shift_kv)  # k v^T, requantized
+        H = sat24(rtz_decay(H, layer.dH[:, :, None]) + kv)            # astrocyte: saturates
+        r = sat24(shr(np.einsum("bakv,bak->bav", H, q), layer.shift_r))  # H^T q
+        o = sat24(shr(r.reshape(B, N) * layer.gain.astype(I64), layer.shift_o))
+        y = y + o                                                     # 25-bit transient
+    s = np.zeros((B, N), dtype=I64)
+    for level in range(1, layer.spike_levels + 1):                    # strict >, per level
+        s += (y > level * theta).astype(I64)
+    if layer.neuron_path:
+        if layer.reset == "subtract":
+            u = sat24(u - s * theta)
+        elif layer.reset == "zero":
+            u = np.where(s > 0, 0, u)
+    return s, u, H
+
+
+def lif_step(layer: LIFLayer, u: np.ndarray, v: np.ndarray, a: np.ndarray):
+    """One step of Lava's stock LIF, bit-accurate model (``PyLifModelBitAcc``).
+
+    Returns ``(s, u, v)`` with ``v`` after the reset to 0 of spiking neurons.
+    """
+    u = wrap24(rtz_decay(u, layer.du + 1) + (np.asarray(a, dtype=I64) << ACT_SHIFT))
+    bias = bias_value(layer.bias_mant, layer.bias_exp)
+    v = sat24(rtz_decay(v, layer.dv) + u + bias)
+    s = (v > (int(layer.vth) << VTH_SHIFT)).astype(I64)
+    v = np.where(s > 0, 0, v)
+    return s, u, v
+
+
+def init_states(net: QuantizedNetwork, batch: int) -> list[dict[str, np.ndarray]]:
+    """All-zero states of every layer (``a`` is the Dense buffer)."""
+    return [{k: np.zeros(shape, dtype=I64) for k, shape in layer.state_shapes(batch).items()}
+            for layer in net.layers]
+
+
+@dataclass
+class RunOutput:
+    """Per layer: ``spikes[l]`` ``[T, B, N_l]`` and ``states[l][name]`` ``[T, B, ...]``
+    (the value after step t); ``saturation[l][name]``: how many values were clipped."""
+
+    spikes: list
+    states: list
+    saturation: list = field(default_factory=list)
+
+
+def _check_input(net: QuantizedNetwork, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[2] != net.input_size:
+        raise ValueError(f"input spikes must have shape [T, B, {net.input_size}], got "
+                         f"{list(x.shape)}")
+    if x.dtype.kind not in "iub":
+        raise ValueError(f"input spikes must be integers, got dtype {x.dtype}")
+    return x.astype(I64)
+
+
+def run_steps(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True) -> RunOutput:
+    """The step form over a sequence: ``x`` ``[T, B, n_in]`` integer spikes.
+
+    Every step runs every layer's Dense, then its neurons, in order, as Lava does.
+    """
+    x = _check_input(net, x)
+    T, B = x.shape[:2]
+    st = init_states(net, B)
+    weights = [layer.synapse.effective_weight() for layer in net.layers]
+    spikes = [np.zeros((T, B, l.n_out), dtype=I64) for l in net.layers]
+    states = [{k: np.zeros((T,) + v.shape, dtype=I64) for k, v in s.items()} if record_states
+              else {} for s in st]
+    for t in range(T):
+        s_in = x[t]
+        for i, layer in enumerate(net.layers):
+            syn = layer.synapse
+            a, st[i]["a"] = dense_step(weights[i], syn.weight_exp, syn.num_message_bits > 0,
+                                       st[i]["a"], s_in)
+            if isinstance(layer, AMSULayer):
+                s, u, H = amsu_step(layer, st[i].get("u"), st[i].get("H"), a)
+                if layer.neuron_path:
+                    st[i]["u"] = u
+                if layer.astrocyte:
+                    st[i]["H"] = H
+            else:
+                s, st[i]["u"], st[i]["v"] = lif_step(layer, st[i]["u"], st[i]["v"], a)
+            spikes[i][t] = s
+            if record_states:
+                for k, val in st[i].items():
+                    states[i][k][t] = val
+            s_in = s
+    return RunOutput(spikes, states)
+
+
+# ----------------------------------------------------------------- the fast form
+
+def _dense_all(layer, x: np.ndarray) -> np.ndarray:
+    """Dense buffers after every step, ``[T, B, P]`` (float64 holding integers):
+    ``(W @ s_t) << exp`` (floor for a negative exponent).
+
+    float64 is exact here because the network validation bounds every value of the
+    fast form below 2**52; the sums use BLAS."""
+    syn = layer.synapse
+    w = syn.effective_weight().astype(np.float64)
+    s = (x if syn.num_message_bits > 0 else (x != 0)).astype(np.float64)
+    acc = s @ w.T
+    e = syn.weight_exp
+    return acc * float(1 << e) if e > 0 else (np.floor(acc / float(1 << -e)) if e < 0 else acc)
+
+
+def _delayed(buf: np.ndarray) -> np.ndarray:
+    """What the neurons receive at each step: the previous step's buffer (0 first)."""
+    out = np.zeros_like(buf)
+    out[1:] = buf[:-1]
+    return out
+
+
+def _shr_f(x: np.ndarray, n: int) -> np.ndarray:
+    """:func:`shr` on float64 integers (exact below 2**52)."""
+    if n > 0:
+        return np.floor((x + float(1 << (n - 1))) / float(1 << n))
+    if n < 0:
+        return x * float(1 << (-n))
+    return x
+
+
+def _sat_f(x: np.ndarray, limit: int, counts: Optional[dict], name: str) -> np.ndarray:
+    if counts is not None:
+        counts[name] = counts.get(name, 0) + int(np.count_nonzero(np.abs(x) > limit))
+    return np.clip(x, -float(limit), float(limit))
+
+
+def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: Optional[dict]):
+    T, B = a.shape[:2]
+    N, A, dk, dv = layer.n_neurons, layer.n_astrocytes, layer.d_key, layer.d_value
+    part = _split(layer, a)
+    theta = (layer.vth.astype(I64) << VTH_SHIFT).astype(np.float64)
+    lim = STATE_MAX
+    states = {}
+    o = None
+    if layer.astrocyte:
+        opl = (1 << (layer.operand_bits - 1)) - 1
+        ops = {}
+        for name, sh, width in (("K", layer.shift_k, dk), ("V", layer.shift_v, dv),
+                                ("Q", layer.shift_q, dk)):
+            ops[name] = _sat_f(_shr_f(part[name], sh), opl, counts, name.lower()
+                               ).reshape(T, B, A, width)
+        kv = _shr_f(ops["K"][..., :, None] * ops["V"][..., None, :], layer.shift_kv)
+        m_H = (DECAY_UNITY - layer.dH.astype(np.float64))[:, :, None] / DECAY_UNITY
+        H_seq = np.empty((T, B, A, dk, dv))
+        prev = np.zeros((B, A, dk, dv))
+        n_sat = 0
+        for t in range(T):   # H = sat24(rtz(H * (4096 - dH) / 4096) + kv): trunc = toward 0
+            H = H_seq[t]
+            np.multiply(prev, m_H, out=H)
+            np.trunc(H, out=H)
+            np.add(H, kv[t], out=H)
+            if counts is not None:
+                n_sat += int(np.count_nonzero(np.abs(H) > lim))
+            np.minimum(H, lim, out=H)
+            np.maximum(H, -lim, out=H)
+            prev = H
+        if counts is not None:
+            counts["H"] = counts.get("H", 0) + n_sat
+        if layer.neuron_path and layer.reset != "none":
+            o = None     # the coupled loop below reads out step by step
+        else:
+            o = _readout_f(layer, H_seq, ops["Q"], counts)
+        if record:
+            states["H"] = H_seq.astype(I64)
+    if layer.neuron_path:
+        I = _shr_f(part["I"], layer.shift_i) + bias_value(layer.bias_mant, layer.bias_exp)
+        m_u = (DECAY_UNITY - layer.du.astype(np.float64)) / DECAY_UNITY
+        u = np.zeros((B, N))
+        u_seq = np.empty((T, B, N))
+        coupled = layer.reset != "none"
+        s_seq = np.empty((T, B, N)) if coupled else None
+        n_sat = 0
+        for t in range(T):   # u = sat24(rtz(u * (4096 - du) / 4096) + I)
+            u = np.multiply(u, m_u)
+            np.trunc(u, out=u)
+            np.add(u, I[t], out=u)
+            if counts is not None:
+                n_sat += int(np.count_nonzero(np.abs(u) > lim))
+            np.minimum(u, lim, out=u)
+            np.maximum(u, -lim, out=u)
+            if coupled:      # the reset needs this step's spikes, hence its read-out
+                y = u
+                if layer.astrocyte:
+                    y = u + _readout_f(layer, H_seq[t:t + 1], ops["Q"][t:t + 1], counts)[0]
+                s = _fire(layer, y, theta)
+                s_seq[t] = s
+                if layer.reset == "subtract":
+                    u = u - s * theta
+                    if counts is not None:
+                        n_sat += int(np.count_nonzero(np.abs(u) > lim))
+                    np.clip(u, -lim, lim, out=u)
+                else:
+                    u = np.where(s > 0, 0.0, u)
+            u_seq[t] = u
+        if counts is not None:
+            counts["u"] = counts.get("u", 0) + n_sat
+        if record:
+            states["u"] = u_seq.astype(I64)
+        if coupled:
+            return s_seq.astype(I64), states
+        y = u_seq if o is None else u_seq + o
+    else:
+        y = o
+    return _fire(layer, y, theta).astype(I64), states
+
+
+def _readout_f(layer: AMSULayer, H: np.ndarray, q: np.ndarray, counts) -> np.ndarray:
+    """``o = sat24(shr(sat24(shr(H^T q, shift_r)) * gain, shift_o))`` for ``[T, B, ...]``."""
+    T, B = H.shape[:2]
+    r = _sat_f(_shr_f(np.einsum("tbakv,tbak->tbav", H, q), layer.shift_r), STATE_MAX,
+               counts, "r")
+    o = _shr_f(r.reshape(T, B, layer.n_neurons) * layer.gain.astype(np.float64), layer.shift_o)
+    return _sat_f(o, STATE_MAX, counts, "o")
+
+
+def _fire(layer: AMSULayer, y: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    if layer.spike_levels == 1:
+        return (y > theta).astype(np.float64)
+    s = np.zeros(y.shape)
+    for level in range(1, layer.spike_levels + 1):
+        s += y > level * theta
+    return s
+
+
+def _lif_fast(layer: LIFLayer, a: np.ndarray, record: bool, counts: Optional[dict]):
+    """Lava's LIF over all steps, in float64 integers (exact: |values| < 2**37)."""
+    T, B = a.shape[:2]
+    N = layer.n_neurons
+    act = a * float(1 << ACT_SHIFT)
+    bias = bias_value(layer.bias_mant, layer.bias_exp).astype(np.float64)
+    theta = float(int(layer.vth) << VTH_SHIFT)
+    mu = (DECAY_UNITY - (layer.du + 1)) / DECAY_UNITY
+    mv = (DECAY_UNITY - layer.dv) / DECAY_UNITY
+    top, lim = float(1 << 23), float(STATE_MAX)
+    u = np.zeros((B, N))
+    v = np.zeros((B, N))
+    s_seq = np.empty((T, B, N), dtype=bool)
+    u_seq = np.empty((T, B, N))
+    v_seq = np.empty((T, B, N))
+    n_wrap = n_sat = 0
+    for t in range(T):
+        u = np.trunc(u * mu) + act[t]                       # rtz decay + (a << 6)
+        if counts is not None:
+            n_wrap += int(np.count_nonzero((u > top) | (u <= -top)))
+        u = np.where(u > top, u - 2 * top, np.where(u <= -top, u + 2 * top, u))   # wrap24
+        v = np.trunc(v * mv) + u + bias
+        if counts is not None:
+            n_sat += int(np.count_nonzero(np.abs(v) > lim))
+        np.minimum(v, lim, out=v)
+        np.maximum(v, -lim, out=v)
+        s = np.greater(v, theta, out=s_seq[t])
+        v[s] = 0.0
+        u_seq[t], v_seq[t] = u, v
+    if counts is not None:
+        counts["u_wrap"] = counts.get("u_wrap", 0) + n_wrap
+        counts["v"] = counts.get("v", 0) + n_sat
+    states = {"u": u_seq.astype(I64), "v": v_seq.astype(I64)} if record else {}
+    return s_seq.astype(I64), states
+
+
+_CHUNK_ELEMENTS = 1 << 22     # about 32 MB per all-steps int64 array
+
+
+def _elements_per_step(layer) -> int:
+    """Values one sequence keeps per step in the fast form (the largest array)."""
+    n = layer.synapse.weight.shape[0] + layer.n_neurons
+    if isinstance(layer, AMSULayer) and layer.astrocyte:
+        n = max(n, layer.n_astrocytes * layer.d_key * layer.d_value)
+    return n
+
+
+def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True,
+        count_saturation: bool = False) -> RunOutput:
+    """The fast form: same output as :func:`run_steps`, layer by layer.
+
+    ``x`` ``[T, B, n_in]`` integer spikes. With ``count_saturation`` the output's
+    ``saturation`` lists, per layer, how many values each saturating state clipped
+    (and how often Lava's LIF current wrapped).
+    """
+    x = _check_input(net, x)
+    T, B = x.shape[:2]
+    per_seq = max(_elements_per_step(l) for l in net.layers)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, T * per_seq))
+    if B > chunk:     # bound the memory of the all-steps arrays: run the batch in pieces
+        outs = [run(net, x[:, b:b + chunk], record_states, count_saturation)
+                for b in range(0, B, chunk)]
+        n = len(net.layers)
+        sats = [{k: sum(o.saturation[i].get(k, 0) for o in outs)
+                 for k in set().union(*(o.saturation[i] for o in outs))} for i in range(n)]
+        return RunOutput(
+            [np.concatenate([o.spikes[i] for o in outs], 1) for i in range(n)],
+            [{k: np.concatenate([o.states[i][k] for o in outs], 1) for k in outs[0].states[i]}
+             for i in range(n)], sats)
+    spikes, states, sats = [], [], []
+    s_in = x
+    for layer in net.layers:
+        buf = _dense_all(layer, s_in)
+        a = _delayed(buf)
+        counts = {} if count_saturation else None
+        if isinstance(layer, AMSULayer):
+            s, st = _amsu_fast(layer, a, record_states, counts)
+        else:
+            s, st = _lif_fast(layer, a, record_states, counts)
+        if record_states:
+            st = {"a": buf.astype(I64), **st}
+        spikes.append(s)
+        states.append(st)
+        sats.append(counts or {})
+        s_in = s
+    return RunOutput(spikes, states, sats)

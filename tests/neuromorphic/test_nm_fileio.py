@@ -1,0 +1,203 @@
+"""The integer network file: round trip, atomic writes, and validation of every field.
+
+Property tests (hypothesis): any truncation or byte corruption of a valid file either
+loads back the identical network or raises ValueError (never another exception, never
+a half-built network); random valid networks round-trip; random bad values of a field
+raise ValueError naming that field."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import neuromorphic as nm
+from neuromorphic.fileio import canonical_digest
+from neuromorphic.randnet import random_network, random_spikes
+
+SETTINGS = settings(max_examples=40, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def good_file(tmp_path_factory) -> tuple[Path, nm.QuantizedNetwork]:
+    net = random_network(3, sizes=[12, 8], kinds=["amsu", "lif"], spike_levels=1)
+    path = tmp_path_factory.mktemp("h5") / "net.h5"
+    nm.save(net, path)
+    return path, net
+
+
+def test_round_trip_keeps_every_integer(good_file):
+    path, net = good_file
+    back = nm.load(path)
+    assert back.equals(net)
+    assert back.meta == net.meta
+    x = random_spikes(0, 50, 2, net.input_size)
+    assert nm.compare(nm.simulate(back, x), nm.simulate(net, x)).equal
+    with h5py.File(path) as f:     # self-describing header
+        assert f.attrs["format"] == nm.FORMAT and f.attrs["format_version"] == 1
+        assert f.attrs["producer"].startswith("astro-neuron")
+        assert dict(f["layers/0/bits"].attrs)["state"] == 24
+        assert [tuple(e) for e in f["graph/edges"][()]] == [(b"input", b"layer0"),
+                                                           (b"layer0", b"layer1")]
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), n_layers=st.integers(1, 3), levels=st.sampled_from([1, 3]),
+       data=st.data())
+def test_random_valid_networks_round_trip(tmp_path, seed, n_layers, levels, data):
+    kinds = data.draw(st.lists(st.sampled_from(["amsu", "amsu-off", "amsu-only", "lif"]),
+                               min_size=n_layers, max_size=n_layers))
+    net = random_network(seed, sizes=[8, 6, 4][:n_layers], kinds=kinds, spike_levels=levels,
+                         input_levels=levels, operand_bits=data.draw(st.integers(2, 12)))
+    path = tmp_path / f"n{seed}.h5"
+    nm.save(net, path)
+    assert nm.load(path).equals(net)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_corrupted_files_fail_cleanly(good_file, tmp_path, data):
+    path, net = good_file
+    raw = bytearray(path.read_bytes())
+    how = data.draw(st.sampled_from(["truncate", "flip", "zero_run"]))
+    if how == "truncate":
+        raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
+    elif how == "flip":
+        for _ in range(data.draw(st.integers(1, 8))):
+            i = data.draw(st.integers(0, len(raw) - 1))
+            raw[i] ^= 1 << data.draw(st.integers(0, 7))
+    else:
+        i = data.draw(st.integers(0, len(raw) - 1))
+        n = data.draw(st.integers(1, 64))
+        raw[i:i + n] = bytes(len(raw[i:i + n]))
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(bytes(raw))
+    try:
+        back = nm.load(bad)
+    except ValueError as exc:
+        assert str(bad) in str(exc)
+        return
+    assert back.equals(net), "a corrupted file loaded as a different network"
+
+
+def _rewrite(src: Path, dst: Path, edit) -> Path:
+    dst.write_bytes(src.read_bytes())
+    with h5py.File(dst, "r+") as f:
+        edit(f)
+    return dst
+
+
+def _replace(f, name, value):
+    del f[name]
+    f[name] = value
+
+
+BAD_FIELDS = [
+    ("format_version", lambda f: f.attrs.__setitem__("format_version", 2), "format_version"),
+    ("format", lambda f: f.attrs.__setitem__("format", "other"), "'format'"),
+    ("missing du", lambda f: f.__delitem__("layers/0/neuron/du"), "layers/0/neuron/du"),
+    ("du dtype", lambda f: _replace(f, "layers/0/neuron/du",
+                                    f["layers/0/neuron/du"][()].astype(np.float32)),
+     "layers/0/neuron/du"),
+    ("du shape", lambda f: _replace(f, "layers/0/neuron/du", f["layers/0/neuron/du"][:-1]),
+     "layers/0/neuron/du"),
+    ("du range", lambda f: _replace(f, "layers/0/neuron/du",
+                                    np.full(f["layers/0/neuron/du"].shape, 4096, np.int32)),
+     "layers/0/neuron/du"),
+    ("vth range", lambda f: _replace(f, "layers/0/neuron/vth",
+                                     np.full(f["layers/0/neuron/vth"].shape, -1, np.int32)),
+     "layers/0/neuron/vth"),
+    ("weight range", lambda f: _replace(f, "layers/0/synapse/weight",
+                                        f["layers/0/synapse/weight"][()] * 0 + 300),
+     "layers/0/synapse/weight"),
+    ("weight_exp", lambda f: f["layers/1/synapse"].attrs.__setitem__("weight_exp", 9),
+     "layers/1/synapse/weight_exp"),
+    ("sign_mode", lambda f: f["layers/1/synapse"].attrs.__setitem__("sign_mode", "both"),
+     "layers/1/synapse/sign_mode"),
+    ("reset", lambda f: f["layers/0/neuron"].attrs.__setitem__("reset", "maybe"),
+     "layers/0/neuron/reset"),
+    ("shift", lambda f: f["layers/0/neuron"].attrs.__setitem__("shift_r", 99),
+     "layers/0/neuron/shift_r"),
+    ("bits", lambda f: f["layers/1/bits"].attrs.__setitem__("state", 32), "layers/1/bits/state"),
+    ("n_layers", lambda f: f.attrs.__setitem__("n_layers", 3), "graph/edges"),
+    ("layer type", lambda f: f["layers/1"].attrs.__setitem__("type", "conv"), "layers/1/type"),
+    ("in-range value", lambda f: _replace(f, "layers/0/neuron/du",
+                                          f["layers/0/neuron/du"][()] ^ 1), "checksum"),
+    ("meta", lambda f: f.attrs.__setitem__("meta", "{not json"), "meta"),
+]
+
+
+@pytest.mark.parametrize("label,edit,field", BAD_FIELDS, ids=[b[0] for b in BAD_FIELDS])
+def test_bad_fields_are_named(good_file, tmp_path, label, edit, field):
+    path, _ = good_file
+    bad = _rewrite(path, tmp_path / "bad.h5", edit)
+    with pytest.raises(ValueError) as info:
+        nm.load(bad)
+    assert field in str(info.value), str(info.value)
+
+
+@SETTINGS
+@given(value=st.one_of(st.integers(-2**20, 2**20), st.floats(allow_nan=True)),
+       field=st.sampled_from(["du", "vth", "bias_mant", "bias_exp", "dH", "gain"]))
+def test_random_field_values_are_validated(good_file, tmp_path, value, field):
+    """Setting a whole array to one random value: loads iff the value is legal for it."""
+    path, net = good_file
+    name = f"layers/0/neuron/{field}"
+    with h5py.File(path) as f:
+        shape = f[name].shape
+    arr = np.full(shape, value, dtype=np.float64 if isinstance(value, float) else np.int64)
+    bad = _rewrite(path, tmp_path / "v.h5", lambda f: _replace(f, name, arr))
+    legal = {"du": (0, 4095), "vth": (0, 2**17 - 1), "bias_mant": (-4096, 4095),
+             "bias_exp": (0, 7), "dH": (0, 4095), "gain": (-127, 127)}[field]
+    with pytest.raises(ValueError) as info:      # legal values still fail the checksum
+        nm.load(bad)
+    msg = str(info.value)
+    if isinstance(value, float) or not legal[0] <= value <= legal[1]:
+        assert name in msg
+    else:
+        assert "checksum" in msg or name in msg   # (worst-case bounds may also refuse it)
+
+
+def test_missing_and_foreign_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        nm.load(tmp_path / "none.h5")
+    (tmp_path / "text.h5").write_text("hello")
+    with pytest.raises(ValueError, match="not a readable HDF5"):
+        nm.load(tmp_path / "text.h5")
+
+
+def test_save_is_atomic(good_file, tmp_path, monkeypatch):
+    """A failing write leaves the previous file intact and no temporary file behind."""
+    path, net = good_file
+    target = tmp_path / "net.h5"
+    nm.save(net, target)
+    before = target.read_bytes()
+    import neuromorphic.fileio as fio
+
+    def boom(_net):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(fio, "canonical_digest", boom)
+    with pytest.raises(RuntimeError):
+        nm.save(net, target)
+    assert target.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["net.h5"]
+
+
+def test_invalid_networks_cannot_be_built():
+    net = random_network(0)
+    layer = net.layers[0]
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="layers/0/neuron/du"):
+        nm.QuantizedNetwork((replace(layer, du=layer.du * 0 + 5000),), input_size=net.input_size)
+    with pytest.raises(ValueError, match="num_message_bits"):
+        nm.QuantizedNetwork(net.layers, input_size=net.input_size, input_levels=3)
+    with pytest.raises(ValueError, match="shift_i"):
+        nm.QuantizedNetwork((replace(layer, shift_i=-30),), input_size=net.input_size)
+    assert canonical_digest(net) == canonical_digest(random_network(0))
