@@ -87,8 +87,9 @@ def demo_stage(out_dir: Path, checkpoint: Path, quick: bool = False,
     t_start = time.perf_counter()
     net = MemoryNet.from_checkpoint(load_checkpoint(checkpoint, "MemoryNet checkpoint"))
     net.eval()
-    cfg = dict(n_calib=16, n_eval=64, qat_steps=3, qat_budget=10.0, n_lava=1) if quick else \
-        dict(n_calib=64, n_eval=512, qat_steps=150, qat_budget=45.0, n_lava=4)
+    # fixed step counts (no time budget), so the result does not depend on machine load
+    cfg = dict(n_calib=16, n_eval=64, qat_steps=3, qat_budget=None, n_lava=1) if quick else \
+        dict(n_calib=64, n_eval=512, qat_steps=100, qat_budget=None, n_lava=4)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(1)      # small per-step ops; also what Lava's forked workers need
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from astro_neuron.demo import STAGES
+
 
 def register(commands, bench) -> None:
     p = commands.add_parser("demo", help="end-to-end demo on built-in data (no downloads)")
@@ -9,6 +11,10 @@ def register(commands, bench) -> None:
     p.add_argument("--quick", action="store_true", help="tiny settings: seconds, for tests")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help=f"comma-separated stages to run, in order (default: {','.join(STAGES)})")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: the demo's tensors are small)")
     p.set_defaults(func=_demo)
 
     b = bench.add_parser("scan", help="chunked form vs step loop vs projection floor")
@@ -31,7 +37,9 @@ def register(commands, bench) -> None:
 def _demo(args) -> int:
     from astro_neuron.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
+             stages=stages, threads=args.threads)
     return 0
 
 
