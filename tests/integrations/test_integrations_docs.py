@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
+from docblocks import DOCS, python_blocks, run_block
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "integrations.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+DOC = DOCS / "integrations.md"
+BLOCKS = python_blocks(DOC)
 
 
 def test_doc_has_examples():
@@ -17,7 +15,7 @@ def test_doc_has_examples():
 
 @pytest.mark.parametrize("i", range(len(BLOCKS)))
 def test_doc_block_runs(i, capsys):
-    exec(compile(BLOCKS[i], f"{DOC.name}[block {i}]", "exec"), {"__name__": "__doc_block__"})
+    run_block(BLOCKS[i], f"{DOC.name}[block {i}]")
     if "as_surrogate(surrogate.ATan())(x)" in BLOCKS[i]:
         out = capsys.readouterr().out.splitlines()
         assert out == ["tensor([0., 1., 1.])", "tensor([0., 0., 1.])"], out
