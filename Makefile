@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv docs clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/install.sh
 	bash scripts/install.sh
@@ -15,6 +15,11 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest
+
+# API reference from the docstrings (pdoc), written to docs/api/ (not tracked)
+docs: venv
+	$(VENV)/bin/pdoc --docformat google -o docs/api astro_neuron neuromorphic
+	@echo "open docs/api/index.html"
 
 clean:
 	rm -rf $(VENV) build *.egg-info
