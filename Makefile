@@ -18,7 +18,7 @@ test: venv
 
 # API reference from the docstrings (pdoc), written to docs/api/ (not tracked)
 docs: venv
-	$(VENV)/bin/pdoc --docformat google -o docs/api astro_neuron neuromorphic
+	$(PY) scripts/build_api_docs.py docs/api
 	@echo "open docs/api/index.html"
 
 clean:
