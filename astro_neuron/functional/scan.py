@@ -179,10 +179,11 @@ def _astro_chunks(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, H: Tensor,
     T, B, A, dk = q.shape
     dv = v.shape[-1]
     n = T // c
-    # (T, B, A, d) -> (B, A, n, C, d)
-    qc = q.reshape(n, c, B, A, dk).permute(2, 3, 0, 1, 4)
-    kc = k.reshape(n, c, B, A, dk).permute(2, 3, 0, 1, 4)
-    vc = v.reshape(n, c, B, A, dv).permute(2, 3, 0, 1, 4)
+    # (T, B, A, d) -> (B, A, n, C, d), made contiguous once: each operand below feeds two
+    # batched matmuls, which would otherwise copy a permuted operand every time
+    qc = q.reshape(n, c, B, A, dk).permute(2, 3, 0, 1, 4).contiguous()
+    kc = k.reshape(n, c, B, A, dk).permute(2, 3, 0, 1, 4).contiguous()
+    vc = v.reshape(n, c, B, A, dv).permute(2, 3, 0, 1, 4).contiguous()
     dt = q.dtype
     pos = torch.arange(c, dtype=torch.float64, device=q.device)[:, None]   # (C, 1)
     lam_ = lam[:, None, :]                                                # (A, 1, dk)
