@@ -91,6 +91,10 @@ class KVCache:
         """Make room for ``n`` tokens in total (one allocation, no copies later)."""
         if n <= self.capacity:
             return
+        with torch.inference_mode():
+            self._grow(n)
+
+    def _grow(self, n: int) -> None:
         for lst in (self.k, self.v):
             for i, x in enumerate(lst):
                 new = x.new_empty(x.shape[0], x.shape[1], n, x.shape[3])
@@ -162,11 +166,12 @@ class Transformer(LanguageModel):
     def prefill(self, idx: Tensor) -> tuple[Tensor, KVCache]:
         """Read a prompt ``(B, T)`` in parallel: ``(logits (B, T, V), cache)``."""
         check_idx(idx, self.config.vocab_size)
-        logits, kvs = self._run(idx)
-        cache = self.init_cache(idx.shape[0], max(256, 2 * idx.shape[1]))
-        for i, (k, v) in enumerate(kvs):
-            cache.k[i][:, :, :idx.shape[1]] = k
-            cache.v[i][:, :, :idx.shape[1]] = v
+        with torch.inference_mode():
+            logits, kvs = self._run(idx)
+            cache = self.init_cache(idx.shape[0], max(256, 2 * idx.shape[1]))
+            for i, (k, v) in enumerate(kvs):
+                cache.k[i][:, :, :idx.shape[1]] = k
+                cache.v[i][:, :, :idx.shape[1]] = v
         cache.t = idx.shape[1]
         return logits, cache
 

@@ -57,10 +57,11 @@ def decode_setup(model, context: int, tokens: int, prompt_len: int = 256):
                      for lst in (cache.u, cache.H, cache.u_ffn)]
 
             def reset(c):
-                for lst, src in zip((c.u, c.H, c.u_ffn), saved):
-                    for x, s in zip(lst, src):
-                        if x is not None:
-                            x.copy_(s)
+                with torch.inference_mode():
+                    for lst, src in zip((c.u, c.H, c.u_ffn), saved):
+                        for x, s in zip(lst, src):
+                            if x is not None:
+                                x.copy_(s)
                 c.t = context
         else:
             cache = model.init_cache(1, context + tokens)

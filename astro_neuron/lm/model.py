@@ -377,9 +377,13 @@ class AMSNet(LanguageModel):
         return AMSNetCache(0, u, H, uf)
 
     def prefill(self, idx: Tensor) -> tuple[Tensor, AMSNetCache]:
-        """Read a prompt ``(B, T)`` in the chunked form: ``(logits (B, T, V), cache)``."""
+        """Read a prompt ``(B, T)`` in the chunked form: ``(logits (B, T, V), cache)``.
+
+        Runs without autograd (inference), like :meth:`step`.
+        """
         check_idx(idx, self.config.vocab_size)
-        logits, states = self._run(idx, "chunked")
+        with torch.inference_mode():
+            logits, states = self._run(idx, "chunked")
         cache = AMSNetCache(idx.shape[1], [s[0].u for s in states],
                             [s[0].H for s in states], [s[1] for s in states])
         return logits, cache

@@ -113,8 +113,10 @@ def task_accuracy(model: LanguageModel, idx: Tensor, tgt: Tensor, batch_size: in
 
 def train_task(model: LanguageModel, task: str, seq_len: int, steps: int,
                tokens_per_step: int = 8192, lr: float = 3e-3, seed: int = 0,
-               progress: bool = True, desc: str = "") -> list[float]:
-    """Train ``model`` on fresh batches of ``task``; batch = tokens_per_step / seq_len."""
+               progress: bool = True, desc: str = "", **task_kwargs) -> list[float]:
+    """Train ``model`` on fresh batches of ``task``; batch = tokens_per_step / seq_len.
+
+    ``task_kwargs`` go to the batch generator (``n_pairs``, ``n_tokens``, ...)."""
     from tqdm.auto import tqdm
 
     from astro_neuron.lm.train import TrainConfig, lr_at, make_optimizer
@@ -132,13 +134,13 @@ def train_task(model: LanguageModel, task: str, seq_len: int, steps: int,
     for step in tqdm(range(steps), desc=desc or task, disable=not progress, leave=False):
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, tc)
-        x, y = _TASKS[task](B, seq_len, generator=g)
+        x, y = _TASKS[task](B, seq_len, generator=g, **task_kwargs)
         _, loss = model(x.to(dev), y.to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"{desc or task}: loss became {losses[-1]} at step {step}")
     return losses
@@ -170,7 +172,7 @@ def run_memory_tasks(tasks=("mqar", "copy"), lengths=(64, 128, 256, 512, 1024),
     if bad:
         raise ValueError(f"unknown model(s) {bad}; choose from {list(TASK_MODELS)}")
     if quick:
-        steps, d_model, n_eval = min(steps, 20), min(d_model, 32), 32
+        steps, d_model, n_eval, tokens_per_step = min(steps, 5), min(d_model, 16), 16, 256
     tps = tokens_per_step or batch_size * 256
     out = Path(out_dir)
     rows = []

@@ -34,7 +34,8 @@ from astro_neuron.lm.config import AMSNetConfig, config_from_dict
 from astro_neuron.lm.data import CORPORA, Corpus, batch_for_step, eval_windows, load_corpus
 from astro_neuron.lm.model import LanguageModel, build_model
 
-__all__ = ["DataConfig", "TrainConfig", "RunConfig", "NonFiniteLoss", "train", "evaluate",
+__all__ = ["DataConfig", "TrainConfig", "RunConfig", "NonFiniteLoss", "train", "train_local_ddp",
+           "evaluate",
            "load_model", "load_run_config", "apply_overrides", "default_config_path",
            "lr_at", "CKPT_NAME"]
 
@@ -385,7 +386,9 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
                     do_eval(step)
                 if step % tc.ckpt_interval == 0 or step == tc.max_steps:
                     save(step)
-                if float(stat[1]) > 0:
+                # under DDP every rank stops at the same step: the flag went through
+                # the all-reduce above; one process stops right after the current step
+                if (float(stat[1]) > 0) if ddp else stop.set:
                     interrupted = True
                     break
     finally:
@@ -404,3 +407,37 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
     if master:
         atomic_json({k: v for k, v in summary.items() if k != "losses"}, out / "metrics.json")
     return summary
+
+
+def _local_ddp_worker(rank: int, world: int, port: int, run: RunConfig, corpus,
+                      threads: int) -> None:
+    torch.set_num_threads(threads)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    try:
+        train(run, progress=False, corpus=corpus)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train_local_ddp(run: RunConfig, world_size: int = 2, corpus: Optional[Corpus] = None,
+                    threads: int = 1) -> dict:
+    """Train with ``world_size`` local processes (DDP over gloo, or NCCL on GPUs),
+    without ``torchrun``; returns the summary rank 0 wrote (``metrics.json``).
+
+    The same as ``torchrun --nproc_per_node=N -m astro_neuron train ...``.
+    """
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_local_ddp_worker, args=(world_size, port, run, corpus, threads),
+             nprocs=world_size, join=True)
+    return json.loads((Path(run.train.out_dir) / "metrics.json").read_text())
