@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def register(commands, bench) -> None:
     p = commands.add_parser(
@@ -113,6 +115,8 @@ def _train(args) -> int:
     except NonFiniteLoss as exc:
         print(f"error: {exc}")
         return 1
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(f"done: {s['steps']} steps, {s['tokens']:,} tokens, {s['tokens_per_s']:,.0f} tok/s, "
           f"val {s['final_val_bpb']:.4f} bits/byte; checkpoint {s['checkpoint']}")
     return 0

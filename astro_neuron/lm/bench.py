@@ -64,7 +64,7 @@ def decode_setup(model, context: int, tokens: int, prompt_len: int = 256):
                                 x.copy_(s)
                 c.t = context
         else:
-            cache = model.init_cache(1, context + tokens)
+            cache = model.init_cache(1, context + tokens + 8)
             for x in (*cache.k, *cache.v):
                 x.normal_()
 
@@ -75,28 +75,25 @@ def decode_setup(model, context: int, tokens: int, prompt_len: int = 256):
 
 
 def _time_decode(model, cache, tok, reset, tokens: int, device) -> tuple[float, float]:
-    """Mean seconds per token of greedy decoding, and the AM-SU firing rate seen."""
+    """Mean seconds per token of greedy decoding (:meth:`decode`, the loop of
+    ``generate``), and the fraction of spiking neurons that fire on one more token."""
     reset(cache)
-    rates = []
+    rate = None
     with torch.inference_mode():
+        logits, _ = model.step(tok, cache)                  # the prompt's last token
         _sync(device)
         t0 = time.perf_counter()
-        for _ in range(tokens):
-            logits, cache = model.step(tok, cache)
-            tok = logits.argmax(-1)
+        out = model.decode(logits, cache, tokens + 1, temperature=0)   # greedy, as generate
         _sync(device)
         dt = (time.perf_counter() - t0) / tokens
     if isinstance(model, AMSNet):
-        rates = _firing_rate(model, cache, tok)
-    return dt, rates
+        rate = _firing_rate(model, cache, out[:, -1])
+    return dt, rate
 
 
 def _firing_rate(model: AMSNet, cache, tok) -> float:
     """Fraction of AM-SU and channel-mixing neurons that fire on one more token."""
     seen = []
-    import astro_neuron.lm.model as M
-
-    orig = (M._binary_spike, M._general_spike)
 
     def spy(fn):
         def wrapped(y, thr, spec):
@@ -113,7 +110,6 @@ def _firing_rate(model: AMSNet, cache, tok) -> float:
     finally:
         for L, s in zip(dec.layers, saved):
             L.spike = s
-    del orig
     return sum(seen) / max(1, len(seen))
 
 

@@ -32,7 +32,8 @@ class AMSNetConfig:
     tau_ffn: float = 2.0            # time constant of the channel-mixing LIF neurons (tokens)
     threshold: float = 1.0          # initial firing threshold theta (learned)
     spike_levels: int = 1           # 1: binary spikes; L > 1: graded spikes in {0..L}
-    astro_gain: float = 1.0         # initial per-neuron astrocyte gain g_astro (learned)
+    astro_gain: float = 0.1         # initial per-neuron astrocyte gain g_astro (learned); small,
+                                    # so training starts near the neuron path (docs/lm.md)
     astro_norm: bool = True         # RMS-normalise each astrocyte's read-out over its neurons
                                     # before g_astro (False: the plain AM-SU, docs/lm.md)
     surrogate_alpha: float = 2.0    # width of the ATan surrogate gradient

@@ -271,16 +271,30 @@ class LanguageModel(nn.Module):
         try:
             with torch.inference_mode():
                 logits, cache = self.prefill(idx)
-                logits = logits[:, -1]                                  # (B, V)
-                out = [idx]
-                for i in range(max_new_tokens):
-                    nxt = _sample(logits, temperature, top_k, generator)  # (B, 1)
-                    out.append(nxt)
-                    if i + 1 < max_new_tokens:
-                        logits, cache = self.step(nxt[:, 0], cache)
-            return torch.cat(out, dim=1).clone()
+                new = self.decode(logits[:, -1], cache, max_new_tokens, temperature, top_k,
+                                  generator)
+            return torch.cat([idx, new], dim=1).clone()
         finally:
             self.train(was_training)
+
+
+    @torch.inference_mode()
+    def decode(self, logits: Tensor, cache, n: int, temperature: float = 1.0,
+               top_k: Optional[int] = None, generator: Optional[torch.Generator] = None
+               ) -> Tensor:
+        """The token-by-token part of :meth:`generate`: from the last logits ``(B, V)``
+        and the cache after them, sample ``n`` tokens ``(B, n)``, one step each.
+
+        Arguments are trusted (``generate`` checks them); the cache advances in place.
+        """
+        dec = self._decode_tensors()
+        out = []
+        for i in range(n):
+            nxt = _sample(logits, temperature, top_k, generator)          # (B, 1)
+            out.append(nxt)
+            if i + 1 < n:
+                logits = self._step(nxt[:, 0], cache, dec)                 # (B, V)
+        return torch.cat(out, dim=1)
 
 
 def _sample(logits: Tensor, temperature: float, top_k: Optional[int],

@@ -293,6 +293,7 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
     tc, mc = run.train, run.model
     rank, world, local_rank = _dist_info()
     ddp = world > 1
+    owns_group = False
     device = resolve_device(tc.device)
     if ddp:
         if device.type == "cuda":
@@ -300,6 +301,7 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            owns_group = True
     master = rank == 0
     out = Path(tc.out_dir)
     ckpt_path = out / CKPT_NAME
@@ -393,6 +395,9 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
                     break
     finally:
         bar.close()
+    if owns_group:
+        dist.barrier()
+        dist.destroy_process_group()
     if interrupted:
         save(step)
         if master:
