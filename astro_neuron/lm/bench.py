@@ -43,13 +43,16 @@ def _prompt(n: int) -> torch.Tensor:
     return stdlib_corpus().val[:n].long()[None]
 
 
-def decode_setup(model, context: int, tokens: int, prompt_len: int = 256):
+def decode_setup(model, context: int, tokens: int, prompt_len: int = 256,
+                 prompt: Optional[torch.Tensor] = None):
     """A cache as if ``context`` tokens had been read, with room for ``tokens`` more.
 
-    Returns ``(cache, first_token, reset)``; ``reset(cache)`` rewinds it to ``context``.
+    The AM-SNet state comes from reading ``prompt`` (default: the first ``prompt_len``
+    bytes of the built-in validation split). Returns ``(cache, first_token, reset)``;
+    ``reset(cache)`` rewinds it to ``context``.
     """
     dev = next(model.parameters()).device
-    prompt = _prompt(prompt_len).to(dev)
+    prompt = (_prompt(prompt_len) if prompt is None else prompt).to(dev)
     with torch.inference_mode():
         if isinstance(model, AMSNet):
             _, cache = model.prefill(prompt)
@@ -93,23 +96,24 @@ def _time_decode(model, cache, tok, reset, tokens: int, device) -> tuple[float, 
 
 def _firing_rate(model: AMSNet, cache, tok) -> float:
     """Fraction of AM-SU and channel-mixing neurons that fire on one more token."""
+    from astro_neuron.functional.amsu import fire
+
     seen = []
+    dec = model._decode_tensors()
+    saved = [L.spike_out for L in dec.layers]
 
     def spy(fn):
-        def wrapped(y, thr, spec):
-            s = fn(y, thr, spec)
-            seen.append(float((s != 0).float().mean()))
-            return s
+        def wrapped(x, y, thr, spec, w_t):
+            seen.append(float((fire(y, thr, spec) != 0).float().mean()))
+            return fn(x, y, thr, spec, w_t)
         return wrapped
-    dec = model._decode_tensors()
-    saved = [L.spike for L in dec.layers]
     for L in dec.layers:
-        L.spike = spy(L.spike)
+        L.spike_out = spy(L.spike_out)
     try:
         model.step(tok, cache)
     finally:
-        for L, s in zip(dec.layers, saved):
-            L.spike = s
+        for L, fn in zip(dec.layers, saved):
+            L.spike_out = fn
     return sum(seen) / max(1, len(seen))
 
 
@@ -206,7 +210,11 @@ def _table(rows: list[dict]) -> str:
 
 
 def _rss_probe(arch: str, context: int, cfg: dict, checkpoint: Optional[str]) -> float:
-    """Peak RSS (MiB) of a fresh process that sets up ``context`` and decodes 16 tokens."""
+    """Peak RSS (MiB) of a fresh process that sets up ``context`` and decodes 16 tokens.
+
+    Read from ``VmHWM`` of ``/proc/self/status`` (the peak of this process's own
+    memory; ``ru_maxrss`` would carry the parent's peak across fork + exec).
+    """
     code = ("import sys, json; from astro_neuron.lm.bench import _rss_child; "
             "_rss_child(json.loads(sys.argv[1]))")
     arg = json.dumps({"arch": arch, "context": context, "cfg": cfg, "checkpoint": checkpoint})
@@ -218,8 +226,6 @@ def _rss_probe(arch: str, context: int, cfg: dict, checkpoint: Optional[str]) ->
 
 
 def _rss_child(a: dict) -> None:
-    import resource
-
     torch.set_num_threads(1)
     cfg = dict(a["cfg"])
     cfg["tau_astro"] = tuple(cfg["tau_astro"])
@@ -231,9 +237,13 @@ def _rss_child(a: dict) -> None:
         cfg["arch"] = "amsnet" if a["arch"] == "amsnet" else "transformer"
         model = build_model(AMSNetConfig(**cfg))
     model.eval()
-    cache, tok, reset = decode_setup(model, a["context"], 16)
+    prompt = torch.randint(0, model.config.vocab_size, (1, 256),
+                           generator=torch.Generator().manual_seed(0))
+    cache, tok, reset = decode_setup(model, a["context"], 16, prompt=prompt)
     _time_decode(model, cache, tok, reset, 16, torch.device("cpu"))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    with open("/proc/self/status") as fh:
+        hwm = next(line for line in fh if line.startswith("VmHWM:"))
+    print(int(hwm.split()[1]) / 1024)                       # kB -> MiB
 
 
 def bench_train(d_model: int = 128, n_layer: int = 2, block_size: int = 256,

@@ -34,6 +34,7 @@ class AMSNetConfig:
     spike_levels: int = 1           # 1: binary spikes; L > 1: graded spikes in {0..L}
     astro_gain: float = 0.1         # initial per-neuron astrocyte gain g_astro (learned); small,
                                     # so training starts near the neuron path (docs/lm.md)
+    synapse_init: float = 1.0       # scale of the initial synaptic weights W_I (1: nn.Linear's)
     astro_norm: bool = True         # RMS-normalise each astrocyte's read-out over its neurons
                                     # before g_astro (False: the plain AM-SU, docs/lm.md)
     surrogate_alpha: float = 2.0    # width of the ATan surrogate gradient
@@ -64,7 +65,8 @@ class AMSNetConfig:
         if not isinstance(tau, (tuple, list)) or len(tau) != 2:
             raise ValueError(f"tau_astro must be a number or a (low, high) pair, got {tau!r}")
         self.tau_astro = (float(tau[0]), float(tau[1]))
-        for name in ("tau_mem", "tau_ffn", "threshold", "surrogate_alpha", "init_std"):
+        for name in ("tau_mem", "tau_ffn", "threshold", "surrogate_alpha", "init_std",
+                     "synapse_init"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                     or v <= 0:

@@ -337,6 +337,11 @@ class AMSNet(LanguageModel):
         for b in self.blocks:
             nn.init.normal_(b.w_o.weight, std=out_std)
             nn.init.normal_(b.w_2.weight, std=out_std)
+            if b.amsu.spec.neuron_path and cfg.synapse_init != 1.0:
+                with torch.no_grad():                   # rows I of the fused projection
+                    b.amsu.weight[:b.amsu.spec.n_neurons].mul_(cfg.synapse_init)
+                    if b.amsu.bias is not None:
+                        b.amsu.bias.mul_(cfg.synapse_init)
 
     # ------------------------------------------------------------- parallel form
     def _run(self, idx: Tensor, mode: str, states=None, record=None):
@@ -441,37 +446,41 @@ class AMSNet(LanguageModel):
                 y = torch.addcmul(u, o.view(B, L.N), L.o_scale)        # u + g_astro o (/sqrt dk)
             else:
                 y = u
-            x = L.project(x, L.spike(y, L.thr, L.spec), L.w_o)         # x + W_O s
+            x = L.spike_out(x, y, L.thr, L.spec, L.w_o)                # x + W_O s
             # ---- channel mixing: LIF
             xn = F.rms_norm(x, dec.dshape, eps=NORM_EPS)
             uf = cache.u_ffn[i]
             uf.mul_(L.beta_f).add_(F.linear(xn, L.w_1))
-            x = L.project(x, L.spike(uf, L.thr_f, L.spec_f), L.w_2)     # x + W_2 s
+            x = L.spike_out(x, uf, L.thr_f, L.spec_f, L.w_2)           # x + W_2 s
         cache.t = t + 1
         xn = F.rms_norm(x, dec.dshape, eps=NORM_EPS)
         return F.linear(xn, dec.head)                                  # (B, V)
 
 
-def _binary_spike(y: Tensor, thr: Tensor, spec) -> Tensor:
-    return (y > thr).to(y.dtype)        # == heaviside(y - thr): exact for finite floats
+def _spike_out_dense(x: Tensor, y: Tensor, thr: Tensor, spec, w_t: Tensor) -> Tensor:
+    """``x + fire(y) @ W^T`` (``w_t = W^T`` stored ``(n, d)``): the general case."""
+    return torch.addmm(x, fire(y, thr, spec), w_t)
 
 
-def _general_spike(y: Tensor, thr: Tensor, spec) -> Tensor:
-    return fire(y, thr, spec)
-
-
-def _dense_project(x: Tensor, s: Tensor, w_t: Tensor) -> Tensor:
-    return torch.addmm(x, s, w_t)                      # x + s @ W^T, w_t = W^T (n, d)
-
-
-def _event_project(x: Tensor, s: Tensor, w_t: Tensor) -> Tensor:
+def _spike_out_event(x: Tensor, y: Tensor, thr: Tensor, spec, w_t: Tensor) -> Tensor:
     """``x + s @ W^T`` reading only the weight rows of neurons that spiked.
 
-    The event-driven read-out of a spiking layer: with firing rate ``r`` it moves
-    ``r`` of the bytes of ``W``; ``w_t`` is ``W^T`` stored contiguously ``(n, d)``.
+    The event-driven read-out of a spiking layer: at firing rate ``r`` it reads ``r``
+    of the bytes of ``W``. ``embedding_bag`` sums the rows of the active neurons
+    (weighted by the spike value for graded spikes) without copying them.
     """
-    active = (s[0] if s.shape[0] == 1 else s.abs().sum(0)).nonzero().squeeze(1)
-    return torch.addmm(x, s.index_select(1, active), w_t.index_select(0, active))
+    if spec.spike_levels == 1:
+        s = (y > thr)                       # == heaviside(y - thr), exact for finite floats
+    else:
+        s = fire(y, thr, spec)
+    if y.shape[0] != 1:
+        active = s.any(0).nonzero().view(-1)
+        return torch.addmm(x, s[:, active].to(x.dtype), w_t.index_select(0, active))
+    active = s[0].nonzero().view(-1)
+    if active.numel() == 0:
+        return x
+    weights = None if spec.spike_levels == 1 else s[0, active][None]
+    return x + F.embedding_bag(active[None], w_t, mode="sum", per_sample_weights=weights)
 
 
 class _DecodeLayer:
@@ -498,12 +507,10 @@ class _Decode:
             L = _DecodeLayer()
             am, spec = b.amsu, b.amsu.spec
             L.spec, L.spec_f = spec, b.lif.spec
-            fast = spec.spiking and spec.spike_levels == 1
-            L.spike = _binary_spike if fast else _general_spike
             # event-driven read-out on CPU (spikes are mostly 0); dense where nonzero()
             # would synchronise (GPU) or the "spikes" are smooth (non-spiking twin)
             event = spec.spiking and model.wte.weight.device.type == "cpu"
-            L.project = _event_project if event else _dense_project
+            L.spike_out = _spike_out_event if event else _spike_out_dense
             L.N, L.A, L.dk, L.dv = spec.n_neurons, spec.n_astrocytes, spec.d_key, spec.d_value
             rows = dict(zip((n for n, _ in spec.parts),
                             torch.split(am.weight, [n for _, n in spec.parts])))

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from astro_neuron.lm import AMSNet, AMSNetConfig, build_model
-from astro_neuron.lm.model import _dense_project, _event_project
+from astro_neuron.functional.lif import LIFSpec
+from astro_neuron.lm.model import _spike_out_dense, _spike_out_event
 
 SMALL = dict(n_layer=2, d_model=32, n_head=2, block_size=48, chunk_size=16)
 VARIANTS = {
@@ -88,14 +89,17 @@ def test_step_sees_new_weights():
     torch.testing.assert_close(_teacher_forced(model, idx), logits, rtol=1e-9, atol=1e-9)
 
 
-def test_event_driven_projection_equals_dense():
+@pytest.mark.parametrize("levels", [1, 3])
+def test_event_driven_read_out_equals_dense(levels):
     torch.manual_seed(0)
-    x = torch.randn(3, 8, dtype=torch.float64)
+    spec = LIFSpec(20, spike_levels=levels)
     w_t = torch.randn(20, 8, dtype=torch.float64)
-    for s in ((torch.rand(3, 20) < 0.2).double(), torch.zeros(3, 20, dtype=torch.float64),
-              torch.randint(0, 3, (1, 20)).double()):
-        xb = x[: s.shape[0]]
-        torch.testing.assert_close(_event_project(xb, s, w_t), _dense_project(xb, s, w_t))
+    thr = torch.full((20,), 1.0, dtype=torch.float64)
+    for B, scale in ((1, 1.0), (3, 1.0), (1, 0.0), (2, 0.0), (1, 3.0)):
+        x = torch.randn(B, 8, dtype=torch.float64)
+        y = scale * torch.randn(B, 20, dtype=torch.float64)     # scale 0: no spike at all
+        torch.testing.assert_close(_spike_out_event(x, y, thr, spec, w_t),
+                                   _spike_out_dense(x, y, thr, spec, w_t))
 
 
 def test_generate_greedy_matches_parallel_argmax():
