@@ -68,6 +68,7 @@ class TrainConfig:
     eval_interval: int = 250        # steps between evaluations (and at the end)
     eval_tokens: int = 65536        # validation tokens per evaluation (first ones of the split)
     ckpt_interval: int = 250        # steps between checkpoints (and at the end / on Ctrl-C)
+    max_time_s: float = 0.0         # also stop after this many seconds of training (0: no limit)
     seed: int = 0                   # model init and batch order
     device: str = "auto"            # "cpu", "cuda", "cuda:N" or "auto"
 
@@ -80,7 +81,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"train.{name} must be a non-negative integer, got {v!r}")
-        for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip"):
+        for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "max_time_s"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                     or v < 0:
@@ -362,9 +363,10 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
                 loss.backward()
                 if tc.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                stat = torch.stack([loss.detach().double(),
-                                    torch.tensor(float(stop.set), dtype=torch.float64,
-                                                 device=device)])
+                time_up = master and tc.max_time_s > 0 and train_time >= tc.max_time_s
+                stat = torch.cat([loss.detach().double().reshape(1),
+                                  torch.tensor([float(stop.set), float(time_up)],
+                                               dtype=torch.float64, device=device)])
                 if ddp:
                     dist.all_reduce(stat)
                     stat[0] /= world
@@ -392,6 +394,13 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
                 # the all-reduce above; one process stops right after the current step
                 if (float(stat[1]) > 0) if ddp else stop.set:
                     interrupted = True
+                    break
+                if float(stat[2]) > 0 and step < tc.max_steps:  # rank 0's clock decides
+                    if not evals or evals[-1]["step"] != step:
+                        do_eval(step)
+                    save(step)
+                    if master and progress:
+                        tqdm.write(f"time budget of {tc.max_time_s:g} s reached at step {step}")
                     break
     finally:
         bar.close()

@@ -153,3 +153,11 @@ def test_ddp_two_processes_equal_one_process_with_same_global_batch(tmp_path, co
     for name, p in ck1["model"].items():
         torch.testing.assert_close(ck2["model"][name], p, rtol=1e-4, atol=1e-6,
                                    msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_time_budget_stops_evaluates_and_saves(tmp_path, corpus):
+    s = train(_run(tmp_path, "train.max_time_s=1e-9", "train.max_steps=50"), progress=False,
+              corpus=corpus)
+    assert s["steps"] == 2                     # the first step's time is seen after step 2
+    assert s["evals"][-1]["step"] == 2 and s["final_val_bpb"] > 0
+    assert torch.load(tmp_path / CKPT_NAME, weights_only=False)["step"] == 2
