@@ -34,7 +34,8 @@ class AMSNetConfig:
     spike_levels: int = 1           # 1: binary spikes; L > 1: graded spikes in {0..L}
     astro_gain: float = 0.1         # initial per-neuron astrocyte gain g_astro (learned); small,
                                     # so training starts near the neuron path (docs/lm.md)
-    synapse_init: float = 1.0       # scale of the initial synaptic weights W_I (1: nn.Linear's)
+    synapse_init: float = 0.1       # scale of the initial synaptic weights W_I relative to
+                                    # nn.Linear's: small, so the astrocyte is not drowned (docs/lm.md)
     astro_norm: bool = True         # RMS-normalise each astrocyte's read-out over its neurons
                                     # before g_astro (False: the plain AM-SU, docs/lm.md)
     surrogate_alpha: float = 2.0    # width of the ATan surrogate gradient

@@ -45,7 +45,7 @@ def _check_len(name: str, T: int, need: int) -> None:
         raise ValueError(f"seq_len={T} is too short for {name}: need at least {need}")
 
 
-def mqar_batch(batch_size: int, seq_len: int, n_pairs: int = 8, n_keys: int = 64,
+def mqar_batch(batch_size: int, seq_len: int, n_pairs: int = 4, n_keys: int = 16,
                generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
     """MQAR sequences ``(B, T)`` and targets (the value after each queried key)."""
     if not 1 <= n_pairs <= n_keys <= 100:
@@ -70,8 +70,8 @@ def mqar_batch(batch_size: int, seq_len: int, n_pairs: int = 8, n_keys: int = 64
     return idx, tgt
 
 
-def selective_copy_batch(batch_size: int, seq_len: int, n_tokens: int = 16,
-                         n_symbols: int = 16, generator: Optional[torch.Generator] = None,
+def selective_copy_batch(batch_size: int, seq_len: int, n_tokens: int = 4,
+                         n_symbols: int = 8, generator: Optional[torch.Generator] = None,
                          ) -> tuple[Tensor, Tensor]:
     """Selective-copy sequences ``(B, T)``: data in filler, separator, data again."""
     if not 1 <= n_symbols <= 200 or n_tokens < 1:
