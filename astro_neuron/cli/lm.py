@@ -100,8 +100,6 @@ def register(commands, bench) -> None:
 
 
 def _train(args) -> int:
-    import torch  # noqa: F401
-
     from astro_neuron.lm.train import NonFiniteLoss, load_run_config, train
 
     over = list(args.overrides)

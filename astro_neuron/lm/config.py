@@ -24,11 +24,12 @@ class AMSNetConfig:
     vocab_size: int = 256           # tokens; 256 = bytes (the byte tokenizer)
     block_size: int = 256           # training context: tokens per sequence
     n_layer: int = 4                # blocks
-    n_head: int = 4                 # astrocytes per AM-SU layer (attention heads for arch="transformer")
+    n_head: int = 4                 # astrocytes per AM-SU layer (attention heads: transformer)
     d_model: int = 256              # residual width d; d_k = d / n_head, N = d neurons per AM-SU
     ffn_mult: int = 4               # channel-mixing width = ffn_mult * d_model spiking neurons
     tau_mem: float = 2.0            # AM-SU membrane time constant (tokens)
-    tau_astro: tuple = (10.0, 1000.0)  # astrocyte time constants, log-spread over key channels (tokens)
+    tau_astro: tuple = (10.0, 1000.0)  # astrocyte time constants (tokens), log-spread over
+                                       # each astrocyte's key channels
     tau_ffn: float = 2.0            # time constant of the channel-mixing LIF neurons (tokens)
     threshold: float = 1.0          # initial firing threshold theta (learned)
     spike_levels: int = 1           # 1: binary spikes; L > 1: graded spikes in {0..L}
@@ -41,7 +42,7 @@ class AMSNetConfig:
     surrogate_alpha: float = 2.0    # width of the ATan surrogate gradient
     astrocyte: bool = True          # False: ablation "spiking neuron alone" (o_t = 0)
     neuron_path: bool = True        # False: ablation "astrocyte alone" (u_t = 0)
-    spiking: bool = True            # False: non-spiking twin (spikes -> smooth surrogate step)
+    spiking: bool = True            # False: non-spiking twin (spike -> smooth surrogate step)
     rotary_base: float = 10000.0    # rotary position base (q, k of the astrocyte / attention)
     chunk_size: int = 64            # chunk length of the parallel (chunked) form
     init_std: float = 0.02          # std of embeddings and output projections (GPT-2 style)

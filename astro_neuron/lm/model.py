@@ -21,7 +21,7 @@ inputs and outputs are batch-major ``(B, T)`` / ``(B, T, vocab)`` like nanoGPT's
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch

@@ -383,7 +383,8 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
                 train_time += time.perf_counter() - t0
                 losses.append(lval)
                 bar.update(1)
-                bar.set_postfix(loss=f"{lval:.3f}", tok_s=f"{tokens_seen / max(train_time, 1e-9):,.0f}")
+                bar.set_postfix(loss=f"{lval:.3f}",
+                                tok_s=f"{tokens_seen / max(train_time, 1e-9):,.0f}")
                 if callback is not None:
                     callback({"step": step, "loss": lval, "lr": lr, "model": model})
                 if step % tc.eval_interval == 0 or step == tc.max_steps:
