@@ -33,10 +33,10 @@ class AMSNetConfig:
     tau_ffn: float = 2.0            # time constant of the channel-mixing LIF neurons (tokens)
     threshold: float = 1.0          # initial firing threshold theta (learned)
     spike_levels: int = 1           # 1: binary spikes; L > 1: graded spikes in {0..L}
-    astro_gain: float = 0.1         # initial per-neuron astrocyte gain g_astro (learned); small,
-                                    # so training starts near the neuron path (docs/lm.md)
-    synapse_init: float = 0.1       # scale of the initial synaptic weights W_I relative to
-                                    # nn.Linear's: small, so the astrocyte is not drowned (docs/lm.md)
+    astro_gain: float = 0.1         # initial per-neuron astrocyte gain g_astro (learned);
+                                    # small: see docs/lm.md, "Findings"
+    synapse_init: float = 0.1       # initial synaptic weights W_I, relative to nn.Linear's;
+                                    # small, so the astrocyte is not drowned (docs/lm.md)
     astro_norm: bool = True         # RMS-normalise each astrocyte's read-out over its neurons
                                     # before g_astro (False: the plain AM-SU, docs/lm.md)
     surrogate_alpha: float = 2.0    # width of the ATan surrogate gradient
