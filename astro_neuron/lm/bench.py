@@ -126,8 +126,12 @@ def _models(d_model, n_layer, n_head, checkpoint, device):
             raise ValueError(f"--checkpoint must hold an AM-SNet, got arch {am.config.arch!r}")
         d = am.config.to_dict()
     else:
+        # untrained default weights leave the AM-SU silent (docs/lm.md); nn.Linear-sized
+        # synapses and gain make ~25% of the neurons fire, more than trained models do
+        # (2-14%), so the event-driven read-out is not flattered
         torch.manual_seed(0)
-        d = AMSNetConfig(n_layer=n_layer, d_model=d_model, n_head=n_head).to_dict()
+        d = AMSNetConfig(n_layer=n_layer, d_model=d_model, n_head=n_head, synapse_init=1.0,
+                         astro_gain=1.0).to_dict()
         am = build_model(AMSNetConfig(**{**d, "tau_astro": tuple(d["tau_astro"])})).to(device)
     torch.manual_seed(0)
     tf = build_model(AMSNetConfig(**{**d, "arch": "transformer",
