@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import (
-    NORM_EPS, LanguageModel, RotaryTable, _swap_halves_rows, check_idx,
+    NORM_EPS, LanguageModel, RotaryTable, _swap_halves_rows, check_idx, rope_rows,
 )
 
 __all__ = ["Transformer", "KVCache"]
@@ -117,7 +117,6 @@ class Transformer(LanguageModel):
         self.wte = nn.Embedding(config.vocab_size, config.d_model)
         self.blocks = nn.ModuleList(TBlock(config) for _ in range(config.n_layer))
         self.norm_f = nn.RMSNorm(config.d_model, eps=NORM_EPS)
-        self._rope_cache: Optional[RotaryTable] = None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -130,18 +129,15 @@ class Transformer(LanguageModel):
             nn.init.normal_(b.attn.proj.weight, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
             nn.init.normal_(b.fc2.weight, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
 
-    def _rope(self, start: int, T: int):
+    def _rope(self, T: int):
         w = self.wte.weight
-        tab = self._rope_cache
-        if tab is None or tab.dtype != w.dtype or tab.device != w.device:
-            tab = self._rope_cache = RotaryTable(self.config.head_size, self.config.rotary_base,
-                                                 w.dtype, w.device)
-        tab.rows(start + T - 1)
-        return tab.C[start:start + T], tab.S[start:start + T]
+        C, S = rope_rows(torch.arange(T, device=w.device), self.config.head_size,
+                         self.config.rotary_base, w.dtype)
+        return C, S                                                 # (T, hd) each
 
     def _run(self, idx: Tensor):
         B, T = idx.shape
-        C, S = self._rope(0, T)
+        C, S = self._rope(T)
         x = self.wte(idx.long())                                    # (B, T, d)
         kvs = []
         for b in self.blocks:

@@ -36,7 +36,7 @@ from astro_neuron.functional.surrogate import ATan
 from astro_neuron.lif import LIF
 from astro_neuron.lm.config import AMSNetConfig
 
-__all__ = ["AMSNet", "AMSNetCache", "Block", "build_model", "RotaryTable", "NORM_EPS",
+__all__ = ["AMSNet", "AMSNetCache", "Block", "build_model", "RotaryTable", "rope_rows", "NORM_EPS",
            "check_idx", "LanguageModel"]
 
 NORM_EPS = 1e-5
@@ -59,26 +59,39 @@ def check_idx(idx, vocab_size: int, name: str = "idx", allow_ignore: bool = Fals
                              f"got min {lo}, max {hi}")
 
 
-class RotaryTable:
-    """``cos``/``sin`` rows per position for the fused decode steps, grown on demand.
+def rope_rows(positions: Tensor, dim: int, base: float, dtype: torch.dtype
+              ) -> tuple[Tensor, Tensor]:
+    """``C = [cos, cos]`` and ``S = [-sin, sin]`` rows ``(len(positions), dim)``.
 
-    Row ``t`` holds ``C = [cos, cos]`` and ``S = [-sin, sin]`` (``[d_k]`` each) so that
-    ``rotary(x, t) == x * C[t] + swap_halves(x) * S[t]``, with the angles computed in
-    float64 by :func:`~astro_neuron.functional.rotary.rotary_angles` (the same values
-    the parallel form uses).
+    ``rotary(x, t) == x * C[t] + swap_halves(x) * S[t]``; the angles come from
+    :func:`~astro_neuron.functional.rotary.rotary_angles` (float64), the values the
+    parallel form uses.
     """
+    cos, sin = rotary_angles(positions, dim, base)
+    return torch.cat([cos, cos], -1).to(dtype), torch.cat([-sin, sin], -1).to(dtype)
+
+
+class RotaryTable:
+    """Rotary rows for the decode steps, ``BLOCK`` positions at a time.
+
+    Holds the rows of one block of positions and computes the next block when the
+    position leaves it, so its memory does not grow with the context.
+    """
+
+    BLOCK = 1024
 
     def __init__(self, dim: int, base: float, dtype: torch.dtype, device) -> None:
         self.dim, self.base, self.dtype, self.device = dim, base, dtype, device
+        self.start = 0
         self.C = self.S = torch.empty(0, dim, dtype=dtype, device=device)
 
     def rows(self, t: int) -> tuple[Tensor, Tensor]:
-        if t >= self.C.shape[0]:
-            cap = max(1024, 2 * self.C.shape[0], t + 1)
-            cos, sin = rotary_angles(torch.arange(cap, device=self.device), self.dim, self.base)
-            self.C = torch.cat([cos, cos], -1).to(self.dtype)
-            self.S = torch.cat([-sin, sin], -1).to(self.dtype)
-        return self.C[t], self.S[t]
+        i = t - self.start
+        if not 0 <= i < self.C.shape[0]:
+            self.start, i = t, 0
+            pos = torch.arange(t, t + self.BLOCK, device=self.device)
+            self.C, self.S = rope_rows(pos, self.dim, self.base, self.dtype)
+        return self.C[i], self.S[i]
 
 
 def _swap_halves_rows(w: Tensor, heads: int, dim: int) -> Tensor:

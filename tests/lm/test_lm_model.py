@@ -7,7 +7,8 @@ import torch
 
 from astro_neuron.lm import AMSNet, AMSNetConfig, build_model
 from astro_neuron.functional.lif import LIFSpec
-from astro_neuron.lm.model import _spike_out_dense, _spike_out_event
+from astro_neuron.functional.rotary import rotary
+from astro_neuron.lm.model import RotaryTable, _spike_out_dense, _spike_out_event
 
 SMALL = dict(n_layer=2, d_model=32, n_head=2, block_size=48, chunk_size=16)
 VARIANTS = {
@@ -35,7 +36,8 @@ def _teacher_forced(model, idx, start=0, cache=None):
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_teacher_forced_step_reproduces_parallel_logits(name):
+def test_teacher_forced_step_reproduces_parallel_logits(name, monkeypatch):
+    monkeypatch.setattr(RotaryTable, "BLOCK", 16)    # the rotary rows cross blocks
     model = _model(VARIANTS[name])
     idx = torch.randint(0, 256, (2, 70))        # longer than a chunk, not a multiple of it
     logits, _ = model(idx)
@@ -100,6 +102,17 @@ def test_event_driven_read_out_equals_dense(levels):
         y = scale * torch.randn(B, 20, dtype=torch.float64)     # scale 0: no spike at all
         torch.testing.assert_close(_spike_out_event(x, y, thr, spec, w_t),
                                    _spike_out_dense(x, y, thr, spec, w_t))
+
+
+def test_rotary_table_rows_equal_core_rotary_across_blocks(monkeypatch):
+    monkeypatch.setattr(RotaryTable, "BLOCK", 4)
+    tab = RotaryTable(8, 10000.0, torch.float64, "cpu")
+    x = torch.randn(1, 8, dtype=torch.float64)
+    for t in (0, 3, 4, 9, 2, 100):                    # forwards, backwards, far ahead
+        C, S = tab.rows(t)
+        swapped = torch.cat([x[:, 4:], x[:, :4]], -1)
+        torch.testing.assert_close(x * C + swapped * S, rotary(x[None], t)[0], rtol=0, atol=0)
+        assert tab.C.shape[0] == 4
 
 
 def test_generate_greedy_matches_parallel_argmax():
