@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import (
-    NORM_EPS, LanguageModel, RotaryTable, _swap_halves_rows, check_idx, rope_rows,
+    NORM_EPS, LanguageModel, RotaryTable, check_idx, rope_rows,
 )
 
 __all__ = ["Transformer", "KVCache"]
@@ -185,12 +185,9 @@ class Transformer(LanguageModel):
         dec.dshape = (cfg.d_model,)
         dec.rope = RotaryTable(cfg.head_size, cfg.rotary_base, dec.wte.dtype, dec.wte.device)
         dec.layers = []
-        H, hd, d = cfg.n_head, cfg.head_size, cfg.d_model
         with torch.no_grad():
             for b in self.blocks:
-                q, k, v = b.attn.qkv.weight.split(d)
-                qk = torch.cat([q, k])
-                w = torch.cat([qk, v, _swap_halves_rows(qk, 2 * H, hd)]) * b.norm1.weight
+                w = b.attn.qkv.weight * b.norm1.weight                # rows q | k | v
                 dec.layers.append((w.contiguous(), b.attn.proj.weight.t(),
                                    (b.fc.weight * b.norm2.weight).contiguous(), b.fc2.weight.t()))
         return dec
@@ -205,9 +202,9 @@ class Transformer(LanguageModel):
         x = dec.wte[idx_t]                                           # (B, d)
         B = x.shape[0]
         for i, (w_qkv, w_proj, w_fc, w_fc2) in enumerate(dec.layers):
-            z = F.linear(F.rms_norm(x, dec.dshape, eps=NORM_EPS), w_qkv)   # (B, q|k|v|q'|k')
-            qk = torch.addcmul(z[:, :2 * d].view(B, 2, H, hd) * C,
-                               z[:, 3 * d:].view(B, 2, H, hd), S)   # rotary at position t
+            z = F.linear(F.rms_norm(x, dec.dshape, eps=NORM_EPS), w_qkv)   # (B, q|k|v)
+            qk = z[:, :2 * d].view(B, 2, H, hd)
+            qk = torch.addcmul(qk * C, torch.roll(qk, hd // 2, -1), S)  # rotary at position t
             K, V = cache.k[i], cache.v[i]
             K[:, :, t] = qk[:, 1]
             V[:, :, t] = z[:, 2 * d:3 * d].view(B, H, hd)

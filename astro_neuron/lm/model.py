@@ -94,12 +94,6 @@ class RotaryTable:
         return self.C[i], self.S[i]
 
 
-def _swap_halves_rows(w: Tensor, heads: int, dim: int) -> Tensor:
-    """Rows ``[heads*dim, in]`` -> the same rows with each head's two halves swapped."""
-    w = w.reshape(heads, 2, dim // 2, -1)
-    return w.flip(1).reshape(heads * dim, -1)
-
-
 # ============================================================== the AM-SNet
 
 
@@ -441,15 +435,15 @@ class AMSNet(LanguageModel):
         for i, L in enumerate(dec.layers):
             # ---- token mixing: AM-SU (docs/model.md), fused
             xn = F.rms_norm(x, dec.dshape, eps=NORM_EPS)
-            z = F.linear(xn, L.w_in, L.b_in)                           # (B, P): I|V|KQ|KQ_swapped
+            z = F.linear(xn, L.w_in, L.b_in)                           # (B, P): I|V|K|Q
             u = cache.u[i]
             if L.n_I:
                 u.mul_(L.beta).add_(z[:, :L.n_I])                      # u = beta u + I
             if dec.astro:
                 B = x.shape[0]
                 v = z[:, L.n_I:L.n_I + L.N].view(B, L.A, 1, L.dv)
-                kq = z[:, L.kq0:L.kq0 + L.nkq].view(B, 2, L.A, L.dk)
-                kqs = z[:, L.kq0 + L.nkq:].view(B, 2, L.A, L.dk)
+                kq = z[:, L.kq0:].view(B, 2, L.A, L.dk)
+                kqs = torch.roll(kq, L.dk // 2, -1)                    # halves swapped
                 kq = torch.addcmul(kq * C, kqs, S)                     # rotary at position t
                 H = cache.H[i]
                 H.mul_(L.gamma).addcmul_(kq[:, 0].unsqueeze(-1), v)    # H = diag(g) H + k v^T
@@ -534,10 +528,9 @@ class _Decode:
                 blocks.append(rows["I"])
                 bias.append(am.bias if am.bias is not None else am.weight.new_zeros(L.N))
             if spec.astrocyte:
-                kq = torch.cat([rows["K"], rows["Q"]])
-                blocks += [rows["V"], kq, _swap_halves_rows(kq, 2 * L.A, L.dk)]
-                bias.append(am.weight.new_zeros(L.N + 4 * L.A * L.dk))
-            L.kq0, L.nkq = L.n_I + L.N, 2 * L.A * L.dk
+                blocks += [rows["V"], rows["K"], rows["Q"]]
+                bias.append(am.weight.new_zeros(L.N + 2 * L.A * L.dk))
+            L.kq0 = L.n_I + L.N
             L.w_in = (torch.cat(blocks) * g).contiguous()
             L.b_in = torch.cat(bias).contiguous()
             L.beta = am.beta.detach()
