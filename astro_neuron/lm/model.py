@@ -7,8 +7,9 @@
             x = x + W_2 · LIF(W_1 · norm(x))  channel mixing with leaky spiking neurons (no reset)
 
 The residual stream is real-valued; inside a block the layers talk through spikes.
-Training runs the chunked (parallel) form of :class:`astro_neuron.AMSU` and
-:class:`astro_neuron.LIF`; generation runs the recurrent step, whose state (per layer:
+Training runs the chunked (parallel) forms of the core (:class:`astro_neuron.AMSU`'s
+parameters and functions, with each astrocyte's read-out RMS-normalised by default,
+and :class:`astro_neuron.LIF`); generation runs the recurrent step, whose state (per layer:
 the AM-SU membrane ``u``, the astrocyte state ``H``, the channel-mixing membrane and
 the position) does not grow with the context. :meth:`AMSNet.step` is a fused decode
 step built from the same parameters; the tests check that teacher-forced stepping
