@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 
 def register(commands, bench) -> None:
@@ -111,7 +112,7 @@ def _train(args) -> int:
     try:
         s = train(run, resume=args.resume, progress=not args.no_progress)
     except NonFiniteLoss as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) != 0:
         return 0

@@ -327,7 +327,19 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
             print(f"resuming from {ckpt_path} at step {start}")
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
 
+    def diverged(step: int, what: str) -> NonFiniteLoss:
+        return NonFiniteLoss(
+            f"{what} at step {step} (lr {lr_at(step, tc):.3g}); stopped without saving. "
+            f"The last good checkpoint is kept: {ckpt_path}"
+            f"{'' if ckpt_path.exists() else ' (none written yet)'}. "
+            "Try a lower train.lr, a smaller train.grad_clip or another seed.")
+
+    def weights_finite() -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
     def save(step: int) -> None:
+        if not weights_finite():
+            raise diverged(step, "the weights became NaN or infinite")
         if not master:
             return
         atomic_torch_save({
@@ -358,7 +370,12 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
                     g["lr"] = lr
                 x, y = batch_for_step(corpus.train, step, tc.seed, tc.batch_size,
                                       mc.block_size, rank, world)
-                _, loss = net(x.to(device), y.to(device))
+                try:
+                    _, loss = net(x.to(device), y.to(device))
+                except (ValueError, RuntimeError):
+                    if not weights_finite():          # e.g. a decay the core rejects as NaN
+                        raise diverged(step, "the weights became NaN or infinite") from None
+                    raise
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if tc.grad_clip > 0:
@@ -372,11 +389,7 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
                     stat[0] /= world
                 lval = float(stat[0])
                 if not math.isfinite(lval):
-                    raise NonFiniteLoss(
-                        f"loss became {lval} at step {step} (lr {lr:.3g}); stopped without "
-                        f"saving. The last good checkpoint is kept: {ckpt_path}"
-                        f"{'' if ckpt_path.exists() else ' (none written yet)'}. "
-                        "Try a lower train.lr, a smaller train.grad_clip or another seed.")
+                    raise diverged(step, f"loss became {lval}")
                 opt.step()
                 step += 1
                 tokens_seen += tok_per_step

@@ -127,6 +127,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, corpus):
     assert all(math.isfinite(x) for x in ck["losses"])
 
 
+def test_exploding_weights_stop_before_a_bad_checkpoint(tmp_path, corpus):
+    def explode(info):
+        if info["step"] == 6:
+            with torch.no_grad():
+                info["model"].blocks[0].amsu.log_tau_mem.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLoss, match="weights became NaN"):
+        train(_run(tmp_path), progress=False, corpus=corpus, callback=explode)
+    assert torch.load(tmp_path / CKPT_NAME, weights_only=False)["step"] == 4
+
+
 def test_bad_checkpoint_gives_clear_error(tmp_path):
     f = tmp_path / "junk.pt"
     f.write_bytes(b"not a checkpoint")
