@@ -27,7 +27,7 @@ __all__ = ["Transformer", "KVCache"]
 
 
 def _rope(x: Tensor, C: Tensor, S: Tensor) -> Tensor:
-    """Rotate ``x`` ``(..., T, hd)`` with rows ``C, S`` ``(T, hd)`` of a RotaryTable."""
+    """Rotate ``x`` ``(..., T, hd)`` with rows ``C, S`` ``(T, hd)`` from :func:`rope_rows`."""
     h = x.shape[-1] // 2
     return x * C + torch.cat([x[..., h:], x[..., :h]], -1) * S
 
