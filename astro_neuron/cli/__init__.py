@@ -16,7 +16,7 @@ import importlib
 import os
 import sys
 
-SECTIONS = ("core", "neuro", "neuromorphic")
+SECTIONS = ("core", "lm", "neuro", "neuromorphic")
 
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError,
                 PermissionError, KeyError)

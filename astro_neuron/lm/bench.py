@@ -1,0 +1,293 @@
+"""Benchmarks behind ``astro-neuron bench generate`` and ``astro-neuron bench train``.
+
+Both print a table; ratios are measured within one run, with the models interleaved,
+so that load from other processes hits both alike (the median of ``repeats`` rounds
+is reported).
+
+* ``generate``: per-token latency at batch 1 of AM-SNet (recurrent state) and the
+  same-size Transformer (KV cache) after a context of ``L`` tokens, and memory: the
+  bytes of the state / KV cache, and the peak resident memory of a fresh process
+  that decodes at that context (CPU), or the peak CUDA allocation (GPU). The
+  Transformer's cache is filled with random keys and values of length ``L`` (its
+  cost does not depend on their values); the AM-SNet's state comes from reading a
+  real prompt (its cost depends on how many neurons fire), at position ``L``.
+* ``train``: training tokens/s (forward + backward) of the chunked form against the
+  recurrent loop of steps, on the same model and batch.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from typing import Optional
+
+import torch
+
+from astro_neuron.lm.config import AMSNetConfig
+from astro_neuron.lm.model import AMSNet, build_model
+
+__all__ = ["bench_generate", "bench_train", "decode_setup"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _prompt(n: int) -> torch.Tensor:
+    from astro_neuron.lm.data import stdlib_corpus
+
+    return stdlib_corpus().val[:n].long()[None]
+
+
+def decode_setup(model, context: int, tokens: int, prompt_len: int = 256,
+                 prompt: Optional[torch.Tensor] = None):
+    """A cache as if ``context`` tokens had been read, with room for ``tokens`` more.
+
+    The AM-SNet state comes from reading ``prompt`` (default: the first ``prompt_len``
+    bytes of the built-in validation split). Returns ``(cache, first_token, reset)``;
+    ``reset(cache)`` rewinds it to ``context``.
+    """
+    dev = next(model.parameters()).device
+    prompt = (_prompt(prompt_len) if prompt is None else prompt).to(dev)
+    with torch.inference_mode():
+        if isinstance(model, AMSNet):
+            _, cache = model.prefill(prompt)
+            saved = [[x.clone() if x is not None else None for x in lst]
+                     for lst in (cache.u, cache.H, cache.u_ffn)]
+
+            def reset(c):
+                with torch.inference_mode():
+                    for lst, src in zip((c.u, c.H, c.u_ffn), saved):
+                        for x, s in zip(lst, src):
+                            if x is not None:
+                                x.copy_(s)
+                c.t = context
+        else:
+            cache = model.init_cache(1, context + tokens + 8)
+            for x in (*cache.k, *cache.v):
+                x.normal_()
+
+            def reset(c):
+                c.t = context
+    reset(cache)
+    return cache, prompt[:, -1], reset
+
+
+def _time_decode(model, cache, tok, reset, tokens: int, device) -> tuple[float, float]:
+    """Mean seconds per token of greedy decoding (:meth:`decode`, the loop of
+    ``generate``), and the fraction of spiking neurons that fire on one more token."""
+    reset(cache)
+    rate = None
+    with torch.inference_mode():
+        logits, _ = model.step(tok, cache)                  # the prompt's last token
+        _sync(device)
+        t0 = time.perf_counter()
+        out = model.decode(logits, cache, tokens + 1, temperature=0)   # greedy, as generate
+        _sync(device)
+        dt = (time.perf_counter() - t0) / tokens
+    if isinstance(model, AMSNet):
+        rate = _firing_rate(model, cache, out[:, -1])
+    return dt, rate
+
+
+def _firing_rate(model: AMSNet, cache, tok) -> float:
+    """Fraction of AM-SU and channel-mixing neurons that fire on one more token."""
+    from astro_neuron.functional.amsu import fire
+
+    seen = []
+    dec = model._decode_tensors()
+    saved = [L.spike_out for L in dec.layers]
+
+    def spy(fn):
+        def wrapped(x, y, thr, spec, w_t):
+            seen.append(float((fire(y, thr, spec) != 0).float().mean()))
+            return fn(x, y, thr, spec, w_t)
+        return wrapped
+    for L in dec.layers:
+        L.spike_out = spy(L.spike_out)
+    try:
+        model.step(tok, cache)
+    finally:
+        for L, fn in zip(dec.layers, saved):
+            L.spike_out = fn
+    return sum(seen) / max(1, len(seen))
+
+
+def _models(d_model, n_layer, n_head, checkpoint, device):
+    if checkpoint:
+        from astro_neuron.lm.train import load_model
+
+        am, _ = load_model(checkpoint, device)
+        if am.config.arch != "amsnet":
+            raise ValueError(f"--checkpoint must hold an AM-SNet, got arch {am.config.arch!r}")
+        d = am.config.to_dict()
+    else:
+        # untrained default weights leave the AM-SU silent (docs/lm.md); nn.Linear-sized
+        # synapses and gain make ~25% of the neurons fire, more than trained models do
+        # (2-14%), so the event-driven read-out is not flattered
+        torch.manual_seed(0)
+        d = AMSNetConfig(n_layer=n_layer, d_model=d_model, n_head=n_head, synapse_init=1.0,
+                         astro_gain=1.0).to_dict()
+        am = build_model(AMSNetConfig(**{**d, "tau_astro": tuple(d["tau_astro"])})).to(device)
+    torch.manual_seed(0)
+    tf = build_model(AMSNetConfig(**{**d, "arch": "transformer",
+                                     "tau_astro": tuple(d["tau_astro"])})).to(device)
+    return am.eval(), tf.eval()
+
+
+def bench_generate(contexts=(512, 2048, 8192, 16384), d_model: int = 256, n_layer: int = 4,
+                   n_head: int = 4, tokens: int = 64, repeats: int = 5, threads: int = 1,
+                   device: str = "cpu", checkpoint: Optional[str] = None,
+                   rss: bool = True) -> list[dict]:
+    """Per-token latency and memory against context length; prints and returns rows."""
+    from astro_neuron.lm.train import resolve_device
+
+    dev = resolve_device(device)
+    torch.set_num_threads(threads)
+    am, tf = _models(d_model, n_layer, n_head, checkpoint, dev)
+    cfg = am.config
+    print(f"bench generate: d_model={cfg.d_model}, n_layer={cfg.n_layer}, n_head={cfg.n_head}, "
+          f"batch 1, {tokens} tokens x {repeats} interleaved rounds, {threads} thread(s), "
+          f"{dev}; params AM-SNet {am.num_params():,}, Transformer {tf.num_params():,}"
+          + (f"; weights from {checkpoint}" if checkpoint else "; untrained weights"))
+    rows = []
+    for L in contexts:
+        setups = {name: decode_setup(m, L, tokens) for name, m in (("am", am), ("tf", tf))}
+        times = {"am": [], "tf": []}
+        rate = None
+        for name, m in (("am", am), ("tf", tf)):              # warm-up
+            _time_decode(m, *setups[name], min(8, tokens), dev)
+        for _ in range(repeats):
+            for name, m in (("am", am), ("tf", tf)):
+                dt, r = _time_decode(m, *setups[name], tokens, dev)
+                times[name].append(dt)
+                if name == "am":
+                    rate = r
+        row = {"context": L, "amsnet_ms": 1e3 * statistics.median(times["am"]),
+               "transformer_ms": 1e3 * statistics.median(times["tf"]),
+               "amsnet_state_mb": setups["am"][0].nbytes() / 2**20,
+               "transformer_cache_mb": setups["tf"][0].nbytes() / 2**20,
+               "amsnet_firing_rate": rate}
+        row["speedup"] = row["transformer_ms"] / row["amsnet_ms"]
+        if dev.type == "cuda":
+            for name, m in (("amsnet", am), ("transformer", tf)):
+                torch.cuda.reset_peak_memory_stats(dev)
+                c, tok, reset = decode_setup(m, L, tokens)
+                _time_decode(m, c, tok, reset, 4, dev)
+                row[f"{name}_peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+                del c
+        elif rss:
+            for name in ("amsnet", "transformer"):
+                row[f"{name}_peak_mb"] = _rss_probe(name, L, cfg.to_dict(), checkpoint)
+        rows.append(row)
+        print(_fmt_row(row), flush=True)
+    print(_table(rows))
+    return rows
+
+
+def _fmt_row(r: dict) -> str:
+    return (f"  context {r['context']}: AM-SNet {r['amsnet_ms']:.3f} ms/token, Transformer "
+            f"{r['transformer_ms']:.3f} ms/token ({r['speedup']:.2f}x)")
+
+
+def _table(rows: list[dict]) -> str:
+    peak = "amsnet_peak_mb" in rows[0]
+    head = (f"{'context':>8} {'AM-SNet ms':>11} {'TF ms':>9} {'speed-up':>9} "
+            f"{'state MiB':>10} {'KV MiB':>9}")
+    if peak:
+        head += f" {'AM peak MiB':>12} {'TF peak MiB':>12}"
+    head += f" {'AM firing':>10}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        s = (f"{r['context']:>8} {r['amsnet_ms']:>11.3f} {r['transformer_ms']:>9.3f} "
+             f"{r['speedup']:>8.2f}x {r['amsnet_state_mb']:>10.3f} "
+             f"{r['transformer_cache_mb']:>9.2f}")
+        if peak:
+            s += f" {r['amsnet_peak_mb']:>12.1f} {r['transformer_peak_mb']:>12.1f}"
+        s += f" {r['amsnet_firing_rate']:>10.3f}"
+        lines.append(s)
+    return "\n".join(lines)
+
+
+def _rss_probe(arch: str, context: int, cfg: dict, checkpoint: Optional[str]) -> float:
+    """Peak RSS (MiB) of a fresh process that sets up ``context`` and decodes 16 tokens.
+
+    Read from ``VmHWM`` of ``/proc/self/status`` (the peak of this process's own
+    memory; ``ru_maxrss`` would carry the parent's peak across fork + exec).
+    """
+    code = ("import sys, json; from astro_neuron.lm.bench import _rss_child; "
+            "_rss_child(json.loads(sys.argv[1]))")
+    arg = json.dumps({"arch": arch, "context": context, "cfg": cfg, "checkpoint": checkpoint})
+    p = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True,
+                       timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"memory probe failed:\n{p.stderr[-2000:]}")
+    return float(p.stdout.strip().splitlines()[-1])
+
+
+def _rss_child(a: dict) -> None:
+    torch.set_num_threads(1)
+    cfg = dict(a["cfg"])
+    cfg["tau_astro"] = tuple(cfg["tau_astro"])
+    if a["arch"] == "amsnet" and a["checkpoint"]:
+        from astro_neuron.lm.train import load_model
+
+        model, _ = load_model(a["checkpoint"])
+    else:
+        cfg["arch"] = "amsnet" if a["arch"] == "amsnet" else "transformer"
+        model = build_model(AMSNetConfig(**cfg))
+    model.eval()
+    prompt = torch.randint(0, model.config.vocab_size, (1, 256),
+                           generator=torch.Generator().manual_seed(0))
+    cache, tok, reset = decode_setup(model, a["context"], 16, prompt=prompt)
+    _time_decode(model, cache, tok, reset, 16, torch.device("cpu"))
+    with open("/proc/self/status") as fh:
+        hwm = next(line for line in fh if line.startswith("VmHWM:"))
+    print(int(hwm.split()[1]) / 1024)                       # kB -> MiB
+
+
+def bench_train(d_model: int = 128, n_layer: int = 2, block_size: int = 256,
+                batch_size: int = 8, repeats: int = 3, threads: int = 1,
+                device: str = "cpu") -> list[dict]:
+    """Training tokens/s of AM-SNet's chunked form against its recurrent step loop."""
+    from astro_neuron.lm.train import resolve_device
+
+    dev = resolve_device(device)
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = AMSNetConfig(n_layer=n_layer, d_model=d_model, n_head=max(1, d_model // 64),
+                       block_size=block_size)
+    model = AMSNet(cfg).to(dev)
+    x = torch.randint(0, 256, (batch_size, block_size), device=dev)
+    print(f"bench train: d_model={d_model}, n_layer={n_layer}, batch {batch_size} x "
+          f"{block_size} tokens, forward + backward, {threads} thread(s), {dev}")
+    modes = ("chunked", "recurrent", "loop")
+    times: dict = {m: [] for m in modes}
+    for m in modes:                                          # warm-up
+        _, loss = model(x, x, mode=m)
+        loss.backward()
+    for _ in range(repeats):
+        for m in modes:
+            model.zero_grad(set_to_none=True)
+            _sync(dev)
+            t0 = time.perf_counter()
+            _, loss = model(x, x, mode=m)
+            loss.backward()
+            _sync(dev)
+            times[m].append(time.perf_counter() - t0)
+    n = batch_size * block_size
+    rows = [{"mode": m, "s_per_batch": statistics.median(times[m]),
+             "tokens_per_s": n / statistics.median(times[m])} for m in modes]
+    base = rows[0]["tokens_per_s"]
+    print(f"{'form':<34} {'s/batch':>9} {'tokens/s':>10} {'chunked is':>11}")
+    labels = {"chunked": "chunked (parallel, training)",
+              "recurrent": "step loop (projections hoisted)",
+              "loop": "step loop (reference)"}
+    for r in rows:
+        print(f"{labels[r['mode']]:<34} {r['s_per_batch']:>9.3f} {r['tokens_per_s']:>10,.0f} "
+              f"{base / r['tokens_per_s']:>10.2f}x")
+    return rows

@@ -1,0 +1,112 @@
+"""Configuration of the language models: one dataclass for AM-SNet and its baselines.
+
+The same :class:`AMSNetConfig` builds the AM-SNet, each of its ablations and the
+same-size causal Transformer (``arch="transformer"``), so every comparison goes
+through one code path (see docs/lm.md). Checkpoints store ``asdict(config)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["AMSNetConfig", "ARCHS", "config_from_dict"]
+
+ARCHS = ("amsnet", "transformer")
+
+
+@dataclass
+class AMSNetConfig:
+    """Shape and options of an AM-SNet (or its Transformer twin); see docs/lm.md."""
+
+    arch: str = "amsnet"            # "amsnet" (AM-SU token mixing) or "transformer" (baseline)
+    vocab_size: int = 256           # tokens; 256 = bytes (the byte tokenizer)
+    block_size: int = 256           # training context: tokens per sequence
+    n_layer: int = 4                # blocks
+    n_head: int = 4                 # astrocytes per AM-SU layer (attention heads: transformer)
+    d_model: int = 256              # residual width d; d_k = d / n_head, N = d neurons per AM-SU
+    ffn_mult: int = 4               # channel-mixing width = ffn_mult * d_model spiking neurons
+    tau_mem: float = 2.0            # AM-SU membrane time constant (tokens)
+    tau_astro: tuple = (10.0, 1000.0)  # astrocyte time constants (tokens), log-spread over
+                                       # each astrocyte's key channels
+    tau_ffn: float = 2.0            # time constant of the channel-mixing LIF neurons (tokens)
+    threshold: float = 1.0          # initial firing threshold theta (learned)
+    spike_levels: int = 1           # 1: binary spikes; L > 1: graded spikes in {0..L}
+    astro_gain: float = 0.1         # initial per-neuron astrocyte gain g_astro (learned);
+                                    # small: see docs/lm.md, "Findings"
+    synapse_init: float = 0.1       # initial synaptic weights W_I, relative to nn.Linear's;
+                                    # small, so the astrocyte is not drowned (docs/lm.md)
+    astro_norm: bool = True         # RMS-normalise each astrocyte's read-out over its neurons
+                                    # before g_astro (False: the plain AM-SU, docs/lm.md)
+    surrogate_alpha: float = 2.0    # width of the ATan surrogate gradient
+    astrocyte: bool = True          # False: ablation "spiking neuron alone" (o_t = 0)
+    neuron_path: bool = True        # False: ablation "astrocyte alone" (u_t = 0)
+    spiking: bool = True            # False: non-spiking twin (spike -> smooth surrogate step)
+    rotary_base: float = 10000.0    # rotary position base (q, k of the astrocyte / attention)
+    chunk_size: int = 64            # chunk length of the parallel (chunked) form
+    init_std: float = 0.02          # std of embeddings and output projections (GPT-2 style)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "ffn_mult",
+                     "spike_levels", "chunk_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head "
+                             f"({self.n_head})")
+        if (self.d_model // self.n_head) % 2:
+            raise ValueError(f"rotary positions need an even head size, got d_model/n_head = "
+                             f"{self.d_model // self.n_head}")
+        tau = self.tau_astro
+        if isinstance(tau, (int, float)) and not isinstance(tau, bool):
+            tau = (float(tau), float(tau))
+        if not isinstance(tau, (tuple, list)) or len(tau) != 2:
+            raise ValueError(f"tau_astro must be a number or a (low, high) pair, got {tau!r}")
+        self.tau_astro = (float(tau[0]), float(tau[1]))
+        for name in ("tau_mem", "tau_ffn", "threshold", "surrogate_alpha", "init_std",
+                     "synapse_init"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or v <= 0:
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+            setattr(self, name, float(v))
+        lo, hi = self.tau_astro
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi < lo:
+            raise ValueError(f"tau_astro=(low, high) needs 0 < low <= high, got {self.tau_astro}")
+        if not math.isfinite(self.astro_gain):
+            raise ValueError(f"astro_gain must be finite, got {self.astro_gain!r}")
+        for name in ("astrocyte", "neuron_path", "spiking", "astro_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not (self.astrocyte or self.neuron_path):
+            raise ValueError("astrocyte=false and neuron_path=false leave the AM-SU no input")
+        if self.rotary_base <= 1:
+            raise ValueError(f"rotary_base must be > 1, got {self.rotary_base!r}")
+
+    @property
+    def head_size(self) -> int:
+        """d_k: key size of one astrocyte (or attention head)."""
+        return self.d_model // self.n_head
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tau_astro"] = list(self.tau_astro)
+        return d
+
+
+def config_from_dict(d: dict[str, Any]) -> AMSNetConfig:
+    """Build a config from a dict (a TOML table, a checkpoint), rejecting unknown keys."""
+    if not isinstance(d, dict):
+        raise TypeError(f"model config must be a table/dict, got {type(d).__name__}")
+    known = {f.name for f in fields(AMSNetConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown model config key(s) {unknown}; known: {sorted(known)}")
+    d = dict(d)
+    if isinstance(d.get("tau_astro"), list):
+        d["tau_astro"] = tuple(d["tau_astro"])
+    return AMSNetConfig(**d)

@@ -1,0 +1,103 @@
+"""The ``lm`` commands of ``astro-neuron``, run in-process with tiny settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from astro_neuron.cli import main
+
+TINY = ["model.d_model=16", "model.n_head=2", "model.n_layer=1", "model.block_size=16",
+        "model.ffn_mult=2", "train.batch_size=4", "train.max_steps=6", "train.warmup_steps=2",
+        "train.eval_interval=6", "train.eval_tokens=64", "train.ckpt_interval=6"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    assert main(["train", "--config", "tiny", "--out", str(out), "--device", "cpu",
+                 "--no-progress", *TINY]) == 0
+    return out / "ckpt.pt"
+
+
+def test_train_eval_generate(ckpt, capsys):
+    assert ckpt.is_file()
+    assert main(["eval", str(ckpt), "--tokens", "256"]) == 0
+    out = capsys.readouterr().out
+    assert "stdlib val:" in out and "bits per byte" in out
+    assert main(["generate", str(ckpt), "--prompt", "import ", "--max-new-tokens", "20",
+                 "--num-samples", "2", "--top-k", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--- sample") == 2 and out.count("import ") >= 2
+
+
+def test_train_resume_continues(ckpt, capsys):
+    out = ckpt.parent
+    assert main(["train", "--config", "tiny", "--out", str(out), "--device", "cpu",
+                 "--no-progress", "--resume", *TINY[:-4], "train.max_steps=8",
+                 *TINY[-3:]]) == 0
+    assert "resuming" not in capsys.readouterr().out          # --no-progress is quiet
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 8
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "model.d_model"], "table.key=value"),
+    (["train", "--config", "nope"], "no built-in config"),
+    (["eval", "missing.pt"], "checkpoint not found"),
+    (["generate", "missing.pt"], "checkpoint not found"),
+    (["train", "train.device='cuda:0'", "train.max_steps=1"], None),
+    (["memory-tasks", "--lengths", "8", "--quick"], "too short"),
+    (["bench", "generate", "--contexts", "0"], "positive"),
+])
+def test_user_errors_print_one_line(argv, match, capsys):
+    import torch
+
+    if match is None:                       # --device cuda without a GPU
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present: cuda is not an error here")
+        match = "no CUDA GPU"
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and match in err and "Traceback" not in err
+
+
+def test_compare_two_variants(tmp_path, capsys):
+    assert main(["compare", "--out", str(tmp_path), "--no-progress",
+                 "--variants", "AM-SNet,Transformer", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "budget: 384 training tokens" in out and "Transformer" in out
+    res = json.loads((tmp_path / "compare.json").read_text())["results"]
+    assert [r["name"] for r in res] == ["AM-SNet", "Transformer"]
+    assert all(r["tokens"] == 384 and r["val_bpb"] > 0 for r in res)
+    assert (tmp_path / "loss_curves.png").stat().st_size > 1000
+    # a second call reuses finished variants
+    assert main(["compare", "--out", str(tmp_path), "--no-progress",
+                 "--variants", "AM-SNet", *TINY]) == 0
+    assert "already trained" in capsys.readouterr().out
+    assert main(["compare", "--out", str(tmp_path), "--variants", "GPT-5", *TINY]) == 2
+
+
+def test_bench_generate_and_train(capsys):
+    assert main(["bench", "generate", "--contexts", "64", "--d-model", "16", "--n-layer",
+                 "1", "--n-head", "2", "--tokens", "4", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "speed-up" in out and "TF peak MiB" in out and out.count("context 64") == 1
+    assert main(["bench", "generate", "--contexts", "16,32", "--d-model", "16", "--n-layer",
+                 "1", "--n-head", "2", "--tokens", "4", "--repeats", "1", "--no-rss"]) == 0
+    out = capsys.readouterr().out
+    assert "context 32" in out and "peak" not in out
+    assert main(["bench", "train", "--d-model", "16", "--n-layer", "1", "--block-size", "32",
+                 "--batch-size", "2", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "chunked (parallel, training)" in out and "step loop (reference)" in out
+
+
+def test_memory_tasks_quick(tmp_path, capsys):
+    assert main(["memory-tasks", "--quick", "--lengths", "64", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "mqar: accuracy by sequence length" in out and "copy:" in out
+    res = json.loads((tmp_path / "memory_tasks.json").read_text())["results"]
+    assert len(res) == 6 and all(0 <= r["accuracy"] <= 1 for r in res)
+    assert (tmp_path / "memory_tasks.png").is_file()

@@ -1,0 +1,206 @@
+"""AM-SNet and the Transformer baseline: the forms agree, the API checks its input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from astro_neuron.lm import AMSNet, AMSNetConfig, build_model
+from astro_neuron.functional.lif import LIFSpec
+from astro_neuron.functional.rotary import rotary
+from astro_neuron.lm.model import RotaryTable, _spike_out_dense, _spike_out_event
+
+SMALL = dict(n_layer=2, d_model=32, n_head=2, block_size=48, chunk_size=16)
+VARIANTS = {
+    "amsnet": {},
+    "plain-amsu (no astro norm)": {"astro_norm": False},
+    "astrocyte off": {"astrocyte": False},
+    "neuron path off": {"neuron_path": False},
+    "non-spiking twin": {"spiking": False},
+    "graded spikes": {"spike_levels": 3},
+    "transformer": {"arch": "transformer"},
+}
+
+
+def _model(opts, dtype=torch.float64):
+    torch.manual_seed(1)
+    return build_model(AMSNetConfig(**{**SMALL, **opts})).to(dtype)
+
+
+def _teacher_forced(model, idx, start=0, cache=None):
+    out = []
+    for t in range(start, idx.shape[1]):
+        logits, cache = model.step(idx[:, t], cache)
+        out.append(logits)
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_teacher_forced_step_reproduces_parallel_logits(name, monkeypatch):
+    monkeypatch.setattr(RotaryTable, "BLOCK", 16)    # the rotary rows cross blocks
+    model = _model(VARIANTS[name])
+    idx = torch.randint(0, 256, (2, 70))        # longer than a chunk, not a multiple of it
+    logits, _ = model(idx)
+    stepped = _teacher_forced(model, idx)
+    torch.testing.assert_close(stepped, logits, rtol=1e-9, atol=1e-9)
+    # prompt read in parallel, the rest stepped
+    _, cache = model.prefill(idx[:, :33])
+    torch.testing.assert_close(_teacher_forced(model, idx, 33, cache), logits[:, 33:],
+                               rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", [n for n in VARIANTS if n != "transformer"])
+def test_chunked_equals_loop_outputs_and_gradients(name):
+    model = _model(VARIANTS[name])
+    idx = torch.randint(0, 256, (2, 40))
+    ref = {}
+    for mode in ("loop", "recurrent", "chunked"):
+        model.zero_grad()
+        logits, loss = model(idx, idx, mode=mode)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        if not ref:
+            ref = {"logits": logits.detach(), "grads": grads}
+            continue
+        torch.testing.assert_close(logits, ref["logits"], rtol=1e-9, atol=1e-9)
+        assert grads.keys() == ref["grads"].keys()
+        for n in grads:
+            torch.testing.assert_close(grads[n], ref["grads"][n], rtol=1e-7, atol=1e-9,
+                                       msg=lambda m, n=n: f"{mode} grad of {n}: {m}")
+
+
+def test_step_float32_matches_parallel_away_from_threshold():
+    model = _model({}, torch.float32)
+    idx = torch.randint(0, 256, (2, 50))
+    logits, _ = model(idx)
+    stepped = _teacher_forced(model, idx)
+    # float32: a spike can flip where the drive is within rounding of the threshold;
+    # positions after such a flip differ, all others agree to float rounding
+    same = (stepped - logits).abs().amax(-1) < 1e-4
+    assert same.float().mean() > 0.9
+    assert same[:, :10].all()
+
+
+def test_step_sees_new_weights():
+    model = _model({})
+    idx = torch.randint(0, 256, (1, 12))
+    _teacher_forced(model, idx)
+    with torch.no_grad():
+        model.blocks[0].w_o.weight.mul_(3.0)                 # in place: decode tensors stale
+    logits, _ = model(idx)
+    torch.testing.assert_close(_teacher_forced(model, idx), logits, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+def test_event_driven_read_out_equals_dense(levels):
+    torch.manual_seed(0)
+    spec = LIFSpec(20, spike_levels=levels)
+    w_t = torch.randn(20, 8, dtype=torch.float64)
+    thr = torch.full((20,), 1.0, dtype=torch.float64)
+    for B, scale in ((1, 1.0), (3, 1.0), (1, 0.0), (2, 0.0), (1, 3.0)):
+        x = torch.randn(B, 8, dtype=torch.float64)
+        y = scale * torch.randn(B, 20, dtype=torch.float64)     # scale 0: no spike at all
+        torch.testing.assert_close(_spike_out_event(x, y, thr, spec, w_t),
+                                   _spike_out_dense(x, y, thr, spec, w_t))
+
+
+def test_rotary_table_rows_equal_core_rotary_across_blocks(monkeypatch):
+    monkeypatch.setattr(RotaryTable, "BLOCK", 4)
+    tab = RotaryTable(8, 10000.0, torch.float64, "cpu")
+    x = torch.randn(1, 8, dtype=torch.float64)
+    for t in (0, 3, 4, 9, 2, 100):                    # forwards, backwards, far ahead
+        C, S = tab.rows(t)
+        swapped = torch.cat([x[:, 4:], x[:, :4]], -1)
+        torch.testing.assert_close(x * C + swapped * S, rotary(x[None], t)[0], rtol=0, atol=0)
+        assert tab.C.shape[0] == 4
+
+
+def test_generate_greedy_matches_parallel_argmax():
+    model = _model({})
+    prompt = torch.randint(0, 256, (2, 5))
+    out = model.generate(prompt, 12, temperature=0)
+    assert out.shape == (2, 17) and torch.equal(out[:, :5], prompt)
+    logits, _ = model(out[:, :-1])
+    assert torch.equal(logits[:, 4:].argmax(-1), out[:, 5:])
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    a = model.generate(prompt, 8, temperature=1.0, top_k=5, generator=g1)
+    b = model.generate(prompt, 8, temperature=1.0, top_k=5, generator=g2)
+    assert torch.equal(a, b)
+
+
+def test_spike_record_shapes_and_values():
+    model = _model({"spike_levels": 1}, torch.float32)
+    idx = torch.randint(0, 256, (2, 20))
+    rec = model.spike_record(idx)
+    assert len(rec) == 2 and rec[0].shape == (2, 20, 32)
+    assert set(torch.unique(rec[0]).tolist()) <= {0.0, 1.0}
+    ffn = model.spike_record(idx, which="ffn")
+    assert ffn[1].shape == (2, 20, 128)
+    with pytest.raises(ValueError, match="which"):
+        model.spike_record(idx, which="x")
+
+
+def test_state_size_does_not_grow():
+    model = _model({})
+    c = model.init_cache(1)
+    n0 = c.nbytes()
+    for t in range(50):
+        _, c = model.step(torch.tensor([t]), c)
+    assert c.nbytes() == n0 and c.t == 50
+
+
+@pytest.mark.parametrize("cfg, tol", [(AMSNetConfig(), 0.01),
+                                      (AMSNetConfig(d_model=64, n_head=2, n_layer=2), 0.02)])
+def test_transformer_parameter_count_matches(cfg, tol):
+    am = build_model(cfg).num_params()
+    tf = build_model(AMSNetConfig(**{**cfg.to_dict(), "arch": "transformer",
+                                     "tau_astro": cfg.tau_astro})).num_params()
+    assert abs(am - tf) / tf < tol, (am, tf)
+
+
+def test_kv_cache_grows_past_capacity():
+    model = _model({"arch": "transformer"})
+    idx = torch.randint(0, 256, (1, 30))
+    logits, _ = model(idx)
+    cache = model.init_cache(1, capacity=4)
+    torch.testing.assert_close(_teacher_forced(model, idx, 0, cache), logits,
+                               rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    (torch.zeros(2, 5), TypeError, "integer"),
+    (torch.zeros(5, dtype=torch.long), ValueError, r"\(B, T\)"),
+    (torch.full((1, 3), 256), ValueError, "values must lie"),
+    ([1, 2, 3], TypeError, "torch.Tensor"),
+])
+def test_bad_idx_gives_clear_error(bad, exc, match):
+    model = _model({}, torch.float32)
+    with pytest.raises(exc, match=match):
+        model(bad)
+
+
+def test_bad_arguments_give_clear_errors():
+    model = _model({}, torch.float32)
+    idx = torch.randint(0, 256, (2, 5))
+    with pytest.raises(ValueError, match="targets must have the shape"):
+        model(idx, idx[:, :3])
+    with pytest.raises(ValueError, match="mode"):
+        model(idx, mode="fast")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.generate(idx, -1)
+    with pytest.raises(ValueError, match="temperature"):
+        model.generate(idx, 2, temperature=float("nan"))
+    with pytest.raises(ValueError, match="top_k"):
+        model.generate(idx, 2, top_k=0)
+    with pytest.raises(ValueError, match="idx_t"):
+        model.step(idx)
+    _, cache = model.step(idx[:, 0])
+    with pytest.raises(ValueError, match="batch size 1"):
+        model.step(idx[:1, 0], cache)
+    for bad in ({"d_model": 30, "n_head": 4}, {"arch": "rnn"}, {"tau_astro": (5.0, 1.0)},
+                {"astrocyte": False, "neuron_path": False}, {"threshold": -1.0},
+                {"n_layer": 0}):
+        with pytest.raises(ValueError):
+            AMSNetConfig(**bad)
+    with pytest.raises(ValueError, match="arch='amsnet'"):
+        AMSNet(AMSNetConfig(arch="transformer"))
