@@ -108,8 +108,9 @@ def _lm_token_raster(out_dir: Path, checkpoint: Path, prompt: str) -> Path:
     model, _ = load_model(checkpoint)
     model.eval()
     with torch.no_grad():
-        idx = torch.tensor([encode(prompt)], dtype=torch.long)
-        out = model.generate(idx, max_new_tokens=48, temperature=0.8, top_k=20)
+        idx = encode(prompt)[None].long()                                 # (1, T)
+        out = model.generate(idx, 48, temperature=0.8, top_k=20,
+                             generator=torch.Generator().manual_seed(0))
         spikes = model.spike_record(out)[0][0]                  # layer 0: (T, N)
     tokens = [bytes([b]) for b in out[0].tolist()]
     fig, ax = plt.subplots(figsize=(14, 4.5))
@@ -137,7 +138,7 @@ def run_demo(out_dir="out/demo", quick: bool = False, seed: int = 0, progress: b
     t_all = time.perf_counter()
     summary: dict = {"out_dir": str(out), "quick": quick, "stages": {}}
     mem_ckpt = out / "memory_amsu.pt"
-    lm_ckpt = None
+    lm_ckpt = out / "lm_amsnet.pt"       # written by the 'lm' stage (this run or an earlier one)
     lm_prompt = "def "
     n = len(stages)
     for i, stage in enumerate(stages, 1):
@@ -156,7 +157,6 @@ def run_demo(out_dir="out/demo", quick: bool = False, seed: int = 0, progress: b
             from astro_neuron.lm.demo import demo_stage as lm_stage
 
             res = lm_stage(out, quick=quick, progress=progress, prompt=lm_prompt, seed=seed)
-            lm_ckpt = Path(res["checkpoint"])
         else:
             print(f"[{i}/{n}] plots")
             res = {"files": demo_plots(out, _need(mem_ckpt, "plots"), lm_ckpt, lm_prompt)}
