@@ -5,11 +5,14 @@ Read it beside docs/neuromorphic.md. Two forms of one semantics:
 * the **step form** (:func:`dense_step`, :func:`amsu_step`, :func:`lif_step`,
   :func:`run_steps`): one time step of every process, written out as the hardware
   does it. This is the definition.
-* the **fast form** (:func:`run`): the same numbers, layer by layer, with the
-  stateless parts (synaptic sums, requantization, read-outs) done for all steps at
-  once and only the recurrences left in the time loop. It is what
-  ``nm.simulate(backend="reference")`` and the benchmark use; tests check it
-  against the step form bit for bit.
+* the **fast form** (:func:`run`): the same numbers, layer by layer. What does not
+  depend on a layer's own state (the synaptic sums of all its steps, once the layer
+  before has run) is one matrix product; the per-step recurrence (rounding,
+  saturation, the astrocyte, spikes, resets) runs as compiled loops
+  (:mod:`neuromorphic.reference_jit`, numba), or, with ``engine="numpy"`` or without
+  numba, as NumPy with only the recurrences in a Python time loop. It is what
+  ``nm.simulate(backend="reference")`` and the benchmark use; tests check both
+  engines against the step form bit for bit.
 
 Arrays are batch-first inside a step (``[B, ...]``) and time-major across steps
 (``[T, B, ...]``). Nothing here imports torch or Lava.
@@ -29,7 +32,7 @@ from neuromorphic.network import (
 
 __all__ = [
     "shr", "rtz_decay", "sat", "wrap24", "bias_value", "dense_step", "amsu_step",
-    "lif_step", "init_states", "run_steps", "run", "RunOutput",
+    "lif_step", "init_states", "run_steps", "run", "RunOutput", "ENGINES", "jit_available",
 ]
 
 I64 = np.int64
@@ -388,6 +391,16 @@ def _lif_fast(layer: LIFLayer, a: np.ndarray, record: bool, counts: Optional[dic
 
 
 _CHUNK_ELEMENTS = 1 << 22     # about 32 MB per all-steps int64 array
+ENGINES = ("auto", "numba", "numpy")
+
+
+def jit_available() -> tuple[bool, str]:
+    """Whether the compiled engine can run: ``(True, "")`` or ``(False, why)``."""
+    try:
+        import neuromorphic.reference_jit  # noqa: F401
+    except ImportError as exc:      # numba missing or broken: the NumPy engine still works
+        return False, f"numba is not importable ({exc})"
+    return True, ""
 
 
 def _elements_per_step(layer) -> int:
@@ -399,19 +412,34 @@ def _elements_per_step(layer) -> int:
 
 
 def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True,
-        count_saturation: bool = False) -> RunOutput:
+        count_saturation: bool = False, engine: str = "auto") -> RunOutput:
     """The fast form: same output as :func:`run_steps`, layer by layer.
 
     ``x`` ``[T, B, n_in]`` integer spikes. With ``count_saturation`` the output's
     ``saturation`` lists, per layer, how many values each saturating state clipped
-    (and how often Lava's LIF current wrapped).
+    (and how often Lava's LIF current wrapped). ``engine``: ``"numba"`` (compiled
+    time loops; the first call in a fresh install compiles them, a few seconds, then
+    they load from numba's on-disk cache), ``"numpy"`` (no compiler), or ``"auto"``
+    (numba when it imports).
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     x = _check_input(net, x)
+    if engine == "auto":
+        engine = "numba" if jit_available()[0] else "numpy"
+    elif engine == "numba":
+        ok, why = jit_available()
+        if not ok:
+            raise ImportError(f"engine='numba' needs numba: {why}; use engine='numpy'")
+    return _run_chunked(net, x, record_states, count_saturation, engine)
+
+
+def _run_chunked(net, x, record_states, count_saturation, engine) -> RunOutput:
     T, B = x.shape[:2]
     per_seq = max(_elements_per_step(l) for l in net.layers)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, T * per_seq))
     if B > chunk:     # bound the memory of the all-steps arrays: run the batch in pieces
-        outs = [run(net, x[:, b:b + chunk], record_states, count_saturation)
+        outs = [_run_chunked(net, x[:, b:b + chunk], record_states, count_saturation, engine)
                 for b in range(0, B, chunk)]
         n = len(net.layers)
         sats = [{k: sum(o.saturation[i].get(k, 0) for o in outs)
@@ -420,20 +448,124 @@ def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True,
             [np.concatenate([o.spikes[i] for o in outs], 1) for i in range(n)],
             [{k: np.concatenate([o.states[i][k] for o in outs], 1) for k in outs[0].states[i]}
              for i in range(n)], sats)
+    layer_fn = _layer_numba if engine == "numba" else _layer_numpy
     spikes, states, sats = [], [], []
     s_in = x
     for layer in net.layers:
-        buf = _dense_all(layer, s_in)
-        a = _delayed(buf)
         counts = {} if count_saturation else None
-        if isinstance(layer, AMSULayer):
-            s, st = _amsu_fast(layer, a, record_states, counts)
-        else:
-            s, st = _lif_fast(layer, a, record_states, counts)
-        if record_states:
-            st = {"a": buf.astype(I64), **st}
+        s, st = layer_fn(layer, s_in, record_states, counts)
         spikes.append(s)
         states.append(st)
         sats.append(counts or {})
         s_in = s
     return RunOutput(spikes, states, sats)
+
+
+def _layer_numpy(layer, s_in: np.ndarray, record: bool, counts: Optional[dict]):
+    buf = _dense_all(layer, s_in)
+    a = _delayed(buf)
+    if isinstance(layer, AMSULayer):
+        s, st = _amsu_fast(layer, a, record, counts)
+    else:
+        s, st = _lif_fast(layer, a, record, counts)
+    if record:
+        st = {"a": buf.astype(I64), **st}
+    return s, st
+
+
+# ----------------------------------------------------------------- the compiled engine
+
+_F32_EXACT = 1 << 24     # float32 holds every integer of magnitude up to 2**24
+
+
+def _dense_buffers(layer, s_in: np.ndarray, in_levels: int) -> np.ndarray:
+    """Dense accumulations after every step, ``[T, B, P]``: ``(W @ s_t) << exp``
+    (floor for a negative exponent), as one matrix product over all steps.
+
+    In float32 when every partial sum is below 2**24 (exact), else in float64 (exact
+    below 2**52, which the network validation guarantees); a power-of-two scale and a
+    floor are exact in both."""
+    syn = layer.synapse
+    w = syn.effective_weight()
+    levels = in_levels if syn.num_message_bits > 0 else 1
+    worst = int(np.abs(w).sum(axis=1).max(initial=0)) * levels
+    dtype = np.float32 if worst < _F32_EXACT else np.float64
+    T, B, n_in = s_in.shape
+    s = s_in if syn.num_message_bits > 0 else (s_in != 0)
+    buf = s.reshape(T * B, n_in).astype(dtype) @ w.T.astype(dtype)
+    e = syn.weight_exp
+    if e > 0:
+        buf *= dtype(1 << e)
+    elif e < 0:
+        buf *= dtype(1.0 / (1 << -e))
+        np.floor(buf, out=buf)
+    return buf.reshape(T, B, -1)
+
+
+def _shift_pair(n: int) -> tuple[float, float]:
+    """(half, scale) with ``shr(x, n) == floor((x + half) * scale)``."""
+    return (float(1 << (n - 1)) if n > 0 else 0.0), 2.0 ** (-n)
+
+
+def _layer_numba(layer, s_in: np.ndarray, record: bool, counts: Optional[dict]):
+    from neuromorphic import reference_jit as J
+
+    T, B = s_in.shape[:2]
+    in_levels = max(1, int(np.abs(s_in).max(initial=0)))     # the largest |input| value
+    buf = _dense_buffers(layer, s_in, in_levels)
+    N = layer.n_neurons
+    f64 = lambda v: np.ascontiguousarray(v, dtype=np.float64)   # noqa: E731
+    s_out = np.empty((T, B, N), dtype=I64)
+    t_rec = T if record else 0
+    cnt = np.zeros(len(J.AMSU_COUNTS if isinstance(layer, AMSULayer) else J.LIF_COUNTS), I64)
+    if isinstance(layer, AMSULayer):
+        A, dk, dv = layer.n_astrocytes, layer.d_key, layer.d_value
+        offs, start = {}, 0
+        for name, n in layer.parts:
+            offs[name] = start
+            start += n
+        zeros = np.zeros(N)
+        npath, astro = layer.neuron_path, layer.astrocyte
+        shifts = np.array([_shift_pair(getattr(layer, f"shift_{k}") if (
+            npath if k == "i" else astro) else 0) for k in J.SHIFT_SLOTS])
+        u_out = np.empty((t_rec if npath else 0, B, N), dtype=I64)
+        H_out = np.empty((t_rec if astro else 0, B, A, dk, dv), dtype=I64)
+        J.amsu_layer(
+            buf, offs.get("I", 0), offs.get("K", 0), offs.get("V", 0), offs.get("Q", 0), A, dk,
+            npath, astro, RESET_CODES[layer.reset], layer.spike_levels,
+            f64((DECAY_UNITY - layer.du) / DECAY_UNITY) if npath else zeros,
+            f64(bias_value(layer.bias_mant, layer.bias_exp)) if npath else zeros,
+            f64(layer.vth.astype(I64) << VTH_SHIFT), shifts,
+            float((1 << (layer.operand_bits - 1)) - 1),
+            f64((DECAY_UNITY - layer.dH) / DECAY_UNITY) if astro else np.zeros((A, dk)),
+            f64(layer.gain) if astro else zeros, float(STATE_MAX), s_out, u_out, H_out, cnt)
+        st = {"u": u_out, "H": H_out} if record else {}
+        st = {k: v for k, v in st.items() if v.shape[0]}
+        names = J.AMSU_COUNTS
+    else:
+        u_out = np.empty((t_rec, B, N), dtype=I64)
+        v_out = np.empty((t_rec, B, N), dtype=I64)
+        J.lif_layer(buf, float(1 << ACT_SHIFT), (DECAY_UNITY - (layer.du + 1)) / DECAY_UNITY,
+                    (DECAY_UNITY - layer.dv) / DECAY_UNITY,
+                    f64(bias_value(layer.bias_mant, layer.bias_exp)),
+                    float(int(layer.vth) << VTH_SHIFT), float(STATE_MAX), s_out, u_out, v_out,
+                    cnt)
+        st = {"u": u_out, "v": v_out} if record else {}
+        names = J.LIF_COUNTS
+    if record:
+        st = {"a": buf.astype(I64), **st}
+    if counts is not None:
+        counts.update(_present_counts(layer, dict(zip(names, cnt.tolist()))))
+    return s_out, st
+
+
+RESET_CODES = {"none": 0, "subtract": 1, "zero": 2}
+
+
+def _present_counts(layer, counts: dict) -> dict:
+    """The counters the NumPy engine reports for this layer kind (same names)."""
+    if isinstance(layer, LIFLayer):
+        return counts
+    keep = (("u",) if layer.neuron_path else ()) + \
+        (("k", "v", "q", "H", "r", "o") if layer.astrocyte else ())
+    return {k: counts[k] for k in keep}
