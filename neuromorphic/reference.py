@@ -448,12 +448,13 @@ def _run_chunked(net, x, record_states, count_saturation, engine) -> RunOutput:
             [np.concatenate([o.spikes[i] for o in outs], 1) for i in range(n)],
             [{k: np.concatenate([o.states[i][k] for o in outs], 1) for k in outs[0].states[i]}
              for i in range(n)], sats)
-    layer_fn = _layer_numba if engine == "numba" else _layer_numpy
+    if engine == "numba":
+        return _run_numba(net, x, record_states, count_saturation)
     spikes, states, sats = [], [], []
     s_in = x
     for layer in net.layers:
         counts = {} if count_saturation else None
-        s, st = layer_fn(layer, s_in, record_states, counts)
+        s, st = _layer_numpy(layer, s_in, record_states, counts)
         spikes.append(s)
         states.append(st)
         sats.append(counts or {})
@@ -478,94 +479,118 @@ def _layer_numpy(layer, s_in: np.ndarray, record: bool, counts: Optional[dict]):
 _F32_EXACT = 1 << 24     # float32 holds every integer of magnitude up to 2**24
 
 
-def _dense_buffers(layer, s_in: np.ndarray, in_levels: int) -> np.ndarray:
-    """Dense accumulations after every step, ``[T, B, P]``: ``(W @ s_t) << exp``
-    (floor for a negative exponent), as one matrix product over all steps.
-
-    In float32 when every partial sum is below 2**24 (exact), else in float64 (exact
-    below 2**52, which the network validation guarantees); a power-of-two scale and a
-    floor are exact in both."""
-    syn = layer.synapse
-    w = syn.effective_weight()
-    levels = in_levels if syn.num_message_bits > 0 else 1
-    worst = int(np.abs(w).sum(axis=1).max(initial=0)) * levels
-    dtype = np.float32 if worst < _F32_EXACT else np.float64
-    T, B, n_in = s_in.shape
-    s = s_in if syn.num_message_bits > 0 else (s_in != 0)
-    buf = s.reshape(T * B, n_in).astype(dtype) @ w.T.astype(dtype)
-    e = syn.weight_exp
-    if e > 0:
-        buf *= dtype(1 << e)
-    elif e < 0:
-        buf *= dtype(1.0 / (1 << -e))
-        np.floor(buf, out=buf)
-    return buf.reshape(T, B, -1)
-
-
 def _shift_pair(n: int) -> tuple[float, float]:
     """(half, scale) with ``shr(x, n) == floor((x + half) * scale)``."""
     return (float(1 << (n - 1)) if n > 0 else 0.0), 2.0 ** (-n)
 
 
-def _layer_numba(layer, s_in: np.ndarray, record: bool, counts: Optional[dict]):
-    from neuromorphic import reference_jit as J
+class _JitLayer:
+    """One layer on the compiled engine: its parameters as the kernels take them, and
+    its Dense buffers, states and outputs for a whole run (:meth:`advance`)."""
 
-    T, B = s_in.shape[:2]
-    in_levels = max(1, int(np.abs(s_in).max(initial=0)))     # the largest |input| value
-    buf = _dense_buffers(layer, s_in, in_levels)
-    N = layer.n_neurons
-    f64 = lambda v: np.ascontiguousarray(v, dtype=np.float64)   # noqa: E731
-    s_out = np.empty((T, B, N), dtype=I64)
-    t_rec = T if record else 0
-    cnt = np.zeros(len(J.AMSU_COUNTS if isinstance(layer, AMSULayer) else J.LIF_COUNTS), I64)
-    if isinstance(layer, AMSULayer):
-        A, dk, dv = layer.n_astrocytes, layer.d_key, layer.d_value
-        offs, start = {}, 0
-        for name, n in layer.parts:
-            offs[name] = start
-            start += n
-        zeros = np.zeros(N)
-        npath, astro = layer.neuron_path, layer.astrocyte
-        shifts = np.array([_shift_pair(getattr(layer, f"shift_{k}") if (
-            npath if k == "i" else astro) else 0) for k in J.SHIFT_SLOTS])
-        u_out = np.empty((t_rec if npath else 0, B, N), dtype=I64)
-        H_out = np.empty((t_rec if astro else 0, B, A, dk, dv), dtype=I64)
-        J.amsu_layer(
-            buf, offs.get("I", 0), offs.get("K", 0), offs.get("V", 0), offs.get("Q", 0), A, dk,
-            npath, astro, RESET_CODES[layer.reset], layer.spike_levels,
-            f64((DECAY_UNITY - layer.du) / DECAY_UNITY) if npath else zeros,
-            f64(bias_value(layer.bias_mant, layer.bias_exp)) if npath else zeros,
-            f64(layer.vth.astype(I64) << VTH_SHIFT), shifts,
-            float((1 << (layer.operand_bits - 1)) - 1),
-            f64((DECAY_UNITY - layer.dH) / DECAY_UNITY) if astro else np.zeros((A, dk)),
-            f64(layer.gain) if astro else zeros, float(STATE_MAX), s_out, u_out, H_out, cnt)
-        st = {"u": u_out, "H": H_out} if record else {}
-        st = {k: v for k, v in st.items() if v.shape[0]}
-        names = J.AMSU_COUNTS
-    else:
-        u_out = np.empty((t_rec, B, N), dtype=I64)
-        v_out = np.empty((t_rec, B, N), dtype=I64)
-        J.lif_layer(buf, float(1 << ACT_SHIFT), (DECAY_UNITY - (layer.du + 1)) / DECAY_UNITY,
-                    (DECAY_UNITY - layer.dv) / DECAY_UNITY,
-                    f64(bias_value(layer.bias_mant, layer.bias_exp)),
-                    float(int(layer.vth) << VTH_SHIFT), float(STATE_MAX), s_out, u_out, v_out,
-                    cnt)
-        st = {"u": u_out, "v": v_out} if record else {}
-        names = J.LIF_COUNTS
-    if record:
-        st = {"a": buf.astype(I64), **st}
-    if counts is not None:
-        counts.update(_present_counts(layer, dict(zip(names, cnt.tolist()))))
-    return s_out, st
+    def __init__(self, layer, T: int, B: int, in_levels: int, record: bool):
+        from neuromorphic import reference_jit as J
+
+        self.layer, self.J, self.record = layer, J, record
+        syn = layer.synapse
+        w = syn.effective_weight()
+        self.graded = syn.num_message_bits > 0
+        # (W @ s) in float32 when every partial sum is below 2**24 (exact), else float64
+        # (exact below 2**52, which the network validation guarantees)
+        worst = int(np.abs(w).sum(axis=1).max(initial=0)) * (in_levels if self.graded else 1)
+        self.dtype = np.float32 if worst < _F32_EXACT else np.float64
+        self.wT = np.ascontiguousarray(w.T, dtype=self.dtype)
+        self.exp = syn.weight_exp
+        N = layer.n_neurons
+        self.buf = np.empty((T, B, w.shape[0]), dtype=self.dtype)
+        self.s_out = np.empty((T, B, N), dtype=I64)
+        t_rec = T if record else 0
+        f64 = lambda v: np.ascontiguousarray(v, dtype=np.float64)   # noqa: E731
+        if isinstance(layer, AMSULayer):
+            A, dk, dv = layer.n_astrocytes, layer.d_key, layer.d_value
+            npath, astro = layer.neuron_path, layer.astrocyte
+            offs, start = {}, 0
+            for name, n in layer.parts:
+                offs[name] = start
+                start += n
+            zeros = np.zeros(N)
+            self.states = {"u": np.zeros((B, N)), "H": np.zeros((B, A, dk, dv))}
+            self.outs = {"u": np.empty((t_rec if npath else 0, B, N), dtype=I64),
+                         "H": np.empty((t_rec if astro else 0, B, A, dk, dv), dtype=I64)}
+            self.counts = np.zeros(len(J.AMSU_COUNTS), dtype=I64)
+            shifts = np.array([_shift_pair(getattr(layer, f"shift_{k}") if (
+                npath if k == "i" else astro) else 0) for k in J.SHIFT_SLOTS])
+            self.params = (
+                offs.get("I", 0), offs.get("K", 0), offs.get("V", 0), offs.get("Q", 0),
+                npath, astro, RESET_CODES[layer.reset], layer.spike_levels,
+                f64((DECAY_UNITY - layer.du) / DECAY_UNITY) if npath else zeros,
+                f64(bias_value(layer.bias_mant, layer.bias_exp)) if npath else zeros,
+                f64(layer.vth.astype(I64) << VTH_SHIFT), shifts,
+                float((1 << (layer.operand_bits - 1)) - 1),
+                f64((DECAY_UNITY - layer.dH) / DECAY_UNITY) if astro else np.zeros((A, dk)),
+                f64(layer.gain) if astro else zeros, float(STATE_MAX),
+                self.states["u"], self.states["H"], self.s_out, self.outs["u"],
+                self.outs["H"], self.counts)
+            self.steps = J.amsu_steps
+        else:
+            self.states = {"u": np.zeros((B, N)), "v": np.zeros((B, N))}
+            self.outs = {k: np.empty((t_rec, B, N), dtype=I64) for k in ("u", "v")}
+            self.counts = np.zeros(len(J.LIF_COUNTS), dtype=I64)
+            self.params = (
+                float(1 << ACT_SHIFT), (DECAY_UNITY - (layer.du + 1)) / DECAY_UNITY,
+                (DECAY_UNITY - layer.dv) / DECAY_UNITY,
+                f64(bias_value(layer.bias_mant, layer.bias_exp)),
+                float(int(layer.vth) << VTH_SHIFT), float(STATE_MAX),
+                self.states["u"], self.states["v"], self.s_out, self.outs["u"],
+                self.outs["v"], self.counts)
+            self.steps = J.lif_steps
+
+    def advance(self, s_in: np.ndarray) -> None:
+        """Run every step: the Dense sums of all input spikes ``s_in`` ``[T, B, n_in]``
+        (one matrix product; stateless), then the compiled per-step recurrence."""
+        s = s_in if self.graded else s_in != 0
+        rows = self.buf.reshape(-1, self.wT.shape[1])
+        np.matmul(s.reshape(rows.shape[0], -1).astype(self.dtype), self.wT, out=rows)
+        if self.exp > 0:                        # << exp; >> -exp is a floor
+            rows *= self.dtype(1 << self.exp)
+        elif self.exp < 0:
+            rows *= self.dtype(1.0 / (1 << -self.exp))
+            np.floor(rows, out=rows)
+        self.steps(self.buf, *self.params)
+
+    def result(self, counts: Optional[dict]) -> tuple[np.ndarray, dict]:
+        J, layer = self.J, self.layer
+        st = {}
+        if self.record:
+            st = {"a": self.buf.astype(I64)}
+            st.update({k: v for k, v in self.outs.items() if v.shape[0]})
+        if counts is not None:
+            names = J.AMSU_COUNTS if isinstance(layer, AMSULayer) else J.LIF_COUNTS
+            c = dict(zip(names, self.counts.tolist()))
+            if isinstance(layer, AMSULayer):      # the counters of the parts it has
+                keep = (("u",) if layer.neuron_path else ()) + \
+                    (("k", "v", "q", "H", "r", "o") if layer.astrocyte else ())
+                c = {k: c[k] for k in keep}
+            counts.update(c)
+        return self.s_out, st
 
 
 RESET_CODES = {"none": 0, "subtract": 1, "zero": 2}
 
 
-def _present_counts(layer, counts: dict) -> dict:
-    """The counters the NumPy engine reports for this layer kind (same names)."""
-    if isinstance(layer, LIFLayer):
-        return counts
-    keep = (("u",) if layer.neuron_path else ()) + \
-        (("k", "v", "q", "H", "r", "o") if layer.astrocyte else ())
-    return {k: counts[k] for k in keep}
+def _run_numba(net: QuantizedNetwork, x: np.ndarray, record: bool, count: bool) -> RunOutput:
+    """The compiled engine: layer by layer over the whole sequence."""
+    T, B = x.shape[:2]
+    levels = max(1, int(np.abs(x).max(initial=0)))        # the largest input value
+    spikes, states, sats = [], [], []
+    s_in = x
+    for layer in net.layers:
+        jl = _JitLayer(layer, T, B, levels, record)
+        jl.advance(s_in)
+        counts = {} if count else None
+        s, st = jl.result(counts)
+        spikes.append(s)
+        states.append(st)
+        sats.append(counts or {})
+        s_in, levels = s, layer.spike_levels
+    return RunOutput(spikes, states, sats)

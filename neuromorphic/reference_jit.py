@@ -32,9 +32,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["amsu_layer", "lif_layer", "SHIFT_SLOTS", "AMSU_COUNTS", "LIF_COUNTS"]
+__all__ = ["amsu_steps", "lif_steps", "SHIFT_SLOTS", "AMSU_COUNTS", "LIF_COUNTS"]
 
-# rows of the ``shifts`` table handed to amsu_layer: (half, scale) per requantizing shift
+# rows of the ``shifts`` table handed to amsu_steps: (half, scale) per requantizing shift
 SHIFT_SLOTS = ("i", "k", "v", "q", "kv", "r", "o")
 # slots of the saturation counters
 AMSU_COUNTS = ("u", "k", "v", "q", "H", "r", "o")
@@ -53,14 +53,16 @@ def _sat(x, lim):
     return min(max(x, -lim), lim)
 
 
-@njit(cache=True)
-def amsu_layer(buf, off_I, off_K, off_V, off_Q, A, dk, neuron_path, astrocyte, reset,
+@njit(cache=True, nogil=True)
+def amsu_steps(buf, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, reset,
                levels, m_u, bias, theta, shifts, opl, m_H, gain, lim,
-               s_out, u_out, H_out, counts):  # pragma: no cover - compiled
-    """All steps of one AM-SU layer for every sequence of the batch.
+               u_state, H_state, s_out, u_out, H_out, counts):  # pragma: no cover - compiled
+    """All steps of one AM-SU layer, for every sequence of the batch.
 
     ``buf`` ``[T, B, P]``: the Dense accumulation after each step (the neurons of step
-    ``t`` receive ``buf[t - 1]``, zero at ``t = 0``: the one-step delay).
+    ``t`` receive ``buf[t - 1]``, zero at ``t = 0``: the one-step delay). ``u_state``
+    ``[B, N]`` and ``H_state`` ``[B, A, dk, dv]``: the initial states (zeros), updated
+    in place.
     ``m_u`` ``[N]`` = ``(4096 - du) / 4096``; ``bias`` ``[N]``; ``theta`` ``[N]`` =
     ``vth << 6``; ``shifts`` ``[7, 2]``: (half, scale) per :data:`SHIFT_SLOTS`;
     ``opl``: the operands' limit ``2**(b-1) - 1``; ``m_H`` ``[A, dk]``; ``gain`` ``[N]``;
@@ -68,13 +70,11 @@ def amsu_layer(buf, off_I, off_K, off_V, off_Q, A, dk, neuron_path, astrocyte, r
     their first axis is not empty, ``u_out`` ``[T, B, N]`` and ``H_out`` ``[T, B, A, dk,
     dv]``; adds the number of clipped values to ``counts`` (:data:`AMSU_COUNTS`).
     """
-    T, B, _ = buf.shape
+    T, B = buf.shape[0], buf.shape[1]
     N = theta.shape[0]
-    dv = N // A
+    A, dk, dv = H_state.shape[1], H_state.shape[2], H_state.shape[3]
     rec_u = u_out.shape[0] > 0
     rec_H = H_out.shape[0] > 0
-    u = np.zeros(N)
-    H = np.zeros((A, dk, dv))
     y = np.zeros(N)
     a = np.zeros(buf.shape[2])
     k = np.zeros(dk)
@@ -89,18 +89,17 @@ def amsu_layer(buf, off_I, off_K, off_V, off_Q, A, dk, neuron_path, astrocyte, r
     h_kv, c_kv = shifts[_KV, 0], shifts[_KV, 1]
     h_r, c_r = shifts[_R, 0], shifts[_R, 1]
     h_o, c_o = shifts[_O, 0], shifts[_O, 1]
+    # The saturation counters add comparisons (0 or 1) instead of branching: clipping
+    # is frequent and irregular, and mispredicted branches cost more than the arithmetic.
     for b in range(B):
-        u[:] = 0.0
-        H[:] = 0.0
+        u = u_state[b]
+        H = H_state[b]
         for t in range(T):
             if t == 0:                       # the Dense's one-step delay
                 a[:] = 0.0
             else:
                 for p in range(a.shape[0]):
                     a[p] = buf[t - 1, b, p]
-            # The saturation counters add comparisons (0 or 1) instead of branching:
-            # clipping is frequent and irregular, and mispredicted branches would cost
-            # more than the arithmetic.
             # membrane: u = sat24(rtz_decay(u, du) + shr(a_I, shift_i) + bias)
             if neuron_path:
                 c = 0
@@ -173,24 +172,24 @@ def amsu_layer(buf, off_I, off_K, off_V, off_Q, A, dk, neuron_path, astrocyte, r
                 u_out[t, b] = u
 
 
-@njit(cache=True)
-def lif_layer(buf, act_scale, m_u, m_v, bias, theta, lim,
-              s_out, u_out, v_out, counts):  # pragma: no cover - compiled
+@njit(cache=True, nogil=True)
+def lif_steps(buf, act_scale, m_u, m_v, bias, theta, lim,
+              u_state, v_state, s_out, u_out, v_out, counts):  # pragma: no cover - compiled
     """All steps of one stock-LIF layer (Lava's ``PyLifModelBitAcc``).
 
-    ``buf`` ``[T, B, N]`` as for :func:`amsu_layer`; ``act_scale`` = ``2**6``;
-    ``m_u`` = ``(4096 - (du + 1)) / 4096``; ``m_v`` = ``(4096 - dv) / 4096``;
-    ``bias`` ``[N]``; ``theta`` = ``vth << 6``. Writes ``s_out`` and, when not empty,
-    ``u_out``, ``v_out``; counts wraps of ``u`` and clips of ``v`` (:data:`LIF_COUNTS`).
+    ``buf`` ``[T, B, N]`` and the states ``u_state``, ``v_state`` ``[B, N]`` as for
+    :func:`amsu_steps`; ``act_scale`` = ``2**6``; ``m_u`` = ``(4096 - (du + 1)) / 4096``;
+    ``m_v`` = ``(4096 - dv) / 4096``; ``bias`` ``[N]``; ``theta`` = ``vth << 6``. Writes
+    ``s_out`` and, when not empty, ``u_out``, ``v_out``; counts wraps of ``u`` and
+    clips of ``v`` (:data:`LIF_COUNTS`).
     """
-    T, B, N = buf.shape
+    T = buf.shape[0]
+    B, N = u_state.shape
     rec = u_out.shape[0] > 0
     top = 2.0 ** 23
-    u = np.zeros(N)
-    v = np.zeros(N)
     for b in range(B):
-        u[:] = 0.0
-        v[:] = 0.0
+        u = u_state[b]
+        v = v_state[b]
         for t in range(T):
             n_wrap = 0
             n_sat = 0

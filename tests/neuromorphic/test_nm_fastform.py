@@ -112,7 +112,7 @@ def test_float64_synaptic_sums():
                           bias_mant=np.zeros(N, np.int64), bias_exp=np.zeros(N, np.int64),
                           shift_i=10, vth=rng.integers(5, 60, N))
         net = QuantizedNetwork((layer,), input_size=n_in, input_levels=255)
-        assert R._dense_buffers(net.layers[0], x, 255).dtype == np.float64
+        assert R._JitLayer(net.layers[0], 30, 2, 255, False).dtype == np.float64
         step = R.run_steps(net, x)
         assert step.spikes[0].sum() > 0
         for e in ENGINES:
@@ -122,7 +122,7 @@ def test_float64_synaptic_sums():
 def test_float32_sums_are_chosen_when_exact():
     net = random_network(3, sizes=[16], kinds=["amsu"])
     x = random_spikes(3, 20, 1, net.input_size)
-    assert R._dense_buffers(net.layers[0], x, 1).dtype == np.float32
+    assert R._JitLayer(net.layers[0], 20, 1, 1, False).dtype == np.float32
 
 
 def test_shift_pair_is_shr():
