@@ -7,8 +7,9 @@ spikes only, and the spikes are checked bit for bit against the reference's step
 form. Rows:
 
 * the reference's fast form with its compiled engine (numba; the compile or the load
-  from numba's cache happens in an untimed warm-up run, and is printed), and with
-  its NumPy engine;
+  from numba's cache happens in an untimed warm-up run, and is printed) with its
+  default threads (the CPUs available, for large enough layers) and on one thread,
+  and with its NumPy engine;
 * the step form (:func:`neuromorphic.reference.run_steps`, the specification);
 * the torch view (float64, one thread);
 * Lava ``fixed_pt``: "stepping" times steps 2..T (scaled to T); "end to end" adds
@@ -46,7 +47,8 @@ def bench_simulate(n_neurons: int = 256, n_layers: int = 2, steps: int = 1000,
                    repeats: int = 5, lava: bool = True, batch: int = 1) -> dict:
     """Run the benchmark; returns ``{"rows": [(name, seconds)], "bit_exact": bool,
     "table": str, "speedup": float | None, "speedup_end_to_end": float | None,
-    "target_met": bool | None}`` (the speedups: fast form, compiled engine, vs Lava)."""
+    "target_met": bool | None}`` (the speedups: the fast form as ``nm.simulate`` runs it,
+    compiled engine with default threads, vs Lava's stepping)."""
     import torch
 
     from neuromorphic import reference
@@ -67,9 +69,14 @@ def bench_simulate(n_neurons: int = 256, n_layers: int = 2, steps: int = 1000,
         reference.run(net, x[:2], record_states=False, engine="numba")    # compile or load
         notes.append(f"numba engine: compile or cache load {time.perf_counter() - t0:.2f} s "
                      f"(untimed warm-up)")
+        n_thr = max(reference._default_threads(l, steps, batch) for l in net.layers)
         t_fast, fast = _best(lambda: reference.run(net, x, record_states=False,
                                                    engine="numba"), repeats)
-        rows.append(("reference fast form (numba)", t_fast, fast.spikes))
+        rows.append((f"reference fast form (numba, {n_thr} thr)", t_fast, fast.spikes))
+        if n_thr > 1:
+            t_one, one = _best(lambda: reference.run(net, x, record_states=False,
+                                                     engine="numba", threads=1), repeats)
+            rows.append(("reference fast form (numba, 1 thr)", t_one, one.spikes))
     else:
         notes.append(f"numba engine: not available ({why})")
     t_np, fast_np = _best(lambda: reference.run(net, x, record_states=False, engine="numpy"),
@@ -101,12 +108,12 @@ def bench_simulate(n_neurons: int = 256, n_layers: int = 2, steps: int = 1000,
     lines = [f"bench simulate: {n_layers} x {n_neurons} {kind} neurons"
              + (f" ({n_astrocytes} astrocytes, d_key {d_key})" if kind == "amsu" else "")
              + f", {n_in} inputs, {steps} steps, batch {batch}, spikes only",
-             f"{'backend':<32}{'seconds':>10}{'steps/s':>12}{'vs Lava stepping':>18}  bit-exact"]
+             f"{'backend':<36}{'seconds':>10}{'steps/s':>12}{'vs Lava stepping':>18}  bit-exact"]
     t_lava = lava_rows[0][1] if lava else None
     for name, t, sp in rows:
         ok = all(np.array_equal(a, b) for a, b in zip(sp, step.spikes))
         ratio = f"{t_lava / t:17.1f}x" if t_lava else f"{'n/a':>18}"
-        lines.append(f"{name:<32}{t:10.4f}{steps / t:12.0f}{ratio}  {'yes' if ok else 'NO'}")
+        lines.append(f"{name:<36}{t:10.4f}{steps / t:12.0f}{ratio}  {'yes' if ok else 'NO'}")
     lines += notes
     speed = speed_total = met = None
     if lava:

@@ -20,6 +20,9 @@ Arrays are batch-first inside a step (``[B, ...]``) and time-major across steps
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -412,7 +415,8 @@ def _elements_per_step(layer) -> int:
 
 
 def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True,
-        count_saturation: bool = False, engine: str = "auto") -> RunOutput:
+        count_saturation: bool = False, engine: str = "auto",
+        threads: Optional[int] = None) -> RunOutput:
     """The fast form: same output as :func:`run_steps`, layer by layer.
 
     ``x`` ``[T, B, n_in]`` integer spikes. With ``count_saturation`` the output's
@@ -420,10 +424,16 @@ def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True,
     (and how often Lava's LIF current wrapped). ``engine``: ``"numba"`` (compiled
     time loops; the first call in a fresh install compiles them, a few seconds, then
     they load from numba's on-disk cache), ``"numpy"`` (no compiler), or ``"auto"``
-    (numba when it imports).
+    (numba when it imports). ``threads`` (numba engine): how many threads share each
+    layer's recurrence, split by sequence or by astrocyte (an astrocyte and its
+    neurons depend on nothing else once the synaptic input is known); default: the
+    CPUs available, fewer for small runs. The result does not depend on it.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(
+            threads, (int, np.integer)) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     x = _check_input(net, x)
     if engine == "auto":
         engine = "numba" if jit_available()[0] else "numpy"
@@ -431,15 +441,16 @@ def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True,
         ok, why = jit_available()
         if not ok:
             raise ImportError(f"engine='numba' needs numba: {why}; use engine='numpy'")
-    return _run_chunked(net, x, record_states, count_saturation, engine)
+    return _run_chunked(net, x, record_states, count_saturation, engine, threads)
 
 
-def _run_chunked(net, x, record_states, count_saturation, engine) -> RunOutput:
+def _run_chunked(net, x, record_states, count_saturation, engine, threads) -> RunOutput:
     T, B = x.shape[:2]
     per_seq = max(_elements_per_step(l) for l in net.layers)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, T * per_seq))
     if B > chunk:     # bound the memory of the all-steps arrays: run the batch in pieces
-        outs = [_run_chunked(net, x[:, b:b + chunk], record_states, count_saturation, engine)
+        outs = [_run_chunked(net, x[:, b:b + chunk], record_states, count_saturation, engine,
+                             threads)
                 for b in range(0, B, chunk)]
         n = len(net.layers)
         sats = [{k: sum(o.saturation[i].get(k, 0) for o in outs)
@@ -449,7 +460,7 @@ def _run_chunked(net, x, record_states, count_saturation, engine) -> RunOutput:
             [{k: np.concatenate([o.states[i][k] for o in outs], 1) for k in outs[0].states[i]}
              for i in range(n)], sats)
     if engine == "numba":
-        return _run_numba(net, x, record_states, count_saturation)
+        return _run_numba(net, x, record_states, count_saturation, threads)
     spikes, states, sats = [], [], []
     s_in = x
     for layer in net.layers:
@@ -484,79 +495,149 @@ def _shift_pair(n: int) -> tuple[float, float]:
     return (float(1 << (n - 1)) if n > 0 else 0.0), 2.0 ** (-n)
 
 
+_PREPARED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _prepared(layer, in_levels: int) -> dict:
+    """What the compiled engine derives from a layer's fields, once per layer and input
+    range (layers are immutable): the transposed effective weights in the product's
+    dtype, and the kernel's parameters (per neuron / astrocyte, so that parts of the
+    layer can be sliced out)."""
+    syn = layer.synapse
+    graded = syn.num_message_bits > 0
+    key = in_levels if graded else 1
+    cache = _PREPARED.setdefault(layer, {})
+    if key in cache:
+        return cache[key]
+    w = syn.effective_weight()
+    # (W @ s) in float32 when every partial sum is below 2**24 (exact), else float64
+    # (exact below 2**52, which the network validation guarantees)
+    worst = int(np.abs(w).sum(axis=1).max(initial=0)) * key
+    dtype = np.float32 if worst < _F32_EXACT else np.float64
+    f64 = lambda v: np.ascontiguousarray(v, dtype=np.float64)   # noqa: E731
+    N = layer.n_neurons
+    prep = dict(dtype=dtype, wT=np.ascontiguousarray(w.T, dtype=dtype), graded=graded,
+                exp=syn.weight_exp)
+    if isinstance(layer, AMSULayer):
+        A, dk, dv = layer.n_astrocytes, layer.d_key, layer.d_value
+        npath, astro = layer.neuron_path, layer.astrocyte
+        offs, start = {}, 0
+        for name, n in layer.parts:
+            offs[name] = start
+            start += n
+        zeros = np.zeros(N)
+        from neuromorphic.reference_jit import SHIFT_SLOTS
+        prep.update(
+            offs=offs,
+            flags=(npath, astro, RESET_CODES[layer.reset], layer.spike_levels),
+            m_u=f64((DECAY_UNITY - layer.du) / DECAY_UNITY) if npath else zeros,
+            bias=f64(bias_value(layer.bias_mant, layer.bias_exp)) if npath else zeros,
+            theta=f64(layer.vth.astype(I64) << VTH_SHIFT),
+            shifts=np.array([_shift_pair(getattr(layer, f"shift_{k}") if (
+                npath if k == "i" else astro) else 0) for k in SHIFT_SLOTS]),
+            opl=float((1 << (layer.operand_bits - 1)) - 1),
+            m_H=f64((DECAY_UNITY - layer.dH) / DECAY_UNITY) if astro else np.zeros((1, 1)),
+            gain=f64(layer.gain) if astro else zeros,
+            # independent units: an astrocyte with its dv neurons, or single neurons
+            units=A if astro else N, unit_size=dv if astro else 1)
+    else:
+        prep.update(
+            m_u=(DECAY_UNITY - (layer.du + 1)) / DECAY_UNITY,
+            m_v=(DECAY_UNITY - layer.dv) / DECAY_UNITY,
+            bias=f64(bias_value(layer.bias_mant, layer.bias_exp)),
+            theta=float(int(layer.vth) << VTH_SHIFT), units=N, unit_size=1)
+    cache[key] = prep
+    return prep
+
+
 class _JitLayer:
-    """One layer on the compiled engine: its parameters as the kernels take them, and
-    its Dense buffers, states and outputs for a whole run (:meth:`advance`)."""
+    """One layer on the compiled engine: its Dense buffers and outputs for a whole run
+    (:meth:`advance`)."""
 
     def __init__(self, layer, T: int, B: int, in_levels: int, record: bool):
         from neuromorphic import reference_jit as J
 
         self.layer, self.J, self.record = layer, J, record
-        syn = layer.synapse
-        w = syn.effective_weight()
-        self.graded = syn.num_message_bits > 0
-        # (W @ s) in float32 when every partial sum is below 2**24 (exact), else float64
-        # (exact below 2**52, which the network validation guarantees)
-        worst = int(np.abs(w).sum(axis=1).max(initial=0)) * (in_levels if self.graded else 1)
-        self.dtype = np.float32 if worst < _F32_EXACT else np.float64
-        self.wT = np.ascontiguousarray(w.T, dtype=self.dtype)
-        self.exp = syn.weight_exp
+        self.prep = _prepared(layer, in_levels)
+        self.amsu = isinstance(layer, AMSULayer)
         N = layer.n_neurons
-        self.buf = np.empty((T, B, w.shape[0]), dtype=self.dtype)
+        self.buf = np.empty((T, B, self.prep["wT"].shape[1]), dtype=self.prep["dtype"])
         self.s_out = np.empty((T, B, N), dtype=I64)
         t_rec = T if record else 0
-        f64 = lambda v: np.ascontiguousarray(v, dtype=np.float64)   # noqa: E731
-        if isinstance(layer, AMSULayer):
+        if self.amsu:
             A, dk, dv = layer.n_astrocytes, layer.d_key, layer.d_value
-            npath, astro = layer.neuron_path, layer.astrocyte
-            offs, start = {}, 0
-            for name, n in layer.parts:
-                offs[name] = start
-                start += n
-            zeros = np.zeros(N)
-            self.states = {"u": np.zeros((B, N)), "H": np.zeros((B, A, dk, dv))}
-            self.outs = {"u": np.empty((t_rec if npath else 0, B, N), dtype=I64),
-                         "H": np.empty((t_rec if astro else 0, B, A, dk, dv), dtype=I64)}
+            self.outs = {"u": np.empty((t_rec if layer.neuron_path else 0, B, N), dtype=I64),
+                         "H": np.empty((t_rec if layer.astrocyte else 0, B, A, dk, dv),
+                                       dtype=I64)}
             self.counts = np.zeros(len(J.AMSU_COUNTS), dtype=I64)
-            shifts = np.array([_shift_pair(getattr(layer, f"shift_{k}") if (
-                npath if k == "i" else astro) else 0) for k in J.SHIFT_SLOTS])
-            self.params = (
-                offs.get("I", 0), offs.get("K", 0), offs.get("V", 0), offs.get("Q", 0),
-                npath, astro, RESET_CODES[layer.reset], layer.spike_levels,
-                f64((DECAY_UNITY - layer.du) / DECAY_UNITY) if npath else zeros,
-                f64(bias_value(layer.bias_mant, layer.bias_exp)) if npath else zeros,
-                f64(layer.vth.astype(I64) << VTH_SHIFT), shifts,
-                float((1 << (layer.operand_bits - 1)) - 1),
-                f64((DECAY_UNITY - layer.dH) / DECAY_UNITY) if astro else np.zeros((A, dk)),
-                f64(layer.gain) if astro else zeros, float(STATE_MAX),
-                self.states["u"], self.states["H"], self.s_out, self.outs["u"],
-                self.outs["H"], self.counts)
-            self.steps = J.amsu_steps
         else:
-            self.states = {"u": np.zeros((B, N)), "v": np.zeros((B, N))}
             self.outs = {k: np.empty((t_rec, B, N), dtype=I64) for k in ("u", "v")}
             self.counts = np.zeros(len(J.LIF_COUNTS), dtype=I64)
-            self.params = (
-                float(1 << ACT_SHIFT), (DECAY_UNITY - (layer.du + 1)) / DECAY_UNITY,
-                (DECAY_UNITY - layer.dv) / DECAY_UNITY,
-                f64(bias_value(layer.bias_mant, layer.bias_exp)),
-                float(int(layer.vth) << VTH_SHIFT), float(STATE_MAX),
-                self.states["u"], self.states["v"], self.s_out, self.outs["u"],
-                self.outs["v"], self.counts)
-            self.steps = J.lif_steps
 
-    def advance(self, s_in: np.ndarray) -> None:
+    def advance(self, s_in: np.ndarray, threads: int) -> None:
         """Run every step: the Dense sums of all input spikes ``s_in`` ``[T, B, n_in]``
-        (one matrix product; stateless), then the compiled per-step recurrence."""
-        s = s_in if self.graded else s_in != 0
-        rows = self.buf.reshape(-1, self.wT.shape[1])
-        np.matmul(s.reshape(rows.shape[0], -1).astype(self.dtype), self.wT, out=rows)
-        if self.exp > 0:                        # << exp; >> -exp is a floor
-            rows *= self.dtype(1 << self.exp)
-        elif self.exp < 0:
-            rows *= self.dtype(1.0 / (1 << -self.exp))
+        (one matrix product; stateless), then the compiled per-step recurrence, split
+        over up to ``threads`` threads by sequence or by independent unit."""
+        prep = self.prep
+        s = s_in if prep["graded"] else s_in != 0
+        rows = self.buf.reshape(-1, prep["wT"].shape[1])
+        np.matmul(s.reshape(rows.shape[0], -1).astype(prep["dtype"]), prep["wT"], out=rows)
+        e = prep["exp"]
+        if e > 0:                        # << exp; >> -exp is a floor
+            rows *= prep["dtype"](1 << e)
+        elif e < 0:
+            rows *= prep["dtype"](1.0 / (1 << -e))
             np.floor(rows, out=rows)
-        self.steps(self.buf, *self.params)
+        T, B = self.buf.shape[:2]
+        if B >= threads:                 # whole layers, sequences split among threads
+            calls = [self._call(b0, b1, 0, prep["units"]) for b0, b1 in _ranges(B, threads)]
+        else:                            # every sequence, units split among threads
+            calls = [self._call(0, B, u0, u1) for u0, u1 in _ranges(prep["units"], threads)]
+        if len(calls) == 1:
+            fn, args, _ = calls[0]
+            fn(*args)
+        else:
+            _in_threads([(fn, args) for fn, args, _ in calls])
+        for _, args, place in calls:
+            self.counts += args[-1]
+            for mine, dst, lo, hi in place:     # a part's outputs into the layer's
+                dst[:, :, lo:hi] = mine
+
+    def _call(self, b0: int, b1: int, u0: int, u1: int) -> tuple:
+        """The kernel call for sequences ``b0 .. b1 - 1`` and units ``u0 .. u1 - 1``:
+        ``(kernel, args, place)``; ``place`` lists the part's own output arrays (when it
+        does not cover every unit) with where they go."""
+        prep, layer, J = self.prep, self.layer, self.J
+        us = prep["unit_size"]
+        n0, n1 = u0 * us, u1 * us
+        whole = (u0, u1) == (0, prep["units"])
+        T, B = self.buf.shape[:2]
+        outs = [self.s_out] + list(self.outs.values())
+        place = []
+        if not whole:                    # the part writes its own arrays, copied back after
+            part = []
+            for out in outs:
+                lo, hi = (u0, u1) if out.ndim == 5 else (n0, n1)
+                mine = np.empty(out.shape[:2] + (hi - lo,) + out.shape[3:], I64) \
+                    if out.shape[0] else out
+                if out.shape[0]:
+                    place.append((mine, out, lo, hi))
+                part.append(mine)
+            outs = part
+        counts = np.zeros_like(self.counts)
+        if self.amsu:
+            o = prep["offs"]
+            a0, a1 = (u0, u1) if layer.astrocyte else (0, 1)
+            dk = layer.d_key
+            args = (self.buf, b0, b1, o.get("I", 0) + n0, o.get("K", 0) + a0 * dk,
+                    o.get("V", 0) + n0, o.get("Q", 0) + a0 * dk, *prep["flags"],
+                    prep["m_u"][n0:n1], prep["bias"][n0:n1], prep["theta"][n0:n1],
+                    prep["shifts"], prep["opl"], prep["m_H"][a0:a1], prep["gain"][n0:n1],
+                    float(STATE_MAX), *outs, counts)
+            return J.amsu_steps, args, place
+        args = (self.buf, b0, b1, n0, float(1 << ACT_SHIFT), prep["m_u"], prep["m_v"],
+                prep["bias"][n0:n1], prep["theta"], float(STATE_MAX), *outs, counts)
+        return J.lif_steps, args, place
 
     def result(self, counts: Optional[dict]) -> tuple[np.ndarray, dict]:
         J, layer = self.J, self.layer
@@ -565,9 +646,9 @@ class _JitLayer:
             st = {"a": self.buf.astype(I64)}
             st.update({k: v for k, v in self.outs.items() if v.shape[0]})
         if counts is not None:
-            names = J.AMSU_COUNTS if isinstance(layer, AMSULayer) else J.LIF_COUNTS
+            names = J.AMSU_COUNTS if self.amsu else J.LIF_COUNTS
             c = dict(zip(names, self.counts.tolist()))
-            if isinstance(layer, AMSULayer):      # the counters of the parts it has
+            if self.amsu:                # the counters of the parts it has
                 keep = (("u",) if layer.neuron_path else ()) + \
                     (("k", "v", "q", "H", "r", "o") if layer.astrocyte else ())
                 c = {k: c[k] for k in keep}
@@ -576,9 +657,54 @@ class _JitLayer:
 
 
 RESET_CODES = {"none": 0, "subtract": 1, "zero": 2}
+_MIN_WORK_PER_THREAD = 1 << 18     # state updates (steps x values) worth a thread
 
 
-def _run_numba(net: QuantizedNetwork, x: np.ndarray, record: bool, count: bool) -> RunOutput:
+def _ranges(n: int, parts: int) -> list:
+    """``n`` items in at most ``parts`` contiguous, nearly equal, non-empty ranges."""
+    bounds = np.linspace(0, n, min(parts, n) + 1).round().astype(int)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def _in_threads(calls: list) -> None:
+    """Run ``fn(*args)`` for each pair, the first in this thread and the others in
+    threads of their own (the kernels release the GIL); re-raise the first error."""
+    errors: list = []
+
+    def call(fn, args):
+        try:
+            fn(*args)
+        except BaseException as exc:   # pragma: no cover - re-raised below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=call, args=c, daemon=True) for c in calls[1:]]
+    for w in workers:
+        w.start()
+    call(*calls[0])
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:             # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _default_threads(layer, T: int, B: int) -> int:
+    """As many threads as CPUs are available and the work is worth (at least
+    :data:`_MIN_WORK_PER_THREAD` state updates each), at most one per unit or sequence."""
+    units = layer.n_astrocytes if isinstance(layer, AMSULayer) and layer.astrocyte \
+        else layer.n_neurons
+    worth = T * B * _elements_per_step(layer) // _MIN_WORK_PER_THREAD
+    return max(1, min(_available_cpus(), worth, max(units, B)))
+
+
+def _run_numba(net: QuantizedNetwork, x: np.ndarray, record: bool, count: bool,
+               threads: Optional[int]) -> RunOutput:
     """The compiled engine: layer by layer over the whole sequence."""
     T, B = x.shape[:2]
     levels = max(1, int(np.abs(x).max(initial=0)))        # the largest input value
@@ -586,7 +712,7 @@ def _run_numba(net: QuantizedNetwork, x: np.ndarray, record: bool, count: bool) 
     s_in = x
     for layer in net.layers:
         jl = _JitLayer(layer, T, B, levels, record)
-        jl.advance(s_in)
+        jl.advance(s_in, threads or _default_threads(layer, T, B))
         counts = {} if count else None
         s, st = jl.result(counts)
         spikes.append(s)

@@ -47,13 +47,18 @@ def test_engines_equal_step_form_on_random_networks(seed):
                          n_astrocytes=A, d_key=int(rng.choice([1, 2, 4, 8])),
                          spike_levels=int(rng.choice([1, 1, 2, 5])),
                          input_levels=int(rng.choice([1, 2, 3])))
-    x = random_spikes(seed, 105, 2, net.input_size, net.input_levels, rate=0.4)
+    B = 1 + seed % 3
+    x = random_spikes(seed, 105, B, net.input_size, net.input_levels, rate=0.4)
     step = R.run_steps(net, x)
     assert sum(int(s.sum()) for s in step.spikes) > 0, "test network never spikes"
     outs = {e: R.run(net, x, count_saturation=True, engine=e) for e in ENGINES}
+    # the compiled engine split over threads: by sequence (B >= threads) or by astrocyte
+    # / neuron (B < threads), in uneven parts
+    outs.update({f"numba, {n} threads": R.run(net, x, count_saturation=True, engine="numba",
+                                              threads=n) for n in (1, 2, 3)})
     for e, out in outs.items():
         _assert_same(step, out, e)
-    assert outs["numba"].saturation == outs["numpy"].saturation
+        assert out.saturation == outs["numpy"].saturation, e
 
 
 def _saturating_network(seed: int) -> QuantizedNetwork:
@@ -85,10 +90,11 @@ def test_engines_equal_step_form_when_everything_saturates(seed):
     x = random_spikes(seed, 150, 2, 12, 3, rate=0.5)
     step = R.run_steps(net, x)
     outs = {e: R.run(net, x, count_saturation=True, engine=e) for e in ENGINES}
+    outs["numba, 3 threads"] = R.run(net, x, count_saturation=True, engine="numba", threads=3)
     for e, out in outs.items():
         _assert_same(step, out, e)
+        assert out.saturation == outs["numpy"].saturation, e
     sat = outs["numba"].saturation
-    assert sat == outs["numpy"].saturation
     for i in (0, 2):
         for name in ("u", "k", "v", "q", "H", "r", "o"):
             assert sat[i][name] > 0, f"layer {i}: {name} never saturates ({sat[i]})"
@@ -112,7 +118,7 @@ def test_float64_synaptic_sums():
                           bias_mant=np.zeros(N, np.int64), bias_exp=np.zeros(N, np.int64),
                           shift_i=10, vth=rng.integers(5, 60, N))
         net = QuantizedNetwork((layer,), input_size=n_in, input_levels=255)
-        assert R._JitLayer(net.layers[0], 30, 2, 255, False).dtype == np.float64
+        assert R._prepared(net.layers[0], 255)["dtype"] == np.float64
         step = R.run_steps(net, x)
         assert step.spikes[0].sum() > 0
         for e in ENGINES:
@@ -122,7 +128,7 @@ def test_float64_synaptic_sums():
 def test_float32_sums_are_chosen_when_exact():
     net = random_network(3, sizes=[16], kinds=["amsu"])
     x = random_spikes(3, 20, 1, net.input_size)
-    assert R._JitLayer(net.layers[0], 20, 1, 1, False).dtype == np.float32
+    assert R._prepared(net.layers[0], 1)["dtype"] == np.float32
 
 
 def test_shift_pair_is_shr():
@@ -156,8 +162,20 @@ def test_numba_batch_chunking_equals_one_pass(monkeypatch):
     assert full.saturation == parts.saturation
 
 
-def test_engine_argument_is_checked():
+def test_engine_and_threads_arguments_are_checked():
     net = random_network(0)
     x = np.zeros((3, 1, net.input_size), dtype=np.int64)
     with pytest.raises(ValueError, match="engine"):
         R.run(net, x, engine="fortran")
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads"):
+            R.run(net, x, threads=bad)
+
+
+def test_default_threads_follow_the_work():
+    """Small runs stay on one thread; large ones use the CPUs available (both give the
+    same numbers, checked above)."""
+    small = random_network(0, sizes=[16], kinds=["amsu"])
+    big = random_network(0, n_in=64, sizes=[256], kinds=["amsu"], n_astrocytes=8, d_key=16)
+    assert R._default_threads(small.layers[0], 100, 1) == 1
+    assert R._default_threads(big.layers[0], 1000, 1) == min(R._available_cpus(), 8)
