@@ -202,22 +202,26 @@ def lif_steps(buf, b0, b1, off, act_scale, m_u, m_v, bias, theta, lim,
     top = 2.0 ** 23
     u = np.zeros(N)
     v = np.zeros(N)
+    a = np.zeros(N)
     for b in range(b0, b1):
         u[:] = 0.0
         v[:] = 0.0
         for t in range(T):
+            if t == 0:                       # the Dense's one-step delay
+                a[:] = 0.0
+            else:
+                for n in range(N):
+                    a[n] = buf[t - 1, b, off + n]
             n_wrap = 0
             n_sat = 0
             for n in range(N):
-                a = buf[t - 1, b, off + n] if t > 0 else 0.0
-                # u = wrap24(rtz_decay(u, du + 1) + (a << 6))
-                x = np.trunc(u[n] * m_u) + a * act_scale
-                if x > top:
-                    x -= 2.0 * top
-                    n_wrap += 1
-                elif x <= -top:
-                    x += 2.0 * top
-                    n_wrap += 1
+                # u = wrap24(rtz_decay(u, du + 1) + (a << 6)), without branches:
+                # subtract 2**24 above 2**23, add it at or below -2**23
+                x = np.trunc(u[n] * m_u) + a[n] * act_scale
+                above = x > top
+                below = x <= -top
+                n_wrap += above + below
+                x += 2.0 * top * (below - above)
                 u[n] = x
                 # v = sat24(rtz_decay(v, dv) + u + bias); s = v > theta; v[s] = 0
                 x = np.trunc(v[n] * m_v) + x + bias[n]
