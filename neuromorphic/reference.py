@@ -5,11 +5,14 @@ Read it beside docs/neuromorphic.md. Two forms of one semantics:
 * the **step form** (:func:`dense_step`, :func:`amsu_step`, :func:`lif_step`,
   :func:`run_steps`): one time step of every process, written out as the hardware
   does it. This is the definition.
-* the **fast form** (:func:`run`): the same numbers, layer by layer, with the
-  stateless parts (synaptic sums, requantization, read-outs) done for all steps at
-  once and only the recurrences left in the time loop. It is what
-  ``nm.simulate(backend="reference")`` and the benchmark use; tests check it
-  against the step form bit for bit.
+* the **fast form** (:func:`run`): the same numbers, layer by layer. What does not
+  depend on a layer's own state (the synaptic sums of all its steps, once the layer
+  before has run) is one matrix product; the per-step recurrence (rounding,
+  saturation, the astrocyte, spikes, resets) runs as compiled loops
+  (:mod:`neuromorphic.reference_jit`, numba), or, with ``engine="numpy"`` or without
+  numba, as NumPy with only the recurrences in a Python time loop. It is what
+  ``nm.simulate(backend="reference")`` and the benchmark use; tests check both
+  engines against the step form bit for bit.
 
 Arrays are batch-first inside a step (``[B, ...]``) and time-major across steps
 (``[T, B, ...]``). Nothing here imports torch or Lava.
@@ -17,6 +20,9 @@ Arrays are batch-first inside a step (``[B, ...]``) and time-major across steps
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -29,7 +35,7 @@ from neuromorphic.network import (
 
 __all__ = [
     "shr", "rtz_decay", "sat", "wrap24", "bias_value", "dense_step", "amsu_step",
-    "lif_step", "init_states", "run_steps", "run", "RunOutput",
+    "lif_step", "init_states", "run_steps", "run", "RunOutput", "ENGINES", "jit_available",
 ]
 
 I64 = np.int64
@@ -388,6 +394,16 @@ def _lif_fast(layer: LIFLayer, a: np.ndarray, record: bool, counts: Optional[dic
 
 
 _CHUNK_ELEMENTS = 1 << 22     # about 32 MB per all-steps int64 array
+ENGINES = ("auto", "numba", "numpy")
+
+
+def jit_available() -> tuple[bool, str]:
+    """Whether the compiled engine can run: ``(True, "")`` or ``(False, why)``."""
+    try:
+        import neuromorphic.reference_jit  # noqa: F401
+    except ImportError as exc:      # numba missing or broken: the NumPy engine still works
+        return False, f"numba is not importable ({exc})"
+    return True, ""
 
 
 def _elements_per_step(layer) -> int:
@@ -399,19 +415,42 @@ def _elements_per_step(layer) -> int:
 
 
 def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True,
-        count_saturation: bool = False) -> RunOutput:
+        count_saturation: bool = False, engine: str = "auto",
+        threads: Optional[int] = None) -> RunOutput:
     """The fast form: same output as :func:`run_steps`, layer by layer.
 
     ``x`` ``[T, B, n_in]`` integer spikes. With ``count_saturation`` the output's
     ``saturation`` lists, per layer, how many values each saturating state clipped
-    (and how often Lava's LIF current wrapped).
+    (and how often Lava's LIF current wrapped). ``engine``: ``"numba"`` (compiled
+    time loops; the first call in a fresh install compiles them, a few seconds, then
+    they load from numba's on-disk cache), ``"numpy"`` (no compiler), or ``"auto"``
+    (numba when it imports). ``threads`` (numba engine): how many threads share each
+    layer's recurrence, split by sequence or by astrocyte (an astrocyte and its
+    neurons depend on nothing else once the synaptic input is known); default: the
+    CPUs available, fewer for small runs. The result does not depend on it.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(
+            threads, (int, np.integer)) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     x = _check_input(net, x)
+    if engine == "auto":
+        engine = "numba" if jit_available()[0] else "numpy"
+    elif engine == "numba":
+        ok, why = jit_available()
+        if not ok:
+            raise ImportError(f"engine='numba' needs numba: {why}; use engine='numpy'")
+    return _run_chunked(net, x, record_states, count_saturation, engine, threads)
+
+
+def _run_chunked(net, x, record_states, count_saturation, engine, threads) -> RunOutput:
     T, B = x.shape[:2]
     per_seq = max(_elements_per_step(l) for l in net.layers)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, T * per_seq))
     if B > chunk:     # bound the memory of the all-steps arrays: run the batch in pieces
-        outs = [run(net, x[:, b:b + chunk], record_states, count_saturation)
+        outs = [_run_chunked(net, x[:, b:b + chunk], record_states, count_saturation, engine,
+                             threads)
                 for b in range(0, B, chunk)]
         n = len(net.layers)
         sats = [{k: sum(o.saturation[i].get(k, 0) for o in outs)
@@ -420,20 +459,264 @@ def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True,
             [np.concatenate([o.spikes[i] for o in outs], 1) for i in range(n)],
             [{k: np.concatenate([o.states[i][k] for o in outs], 1) for k in outs[0].states[i]}
              for i in range(n)], sats)
+    if engine == "numba":
+        return _run_numba(net, x, record_states, count_saturation, threads)
     spikes, states, sats = [], [], []
     s_in = x
     for layer in net.layers:
-        buf = _dense_all(layer, s_in)
-        a = _delayed(buf)
         counts = {} if count_saturation else None
-        if isinstance(layer, AMSULayer):
-            s, st = _amsu_fast(layer, a, record_states, counts)
-        else:
-            s, st = _lif_fast(layer, a, record_states, counts)
-        if record_states:
-            st = {"a": buf.astype(I64), **st}
+        s, st = _layer_numpy(layer, s_in, record_states, counts)
         spikes.append(s)
         states.append(st)
         sats.append(counts or {})
         s_in = s
+    return RunOutput(spikes, states, sats)
+
+
+def _layer_numpy(layer, s_in: np.ndarray, record: bool, counts: Optional[dict]):
+    buf = _dense_all(layer, s_in)
+    a = _delayed(buf)
+    if isinstance(layer, AMSULayer):
+        s, st = _amsu_fast(layer, a, record, counts)
+    else:
+        s, st = _lif_fast(layer, a, record, counts)
+    if record:
+        st = {"a": buf.astype(I64), **st}
+    return s, st
+
+
+# ----------------------------------------------------------------- the compiled engine
+
+_F32_EXACT = 1 << 24     # float32 holds every integer of magnitude up to 2**24
+
+
+def _shift_pair(n: int) -> tuple[float, float]:
+    """(half, scale) with ``shr(x, n) == floor((x + half) * scale)``."""
+    return (float(1 << (n - 1)) if n > 0 else 0.0), 2.0 ** (-n)
+
+
+_PREPARED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _prepared(layer, in_levels: int) -> dict:
+    """What the compiled engine derives from a layer's fields, once per layer and input
+    range (layers are immutable): the transposed effective weights in the product's
+    dtype, and the kernel's parameters (per neuron / astrocyte, so that parts of the
+    layer can be sliced out)."""
+    syn = layer.synapse
+    graded = syn.num_message_bits > 0
+    key = in_levels if graded else 1
+    cache = _PREPARED.setdefault(layer, {})
+    if key in cache:
+        return cache[key]
+    w = syn.effective_weight()
+    # (W @ s) in float32 when every partial sum is below 2**24 (exact), else float64
+    # (exact below 2**52, which the network validation guarantees)
+    worst = int(np.abs(w).sum(axis=1).max(initial=0)) * key
+    dtype = np.float32 if worst < _F32_EXACT else np.float64
+    f64 = lambda v: np.ascontiguousarray(v, dtype=np.float64)   # noqa: E731
+    N = layer.n_neurons
+    prep = dict(dtype=dtype, wT=np.ascontiguousarray(w.T, dtype=dtype), graded=graded,
+                exp=syn.weight_exp)
+    if isinstance(layer, AMSULayer):
+        A, dk, dv = layer.n_astrocytes, layer.d_key, layer.d_value
+        npath, astro = layer.neuron_path, layer.astrocyte
+        offs, start = {}, 0
+        for name, n in layer.parts:
+            offs[name] = start
+            start += n
+        zeros = np.zeros(N)
+        from neuromorphic.reference_jit import SHIFT_SLOTS
+        prep.update(
+            offs=offs,
+            flags=(npath, astro, RESET_CODES[layer.reset], layer.spike_levels),
+            m_u=f64((DECAY_UNITY - layer.du) / DECAY_UNITY) if npath else zeros,
+            bias=f64(bias_value(layer.bias_mant, layer.bias_exp)) if npath else zeros,
+            theta=f64(layer.vth.astype(I64) << VTH_SHIFT),
+            shifts=np.array([_shift_pair(getattr(layer, f"shift_{k}") if (
+                npath if k == "i" else astro) else 0) for k in SHIFT_SLOTS]),
+            opl=float((1 << (layer.operand_bits - 1)) - 1),
+            m_H=f64((DECAY_UNITY - layer.dH) / DECAY_UNITY) if astro else np.zeros((1, 1)),
+            gain=f64(layer.gain) if astro else zeros,
+            # independent units: an astrocyte with its dv neurons, or single neurons
+            units=A if astro else N, unit_size=dv if astro else 1)
+    else:
+        prep.update(
+            m_u=(DECAY_UNITY - (layer.du + 1)) / DECAY_UNITY,
+            m_v=(DECAY_UNITY - layer.dv) / DECAY_UNITY,
+            bias=f64(bias_value(layer.bias_mant, layer.bias_exp)),
+            theta=float(int(layer.vth) << VTH_SHIFT), units=N, unit_size=1)
+    cache[key] = prep
+    return prep
+
+
+class _JitLayer:
+    """One layer on the compiled engine: its Dense buffers and outputs for a whole run
+    (:meth:`advance`)."""
+
+    def __init__(self, layer, T: int, B: int, in_levels: int, record: bool):
+        from neuromorphic import reference_jit as J
+
+        self.layer, self.J, self.record = layer, J, record
+        self.prep = _prepared(layer, in_levels)
+        self.amsu = isinstance(layer, AMSULayer)
+        N = layer.n_neurons
+        self.buf = np.empty((T, B, self.prep["wT"].shape[1]), dtype=self.prep["dtype"])
+        self.s_out = np.empty((T, B, N), dtype=I64)
+        t_rec = T if record else 0
+        if self.amsu:
+            A, dk, dv = layer.n_astrocytes, layer.d_key, layer.d_value
+            self.outs = {"u": np.empty((t_rec if layer.neuron_path else 0, B, N), dtype=I64),
+                         "H": np.empty((t_rec if layer.astrocyte else 0, B, A, dk, dv),
+                                       dtype=I64)}
+            self.counts = np.zeros(len(J.AMSU_COUNTS), dtype=I64)
+        else:
+            self.outs = {k: np.empty((t_rec, B, N), dtype=I64) for k in ("u", "v")}
+            self.counts = np.zeros(len(J.LIF_COUNTS), dtype=I64)
+
+    def advance(self, s_in: np.ndarray, threads: int) -> None:
+        """Run every step: the Dense sums of all input spikes ``s_in`` ``[T, B, n_in]``
+        (one matrix product; stateless), then the compiled per-step recurrence, split
+        over up to ``threads`` threads by sequence or by independent unit."""
+        prep = self.prep
+        s = s_in if prep["graded"] else s_in != 0
+        rows = self.buf.reshape(-1, prep["wT"].shape[1])
+        np.matmul(s.reshape(rows.shape[0], -1).astype(prep["dtype"]), prep["wT"], out=rows)
+        e = prep["exp"]
+        if e > 0:                        # << exp; >> -exp is a floor
+            rows *= prep["dtype"](1 << e)
+        elif e < 0:
+            rows *= prep["dtype"](1.0 / (1 << -e))
+            np.floor(rows, out=rows)
+        T, B = self.buf.shape[:2]
+        if B >= threads:                 # whole layers, sequences split among threads
+            calls = [self._call(b0, b1, 0, prep["units"]) for b0, b1 in _ranges(B, threads)]
+        else:                            # every sequence, units split among threads
+            calls = [self._call(0, B, u0, u1) for u0, u1 in _ranges(prep["units"], threads)]
+        if len(calls) == 1:
+            fn, args, _ = calls[0]
+            fn(*args)
+        else:
+            _in_threads([(fn, args) for fn, args, _ in calls])
+        for _, args, place in calls:
+            self.counts += args[-1]
+            for mine, dst, lo, hi in place:     # a part's outputs into the layer's
+                dst[:, :, lo:hi] = mine
+
+    def _call(self, b0: int, b1: int, u0: int, u1: int) -> tuple:
+        """The kernel call for sequences ``b0 .. b1 - 1`` and units ``u0 .. u1 - 1``:
+        ``(kernel, args, place)``; ``place`` lists the part's own output arrays (when it
+        does not cover every unit) with where they go."""
+        prep, layer, J = self.prep, self.layer, self.J
+        us = prep["unit_size"]
+        n0, n1 = u0 * us, u1 * us
+        whole = (u0, u1) == (0, prep["units"])
+        T, B = self.buf.shape[:2]
+        outs = [self.s_out] + list(self.outs.values())
+        place = []
+        if not whole:                    # the part writes its own arrays, copied back after
+            part = []
+            for out in outs:
+                lo, hi = (u0, u1) if out.ndim == 5 else (n0, n1)
+                mine = np.empty(out.shape[:2] + (hi - lo,) + out.shape[3:], I64) \
+                    if out.shape[0] else out
+                if out.shape[0]:
+                    place.append((mine, out, lo, hi))
+                part.append(mine)
+            outs = part
+        counts = np.zeros_like(self.counts)
+        if self.amsu:
+            o = prep["offs"]
+            a0, a1 = (u0, u1) if layer.astrocyte else (0, 1)
+            dk = layer.d_key
+            args = (self.buf, b0, b1, o.get("I", 0) + n0, o.get("K", 0) + a0 * dk,
+                    o.get("V", 0) + n0, o.get("Q", 0) + a0 * dk, *prep["flags"],
+                    prep["m_u"][n0:n1], prep["bias"][n0:n1], prep["theta"][n0:n1],
+                    prep["shifts"], prep["opl"], prep["m_H"][a0:a1], prep["gain"][n0:n1],
+                    float(STATE_MAX), *outs, counts)
+            return J.amsu_steps, args, place
+        args = (self.buf, b0, b1, n0, float(1 << ACT_SHIFT), prep["m_u"], prep["m_v"],
+                prep["bias"][n0:n1], prep["theta"], float(STATE_MAX), *outs, counts)
+        return J.lif_steps, args, place
+
+    def result(self, counts: Optional[dict]) -> tuple[np.ndarray, dict]:
+        J, layer = self.J, self.layer
+        st = {}
+        if self.record:
+            st = {"a": self.buf.astype(I64)}
+            st.update({k: v for k, v in self.outs.items() if v.shape[0]})
+        if counts is not None:
+            names = J.AMSU_COUNTS if self.amsu else J.LIF_COUNTS
+            c = dict(zip(names, self.counts.tolist()))
+            if self.amsu:                # the counters of the parts it has
+                keep = (("u",) if layer.neuron_path else ()) + \
+                    (("k", "v", "q", "H", "r", "o") if layer.astrocyte else ())
+                c = {k: c[k] for k in keep}
+            counts.update(c)
+        return self.s_out, st
+
+
+RESET_CODES = {"none": 0, "subtract": 1, "zero": 2}
+_MIN_WORK_PER_THREAD = 1 << 18     # state updates (steps x values) worth a thread
+
+
+def _ranges(n: int, parts: int) -> list:
+    """``n`` items in at most ``parts`` contiguous, nearly equal, non-empty ranges."""
+    bounds = np.linspace(0, n, min(parts, n) + 1).round().astype(int)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def _in_threads(calls: list) -> None:
+    """Run ``fn(*args)`` for each pair, the first in this thread and the others in
+    threads of their own (the kernels release the GIL); re-raise the first error."""
+    errors: list = []
+
+    def call(fn, args):
+        try:
+            fn(*args)
+        except BaseException as exc:   # pragma: no cover - re-raised below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=call, args=c, daemon=True) for c in calls[1:]]
+    for w in workers:
+        w.start()
+    call(*calls[0])
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:             # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _default_threads(layer, T: int, B: int) -> int:
+    """As many threads as CPUs are available and the work is worth (at least
+    :data:`_MIN_WORK_PER_THREAD` state updates each), at most one per unit or sequence."""
+    units = layer.n_astrocytes if isinstance(layer, AMSULayer) and layer.astrocyte \
+        else layer.n_neurons
+    worth = T * B * _elements_per_step(layer) // _MIN_WORK_PER_THREAD
+    return max(1, min(_available_cpus(), worth, max(units, B)))
+
+
+def _run_numba(net: QuantizedNetwork, x: np.ndarray, record: bool, count: bool,
+               threads: Optional[int]) -> RunOutput:
+    """The compiled engine: layer by layer over the whole sequence."""
+    T, B = x.shape[:2]
+    levels = max(1, int(np.abs(x).max(initial=0)))        # the largest input value
+    spikes, states, sats = [], [], []
+    s_in = x
+    for layer in net.layers:
+        jl = _JitLayer(layer, T, B, levels, record)
+        jl.advance(s_in, threads or _default_threads(layer, T, B))
+        counts = {} if count else None
+        s, st = jl.result(counts)
+        spikes.append(s)
+        states.append(st)
+        sats.append(counts or {})
+        s_in, levels = s, layer.spike_levels
     return RunOutput(spikes, states, sats)
