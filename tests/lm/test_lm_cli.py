@@ -87,6 +87,11 @@ def test_bench_generate_and_train(capsys):
                  "1", "--n-head", "2", "--tokens", "4", "--repeats", "1", "--no-rss"]) == 0
     out = capsys.readouterr().out
     assert "context 32" in out and "peak" not in out
+    assert main(["bench", "generate", "--contexts", "16", "--d-model", "16", "--n-layer",
+                 "1", "--n-head", "2", "--tokens", "4", "--repeats", "1", "--no-rss",
+                 "--compile"]) == 0
+    out = capsys.readouterr().out
+    assert "compile + warm-up AM-SNet" in out and "AM comp ms" in out and "compiled" in out
     assert main(["bench", "train", "--d-model", "16", "--n-layer", "1", "--block-size", "32",
                  "--batch-size", "2", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
