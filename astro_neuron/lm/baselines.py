@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import (
-    NORM_EPS, LanguageModel, RotaryTable, _compiled, _rms, check_idx, rope_rows,
+    NORM_EPS, LanguageModel, RotaryTable, _as_inference, _compiled, _rms, check_idx,
+    rope_rows,
 )
 
 __all__ = ["Transformer", "KVCache"]
@@ -152,7 +153,9 @@ class Transformer(LanguageModel):
         return self._logits_loss(logits, targets)
 
     # ------------------------------------------------------------- KV-cache decoding
+    @torch.inference_mode()
     def init_cache(self, batch_size: int, capacity: int = 256) -> KVCache:
+        """Zero keys and values for ``capacity`` tokens (inference tensors, like prefill's)."""
         w = self.wte.weight
         shape = (batch_size, self.config.n_head, capacity, self.config.head_size)
         L = self.config.n_layer
@@ -179,6 +182,7 @@ class Transformer(LanguageModel):
         """
         cache = self._check_cache(idx_t, cache, KVCache, compile)
         with torch.inference_mode():
+            idx_t = _as_inference(idx_t, compile)
             return self._step(idx_t, cache, self._decode_tensors(), compile), cache
 
     def _build_decode(self):

@@ -311,6 +311,15 @@ class LanguageModel(nn.Module):
         return torch.cat(out, dim=1)
 
 
+def _as_inference(x: Tensor, compile: bool) -> Tensor:
+    """Token ids ``(B,)`` as the compiled step sees them from ``decode``: a contiguous
+    inference tensor (a graph compiled for other strides or a normal tensor would be
+    compiled again). Call inside ``torch.inference_mode``."""
+    if compile and (not x.is_inference() or x.stride() != (1,)):
+        return x.clone(memory_format=torch.contiguous_format)
+    return x
+
+
 def _sample(logits: Tensor, temperature: float, top_k: Optional[int],
             generator: Optional[torch.Generator]) -> Tensor:
     if temperature == 0:
@@ -396,8 +405,12 @@ class AMSNet(LanguageModel):
         return [r.transpose(0, 1).contiguous() for r in rec[which]]
 
     # ------------------------------------------------------------- recurrent form
+    @torch.inference_mode()
     def init_cache(self, batch_size: int) -> AMSNetCache:
-        """The zero state for ``batch_size`` sequences (the start of every sequence)."""
+        """The zero state for ``batch_size`` sequences (the start of every sequence).
+
+        Inference tensors, like the cache of :meth:`prefill`.
+        """
         p = self.wte.weight
         cfg = self.config
         kw = {"device": p.device, "dtype": p.dtype}
@@ -431,6 +444,7 @@ class AMSNet(LanguageModel):
         """
         cache = self._check_cache(idx_t, cache, AMSNetCache, compile)
         with torch.inference_mode():
+            idx_t = _as_inference(idx_t, compile)
             return self._step(idx_t, cache, self._decode_tensors(), compile), cache
 
     def _build_decode(self) -> "_Decode":
@@ -484,9 +498,7 @@ def _spike_out_event(x: Tensor, y: Tensor, thr: Tensor, spec, w_t: Tensor) -> Te
     if y.shape[0] != 1:
         active = s.any(0).nonzero().view(-1)
         return torch.addmm(x, s[:, active].to(x.dtype), w_t.index_select(0, active))
-    active = s.view(-1).nonzero().view(-1)
-    if active.numel() == 0:
-        return x
+    active = s.view(-1).nonzero().view(-1)                       # may be empty: sum 0
     weights = None if binary else s.view(-1)[active]
     # torch.embedding_bag: F.embedding_bag's kernel without its Python checks; mode 0 = sum
     bag = torch.embedding_bag(w_t, active, _ZERO_OFFSET, False, 0, False, weights, False,
