@@ -573,7 +573,7 @@ def _compiled(fn, **options):
             try:
                 return compiled(*args)
             except Exception as exc:        # a missing C++ compiler surfaces here
-                if isinstance(exc, (KeyboardInterrupt, torch.cuda.OutOfMemoryError)):
+                if isinstance(exc, torch.cuda.OutOfMemoryError):
                     raise
                 raise RuntimeError(f"compile=True: torch.compile of the decode step failed "
                                    f"({type(exc).__name__}: {str(exc)[:300]}); on CPU it "

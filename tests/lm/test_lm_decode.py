@@ -93,3 +93,16 @@ def test_bench_targets_judge_one_run():
         in met and "memory flat in context" in met and "MISSED" not in met
     missed = _targets([row(2048, 1, 1.5, 270, 280), row(16384, 1, 7, 330, 390, state=0.3)])
     assert missed.count("MISSED") == 3
+
+
+def test_compile_failure_is_one_clear_error():
+    from astro_neuron.lm.model import _COMPILED, _compiled
+
+    def branchy(x):                           # data-dependent branch: no full graph
+        return x + 1 if bool(x.sum() > 0) else x - 1
+
+    try:
+        with pytest.raises(RuntimeError, match="use compile=False"):
+            _compiled(branchy)(torch.ones(3))
+    finally:
+        _COMPILED.pop(branchy, None)
