@@ -87,6 +87,8 @@ def register(commands, bench) -> None:
     b.add_argument("--device", default="cpu")
     b.add_argument("--no-rss", action="store_true",
                    help="skip the peak-RSS measurement in fresh processes (CPU)")
+    b.add_argument("--compile", action="store_true",
+                   help="also time both models' decode steps under torch.compile")
     b.set_defaults(func=_bench_generate)
 
     b = bench.add_parser("train", help="training tokens/s: chunked form against the step loop")
@@ -193,7 +195,7 @@ def _bench_generate(args) -> int:
     bench_generate(_ints(args.contexts, "--contexts"), d_model=args.d_model,
                    n_layer=args.n_layer, n_head=args.n_head, tokens=args.tokens,
                    repeats=args.repeats, threads=args.threads, device=args.device,
-                   checkpoint=args.checkpoint, rss=not args.no_rss)
+                   checkpoint=args.checkpoint, rss=not args.no_rss, compile=args.compile)
     return 0
 
 

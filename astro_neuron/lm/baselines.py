@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import (
-    NORM_EPS, LanguageModel, RotaryTable, check_idx, rope_rows,
+    NORM_EPS, LanguageModel, RotaryTable, _as_inference, _compiled, _rms, check_idx,
+    rope_rows,
 )
 
 __all__ = ["Transformer", "KVCache"]
@@ -152,7 +153,9 @@ class Transformer(LanguageModel):
         return self._logits_loss(logits, targets)
 
     # ------------------------------------------------------------- KV-cache decoding
+    @torch.inference_mode()
     def init_cache(self, batch_size: int, capacity: int = 256) -> KVCache:
+        """Zero keys and values for ``capacity`` tokens (inference tensors, like prefill's)."""
         w = self.wte.weight
         shape = (batch_size, self.config.n_head, capacity, self.config.head_size)
         L = self.config.n_layer
@@ -171,50 +174,70 @@ class Transformer(LanguageModel):
         cache.t = idx.shape[1]
         return logits, cache
 
-    def step(self, idx_t: Tensor, cache: Optional[KVCache] = None) -> tuple[Tensor, KVCache]:
-        """One token: ``idx_t`` ``(B,)`` -> ``(logits (B, V), cache)``; cost grows with t."""
-        cache = self._check_cache(idx_t, cache, KVCache)
+    def step(self, idx_t: Tensor, cache: Optional[KVCache] = None, compile: bool = False
+             ) -> tuple[Tensor, KVCache]:
+        """One token: ``idx_t`` ``(B,)`` -> ``(logits (B, V), cache)``; cost grows with t.
+
+        ``compile=True``: the same step under ``torch.compile`` (see ``generate``).
+        """
+        cache = self._check_cache(idx_t, cache, KVCache, compile)
         with torch.inference_mode():
-            return self._step(idx_t, cache, self._decode_tensors()), cache
+            idx_t = _as_inference(idx_t, compile)
+            return self._step(idx_t, cache, self._decode_tensors(), compile), cache
 
     def _build_decode(self):
         cfg = self.config
+        w = self.wte.weight.detach()
         dec = _TDecode()
-        dec.wte = self.wte.weight.detach()
-        dec.head = (self.wte.weight * self.norm_f.weight).detach()
-        dec.dshape = (cfg.d_model,)
-        dec.rope = RotaryTable(cfg.head_size, cfg.rotary_base, dec.wte.dtype, dec.wte.device)
-        dec.layers = []
-        with torch.no_grad():
-            for b in self.blocks:
-                w = b.attn.qkv.weight * b.norm1.weight                # rows q | k | v
-                dec.layers.append((w.contiguous(), b.attn.proj.weight.t(),
-                                   (b.fc.weight * b.norm2.weight).contiguous(), b.fc2.weight.t()))
+        dec.wte = w
+        dec.head = (w * self.norm_f.weight).t().detach()                # (d, V), gain folded
+        dec.eps = torch.tensor(NORM_EPS, dtype=w.dtype, device=w.device)
+        dec.shape = (cfg.n_head, cfg.head_size, cfg.d_model)
+        dec.rope = RotaryTable(cfg.head_size, cfg.rotary_base, w.dtype, w.device)
+        with torch.no_grad():                                             # RMSNorm gains folded
+            dec.layers = tuple((
+                (b.attn.qkv.weight * b.norm1.weight).t(),               # (d, 3d): q | k | v
+                b.attn.proj.weight.detach().t(),                         # (d, d)
+                (b.fc.weight * b.norm2.weight).t(),                      # (d, hidden)
+                b.fc2.weight.detach().t()) for b in self.blocks)         # (hidden, d)
         return dec
 
-    def _step(self, idx_t: Tensor, cache: KVCache, dec) -> Tensor:
+    def _step(self, idx_t: Tensor, cache: KVCache, dec, compiled: bool = False) -> Tensor:
         t = cache.t
         if t + 1 > cache.capacity:
             cache.reserve(max(2 * cache.capacity, t + 1))
-        cfg = self.config
-        H, hd, d = cfg.n_head, cfg.head_size, cfg.d_model
         C, S = dec.rope.rows(t)
-        x = dec.wte[idx_t]                                           # (B, d)
-        B = x.shape[0]
-        for i, (w_qkv, w_proj, w_fc, w_fc2) in enumerate(dec.layers):
-            z = F.linear(F.rms_norm(x, dec.dshape, eps=NORM_EPS), w_qkv)   # (B, q|k|v)
-            qk = z[:, :2 * d].view(B, 2, H, hd)
-            qk = torch.addcmul(qk * C, torch.roll(qk, hd // 2, -1), S)  # rotary at position t
-            K, V = cache.k[i], cache.v[i]
-            K[:, :, t] = qk[:, 1]
-            V[:, :, t] = z[:, 2 * d:3 * d].view(B, H, hd)
-            y = F.scaled_dot_product_attention(qk[:, 0].unsqueeze(2), K[:, :, :t + 1],
-                                               V[:, :, :t + 1])     # (B, H, 1, hd)
-            x = torch.addmm(x, y.view(B, d), w_proj)
-            h = F.linear(F.rms_norm(x, dec.dshape, eps=NORM_EPS), w_fc)
-            x = torch.addmm(x, F.gelu(h), w_fc2)
+        # compiled: the first call specialises on t, the second makes t dynamic (one graph
+        # for every later position; automatic dynamic shapes)
+        fn = _compiled(_transformer_step) if compiled else _transformer_step
+        logits = fn(idx_t, C, S, cache.k, cache.v, t, dec.wte, dec.head, dec.eps, dec.layers,
+                    dec.shape)
         cache.t = t + 1
-        return F.linear(F.rms_norm(x, dec.dshape, eps=NORM_EPS), dec.head)
+        return logits
+
+
+def _transformer_step(idx_t: Tensor, C: Tensor, S: Tensor, Ks: list, Vs: list, t: int,
+                      wte: Tensor, head: Tensor, eps: Tensor, layers: tuple, shape: tuple
+                      ) -> Tensor:
+    """One KV-cache token: ``idx_t`` ``(B,)`` -> logits ``(B, V)``; writes keys and values
+    at position ``t`` of the caches ``(B, H, capacity, hd)`` and attends over ``0..t``.
+    Eager or under ``torch.compile``, like the AM-SNet's :func:`_amsnet_step`."""
+    H, hd, d = shape
+    x = wte[idx_t]                                                      # (B, d)
+    B = x.shape[0]
+    inv_d = 1.0 / d
+    for (w_qkv, w_proj, w_fc, w_fc2), K, V in zip(layers, Ks, Vs):
+        z = torch.mm(_rms(x, eps, inv_d), w_qkv)                        # (B, q|k|v)
+        qk = z[:, :2 * d].view(B, 2, H, hd)
+        swapped = qk.view(B, 2, H, 2, hd // 2).flip(3).view(B, 2, H, hd)
+        qk = torch.addcmul(qk * C, swapped, S)                          # rotary at position t
+        K[:, :, t:t + 1] = qk[:, 1].unsqueeze(2)
+        V[:, :, t:t + 1] = z[:, 2 * d:].view(B, H, 1, hd)
+        y = F.scaled_dot_product_attention(qk[:, 0].unsqueeze(2), K[:, :, :t + 1],
+                                           V[:, :, :t + 1])             # (B, H, 1, hd)
+        x = torch.addmm(x, y.view(B, d), w_proj)
+        x = torch.addmm(x, F.gelu(torch.mm(_rms(x, eps, inv_d), w_fc)), w_fc2)
+    return torch.mm(_rms(x, eps, inv_d), head)                          # (B, V)
 
 
 class _TDecode:

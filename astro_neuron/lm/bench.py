@@ -11,6 +11,8 @@ is reported).
   Transformer's cache is filled with random keys and values of length ``L`` (its
   cost does not depend on their values); the AM-SNet's state comes from reading a
   real prompt (its cost depends on how many neurons fire), at position ``L``.
+  ``compile=True`` also times both decode steps under ``torch.compile`` (the same
+  treatment for both models; compile time is printed, not counted).
 * ``train``: training tokens/s (forward + backward) of the chunked form against the
   recurrent loop of steps, on the same model and batch.
 """
@@ -77,16 +79,17 @@ def decode_setup(model, context: int, tokens: int, prompt_len: int = 256,
     return cache, prompt[:, -1], reset
 
 
-def _time_decode(model, cache, tok, reset, tokens: int, device) -> tuple[float, float]:
+def _time_decode(model, cache, tok, reset, tokens: int, device, compile: bool = False
+                 ) -> tuple[float, Optional[float]]:
     """Mean seconds per token of greedy decoding (:meth:`decode`, the loop of
     ``generate``), and the fraction of spiking neurons that fire on one more token."""
     reset(cache)
     rate = None
     with torch.inference_mode():
-        logits, _ = model.step(tok, cache)                  # the prompt's last token
+        logits, _ = model.step(tok, cache, compile=compile)     # the prompt's last token
         _sync(device)
         t0 = time.perf_counter()
-        out = model.decode(logits, cache, tokens + 1, temperature=0)   # greedy, as generate
+        out = model.decode(logits, cache, tokens + 1, temperature=0, compile=compile)
         _sync(device)
         dt = (time.perf_counter() - t0) / tokens
     if isinstance(model, AMSNet):
@@ -96,25 +99,10 @@ def _time_decode(model, cache, tok, reset, tokens: int, device) -> tuple[float, 
 
 def _firing_rate(model: AMSNet, cache, tok) -> float:
     """Fraction of AM-SU and channel-mixing neurons that fire on one more token."""
-    from astro_neuron.functional.amsu import fire
-
-    seen = []
-    dec = model._decode_tensors()
-    saved = [L.spike_out for L in dec.layers]
-
-    def spy(fn):
-        def wrapped(x, y, thr, spec, w_t):
-            seen.append(float((fire(y, thr, spec) != 0).float().mean()))
-            return fn(x, y, thr, spec, w_t)
-        return wrapped
-    for L in dec.layers:
-        L.spike_out = spy(L.spike_out)
-    try:
-        model.step(tok, cache)
-    finally:
-        for L, fn in zip(dec.layers, saved):
-            L.spike_out = fn
-    return sum(seen) / max(1, len(seen))
+    seen: list = []
+    with torch.inference_mode():
+        model._step(tok, cache, model._decode_tensors(), record=seen)
+    return sum(float((s != 0).float().mean()) for s in seen) / max(1, len(seen))
 
 
 def _models(d_model, n_layer, n_head, checkpoint, device):
@@ -142,8 +130,12 @@ def _models(d_model, n_layer, n_head, checkpoint, device):
 def bench_generate(contexts=(512, 2048, 8192, 16384), d_model: int = 256, n_layer: int = 4,
                    n_head: int = 4, tokens: int = 64, repeats: int = 5, threads: int = 1,
                    device: str = "cpu", checkpoint: Optional[str] = None,
-                   rss: bool = True) -> list[dict]:
-    """Per-token latency and memory against context length; prints and returns rows."""
+                   rss: bool = True, compile: bool = False) -> list[dict]:
+    """Per-token latency and memory against context length; prints and returns rows.
+
+    ``compile``: also time both models' decode steps under ``torch.compile``
+    (columns ``*_compiled_ms``), interleaved with the eager ones.
+    """
     from astro_neuron.lm.train import resolve_device
 
     dev = resolve_device(device)
@@ -154,16 +146,24 @@ def bench_generate(contexts=(512, 2048, 8192, 16384), d_model: int = 256, n_laye
           f"batch 1, {tokens} tokens x {repeats} interleaved rounds, {threads} thread(s), "
           f"{dev}; params AM-SNet {am.num_params():,}, Transformer {tf.num_params():,}"
           + (f"; weights from {checkpoint}" if checkpoint else "; untrained weights"))
+    runs = [("am", am, False), ("tf", tf, False)]
+    if compile:
+        runs += [("am_c", am, True), ("tf_c", tf, True)]
     rows = []
     for L in contexts:
-        setups = {name: decode_setup(m, L, tokens) for name, m in (("am", am), ("tf", tf))}
-        times = {"am": [], "tf": []}
+        setups = {name: decode_setup(m, L, tokens) for name, m, _ in runs[:2]}
+        setups.update(am_c=setups["am"], tf_c=setups["tf"])
+        times: dict = {name: [] for name, _, _ in runs}
         rate = None
-        for name, m in (("am", am), ("tf", tf)):              # warm-up
-            _time_decode(m, *setups[name], min(8, tokens), dev)
+        for name, m, comp in runs:                            # warm-up (and compilation)
+            t0 = time.perf_counter()
+            _time_decode(m, *setups[name], min(8, tokens), dev, comp)
+            if comp and not rows:
+                print(f"  compile + warm-up {'AM-SNet' if name == 'am_c' else 'Transformer'}: "
+                      f"{time.perf_counter() - t0:.1f} s", flush=True)
         for _ in range(repeats):
-            for name, m in (("am", am), ("tf", tf)):
-                dt, r = _time_decode(m, *setups[name], tokens, dev)
+            for name, m, comp in runs:
+                dt, r = _time_decode(m, *setups[name], tokens, dev, comp)
                 times[name].append(dt)
                 if name == "am":
                     rate = r
@@ -173,6 +173,10 @@ def bench_generate(contexts=(512, 2048, 8192, 16384), d_model: int = 256, n_laye
                "transformer_cache_mb": setups["tf"][0].nbytes() / 2**20,
                "amsnet_firing_rate": rate}
         row["speedup"] = row["transformer_ms"] / row["amsnet_ms"]
+        if compile:
+            row["amsnet_compiled_ms"] = 1e3 * statistics.median(times["am_c"])
+            row["transformer_compiled_ms"] = 1e3 * statistics.median(times["tf_c"])
+            row["speedup_compiled"] = row["transformer_compiled_ms"] / row["amsnet_compiled_ms"]
         if dev.type == "cuda":
             for name, m in (("amsnet", am), ("transformer", tf)):
                 torch.cuda.reset_peak_memory_stats(dev)
@@ -186,31 +190,74 @@ def bench_generate(contexts=(512, 2048, 8192, 16384), d_model: int = 256, n_laye
         rows.append(row)
         print(_fmt_row(row), flush=True)
     print(_table(rows))
+    print(_targets(rows))
     return rows
 
 
 def _fmt_row(r: dict) -> str:
-    return (f"  context {r['context']}: AM-SNet {r['amsnet_ms']:.3f} ms/token, Transformer "
-            f"{r['transformer_ms']:.3f} ms/token ({r['speedup']:.2f}x)")
+    s = (f"  context {r['context']}: AM-SNet {r['amsnet_ms']:.3f} ms/token, Transformer "
+         f"{r['transformer_ms']:.3f} ms/token ({r['speedup']:.2f}x)")
+    if "speedup_compiled" in r:
+        s += (f"; compiled: AM-SNet {r['amsnet_compiled_ms']:.3f}, Transformer "
+              f"{r['transformer_compiled_ms']:.3f} ({r['speedup_compiled']:.2f}x)")
+    return s
 
 
 def _table(rows: list[dict]) -> str:
     peak = "amsnet_peak_mb" in rows[0]
-    head = (f"{'context':>8} {'AM-SNet ms':>11} {'TF ms':>9} {'speed-up':>9} "
-            f"{'state MiB':>10} {'KV MiB':>9}")
+    comp = "speedup_compiled" in rows[0]
+    head = f"{'context':>8} {'AM-SNet ms':>11} {'TF ms':>9} {'speed-up':>9}"
+    if comp:
+        head += f" {'AM comp ms':>11} {'TF comp ms':>11} {'speed-up':>9}"
+    head += f" {'state MiB':>10} {'KV MiB':>9}"
     if peak:
         head += f" {'AM peak MiB':>12} {'TF peak MiB':>12}"
     head += f" {'AM firing':>10}"
     lines = [head, "-" * len(head)]
     for r in rows:
         s = (f"{r['context']:>8} {r['amsnet_ms']:>11.3f} {r['transformer_ms']:>9.3f} "
-             f"{r['speedup']:>8.2f}x {r['amsnet_state_mb']:>10.3f} "
-             f"{r['transformer_cache_mb']:>9.2f}")
+             f"{r['speedup']:>8.2f}x")
+        if comp:
+            s += (f" {r['amsnet_compiled_ms']:>11.3f} {r['transformer_compiled_ms']:>11.3f} "
+                  f"{r['speedup_compiled']:>8.2f}x")
+        s += f" {r['amsnet_state_mb']:>10.3f} {r['transformer_cache_mb']:>9.2f}"
         if peak:
             s += f" {r['amsnet_peak_mb']:>12.1f} {r['transformer_peak_mb']:>12.1f}"
         s += f" {r['amsnet_firing_rate']:>10.3f}"
         lines.append(s)
     return "\n".join(lines)
+
+
+TARGETS = {2048: 2.0, 16384: 8.0}       # issue 4 item 7: speed-up at these contexts
+
+
+def _targets(rows: list[dict]) -> str:
+    """The issue's targets, met or missed, from the rows of one run."""
+    out = ["targets (issue 4 item 7):"]
+    by = {r["context"]: r for r in rows}
+    for L, goal in TARGETS.items():
+        if L not in by:
+            out.append(f"  {goal:g}x faster at {L}: not measured (context {L} not run)")
+            continue
+        r = by[L]
+        for key, label in (("speedup", "eager"), ("speedup_compiled", "compiled")):
+            if key in r:
+                out.append(f"  {goal:g}x faster at {L}, {label}: {r[key]:.2f}x "
+                           f"{'met' if round(r[key], 2) >= goal else 'MISSED'}")
+    states = {round(r["amsnet_state_mb"], 6) for r in rows}
+    flat = len(states) == 1
+    line = f"  memory flat in context: state {rows[0]['amsnet_state_mb']:.3f} MiB at every context"
+    if not flat:
+        line = f"  memory flat in context: state sizes differ {sorted(states)}"
+    if len(rows) > 1 and "amsnet_peak_mb" in rows[0]:
+        am = rows[-1]["amsnet_peak_mb"] - rows[0]["amsnet_peak_mb"]
+        tf = rows[-1]["transformer_peak_mb"] - rows[0]["transformer_peak_mb"]
+        # the AM-SNet's peak may move by allocator noise; it must not grow like the KV cache
+        flat = flat and am < max(0.1 * tf, 2.0)
+        line += (f"; peak memory {rows[0]['context']} -> {rows[-1]['context']}: AM-SNet "
+                 f"{am:+.1f} MiB, Transformer {tf:+.1f} MiB")
+    out.append(line + (" met" if flat else " MISSED"))
+    return "\n".join(out)
 
 
 def _rss_probe(arch: str, context: int, cfg: dict, checkpoint: Optional[str]) -> float:

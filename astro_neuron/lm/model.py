@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -232,7 +232,9 @@ class LanguageModel(nn.Module):
             self._decode.key = key
         return self._decode
 
-    def _check_cache(self, idx_t, cache, cls):
+    def _check_cache(self, idx_t, cache, cls, compile=False):
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {compile!r}")
         if not isinstance(idx_t, Tensor) or idx_t.dim() != 1:
             raise ValueError("idx_t must be a 1-D tensor of token ids (B,), got "
                              f"{getattr(idx_t, 'shape', type(idx_t).__name__)}")
@@ -254,11 +256,13 @@ class LanguageModel(nn.Module):
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: Optional[int] = None, generator: Optional[torch.Generator] = None,
-                 ) -> Tensor:
+                 compile: bool = False) -> Tensor:
         """Sample ``max_new_tokens`` tokens after ``idx`` ``(B, T)``; returns ``(B, T + new)``.
 
         The prompt is read in one parallel pass (:meth:`prefill`), then each new token
         costs one recurrent :meth:`step`. ``temperature`` 0 means greedy.
+        ``compile=True`` runs the step under ``torch.compile`` (fused; the first call
+        in a process compiles it, seconds to a minute; docs/lm.md, "Generation speed").
         """
         check_idx(idx, self.config.vocab_size)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
@@ -270,6 +274,8 @@ class LanguageModel(nn.Module):
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
                                   or top_k < 1):
             raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {compile!r}")
         if idx.shape[1] == 0:
             raise ValueError("generate needs a prompt of at least one token")
         if max_new_tokens == 0:
@@ -280,7 +286,7 @@ class LanguageModel(nn.Module):
             with torch.inference_mode():
                 logits, cache = self.prefill(idx)
                 new = self.decode(logits[:, -1], cache, max_new_tokens, temperature, top_k,
-                                  generator)
+                                  generator, compile)
             return torch.cat([idx, new], dim=1).clone()
         finally:
             self.train(was_training)
@@ -288,8 +294,8 @@ class LanguageModel(nn.Module):
 
     @torch.inference_mode()
     def decode(self, logits: Tensor, cache, n: int, temperature: float = 1.0,
-               top_k: Optional[int] = None, generator: Optional[torch.Generator] = None
-               ) -> Tensor:
+               top_k: Optional[int] = None, generator: Optional[torch.Generator] = None,
+               compile: bool = False) -> Tensor:
         """The token-by-token part of :meth:`generate`: from the last logits ``(B, V)``
         and the cache after them, sample ``n`` tokens ``(B, n)``, one step each.
 
@@ -301,8 +307,17 @@ class LanguageModel(nn.Module):
             nxt = _sample(logits, temperature, top_k, generator)          # (B, 1)
             out.append(nxt)
             if i + 1 < n:
-                logits = self._step(nxt[:, 0], cache, dec)                 # (B, V)
+                logits = self._step(nxt[:, 0], cache, dec, compile)        # (B, V)
         return torch.cat(out, dim=1)
+
+
+def _as_inference(x: Tensor, compile: bool) -> Tensor:
+    """Token ids ``(B,)`` as the compiled step sees them from ``decode``: a contiguous
+    inference tensor (a graph compiled for other strides or a normal tensor would be
+    compiled again). Call inside ``torch.inference_mode``."""
+    if compile and (not x.is_inference() or x.stride() != (1,)):
+        return x.clone(memory_format=torch.contiguous_format)
+    return x
 
 
 def _sample(logits: Tensor, temperature: float, top_k: Optional[int],
@@ -390,8 +405,12 @@ class AMSNet(LanguageModel):
         return [r.transpose(0, 1).contiguous() for r in rec[which]]
 
     # ------------------------------------------------------------- recurrent form
+    @torch.inference_mode()
     def init_cache(self, batch_size: int) -> AMSNetCache:
-        """The zero state for ``batch_size`` sequences (the start of every sequence)."""
+        """The zero state for ``batch_size`` sequences (the start of every sequence).
+
+        Inference tensors, like the cache of :meth:`prefill`.
+        """
         p = self.wte.weight
         cfg = self.config
         kw = {"device": p.device, "dtype": p.dtype}
@@ -415,59 +434,56 @@ class AMSNet(LanguageModel):
                             [s[0].H for s in states], [s[1] for s in states])
         return logits, cache
 
-    def step(self, idx_t: Tensor, cache: Optional[AMSNetCache] = None
+    def step(self, idx_t: Tensor, cache: Optional[AMSNetCache] = None, compile: bool = False
              ) -> tuple[Tensor, AMSNetCache]:
         """One token per sequence: ``idx_t`` ``(B,)`` -> ``(logits (B, V), cache)``.
 
         Costs O(1) in the context length. ``cache=None`` starts new sequences. The
         cache is updated in place and returned. Runs without autograd (inference).
+        ``compile=True``: the same step under ``torch.compile`` (see :meth:`generate`).
         """
-        cache = self._check_cache(idx_t, cache, AMSNetCache)
+        cache = self._check_cache(idx_t, cache, AMSNetCache, compile)
         with torch.inference_mode():
-            return self._step(idx_t, cache, self._decode_tensors()), cache
+            idx_t = _as_inference(idx_t, compile)
+            return self._step(idx_t, cache, self._decode_tensors(), compile), cache
 
     def _build_decode(self) -> "_Decode":
         return _Decode.build(self)
 
-    def _step(self, idx_t: Tensor, cache: AMSNetCache, dec: "_Decode") -> Tensor:
-        x = dec.wte[idx_t]                                             # (B, d)
-        t = cache.t
-        C, S = dec.rope.rows(t) if dec.astro else (None, None)         # (d_k,)
-        for i, L in enumerate(dec.layers):
-            # ---- token mixing: AM-SU (docs/model.md), fused
-            xn = F.rms_norm(x, dec.dshape, eps=NORM_EPS)
-            z = F.linear(xn, L.w_in, L.b_in)                           # (B, P): I|V|K|Q
-            u = cache.u[i]
-            if L.n_I:
-                u.mul_(L.beta).add_(z[:, :L.n_I])                      # u = beta u + I
-            if dec.astro:
-                B = x.shape[0]
-                v = z[:, L.n_I:L.n_I + L.N].view(B, L.A, 1, L.dv)
-                kq = z[:, L.kq0:].view(B, 2, L.A, L.dk)
-                kqs = torch.roll(kq, L.dk // 2, -1)                    # halves swapped
-                kq = torch.addcmul(kq * C, kqs, S)                     # rotary at position t
-                H = cache.H[i]
-                H.mul_(L.gamma).addcmul_(kq[:, 0].unsqueeze(-1), v)    # H = diag(g) H + k v^T
-                o = torch.matmul(kq[:, 1].unsqueeze(-2), H)            # H^T q (B, A, 1, d_v)
-                if L.astro_norm:
-                    o = F.rms_norm(o, L.dvshape, eps=NORM_EPS)
-                y = torch.addcmul(u, o.view(B, L.N), L.o_scale)        # u + g_astro o (/sqrt dk)
-            else:
-                y = u
-            x = L.spike_out(x, y, L.thr, L.spec, L.w_o)                # x + W_O s
-            # ---- channel mixing: LIF
-            xn = F.rms_norm(x, dec.dshape, eps=NORM_EPS)
-            uf = cache.u_ffn[i]
-            uf.mul_(L.beta_f).add_(F.linear(xn, L.w_1))
-            x = L.spike_out(x, uf, L.thr_f, L.spec_f, L.w_2)           # x + W_2 s
-        cache.t = t + 1
-        xn = F.rms_norm(x, dec.dshape, eps=NORM_EPS)
-        return F.linear(xn, dec.head)                                  # (B, V)
+    def _step(self, idx_t: Tensor, cache: AMSNetCache, dec: "_Decode", compiled: bool = False,
+              record: Optional[list] = None) -> Tensor:
+        C, S = dec.rope.rows(cache.t) if dec.shape.astro else (None, None)   # (d_k,) each
+        if compiled:
+            logits = _compiled(_amsnet_step)(idx_t, C, S, cache.u, cache.H, cache.u_ffn,
+                                             dec.wte, dec.head, dec.eps, dec.layers,
+                                             dec.shape._replace(event=False))
+        else:
+            logits = _amsnet_step(idx_t, C, S, cache.u, cache.H, cache.u_ffn, dec.wte,
+                                  dec.head, dec.eps, dec.layers, dec.shape, record)
+        cache.t += 1
+        return logits
+
+
+# ============================================================== the decode step
+
+
+def _rms(x: Tensor, eps: Tensor, inv_n: float) -> Tensor:
+    """``F.rms_norm`` without gain over the last dim (``inv_n = 1 / x.shape[-1]``), in
+    4 dispatches instead of about 12 (a decode step runs 13 of them per token)."""
+    s = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    return x * torch.addcmul(eps, s, s, value=inv_n).rsqrt_()
+
+
+def _spikes(y: Tensor, thr: Tensor, spec) -> Tensor:
+    """``fire(y, thr, spec)`` for inference: binary spikes as one comparison."""
+    if spec.spiking and spec.spike_levels == 1:
+        return (y > thr).to(y.dtype)        # == heaviside(y - thr), exact for finite floats
+    return fire(y, thr, spec)
 
 
 def _spike_out_dense(x: Tensor, y: Tensor, thr: Tensor, spec, w_t: Tensor) -> Tensor:
-    """``x + fire(y) @ W^T`` (``w_t = W^T`` stored ``(n, d)``): the general case."""
-    return torch.addmm(x, fire(y, thr, spec), w_t)
+    """``x + fire(y) @ W^T`` (``w_t = W^T`` ``(n, d)``): the general case."""
+    return torch.addmm(x, _spikes(y, thr, spec), w_t)
 
 
 def _spike_out_event(x: Tensor, y: Tensor, thr: Tensor, spec, w_t: Tensor) -> Tensor:
@@ -477,22 +493,127 @@ def _spike_out_event(x: Tensor, y: Tensor, thr: Tensor, spec, w_t: Tensor) -> Te
     of the bytes of ``W``. ``embedding_bag`` sums the rows of the active neurons
     (weighted by the spike value for graded spikes) without copying them.
     """
-    if spec.spike_levels == 1:
-        s = (y > thr)                       # == heaviside(y - thr), exact for finite floats
-    else:
-        s = fire(y, thr, spec)
+    binary = spec.spike_levels == 1
+    s = (y > thr) if binary else fire(y, thr, spec)     # binary: == heaviside(y - thr)
     if y.shape[0] != 1:
         active = s.any(0).nonzero().view(-1)
         return torch.addmm(x, s[:, active].to(x.dtype), w_t.index_select(0, active))
-    active = s[0].nonzero().view(-1)
-    if active.numel() == 0:
-        return x
-    weights = None if spec.spike_levels == 1 else s[0, active][None]
-    return x + F.embedding_bag(active[None], w_t, mode="sum", per_sample_weights=weights)
+    active = s.view(-1).nonzero().view(-1)                       # may be empty: sum 0
+    weights = None if binary else s.view(-1)[active]
+    # torch.embedding_bag: F.embedding_bag's kernel without its Python checks; mode 0 = sum
+    bag = torch.embedding_bag(w_t, active, _ZERO_OFFSET, False, 0, False, weights, False,
+                              None)[0]                                      # (1, d)
+    return x + bag
 
 
-class _DecodeLayer:
-    """Per-layer tensors of the fused decode step (derived, never trained)."""
+_ZERO_OFFSET = torch.zeros(1, dtype=torch.long)     # one bag starting at index 0
+
+
+def _amsnet_step(idx_t: Tensor, C: Optional[Tensor], S: Optional[Tensor], us: list, Hs: list,
+                 ufs: list, wte: Tensor, head: Tensor, eps: Tensor, layers: tuple,
+                 k: "_DecodeShape", record: Optional[list] = None) -> Tensor:
+    """One AM-SNet token: ``idx_t`` ``(B,)`` -> logits ``(B, V)``; the states advance in
+    place (``us`` AM-SU membranes ``(B, N)``, ``Hs`` astrocyte states ``(B, A, d_k, d_v)``,
+    ``ufs`` channel-mixing membranes ``(B, f)``, one per layer). ``C, S`` ``(d_k,)``:
+    rotary rows of this position (:func:`rope_rows`). The equations are those of
+    :meth:`Block.forward` (docs/model.md); RMSNorm gains are folded into the weights.
+
+    Eager (``k.event``: event-driven read-outs) or under ``torch.compile`` (dense
+    read-outs, static shapes). ``record``: a list that gets the spikes of each layer.
+    """
+    x = wte[idx_t]                                                     # (B, d)
+    B = x.shape[0]
+    spike_out = _spike_out_event if k.event else _spike_out_dense
+    for L, u, H, uf in zip(layers, us, Hs, ufs):
+        # ---- token mixing: AM-SU
+        xn = _rms(x, eps, k.inv_d)
+        z = torch.mm(xn, L.w_in) if L.b_in is None else torch.addmm(L.b_in, xn, L.w_in)
+        if k.n_I:                                                      # z (B, P): I|V|K|Q
+            u.mul_(L.beta).add_(z[:, :k.n_I])                          # u = beta u + I
+        if k.astro:
+            v = z[:, k.n_I:k.kq0].view(B, k.A, 1, k.dv)
+            kq = z[:, k.kq0:].view(B, 2, k.A, k.dk)
+            swapped = kq.view(B, 2, k.A, 2, k.dk // 2).flip(3).view(B, 2, k.A, k.dk)
+            kq = torch.addcmul(kq * C, swapped, S)                     # rotary at position t
+            H.mul_(L.gamma).addcmul_(kq[:, 0].unsqueeze(-1), v)        # H = diag(g) H + k v^T
+            q = kq[:, 1].reshape(B * k.A, 1, k.dk)
+            o = torch.bmm(q, H.view(B * k.A, k.dk, k.dv))              # H^T q (B A, 1, d_v)
+            if k.astro_norm:
+                o = _rms(o, eps, k.inv_dv)
+            y = torch.addcmul(u, o.view(B, k.N), L.o_scale)            # u + g_astro o
+        else:
+            y = u
+        if record is not None:
+            record.append(_spikes(y, L.thr, k.spec))
+        x = spike_out(x, y, L.thr, k.spec, L.w_o)                      # x + W_O s
+        # ---- channel mixing: LIF
+        uf.mul_(L.beta_f).add_(torch.mm(_rms(x, eps, k.inv_d), L.w_1))
+        if record is not None:
+            record.append(_spikes(uf, L.thr_f, k.spec_f))
+        x = spike_out(x, uf, L.thr_f, k.spec_f, L.w_2)                 # x + W_2 s
+    return torch.mm(_rms(x, eps, k.inv_d), head)                       # (B, V)
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(fn, **options):
+    """``torch.compile(fn, fullgraph=True, **options)``, made once per process.
+
+    TorchInductor fuses the small element-wise operations of a decode step into a
+    few C++ loops (the matrix products stay calls to the BLAS). Its graphs are
+    cached per input shapes and dtypes (and on disk), so rebuilt decode tensors and
+    new models of the same shape reuse them.
+    """
+    c = _COMPILED.get(fn)
+    if c is None:
+        compiled = torch.compile(fn, fullgraph=True, **options)
+
+        def c(*args):
+            try:
+                return compiled(*args)
+            except Exception as exc:        # a missing C++ compiler surfaces here
+                if isinstance(exc, torch.cuda.OutOfMemoryError):
+                    raise
+                raise RuntimeError(f"compile=True: torch.compile of the decode step failed "
+                                   f"({type(exc).__name__}: {str(exc)[:300]}); on CPU it "
+                                   "needs a C++ compiler (g++); use compile=False") from exc
+        _COMPILED[fn] = c
+    return c
+
+
+class _DecodeShape(NamedTuple):
+    """Static sizes and options of a decode step (the same for every layer)."""
+
+    inv_d: float                        # 1 / d_model
+    N: int                              # AM-SU neurons
+    A: int                              # astrocytes
+    dk: int                             # key size per astrocyte
+    dv: int                             # neurons per astrocyte
+    inv_dv: float
+    n_I: int                            # rows of I in the fused projection (0: no neuron path)
+    kq0: int                            # first row of K in the fused projection
+    astro: bool
+    astro_norm: bool
+    event: bool                         # event-driven read-outs (eager, CPU, spiking)
+    spec: object                        # AMSUSpec (spiking, spike levels, surrogate)
+    spec_f: object                      # LIFSpec of the channel mixing
+
+
+class _DecodeLayer(NamedTuple):
+    """Per-layer tensors of the decode step (derived from the parameters, never trained)."""
+
+    w_in: Tensor                        # (d, P) = (W_in * g_norm1)^T, columns I|V|K|Q
+    b_in: Optional[Tensor]              # (P,) bias of I (zeros for V, K, Q) or None
+    beta: Tensor                        # (N,) AM-SU membrane decay
+    gamma: Tensor                       # (A, d_k, 1) astrocyte decays
+    o_scale: Tensor                     # (N,) g_astro (/ sqrt(d_k) without the astro norm)
+    thr: Tensor                         # (N,) AM-SU threshold
+    w_o: Tensor                         # (d, d) W_O^T
+    w_1: Tensor                         # (d, f) (W_1 * g_norm2)^T
+    beta_f: Tensor                      # (f,) channel-mixing decay
+    thr_f: Tensor                       # (f,) channel-mixing threshold
+    w_2: Tensor                         # (f, d) W_2^T
 
 
 class _Decode:
@@ -503,49 +624,43 @@ class _Decode:
     def build(model: AMSNet) -> "_Decode":
         cfg = model.config
         d = cfg.d_model
+        w = model.wte.weight.detach()
         dec = _Decode()
-        dec.dshape = (d,)
-        dec.astro = cfg.astrocyte
-        dec.wte = model.wte.weight.detach()
-        dec.head = (model.wte.weight * model.norm_f.weight).detach()   # norm gain folded in
-        w = dec.wte
+        dec.wte = w
+        dec.head = (w * model.norm_f.weight).t().detach()                 # (d, V), gain folded
+        dec.eps = torch.tensor(NORM_EPS, dtype=w.dtype, device=w.device)
         dec.rope = RotaryTable(cfg.head_size, cfg.rotary_base, w.dtype, w.device)
-        dec.layers = []
+        spec = model.blocks[0].amsu.spec
+        N, A, dk, dv = spec.n_neurons, spec.n_astrocytes, spec.d_key, spec.d_value
+        n_I = N if spec.neuron_path else 0
+        # event-driven read-out on CPU (spikes are mostly 0); dense where nonzero()
+        # would synchronise (GPU) or the "spikes" are smooth (non-spiking twin)
+        dec.shape = _DecodeShape(1.0 / d, N, A, dk, dv, 1.0 / dv, n_I, n_I + N, spec.astrocyte,
+                                 model.blocks[0].astro_norm,
+                                 spec.spiking and w.device.type == "cpu", spec,
+                                 model.blocks[0].lif.spec)
+        layers = []
         for b in model.blocks:
-            L = _DecodeLayer()
-            am, spec = b.amsu, b.amsu.spec
-            L.spec, L.spec_f = spec, b.lif.spec
-            # event-driven read-out on CPU (spikes are mostly 0); dense where nonzero()
-            # would synchronise (GPU) or the "spikes" are smooth (non-spiking twin)
-            event = spec.spiking and model.wte.weight.device.type == "cpu"
-            L.spike_out = _spike_out_event if event else _spike_out_dense
-            L.N, L.A, L.dk, L.dv = spec.n_neurons, spec.n_astrocytes, spec.d_key, spec.d_value
-            rows = dict(zip((n for n, _ in spec.parts),
-                            torch.split(am.weight, [n for _, n in spec.parts])))
-            g = b.norm1.weight                                         # RMSNorm gain folded in
-            blocks, bias = [], []
-            L.n_I = L.N if spec.neuron_path else 0
-            if spec.neuron_path:
-                blocks.append(rows["I"])
-                bias.append(am.bias if am.bias is not None else am.weight.new_zeros(L.N))
-            if spec.astrocyte:
-                blocks += [rows["V"], rows["K"], rows["Q"]]
-                bias.append(am.weight.new_zeros(L.N + 2 * L.A * L.dk))
-            L.kq0 = L.n_I + L.N
-            L.w_in = (torch.cat(blocks) * g).contiguous()
-            L.b_in = torch.cat(bias).contiguous()
-            L.beta = am.beta.detach()
-            L.gamma = am.gamma.detach()[..., None].contiguous()        # (A, d_k, 1)
-            L.astro_norm, L.dvshape = b.astro_norm, (L.dv,)
-            L.o_scale = (am.astro_gain if b.astro_norm
-                         else am.astro_gain / math.sqrt(L.dk)).detach()
-            L.thr = am.threshold.detach()
-            L.w_o = b.w_o.weight.detach().t().contiguous()             # W_O^T (d, d)
-            L.w_1 = (b.w_1.weight * b.norm2.weight).detach().contiguous()
-            L.beta_f = b.lif.beta.detach()
-            L.thr_f = b.lif.threshold.detach()
-            L.w_2 = b.w_2.weight.detach().t().contiguous()             # W_2^T (f, d)
-            dec.layers.append(L)
+            am = b.amsu
+            rows = dict(zip((n for n, _ in am.spec.parts),
+                            torch.split(am.weight, [n for _, n in am.spec.parts])))
+            blocks = ([rows["I"]] if n_I else []) + ([rows["V"], rows["K"], rows["Q"]]
+                                                     if spec.astrocyte else [])
+            b_in = None
+            if n_I and am.bias is not None:
+                b_in = torch.cat([am.bias, am.bias.new_zeros(sum(r.shape[0] for r in blocks)
+                                                             - N)])
+            o_scale = am.astro_gain if b.astro_norm else am.astro_gain / math.sqrt(dk)
+            layers.append(_DecodeLayer(
+                w_in=(torch.cat(blocks) * b.norm1.weight).t(),             # RMSNorm gain folded
+                b_in=b_in, beta=am.beta.detach(),
+                gamma=am.gamma.detach()[..., None].contiguous(),
+                o_scale=o_scale.detach(), thr=am.threshold.detach(),
+                w_o=b.w_o.weight.detach().t().contiguous(),
+                w_1=(b.w_1.weight * b.norm2.weight).t(),
+                beta_f=b.lif.beta.detach(), thr_f=b.lif.threshold.detach(),
+                w_2=b.w_2.weight.detach().t().contiguous()))
+        dec.layers = tuple(layers)
         return dec
 
 

@@ -78,6 +78,22 @@ def test_compare_two_variants(tmp_path, capsys):
     assert main(["compare", "--out", str(tmp_path), "--variants", "GPT-5", *TINY]) == 2
 
 
+def test_bench_generate_compile_columns(capsys, monkeypatch):
+    """The --compile plumbing (columns, targets); torch.compile itself is tested in
+    test_lm_decode.py, so here the "compiled" step is the eager one (no compile time)."""
+    import astro_neuron.lm.baselines as baselines
+    import astro_neuron.lm.model as model
+
+    for mod in (model, baselines):
+        monkeypatch.setattr(mod, "_compiled", lambda fn, **options: fn)
+    assert main(["bench", "generate", "--contexts", "16", "--d-model", "16", "--n-layer",
+                 "1", "--n-head", "2", "--tokens", "4", "--repeats", "1", "--no-rss",
+                 "--compile"]) == 0
+    out = capsys.readouterr().out
+    assert "compile + warm-up AM-SNet" in out and "AM comp ms" in out
+    assert "compiled: AM-SNet" in out and "2x faster at 2048: not measured" in out
+
+
 def test_bench_generate_and_train(capsys):
     assert main(["bench", "generate", "--contexts", "64", "--d-model", "16", "--n-layer",
                  "1", "--n-head", "2", "--tokens", "4", "--repeats", "1"]) == 0
