@@ -22,6 +22,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from astro_neuron.functional.amsu import projection_parts
+
 __all__ = [
     "STATE_BITS", "STATE_MAX", "DECAY_SHIFT", "DECAY_UNITY", "VTH_BITS", "VTH_SHIFT",
     "ACT_SHIFT", "BIAS_MANT_BITS", "BIAS_EXP_MAX", "GAIN_BITS", "WEIGHT_EXP_RANGE",
@@ -206,13 +208,9 @@ class AMSULayer:
 
     @property
     def parts(self) -> tuple[tuple[str, int], ...]:
-        N, A, dk = self.n_neurons, self.n_astrocytes, self.d_key
-        out = []
-        if self.neuron_path:
-            out.append(("I", N))
-        if self.astrocyte:
-            out += [("K", A * dk), ("V", N), ("Q", A * dk)]
-        return tuple(out)
+        """Row blocks of the Dense output feeding this layer (as the float AM-SU's)."""
+        return projection_parts(self.n_neurons, self.n_astrocytes, self.d_key,
+                                self.neuron_path, self.astrocyte)
 
     @property
     def n_out(self) -> int:

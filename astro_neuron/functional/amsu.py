@@ -32,7 +32,7 @@ from astro_neuron.functional.scan import (
 from astro_neuron.functional.surrogate import ATan, as_surrogate
 
 __all__ = [
-    "AMSUSpec", "AMSUParams", "AMSUState", "AMSUOutput",
+    "AMSUSpec", "projection_parts", "AMSUParams", "AMSUState", "AMSUOutput",
     "RESETS", "SYNAPSES",
     "init_state", "project", "fire", "reset_membrane", "dynamics_step",
     "amsu_step", "amsu_loop", "amsu_recurrent", "amsu_chunked", "check_state",
@@ -46,6 +46,20 @@ def _pos_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def projection_parts(n_neurons: int, n_astrocytes: int, d_key: int, neuron_path: bool = True,
+                     astrocyte: bool = True) -> tuple[tuple[str, int], ...]:
+    """Row blocks ``(name, rows)`` of an AM-SU layer's fused input projection, in order
+    I (neuron path), K, V, Q (astrocyte). One definition shared by the float layer and
+    the integer network (``neuromorphic``), so their weight layouts cannot drift apart."""
+    N, A, dk = n_neurons, n_astrocytes, d_key
+    out = []
+    if neuron_path:
+        out.append(("I", N))
+    if astrocyte:
+        out += [("K", A * dk), ("V", N), ("Q", A * dk)]
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -115,13 +129,8 @@ class AMSUSpec:
     @property
     def parts(self) -> tuple[tuple[str, int], ...]:
         """Row blocks of the fused input projection, in order: I, K, V, Q."""
-        N, A, dk = self.n_neurons, self.n_astrocytes, self.d_key
-        out = []
-        if self.neuron_path:
-            out.append(("I", N))
-        if self.astrocyte:
-            out += [("K", A * dk), ("V", N), ("Q", A * dk)]
-        return tuple(out)
+        return projection_parts(self.n_neurons, self.n_astrocytes, self.d_key,
+                                self.neuron_path, self.astrocyte)
 
     @property
     def proj_size(self) -> int:
