@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from astro_neuron.amsu import AMSU
 
-__all__ = ["RecallTask", "delayed_recall", "MemoryNet", "train_memory_net", "evaluate"]
+__all__ = ["RecallTask", "delayed_recall", "MemoryNet", "train_memory_net", "fit_recall", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -135,38 +135,57 @@ def evaluate(net: MemoryNet, x: Tensor, y: Tensor, batch_size: int = 256) -> flo
     return correct / y.shape[0]
 
 
-def train_memory_net(net: MemoryNet, steps: int = 300, batch_size: int = 64,
-                     lr: float = 3e-3, seed: int = 0, time_budget_s: Optional[float] = None,
-                     progress: bool = True, desc: str = "train") -> list[float]:
-    """Train ``net`` on freshly drawn batches; returns the loss per step.
-
-    Stops early when ``time_budget_s`` is exceeded. The loss is cross-entropy of the
-    recall-window read-out.
-    """
+def fit_recall(params, task: RecallTask, logits_fn, steps: int, batch_size: int = 64,
+               lr: float = 3e-3, seed: int = 0, cosine: bool = True,
+               time_budget_s: Optional[float] = None, progress: bool = True,
+               desc: str = "train") -> list[float]:
+    """The training loop of the delayed-recall task, shared by float training and
+    quantization-aware fine-tuning: AdamW on ``params``, fresh batches from a generator
+    seeded with ``seed``, cross-entropy of ``logits_fn(x [T, B, n_in]) -> [B, n_classes]``,
+    gradient clipping at 1, a 20-step warm-up and cosine decay when ``cosine`` (else a
+    constant ``lr``). Stops early when ``time_budget_s`` is exceeded; a NaN or infinite
+    loss raises ``FloatingPointError``. Returns the loss per step."""
     from tqdm.auto import tqdm
 
+    params = list(params)
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
+        opt, lambda i: min(1.0, (i + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps))
+    ) if cosine else None
     losses: list[float] = []
     t0 = time.perf_counter()
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-    net.train()
     for _ in bar:
-        x, y = delayed_recall(net.task, batch_size, g)
-        loss = F.cross_entropy(net(x), y)
+        x, y = delayed_recall(task, batch_size, g)
+        loss = F.cross_entropy(logits_fn(x), y)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {len(losses)}")
+            raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {len(losses)}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        sched.step()
+        if sched is not None:
+            sched.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
             break
     bar.close()
-    net.eval()
     return losses
+
+
+def train_memory_net(net: MemoryNet, steps: int = 300, batch_size: int = 64,
+                     lr: float = 3e-3, seed: int = 0, time_budget_s: Optional[float] = None,
+                     progress: bool = True, desc: str = "train") -> list[float]:
+    """Train ``net`` on freshly drawn batches (:func:`fit_recall`: warm-up and cosine
+    decay); returns the loss per step. Stops early when ``time_budget_s`` is exceeded.
+    The loss is cross-entropy of the recall-window read-out.
+    """
+    net.train()
+    try:
+        return fit_recall(net.parameters(), net.task, net, steps, batch_size, lr, seed,
+                          cosine=True, time_budget_s=time_budget_s, progress=progress,
+                          desc=desc)
+    finally:
+        net.eval()

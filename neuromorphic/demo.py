@@ -21,7 +21,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = ["demo_stage", "integer_accuracy", "finetune_qat"]
 
@@ -42,33 +41,15 @@ def integer_accuracy(qnet, net, x: torch.Tensor, y: torch.Tensor, batch: int = 2
 
 def finetune_qat(qat, net, steps: int, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
                  time_budget_s: Optional[float] = None, progress: bool = True) -> list[float]:
-    """Fine-tune ``qat`` (the core) and ``net.readout`` on fresh delayed-recall batches."""
-    from tqdm.auto import tqdm
+    """Fine-tune ``qat`` (the core) and ``net.readout`` on fresh delayed-recall batches
+    (the task's training loop, :func:`astro_neuron.tasks.fit_recall`, at a constant
+    learning rate)."""
+    from astro_neuron.tasks import fit_recall
 
-    from astro_neuron.tasks import delayed_recall
-
-    g = torch.Generator().manual_seed(seed)
     params = list(qat.parameters()) + list(net.readout.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc="QAT", disable=not progress, leave=False)
-    for _ in bar:
-        x, y = delayed_recall(net.task, batch_size, g)
-        spikes = qat(x, align=True)
-        loss = F.cross_entropy(net.logits_from_spikes(spikes), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"QAT loss became {loss.item()} at step {len(losses)}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
-            break
-    bar.close()
-    return losses
+    return fit_recall(params, net.task, lambda x: net.logits_from_spikes(qat(x, align=True)),
+                      steps, batch_size, lr, seed, cosine=False, time_budget_s=time_budget_s,
+                      progress=progress, desc="QAT")
 
 
 def demo_stage(out_dir: Path, checkpoint: Path, quick: bool = False,
