@@ -60,6 +60,17 @@ def _sat(x, lim):
     return min(max(x, -lim), lim)
 
 
+@njit(cache=True, inline="always")
+def _delayed_input(a, buf, t, b, off):
+    """``a = buf[t - 1, b, off:off + len(a)]``, zero at ``t = 0``: the Dense's one-step
+    delay (the neurons of step ``t`` receive the synaptic sums of step ``t - 1``)."""
+    if t == 0:
+        a[:] = 0.0
+    else:
+        for p in range(a.shape[0]):
+            a[p] = buf[t - 1, b, off + p]
+
+
 @njit(cache=True, nogil=True)
 def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, reset,
                levels, m_u, bias, theta, shifts, opl, m_H, gain, lim,
@@ -107,11 +118,7 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
         u[:] = 0.0
         H[:] = 0.0
         for t in range(T):
-            if t == 0:                       # the Dense's one-step delay
-                a[:] = 0.0
-            else:
-                for p in range(a.shape[0]):
-                    a[p] = buf[t - 1, b, p]
+            _delayed_input(a, buf, t, b, 0)
             # membrane: u = sat24(rtz_decay(u, du) + shr(a_I, shift_i) + bias)
             if neuron_path:
                 c = 0
@@ -207,11 +214,7 @@ def lif_steps(buf, b0, b1, off, act_scale, m_u, m_v, bias, theta, lim,
         u[:] = 0.0
         v[:] = 0.0
         for t in range(T):
-            if t == 0:                       # the Dense's one-step delay
-                a[:] = 0.0
-            else:
-                for n in range(N):
-                    a[n] = buf[t - 1, b, off + n]
+            _delayed_input(a, buf, t, b, off)
             n_wrap = 0
             n_sat = 0
             for n in range(N):
