@@ -65,7 +65,8 @@ def register(commands, bench) -> None:
                    help="comma-separated: AM-SNet, astrocyte off, Transformer, "
                         "AM-SNet plain read-out")
     p.add_argument("--steps", type=int, default=300, help="training steps per model and length")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (every model)")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="peak learning rate of every model (default 1e-3; docs/lm.md)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--n-layer", type=int, default=2)
