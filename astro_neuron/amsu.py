@@ -100,6 +100,10 @@ class AMSU(nn.Module):
             model object such as ``astro_neuron.astrocytes.LiRinzel(...)``; see
             :mod:`astro_neuron.astrocytes`. ``tau_astro`` is unused by nonlinear models.
         rotary: rotary positions on the astrocyte's keys and queries.
+        rotary_base: the rotary frequency base.
+        rotary_fraction: share of the ``d_key`` key/query channels the rotary turns
+            (1: all, the default; e.g. 0.25 rotates a quarter of them, as GPT-NeoX's
+            ``rotary_pct``; the rest carry no position).
         dt: the time step, in the unit of the time constants (1.0: "steps").
         astro_gain: initial per-neuron astrocyte gain ``g_astro``.
         bias: learn a synaptic bias ``b_I``.
@@ -118,7 +122,7 @@ class AMSU(nn.Module):
                  rotary_base: float = 10000.0, dt: float = 1.0, astro_gain: float = 1.0,
                  bias: bool = True, learn_tau: bool = True, learn_threshold: bool = True,
                  detach_reset: bool = False, chunk_size: int = 64,
-                 device=None, dtype=None) -> None:
+                 rotary_fraction: float = 1.0, device=None, dtype=None) -> None:
         super().__init__()
         dt = float(dt)
         if not math.isfinite(dt) or dt <= 0:
@@ -128,8 +132,8 @@ class AMSU(nn.Module):
             in_features=in_features, n_neurons=n_neurons, n_astrocytes=n_astrocytes,
             d_key=d_key, reset=reset, synapse=synapse, spike_levels=spike_levels,
             astrocyte=astrocyte, neuron_path=neuron_path, spiking=spiking, rotary=rotary,
-            rotary_base=rotary_base, detach_reset=detach_reset, surrogate=surrogate,
-            astro_model=model)
+            rotary_base=rotary_base, rotary_fraction=rotary_fraction,
+            detach_reset=detach_reset, surrogate=surrogate, astro_model=model)
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         self.dt = dt
@@ -254,7 +258,7 @@ class AMSU(nn.Module):
                  f"d_key={s.d_key}", f"reset={s.reset!r}", f"dt={self.dt}"]
         for name, default in (("synapse", "identity"), ("spike_levels", 1),
                               ("astrocyte", True), ("neuron_path", True), ("spiking", True),
-                              ("rotary", False)):
+                              ("rotary", False), ("rotary_fraction", 1.0)):
             if getattr(s, name) != default:
                 parts.append(f"{name}={getattr(s, name)!r}")
         if not s.linear_astro:

@@ -62,8 +62,11 @@ def register(commands, bench) -> None:
     p.add_argument("--lengths", default="64,128,256,512,1024",
                    help="comma-separated sequence lengths")
     p.add_argument("--models", default="AM-SNet,astrocyte off,Transformer",
-                   help="comma-separated: AM-SNet, astrocyte off, Transformer")
+                   help="comma-separated: AM-SNet, astrocyte off, Transformer, "
+                        "AM-SNet plain read-out")
     p.add_argument("--steps", type=int, default=300, help="training steps per model and length")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="peak learning rate of every model (default 1e-3; docs/lm.md)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--n-layer", type=int, default=2)
@@ -185,7 +188,8 @@ def _memory_tasks(args) -> int:
     tasks = ["mqar", "copy"] if args.task == "both" else [args.task]
     run_memory_tasks(tasks, lengths, models, steps=args.steps, batch_size=args.batch_size,
                      d_model=args.d_model, n_layer=args.n_layer, seed=args.seed,
-                     out_dir=args.out, quick=args.quick, progress=not args.no_progress)
+                     out_dir=args.out, quick=args.quick, progress=not args.no_progress,
+                     lr=args.lr)
     return 0
 
 

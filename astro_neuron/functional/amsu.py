@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from astro_neuron.functional.rotary import rotary
+from astro_neuron.functional.rotary import rotary, rotary_dims
 from astro_neuron.functional.scan import (
     astro_chunked, astro_read, astro_step, leaky_chunked, leaky_step,
 )
@@ -83,6 +83,7 @@ class AMSUSpec:
     spiking: bool = True           # False: the non-spiking twin (smooth surrogate step)
     rotary: bool = False           # rotary positions on k, q (language model)
     rotary_base: float = 10000.0
+    rotary_fraction: float = 1.0   # share of the d_k key channels rotated (partial rotary)
     detach_reset: bool = False     # reset does not pass gradient through the spikes
     surrogate: Any = field(default_factory=ATan)
     # "linear" (the paper's astrocyte) or a nonlinear model object (sequential only) with
@@ -110,6 +111,10 @@ class AMSUSpec:
             raise ValueError("astrocyte=False and neuron_path=False leave the unit no input")
         if not math.isfinite(self.rotary_base) or self.rotary_base <= 1:
             raise ValueError(f"rotary_base must be > 1, got {self.rotary_base!r}")
+        if isinstance(self.rotary_fraction, bool) or not isinstance(
+                self.rotary_fraction, (int, float)) or not 0 <= self.rotary_fraction <= 1:
+            raise ValueError(f"rotary_fraction must be a number in [0, 1], got "
+                             f"{self.rotary_fraction!r}")
         object.__setattr__(self, "surrogate", as_surrogate(self.surrogate))
         if self.astro_model != "linear" and not all(
                 callable(getattr(self.astro_model, m, None))
@@ -121,6 +126,12 @@ class AMSUSpec:
     def linear_astro(self) -> bool:
         """True for the paper's linear astrocyte (the parallel form applies)."""
         return isinstance(self.astro_model, str)
+
+    @property
+    def rotary_dims(self) -> int:
+        """Key channels the rotary positions turn (0 without rotary; see
+        :func:`~astro_neuron.functional.rotary.rotary`)."""
+        return rotary_dims(self.d_key, self.rotary_fraction) if self.rotary else 0
 
     @property
     def d_value(self) -> int:
@@ -283,8 +294,8 @@ def dynamics_step(I: Optional[Tensor], k: Optional[Tensor], v: Optional[Tensor],
     H = state.H
     if spec.astrocyte:
         if spec.rotary:
-            k = rotary(k[None], state.t, spec.rotary_base)[0]
-            q = rotary(q[None], state.t, spec.rotary_base)[0]
+            k = rotary(k[None], state.t, spec.rotary_base, spec.rotary_dims)[0]
+            q = rotary(q[None], state.t, spec.rotary_base, spec.rotary_dims)[0]
         if spec.linear_astro:
             H = astro_step(H, k, v, p.gamma)
             o = astro_read(H, q)
@@ -439,8 +450,8 @@ def amsu_chunked(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, spec:
     H = state.H
     if spec.astrocyte:
         if spec.rotary:
-            k = rotary(k, state.t, spec.rotary_base)
-            q = rotary(q, state.t, spec.rotary_base)
+            k = rotary(k, state.t, spec.rotary_base, spec.rotary_dims)
+            q = rotary(q, state.t, spec.rotary_base, spec.rotary_dims)
         o, H = astro_chunked(q, k, v, p.gamma, H, chunk_size)
         o = o.flatten(-2) * (p.astro_gain / math.sqrt(spec.d_key))
     else:

@@ -1,27 +1,56 @@
 """Rotary position embedding (Su et al. 2021) for the astrocyte's keys and queries.
 
 Pairs channel ``i`` with channel ``i + d/2`` (the "rotate half" layout) and rotates
-each pair by ``pos * base^(-2i/d)``. Angles are computed in float64 and only the
-rotated values are cast to the input dtype, so the step form (one position) and the
-chunked form (a range of positions) rotate identically.
+each pair by ``pos * base^(-2i/n)``, ``n = d`` by default. With ``n_rot < d``
+(partial rotary, like GPT-NeoX's ``rotary_pct``) only the pairs ``i < n_rot/2`` turn,
+with the frequencies of an ``n_rot``-channel rotary; the other pairs pass through
+unchanged (cosine 1, sine 0). Angles are computed in float64 and only the rotated
+values are cast to the input dtype, so the step form (one position) and the chunked
+form (a range of positions) rotate identically.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["rotary", "rotary_angles"]
+__all__ = ["rotary", "rotary_angles", "rotary_dims"]
 
 
-def rotary_angles(positions: Tensor, dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
-    """``cos`` and ``sin`` tables ``[len(positions), dim/2]`` (float64)."""
+def rotary_dims(d: int, fraction: float) -> int:
+    """Rotated channels of a ``d``-channel key for ``fraction`` in [0, 1]: the even
+    number nearest ``fraction * d`` (whole pairs)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"rotary_fraction must lie in [0, 1], got {fraction!r}")
+    return 2 * int(round(fraction * d / 2))
+
+
+def rotary_angles(positions: Tensor, dim: int, base: float = 10000.0,
+                  n_rot: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """``cos`` and ``sin`` tables ``[len(positions), dim/2]`` (float64).
+
+    ``n_rot`` (even, <= ``dim``; default ``dim``): pairs ``i >= n_rot/2`` get
+    ``cos = 1``, ``sin = 0`` (not rotated).
+    """
     if dim % 2:
         raise ValueError(f"rotary positions need an even key size, got d_key={dim}")
-    ang = positions.to(torch.float64)[:, None] * _inv_freq(dim, float(base), positions.device)
-    return torch.cos(ang), torch.sin(ang)
+    n = dim if n_rot is None else n_rot
+    if n % 2 or not 0 <= n <= dim:
+        raise ValueError(f"n_rot must be even and in [0, {dim}], got {n_rot!r}")
+    pos = positions.to(torch.float64)[:, None]
+    if n == 0:
+        ang = pos * torch.zeros(dim // 2, dtype=torch.float64, device=positions.device)
+        return torch.cos(ang), torch.sin(ang)
+    ang = pos * _inv_freq(n, float(base), positions.device)
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    if n < dim:
+        pad = (0, (dim - n) // 2)
+        cos = torch.nn.functional.pad(cos, pad, value=1.0)
+        sin = torch.nn.functional.pad(sin, pad, value=0.0)
+    return cos, sin
 
 
 @lru_cache(maxsize=64)
@@ -30,11 +59,16 @@ def _inv_freq(dim: int, base: float, device: torch.device) -> Tensor:
     return base ** (-torch.arange(0, dim // 2, dtype=torch.float64, device=device) * 2 / dim)
 
 
-def rotary(x: Tensor, start: int, base: float = 10000.0) -> Tensor:
-    """Rotate ``x`` ``[T, ..., d]`` for positions ``start .. start + T - 1``."""
+def rotary(x: Tensor, start: int, base: float = 10000.0, n_rot: Optional[int] = None) -> Tensor:
+    """Rotate ``x`` ``[T, ..., d]`` for positions ``start .. start + T - 1``.
+
+    ``n_rot``: rotate only the pairs ``(i, i + d/2)``, ``i < n_rot/2`` (default: all).
+    """
     T, d = x.shape[0], x.shape[-1]
+    if n_rot == 0:
+        return x
     pos = torch.arange(start, start + T, device=x.device)
-    cos, sin = rotary_angles(pos, d, base)
+    cos, sin = rotary_angles(pos, d, base, n_rot)
     shape = (T,) + (1,) * (x.dim() - 2) + (d // 2,)
     cos = cos.reshape(shape).to(x.dtype)
     sin = sin.reshape(shape).to(x.dtype)

@@ -44,6 +44,8 @@ class AMSNetConfig:
     neuron_path: bool = True        # False: ablation "astrocyte alone" (u_t = 0)
     spiking: bool = True            # False: non-spiking twin (spike -> smooth surrogate step)
     rotary_base: float = 10000.0    # rotary position base (q, k of the astrocyte / attention)
+    rotary_fraction: float = 1.0    # share of the astrocyte's d_k key/query channels rotated
+                                    # (partial rotary; the Transformer always rotates all)
     chunk_size: int = 64            # chunk length of the parallel (chunked) form
     init_std: float = 0.02          # std of embeddings and output projections (GPT-2 style)
 
@@ -84,6 +86,10 @@ class AMSNetConfig:
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not (self.astrocyte or self.neuron_path):
             raise ValueError("astrocyte=false and neuron_path=false leave the AM-SU no input")
+        rf = self.rotary_fraction
+        if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not 0 <= rf <= 1:
+            raise ValueError(f"rotary_fraction must be a number in [0, 1], got {rf!r}")
+        self.rotary_fraction = float(rf)
         if self.rotary_base <= 1:
             raise ValueError(f"rotary_base must be > 1, got {self.rotary_base!r}")
 

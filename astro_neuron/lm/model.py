@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from astro_neuron.amsu import AMSU
 from astro_neuron.functional.amsu import AMSUState, fire, project
-from astro_neuron.functional.rotary import rotary, rotary_angles
+from astro_neuron.functional.rotary import rotary, rotary_angles, rotary_dims
 from astro_neuron.functional.scan import astro_chunked, astro_loop, leaky_chunked, leaky_loop
 from astro_neuron.functional.surrogate import ATan
 from astro_neuron.lif import LIF
@@ -60,15 +60,15 @@ def check_idx(idx, vocab_size: int, name: str = "idx", allow_ignore: bool = Fals
                              f"got min {lo}, max {hi}")
 
 
-def rope_rows(positions: Tensor, dim: int, base: float, dtype: torch.dtype
-              ) -> tuple[Tensor, Tensor]:
+def rope_rows(positions: Tensor, dim: int, base: float, dtype: torch.dtype,
+              n_rot: Optional[int] = None) -> tuple[Tensor, Tensor]:
     """``C = [cos, cos]`` and ``S = [-sin, sin]`` rows ``(len(positions), dim)``.
 
-    ``rotary(x, t) == x * C[t] + swap_halves(x) * S[t]``; the angles come from
-    :func:`~astro_neuron.functional.rotary.rotary_angles` (float64), the values the
-    parallel form uses.
+    ``rotary(x, t, n_rot=n_rot) == x * C[t] + swap_halves(x) * S[t]``; the angles come
+    from :func:`~astro_neuron.functional.rotary.rotary_angles` (float64), the values
+    the parallel form uses (pairs not rotated: ``C = 1``, ``S = 0``).
     """
-    cos, sin = rotary_angles(positions, dim, base)
+    cos, sin = rotary_angles(positions, dim, base, n_rot)
     return torch.cat([cos, cos], -1).to(dtype), torch.cat([-sin, sin], -1).to(dtype)
 
 
@@ -81,8 +81,10 @@ class RotaryTable:
 
     BLOCK = 1024
 
-    def __init__(self, dim: int, base: float, dtype: torch.dtype, device) -> None:
+    def __init__(self, dim: int, base: float, dtype: torch.dtype, device,
+                 n_rot: Optional[int] = None) -> None:
         self.dim, self.base, self.dtype, self.device = dim, base, dtype, device
+        self.n_rot = n_rot
         self.start = 0
         self.C = self.S = torch.empty(0, dim, dtype=dtype, device=device)
 
@@ -91,7 +93,7 @@ class RotaryTable:
         if not 0 <= i < self.C.shape[0]:
             self.start, i = t, 0
             pos = torch.arange(t, t + self.BLOCK, device=self.device)
-            self.C, self.S = rope_rows(pos, self.dim, self.base, self.dtype)
+            self.C, self.S = rope_rows(pos, self.dim, self.base, self.dtype, self.n_rot)
         return self.C[i], self.S[i]
 
 
@@ -110,7 +112,8 @@ class Block(nn.Module):
                          tau_mem=cfg.tau_mem, tau_astro=cfg.tau_astro, threshold=cfg.threshold,
                          surrogate=sg, spike_levels=cfg.spike_levels, astrocyte=cfg.astrocyte,
                          neuron_path=cfg.neuron_path, spiking=cfg.spiking, rotary=True,
-                         rotary_base=cfg.rotary_base, astro_gain=cfg.astro_gain,
+                         rotary_base=cfg.rotary_base, rotary_fraction=cfg.rotary_fraction,
+                         astro_gain=cfg.astro_gain,
                          chunk_size=cfg.chunk_size)
         self.astro_norm = cfg.astro_norm and cfg.astrocyte
         self.w_o = nn.Linear(d, d, bias=False)
@@ -164,8 +167,8 @@ class Block(nn.Module):
                       else leaky_loop(I, p.beta, st.u))
         else:
             u, u_T = st.u.expand(T, *st.u.shape), st.u
-        k = rotary(k, st.t, spec.rotary_base)
-        q = rotary(q, st.t, spec.rotary_base)
+        k = rotary(k, st.t, spec.rotary_base, spec.rotary_dims)
+        q = rotary(q, st.t, spec.rotary_base, spec.rotary_dims)
         o, H = (astro_chunked(q, k, v, p.gamma, st.H, am.chunk_size) if chunked
                 else astro_loop(q, k, v, p.gamma, st.H))       # (T, B, A, d_v)
         o = F.rms_norm(o, (spec.d_value,), eps=NORM_EPS).flatten(-2) * p.astro_gain
@@ -629,7 +632,8 @@ class _Decode:
         dec.wte = w
         dec.head = (w * model.norm_f.weight).t().detach()                 # (d, V), gain folded
         dec.eps = torch.tensor(NORM_EPS, dtype=w.dtype, device=w.device)
-        dec.rope = RotaryTable(cfg.head_size, cfg.rotary_base, w.dtype, w.device)
+        dec.rope = RotaryTable(cfg.head_size, cfg.rotary_base, w.dtype, w.device,
+                               rotary_dims(cfg.head_size, cfg.rotary_fraction))
         spec = model.blocks[0].amsu.spec
         N, A, dk, dv = spec.n_neurons, spec.n_astrocytes, spec.d_key, spec.d_value
         n_I = N if spec.neuron_path else 0

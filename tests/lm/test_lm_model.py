@@ -18,6 +18,8 @@ VARIANTS = {
     "neuron path off": {"neuron_path": False},
     "non-spiking twin": {"spiking": False},
     "graded spikes": {"spike_levels": 3},
+    "partial rotary": {"rotary_fraction": 0.25},
+    "no rotary": {"rotary_fraction": 0.0},
     "transformer": {"arch": "transformer"},
 }
 
@@ -104,14 +106,16 @@ def test_event_driven_read_out_equals_dense(levels):
                                    _spike_out_dense(x, y, thr, spec, w_t))
 
 
-def test_rotary_table_rows_equal_core_rotary_across_blocks(monkeypatch):
+@pytest.mark.parametrize("n_rot", [None, 4, 0])
+def test_rotary_table_rows_equal_core_rotary_across_blocks(monkeypatch, n_rot):
     monkeypatch.setattr(RotaryTable, "BLOCK", 4)
-    tab = RotaryTable(8, 10000.0, torch.float64, "cpu")
+    tab = RotaryTable(8, 10000.0, torch.float64, "cpu", n_rot)
     x = torch.randn(1, 8, dtype=torch.float64)
     for t in (0, 3, 4, 9, 2, 100):                    # forwards, backwards, far ahead
         C, S = tab.rows(t)
         swapped = torch.cat([x[:, 4:], x[:, :4]], -1)
-        torch.testing.assert_close(x * C + swapped * S, rotary(x[None], t)[0], rtol=0, atol=0)
+        torch.testing.assert_close(x * C + swapped * S, rotary(x[None], t, n_rot=n_rot)[0],
+                                   rtol=0, atol=0)
         assert tab.C.shape[0] == 4
 
 
@@ -199,7 +203,7 @@ def test_bad_arguments_give_clear_errors():
         model.step(idx[:1, 0], cache)
     for bad in ({"d_model": 30, "n_head": 4}, {"arch": "rnn"}, {"tau_astro": (5.0, 1.0)},
                 {"astrocyte": False, "neuron_path": False}, {"threshold": -1.0},
-                {"n_layer": 0}):
+                {"n_layer": 0}, {"rotary_fraction": 1.5}, {"rotary_fraction": "all"}):
         with pytest.raises(ValueError):
             AMSNetConfig(**bad)
     with pytest.raises(ValueError, match="arch='amsnet'"):
