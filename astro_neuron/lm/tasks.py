@@ -213,14 +213,15 @@ def run_memory_tasks(tasks=("mqar", "copy"), lengths=(64, 128, 256, 512, 1024),
 
 def format_rows(rows: list[dict]) -> str:
     lengths = sorted({r["seq_len"] for r in rows})
+    w = max([14] + [len(r["model"]) for r in rows])        # the model column fits every name
     lines = []
     for task in dict.fromkeys(r["task"] for r in rows):
         lines.append(f"{task}: accuracy by sequence length")
-        lines.append(f"  {'model':<14s}" + "".join(f"{T:>8d}" for T in lengths))
+        lines.append(f"  {'model':<{w}s}" + "".join(f"{T:>8d}" for T in lengths))
         for name in dict.fromkeys(r["model"] for r in rows if r["task"] == task):
             acc = {r["seq_len"]: r["accuracy"] for r in rows
                    if r["task"] == task and r["model"] == name}
-            lines.append(f"  {name:<14s}" + "".join(
+            lines.append(f"  {name:<{w}s}" + "".join(
                 f"{acc[T]:>8.1%}" if T in acc else f"{'':>8s}" for T in lengths))
     return "\n".join(lines)
 
