@@ -18,6 +18,7 @@ import astro_neuron as an
 from astro_neuron.functional import (
     astro_chunked, astro_loop, leaky_chunked, leaky_loop, stable_chunk_size,
 )
+from forms import run_with_grads   # tests/helpers
 
 RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -50,19 +51,6 @@ def make_layer(dtype, rotary=False, n_in=6, N=12, A=3, dk=4, **kw):
     return layer
 
 
-def run_with_grads(layer, x, mode, state=None):
-    layer.zero_grad()
-    x = x.clone().requires_grad_(True)
-    out, st = layer.run(x, state, mode=mode)
-    g = torch.Generator().manual_seed(1)
-    r1 = torch.randn(out.spikes.shape, generator=g, dtype=x.dtype)
-    r2 = torch.randn(out.u.shape, generator=g, dtype=x.dtype)
-    r3 = torch.randn(st.H.shape, generator=g, dtype=x.dtype)
-    loss = (out.spikes * r1).sum() + ((out.u + out.o) * r2).sum() + (st.u.sum() + (st.H * r3).sum())
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in layer.named_parameters() if p.requires_grad}
-    grads["input"] = x.grad.clone()
-    return out, st, grads
 
 
 CASES = [  # (T, chunk, batch, rotary)

@@ -8,6 +8,7 @@ import torch
 
 import astro_neuron as an
 from astro_neuron.functional.rotary import rotary, rotary_angles, rotary_dims
+from forms import run_with_grads   # tests/helpers
 
 RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
@@ -64,18 +65,6 @@ def test_partial_rotary_scores_depend_on_offset_only():
     assert abs(score(10, 7) - score(10, 8)) > 1e-6
 
 
-def _run_with_grads(layer, x, mode, state):
-    layer.zero_grad()
-    x = x.clone().requires_grad_(True)
-    out, st = layer.run(x, state, mode=mode)
-    g = torch.Generator().manual_seed(1)
-    r1 = torch.randn(out.u.shape, generator=g, dtype=x.dtype)
-    r2 = torch.randn(st.H.shape, generator=g, dtype=x.dtype)
-    loss = (out.spikes.sum() + ((out.u + out.o) * r1).sum() + (st.H * r2).sum())
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in layer.named_parameters() if p.requires_grad}
-    grads["input"] = x.grad.clone()
-    return out, st, grads
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -90,9 +79,9 @@ def test_three_forms_agree_with_partial_rotary(dtype, fraction):
     x = torch.randn(50, 2, 6, dtype=dtype)
     st0 = layer.init_state(2)
     st0 = an.AMSUState(torch.randn_like(st0.u), torch.randn_like(st0.H), 3)
-    ref, st_ref, g_ref = _run_with_grads(layer, x, "loop", st0)
+    ref, st_ref, g_ref = run_with_grads(layer, x, "loop", st0)
     for mode in ("recurrent", "chunked"):
-        out, st, g = _run_with_grads(layer, x, mode, st0)
+        out, st, g = run_with_grads(layer, x, mode, st0)
         close(out.u + out.o, ref.u + ref.o, dtype, f"{mode} drive")
         close(st.H, st_ref.H, dtype, f"{mode} final H")
         for name, gr in g_ref.items():
