@@ -104,15 +104,21 @@ class AMSNetConfig:
         return d
 
 
-def config_from_dict(d: dict[str, Any]) -> AMSNetConfig:
-    """Build a config from a dict (a TOML table, a checkpoint), rejecting unknown keys."""
+def check_table(cls, d: Any, what: str) -> dict[str, Any]:
+    """``d`` as a dict of ``cls``'s fields (a dataclass): a TypeError when it is not a
+    dict, a ValueError naming ``what`` and the unknown keys otherwise."""
     if not isinstance(d, dict):
-        raise TypeError(f"model config must be a table/dict, got {type(d).__name__}")
-    known = {f.name for f in fields(AMSNetConfig)}
+        raise TypeError(f"{what} must be a table/dict, got {type(d).__name__}")
+    known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"unknown model config key(s) {unknown}; known: {sorted(known)}")
-    d = dict(d)
+        raise ValueError(f"unknown {what} key(s) {unknown}; known: {sorted(known)}")
+    return dict(d)
+
+
+def config_from_dict(d: dict[str, Any]) -> AMSNetConfig:
+    """Build a config from a dict (a TOML table, a checkpoint), rejecting unknown keys."""
+    d = check_table(AMSNetConfig, d, "model config")
     if isinstance(d.get("tau_astro"), list):
         d["tau_astro"] = tuple(d["tau_astro"])
     return AMSNetConfig(**d)

@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from astro_neuron.io import atomic_json, atomic_torch_save, load_checkpoint
-from astro_neuron.lm.config import AMSNetConfig, config_from_dict
+from astro_neuron.lm.config import AMSNetConfig, check_table, config_from_dict
 from astro_neuron.lm.data import CORPORA, Corpus, batch_for_step, eval_windows, load_corpus
 from astro_neuron.lm.model import LanguageModel, build_model
 
@@ -117,13 +117,7 @@ class RunConfig:
 
 
 def _dc_from_dict(cls, d: dict, table: str):
-    if not isinstance(d, dict):
-        raise TypeError(f"[{table}] must be a table, got {type(d).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in [{table}]; known: {sorted(known)}")
-    return cls(**d)
+    return cls(**check_table(cls, d, f"[{table}]"))
 
 
 # ------------------------------------------------------------------ config files
