@@ -280,15 +280,8 @@ def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: Optional[d
         prev = np.zeros((B, A, dk, dv))
         n_sat = 0
         for t in range(T):   # H = sat24(rtz(H * (4096 - dH) / 4096) + kv): trunc = toward 0
-            H = H_seq[t]
-            np.multiply(prev, m_H, out=H)
-            np.trunc(H, out=H)
-            np.add(H, kv[t], out=H)
-            if counts is not None:
-                n_sat += int(np.count_nonzero(np.abs(H) > lim))
-            np.minimum(H, lim, out=H)
-            np.maximum(H, -lim, out=H)
-            prev = H
+            n_sat += _decay_add_sat(prev, m_H, kv[t], lim, H_seq[t], counts is not None)
+            prev = H_seq[t]
         if counts is not None:
             counts["H"] = counts.get("H", 0) + n_sat
         if layer.neuron_path and layer.reset != "none":
@@ -306,13 +299,7 @@ def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: Optional[d
         s_seq = np.empty((T, B, N)) if coupled else None
         n_sat = 0
         for t in range(T):   # u = sat24(rtz(u * (4096 - du) / 4096) + I)
-            u = np.multiply(u, m_u)
-            np.trunc(u, out=u)
-            np.add(u, I[t], out=u)
-            if counts is not None:
-                n_sat += int(np.count_nonzero(np.abs(u) > lim))
-            np.minimum(u, lim, out=u)
-            np.maximum(u, -lim, out=u)
+            n_sat += _decay_add_sat(u, m_u, I[t], lim, u, counts is not None)
             if coupled:      # the reset needs this step's spikes, hence its read-out
                 y = u
                 if layer.astrocyte:
@@ -337,6 +324,20 @@ def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: Optional[d
     else:
         y = o
     return _fire(layer, y, theta).astype(I64), states
+
+
+def _decay_add_sat(prev: np.ndarray, m: np.ndarray, inc: np.ndarray, lim: float,
+                   out: np.ndarray, count: bool) -> int:
+    """``out = sat(trunc(prev * m) + inc)`` (the 12-bit decay rounded toward zero, then
+    the increment, then saturation at ``±lim``); returns how many values were clipped
+    when ``count``, else 0. ``out`` may be ``prev`` (updated in place)."""
+    np.multiply(prev, m, out=out)
+    np.trunc(out, out=out)
+    np.add(out, inc, out=out)
+    n = int(np.count_nonzero(np.abs(out) > lim)) if count else 0
+    np.minimum(out, lim, out=out)
+    np.maximum(out, -lim, out=out)
+    return n
 
 
 def _readout_f(layer: AMSULayer, H: np.ndarray, q: np.ndarray, counts) -> np.ndarray:
