@@ -19,18 +19,7 @@ from astro_neuron.functional import (
     astro_chunked, astro_loop, leaky_chunked, leaky_loop, stable_chunk_size,
 )
 from forms import run_with_grads   # tests/helpers
-
-RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
-
-
-def close(a, e, dtype, what, rtol=None):
-    """max|a - e| <= rtol * max(1, max|e|): rounding-level agreement."""
-    a, e = a.detach().double(), e.detach().double()
-    assert a.shape == e.shape, what
-    assert torch.isfinite(a).all(), f"{what}: non-finite"
-    tol = (rtol or RTOL[dtype]) * max(1.0, float(e.abs().max()) if e.numel() else 1.0)
-    err = float((a - e).abs().max()) if a.numel() else 0.0
-    assert err <= tol, f"{what}: max err {err:.3g} > {tol:.3g}"
+from tolerance import RTOL, assert_close
 
 
 def spikes_agree(s1, s2, drive, threshold, levels, band):
@@ -76,16 +65,16 @@ def test_loop_recurrent_chunked_agree(dtype, T, chunk, B, rotary):
     rtol = RTOL[dtype] * (10 if T >= 1000 else 1)  # float32 sums over 1000 steps
     for mode in ("recurrent", "chunked"):
         out, st, g = run_with_grads(layer, x, mode, state0)
-        close(out.u + out.o, ref.u + ref.o, dtype, f"{mode} drive", rtol)
-        close(out.u, ref.u, dtype, f"{mode} u", rtol)
-        close(out.o, ref.o, dtype, f"{mode} o", rtol)
+        assert_close(out.u + out.o, ref.u + ref.o, dtype, f"{mode} drive", rtol)
+        assert_close(out.u, ref.u, dtype, f"{mode} u", rtol)
+        assert_close(out.o, ref.o, dtype, f"{mode} o", rtol)
         spikes_agree(out.spikes, ref.spikes, ref.u + ref.o, layer.threshold.detach(), 1,
                      band=1e-4 if dtype == torch.float32 else 1e-9)
-        close(st.u, st_ref.u, dtype, f"{mode} final u", rtol)
-        close(st.H, st_ref.H, dtype, f"{mode} final H", rtol)
+        assert_close(st.u, st_ref.u, dtype, f"{mode} final u", rtol)
+        assert_close(st.H, st_ref.H, dtype, f"{mode} final H", rtol)
         assert st.t == st_ref.t == 5 + T
         for name, gr in g_ref.items():
-            close(g[name], gr, dtype, f"{mode} grad {name}", rtol * 10)
+            assert_close(g[name], gr, dtype, f"{mode} grad {name}", rtol * 10)
 
 
 @pytest.mark.parametrize("options", [
@@ -101,12 +90,12 @@ def test_options_forms_agree_f64(options):
     modes = ["recurrent"] + (["chunked"] if layer.spec.reset == "none" else [])
     for mode in modes:
         out, st = layer.run(x, mode=mode)
-        close(out.u + out.o, ref.u + ref.o, dtype, f"{mode} drive")
+        assert_close(out.u + out.o, ref.u + ref.o, dtype, f"{mode} drive")
         assert torch.equal(out.spikes, ref.spikes) or not layer.spec.spiking
-        close(out.spikes, ref.spikes, dtype, f"{mode} spikes")
-        close(st.u, st_ref.u, dtype, f"{mode} final u")
+        assert_close(out.spikes, ref.spikes, dtype, f"{mode} spikes")
+        assert_close(st.u, st_ref.u, dtype, f"{mode} final u")
         if st.H is not None:
-            close(st.H, st_ref.H, dtype, f"{mode} final H")
+            assert_close(st.H, st_ref.H, dtype, f"{mode} final H")
     assert ref.spikes.max() <= layer.spec.spike_levels
     if layer.spec.spiking:
         assert set(ref.spikes.unique().tolist()) <= set(range(layer.spec.spike_levels + 1))
@@ -135,14 +124,14 @@ def test_extreme_decays(dtype, decay):
     q, k, v, gamma = (t.to(dtype) for t in (q, k, v, gamma))
     o_ref, H_ref = astro_loop(q, k, v, gamma)
     o, H = astro_chunked(q, k, v, gamma, chunk_size=64)
-    close(o, o_ref, dtype, "o", RTOL[dtype] * 10)
-    close(H, H_ref, dtype, "H", RTOL[dtype] * 10)
+    assert_close(o, o_ref, dtype, "o", RTOL[dtype] * 10)
+    assert_close(H, H_ref, dtype, "H", RTOL[dtype] * 10)
     x = torch.randn(T, B, 7, generator=g).to(dtype)
     beta = torch.full((7,), value, dtype=dtype)
     u_ref, uT_ref = leaky_loop(x, beta)
     u, uT = leaky_chunked(x, beta, chunk_size=64)
-    close(u, u_ref, dtype, "u", RTOL[dtype] * 10)
-    close(uT, uT_ref, dtype, "u_T", RTOL[dtype] * 10)
+    assert_close(u, u_ref, dtype, "u", RTOL[dtype] * 10)
+    assert_close(uT, uT_ref, dtype, "u_T", RTOL[dtype] * 10)
 
 
 def test_chunk_shrinks_only_when_powers_would_overflow():
@@ -170,9 +159,9 @@ def test_long_sequence_slow_decay_is_finite_and_matches_loop():
         u, _ = leaky_chunked(x, torch.full((8,), 0.9999), chunk_size=64)
     assert torch.isfinite(o).all() and torch.isfinite(H).all() and torch.isfinite(u).all()
     # float32 summation over 16384 steps: rounding grows like sqrt(T) * eps
-    close(o, o_ref, torch.float32, "o", 3e-5)
-    close(H, H_ref, torch.float32, "H", 3e-5)
-    close(u, u_ref, torch.float32, "u", 3e-5)
+    assert_close(o, o_ref, torch.float32, "o", 3e-5)
+    assert_close(H, H_ref, torch.float32, "H", 3e-5)
+    assert_close(u, u_ref, torch.float32, "u", 3e-5)
 
 
 def test_step_stream_equals_forward():
@@ -185,12 +174,12 @@ def test_step_stream_equals_forward():
         s, state = layer.step(x[t], state)
         outs.append(s)
     assert torch.equal(torch.stack(outs), spikes)
-    close(state.H, st.H, torch.float64, "H")
+    assert_close(state.H, st.H, torch.float64, "H")
     # continuing from a carried state equals one long run
     a, sa = layer(x[:13], return_state=True)
     b, sb = layer(x[13:], state=sa, return_state=True)
     assert torch.equal(torch.cat([a, b]), spikes)
-    close(sb.H, st.H, torch.float64, "H after split")
+    assert_close(sb.H, st.H, torch.float64, "H after split")
 
 
 @pytest.mark.parametrize("T,chunk,tiny", [(7, 3, False), (12, 4, False), (9, 8, True)])

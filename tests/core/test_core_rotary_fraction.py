@@ -9,17 +9,7 @@ import torch
 import astro_neuron as an
 from astro_neuron.functional.rotary import rotary, rotary_angles, rotary_dims
 from forms import run_with_grads   # tests/helpers
-
-RTOL = {torch.float64: 1e-10, torch.float32: 1e-5}
-
-
-def close(a, e, dtype, what, rtol=None):
-    """max|a - e| <= rtol * max(1, max|e|)."""
-    a, e = a.detach().double(), e.detach().double()
-    assert a.shape == e.shape, what
-    tol = (rtol or RTOL[dtype]) * max(1.0, float(e.abs().max()))
-    err = float((a - e).abs().max())
-    assert err <= tol, f"{what}: max err {err:.3g} > {tol:.3g}"
+from tolerance import RTOL, assert_close
 
 
 def test_rotary_dims_rounds_to_whole_pairs():
@@ -82,16 +72,16 @@ def test_three_forms_agree_with_partial_rotary(dtype, fraction):
     ref, st_ref, g_ref = run_with_grads(layer, x, "loop", st0)
     for mode in ("recurrent", "chunked"):
         out, st, g = run_with_grads(layer, x, mode, st0)
-        close(out.u + out.o, ref.u + ref.o, dtype, f"{mode} drive")
-        close(st.H, st_ref.H, dtype, f"{mode} final H")
+        assert_close(out.u + out.o, ref.u + ref.o, dtype, f"{mode} drive")
+        assert_close(st.H, st_ref.H, dtype, f"{mode} final H")
         for name, gr in g_ref.items():
-            close(g[name], gr, dtype, f"{mode} grad {name}", RTOL[dtype] * 10)
+            assert_close(g[name], gr, dtype, f"{mode} grad {name}", RTOL[dtype] * 10)
     # streaming steps reproduce the sequence
     state, outs = st0, []
     for t in range(x.shape[0]):
         o, state = layer.step_full(x[t], state)
         outs.append(o.u + o.o)
-    close(torch.stack(outs), ref.u + ref.o, dtype, "step drive")
+    assert_close(torch.stack(outs), ref.u + ref.o, dtype, "step drive")
 
 
 def test_fraction_changes_only_what_it_should():

@@ -20,6 +20,7 @@ from torch import nn
 import astro_neuron as an
 from astro_neuron.integrations.snntorch import AstroLeaky, reset
 from astro_neuron.tasks import RecallTask, delayed_recall
+from tolerance import assert_close   # tests/helpers
 
 IN, N, A, DK = 6, 8, 2, 4
 T, B = 37, 3
@@ -50,15 +51,6 @@ def loop(cell: AstroLeaky, x: torch.Tensor, state=None):
     return torch.stack(out), state
 
 
-def close(a, e, rtol):
-    """``max|a - e| <= rtol * max(1, max|e|)`` (the suite's tolerance rule)."""
-    a, e = a.detach().double(), e.detach().double()
-    assert a.shape == e.shape
-    scale = max(1.0, float(e.abs().max())) if e.numel() else 1.0
-    err = float((a - e).abs().max()) if e.numel() else 0.0
-    assert err <= rtol * scale, f"max abs err {err:.3g} > {rtol:.1g} * {scale:.3g}"
-
-
 # ---------------------------------------------------------------- equals the AMSU
 
 @pytest.mark.parametrize("cfg", list(CONFIGS), ids=list(CONFIGS))
@@ -79,9 +71,9 @@ def test_equals_amsu_step_by_step_with_same_weights(cfg):
     # against the layer's sequence form (chunked or recurrent)
     spk_seq, seq_state = layer(x, return_state=True)
     assert torch.equal(spk, spk_seq)
-    close(state.u, seq_state.u, 1e-10)
+    assert_close(state.u, seq_state.u, rtol=1e-10)
     if state.H is not None:
-        close(state.H, seq_state.H, 1e-10)
+        assert_close(state.H, seq_state.H, rtol=1e-10)
 
 
 @pytest.mark.parametrize("cfg", ["default", "subtract"])
@@ -99,11 +91,11 @@ def test_forward_sequence_equals_step_loop_outputs_states_gradients(cfg):
         results.append((spk, state, [p.grad.clone() for p in cell.parameters()], x.grad.clone()))
     (s1, st1, g1, gx1), (s2, st2, g2, gx2) = results
     assert torch.equal(s1, s2)
-    close(st2.u, st1.u, 1e-10)
-    close(st2.H, st1.H, 1e-10)
+    assert_close(st2.u, st1.u, rtol=1e-10)
+    assert_close(st2.H, st1.H, rtol=1e-10)
     for a, b in zip(g2 + [gx2], g1 + [gx1]):
         assert float(b.abs().max()) > 0
-        close(a, b, 1e-9)
+        assert_close(a, b, rtol=1e-9)
 
 
 def test_state_continues_across_calls():
@@ -114,7 +106,7 @@ def test_state_continues_across_calls():
     first, st = cell.forward_sequence(x[:10])
     rest, st = loop(cell, x[10:], st)
     assert torch.equal(torch.cat([first, rest]), whole) and st.t == T
-    close(st.H, st_whole.H, 1e-10)
+    assert_close(st.H, st_whole.H, rtol=1e-10)
 
 
 # ---------------------------------------------------------------- snnTorch conventions
@@ -201,7 +193,7 @@ def test_snntorch_surrogates_strict_rule_and_gradient():
         loop(cell, x)[0].sum().backward()
         grads.append([p.grad for p in cell.parameters()])
     for g_ours, g_theirs in zip(*grads):
-        close(g_theirs, g_ours, 1e-10)
+        assert_close(g_theirs, g_ours, rtol=1e-10)
     # any snnTorch closure works; u + o == theta gives no spike
     cell = AstroLeaky(2, 4, 2, 2, tau_mem=1e-6, spike_grad=snn_surrogate.fast_sigmoid(),
                       learn_threshold=False, dtype=torch.float64)

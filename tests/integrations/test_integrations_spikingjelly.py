@@ -20,6 +20,7 @@ from torch import nn
 import astro_neuron as an
 from astro_neuron.integrations.spikingjelly import AMSUNode
 from astro_neuron.tasks import RecallTask, delayed_recall
+from tolerance import assert_close   # tests/helpers
 
 IN, N, A, DK = 6, 8, 2, 4
 T, B = 37, 3                      # T not a multiple of the chunk size below
@@ -53,15 +54,6 @@ def run_m(node: AMSUNode, x: torch.Tensor) -> torch.Tensor:
     return node(x)
 
 
-def close(a, e, rtol):
-    """``max|a - e| <= rtol * max(1, max|e|)`` (the suite's tolerance rule)."""
-    a, e = a.detach().double(), e.detach().double()
-    assert a.shape == e.shape
-    scale = max(1.0, float(e.abs().max())) if e.numel() else 1.0
-    err = float((a - e).abs().max()) if e.numel() else 0.0
-    assert err <= rtol * scale, f"max abs err {err:.3g} > {rtol:.1g} * {scale:.3g}"
-
-
 # ---------------------------------------------------------------- forms agree
 
 @pytest.mark.parametrize("cfg", list(CONFIGS), ids=list(CONFIGS))
@@ -75,9 +67,9 @@ def test_s_and_m_identical_float64(cfg):
     ym = run_m(node, x)
     assert 0.02 < float((ys > 0).double().mean()) < 0.98, "comparison needs spikes and silence"
     assert torch.equal(ys, ym)
-    close(node.v, v_s, 1e-10)
+    assert_close(node.v, v_s, rtol=1e-10)
     if CONFIGS[cfg].get("astrocyte", True):
-        close(node.H, H_s, 1e-10)
+        assert_close(node.H, H_s, rtol=1e-10)
     else:
         assert node.H is None and H_s is None
     assert node.t == t_s == T
@@ -92,8 +84,8 @@ def test_s_and_m_float32_agree_away_from_threshold(cfg):
     v_s, H_s = node.v, node.H
     functional.reset_net(node)
     ym = run_m(node, x)
-    close(node.v, v_s, 1e-5)
-    close(node.H, H_s, 1e-5)
+    assert_close(node.v, v_s, rtol=1e-5)
+    assert_close(node.H, H_s, rtol=1e-5)
     # spikes may flip only where the drive is within rounding of the threshold
     with torch.no_grad():
         out, _ = node.amsu.run(x, mode="loop")
@@ -111,8 +103,8 @@ def test_node_equals_amsu_reference_loop(cfg):
     x = inputs()
     spikes_ref, state_ref = ref(x, return_state=True, mode="loop")
     assert torch.equal(run_m(node, x), spikes_ref)
-    close(node.v, state_ref.u, 1e-10)
-    close(node.H, state_ref.H, 1e-10)
+    assert_close(node.v, state_ref.u, rtol=1e-10)
+    assert_close(node.H, state_ref.H, rtol=1e-10)
     assert node.t == state_ref.t
 
 
@@ -134,7 +126,7 @@ def test_gradients_s_equal_m():
                                "amsu.astro_gain", "x"}
     for name, g in grads["s"].items():
         assert float(g.abs().max()) > 0, name
-        close(grads["m"][name], g, 1e-9)
+        assert_close(grads["m"][name], g, rtol=1e-9)
 
 
 # ---------------------------------------------------------------- SpikingJelly contract
@@ -199,7 +191,7 @@ def test_functional_forward_is_pure_and_matches_module():
     (y,), states = f((x,), states0)
     assert tuple(base.extract_memories(net)) == states0   # memories untouched
     assert torch.equal(net(x), y)
-    close(net[1].H, states[1], 0.0)
+    assert_close(net[1].H, states[1], rtol=0.0)
     assert states[2] == T
     # the node's own functional forward, from explicit states
     node = net[1]
@@ -224,7 +216,7 @@ def test_store_v_seq_m_equals_s():
     functional.reset_net(node)
     run_m(node, x)
     assert node.v_seq.shape == (T, B, N)
-    close(node.v_seq, v_seq_s, 1e-10)
+    assert_close(node.v_seq, v_seq_s, rtol=1e-10)
     assert torch.equal(node.v_seq[-1], node.v)
 
 
@@ -338,7 +330,7 @@ def test_spikingjelly_surrogate_gives_the_same_gradient_as_ours():
         run_m(node, x).sum().backward()
         grads.append([p.grad for p in node.parameters()])
     for g_ours, g_theirs in zip(*grads):
-        close(g_theirs, g_ours, 1e-10)
+        assert_close(g_theirs, g_ours, rtol=1e-10)
 
 
 def test_mapped_attributes():
