@@ -4,7 +4,7 @@ Stages (each writes into one output folder; ``summary.json`` collects them):
 
 1. ``memory``: a delayed-recall task (cue, 100-step delay, recall) learned by an AM-SU
    network and by the same network with the astrocyte off; both accuracies; the trained
-   network (``memory_amsu.pt``) and a spike raster (``memory_raster.png``).
+   network (``memory_amsu.safetensors``) and a spike raster (``memory_raster.png``).
 2. ``lava``: the trained network fine-tuned with quantization-aware training,
    quantized to integers, saved (``memory_amsu_int.h5``) and simulated as Lava
    processes (``fixed_pt``), checked bit for bit against the NumPy reference and the
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from astro_neuron.io import atomic_json, atomic_torch_save
+from astro_neuron.io import atomic_json
 from astro_neuron.tasks import MemoryNet, RecallTask, delayed_recall, evaluate, train_memory_net
 
 __all__ = ["STAGES", "run_demo", "demo_memory", "demo_plots"]
@@ -55,12 +55,12 @@ def demo_memory(out_dir: Path, steps: int = 300, n_eval: int = 1024, seed: int =
         print(f"  {name:<22} accuracy {acc:6.1%}  ({len(losses)} steps, "
               f"{results[name]['train_s']} s)")
     amsu = nets["AM-SU"]
-    atomic_torch_save(amsu.checkpoint(), out_dir / "memory_amsu.pt")
+    amsu.save(out_dir / "memory_amsu.safetensors")
     png = out_dir / "memory_raster.png"
     _raster_png(amsu, x_test[:, :1], png)
     return {"task": f"delayed recall, {task.n_classes} classes, delay {task.delay} steps",
             "chance": 1 / task.n_classes, "results": results,
-            "checkpoint": str(out_dir / "memory_amsu.pt"), "raster": str(png)}
+            "checkpoint": str(out_dir / "memory_amsu.safetensors"), "raster": str(png)}
 
 
 def _raster_png(net: MemoryNet, x: torch.Tensor, path: Path) -> None:
@@ -137,8 +137,8 @@ def run_demo(out_dir="out/demo", quick: bool = False, seed: int = 0, progress: b
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     summary: dict = {"out_dir": str(out), "quick": quick, "stages": {}}
-    mem_ckpt = out / "memory_amsu.pt"
-    lm_ckpt = out / "lm_amsnet.pt"       # written by the 'lm' stage (this run or an earlier one)
+    mem_ckpt = out / "memory_amsu.safetensors"
+    lm_ckpt = out / "lm_amsnet.safetensors"      # written by the 'lm' stage (this run or an earlier one)
     lm_prompt = "def "
     n = len(stages)
     for i, stage in enumerate(stages, 1):

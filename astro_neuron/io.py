@@ -16,6 +16,7 @@ import glob
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -82,16 +83,21 @@ def atomic_write(path, write: Callable[[str], None]) -> Path:
     write of the same path (:func:`clean_stale_tmp`).
     """
     path = Path(path)
-    if path.parent.exists() and not path.parent.is_dir():
-        raise NotADirectoryError(f"cannot write {path}: {path.parent} is a file, not a folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        bad = next(p for p in reversed(path.parents) if p.exists() and not p.is_dir())
+        raise ValueError(f"cannot write {path}: {bad} is a file, not a folder") from None
     if path.is_dir():
-        raise IsADirectoryError(f"cannot write {path}: it is a folder")
+        raise ValueError(f"cannot write {path}: it is a folder")
     clean_stale_tmp(path)
     tmp = _tmp_path(path, os.getpid())
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)        # 0666 less the umask
+    os.close(fd)
     try:
         write(str(tmp))
+        os.chmod(tmp, mode)          # some writers (safetensors) replace the file as 0600
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -31,12 +31,12 @@ def demo_stage(out_dir: Path, quick: bool = False, progress: bool = True,
 
     Returns ``{"val_bpb", "sample", "checkpoint", "train_s", "tokens", "tokens_per_s",
     "params", "firing_rate", "corpus"}``. ``quick``: a few steps (seconds, for tests).
-    The checkpoint is ``out_dir/lm_amsnet.pt``; rebuild the model with
+    The checkpoint is ``out_dir/lm_amsnet.safetensors``; rebuild the model with
     :func:`astro_neuron.lm.train.load_model`, record spikes with
     :meth:`AMSNet.spike_record`.
     """
     from astro_neuron.lm.data import decode, encode, stdlib_corpus
-    from astro_neuron.lm.train import load_run_config, train
+    from astro_neuron.lm.train import CKPT_NAME, load_run_config, train
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,8 +49,8 @@ def demo_stage(out_dir: Path, quick: bool = False, progress: bool = True,
     t0 = time.perf_counter()
     s = train(run, progress=progress, corpus=corpus)
     train_s = time.perf_counter() - t0
-    ckpt = out / "lm_amsnet.pt"
-    (work / "ckpt.pt").replace(ckpt)
+    ckpt = out / "lm_amsnet.safetensors"
+    (work / CKPT_NAME).replace(ckpt)
     from astro_neuron.lm.train import load_model
 
     model, _ = load_model(ckpt)

@@ -17,7 +17,6 @@ import torch  # noqa: E402
 import astro_neuron as an  # noqa: E402
 from astro_neuron import plot  # noqa: E402
 from astro_neuron.cli import main  # noqa: E402
-from astro_neuron.io import atomic_torch_save  # noqa: E402
 from astro_neuron.neuro import demo_plots, load_recording, plot_recording, record  # noqa: E402
 from astro_neuron.tasks import MemoryNet, RecallTask, train_memory_net  # noqa: E402
 
@@ -161,13 +160,13 @@ def test_cli_plot(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A MemoryNet checkpoint (tiny task, 3 training steps), shared by the tests."""
-    path = tmp_path_factory.mktemp("ckpt") / "memory_amsu.pt"
+    path = tmp_path_factory.mktemp("ckpt") / "memory_amsu.safetensors"
     task = RecallTask(n_classes=2, channels_per_class=4, go_channels=4, cue_len=5, delay=20,
                       recall_len=5)
     torch.manual_seed(0)
     net = MemoryNet(task, n_neurons=16, n_astrocytes=2, d_key=4)
     train_memory_net(net, steps=3, batch_size=8, progress=False)
-    atomic_torch_save(net.checkpoint(), path)
+    net.save(path)
     return path
 
 
@@ -183,10 +182,10 @@ def test_demo_plots_from_a_memory_checkpoint(tmp_path, tiny_checkpoint):
     assert rec.info["label"] in (0, 1) and set(rec.info["events"]) == {"cue end", "recall"}
     assert elapsed < 20, elapsed
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="not a readable torch file"):
+    with pytest.raises(ValueError, match="damaged or not a safetensors file"):
         demo_plots(tmp_path / "out", tmp_path / "junk.pt")
     torch.save({"config": {}}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match=r"lacks \['task', 'state_dict'\]"):
+    with pytest.raises(ValueError, match="pickled PyTorch"):
         demo_plots(tmp_path / "out", tmp_path / "other.pt")
 
 
