@@ -24,7 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-__all__ = ["atomic_write", "atomic_json", "clean_stale_tmp", "CheckpointError",
+__all__ = ["atomic_write", "atomic_json", "atomic_save_tensors", "clean_stale_tmp", "CheckpointError",
            "PickleCheckpointError", "save_checkpoint", "load_checkpoint", "check_tensors",
            "load_pickle_checkpoint", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION",
            "CHECKPOINT_SUFFIX", "CONVERT_COMMAND"]
@@ -117,6 +117,13 @@ def atomic_json(obj: Any, path) -> Path:
             json.dump(obj, fh, indent=2, sort_keys=True)
             fh.write("\n")
     return atomic_write(path, _w)
+
+
+def atomic_save_tensors(tensors: Mapping[str, torch.Tensor], path) -> Path:
+    """Write a plain safetensors file (e.g. a ``state_dict``), atomically; read it back
+    with ``safetensors.torch.load_file``. Tied (shared) tensors are stored as copies."""
+    data = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(data, tmp))
 
 
 # ------------------------------------------------------------------ checkpoints
