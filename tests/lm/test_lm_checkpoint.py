@@ -430,3 +430,33 @@ def test_writing_into_a_regular_file_is_a_clear_error(tmp_path):
             atomic_json({}, target)
     with pytest.raises(ValueError, match="it is a folder"):
         atomic_json({}, tmp_path)
+
+
+def test_sigkill_with_a_checkpoint_every_step_resumes_bit_identically(tmp_path, corpus):
+    """A process killed with SIGKILL (no handler can run) right after step 3: the
+    checkpoint of step 2 is complete, no temporary file stays, and the resumed run's
+    losses equal an uninterrupted run's exactly."""
+    over = TINY + ["train.max_steps=6", "train.ckpt_interval=1"]
+    full = train(_run(tmp_path / "full", *over[-2:]), progress=False, corpus=corpus)
+    code = textwrap.dedent(f"""
+        import os, signal
+        from astro_neuron.lm.data import Corpus, stdlib_corpus
+        from astro_neuron.lm.train import load_run_config, train
+        c = stdlib_corpus()
+        corpus = Corpus("slice", c.train[:20000].clone(), c.val[:2000].clone(),
+                        c.test[:2000].clone())
+        run = load_run_config("tiny", {over!r} + ["train.out_dir={(tmp_path / 'cut').as_posix()}"])
+        def kill(info):
+            if info["step"] == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+        train(run, progress=False, corpus=corpus, callback=kill)
+    """)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, timeout=300)
+    assert proc.returncode == -9
+    assert load_model(tmp_path / "cut" / CKPT_NAME)[1]["step"] == 2
+    resumed = train(_run(tmp_path / "cut", *over[-2:]), resume=True, progress=False,
+                    corpus=corpus)
+    assert not list((tmp_path / "cut").glob(".*.tmp"))
+    torch.testing.assert_close(torch.tensor(resumed["losses"]), torch.tensor(full["losses"]),
+                               rtol=0, atol=0)
