@@ -18,7 +18,7 @@ def ckpt(tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
     assert main(["train", "--config", "tiny", "--out", str(out), "--device", "cpu",
                  "--no-progress", *TINY]) == 0
-    return out / "ckpt.pt"
+    return out / "ckpt.safetensors"
 
 
 def test_train_eval_generate(ckpt, capsys):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 SECTIONS = ("core", "lm", "neuro", "neuromorphic")
@@ -43,9 +44,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         rc = args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:       # Ctrl-C, or SIGTERM during training
         print("interrupted", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))   # 130, or 143 for SIGTERM
     except _USER_ERRORS as exc:
         if args.debug or os.environ.get("ASTRO_NEURON_DEBUG"):
             raise

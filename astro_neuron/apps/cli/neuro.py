@@ -25,8 +25,8 @@ def register(commands, bench) -> None:
 
     r = commands.add_parser(
         "record", help="record one delayed-recall trial of a trained memory network "
-                       "(e.g. out/demo/memory_amsu.pt) into a run file")
-    r.add_argument("checkpoint", help="MemoryNet checkpoint (.pt)")
+                       "(e.g. out/demo/memory_amsu.safetensors) into a run file")
+    r.add_argument("checkpoint", help="MemoryNet checkpoint (.safetensors)")
     r.add_argument("--out", required=True, help="run file to write (.npz)")
     r.add_argument("--seed", type=int, default=0, help="seed of the trial's input")
     r.add_argument("--label", type=int, default=None, help="cue class of the trial")
@@ -62,18 +62,13 @@ def _plot(args) -> int:
 def _record(args) -> int:
     from pathlib import Path
 
-    from astro_neuron.io import load_checkpoint
     from astro_neuron.neuro import plot_recording, record_memory_trial
     from astro_neuron.tasks import MemoryNet
 
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"--out must name a .npz file, got {out}")
-    ckpt = load_checkpoint(args.checkpoint, "memory-network checkpoint")
-    missing = [k for k in ("task", "config", "state_dict") if k not in ckpt]
-    if missing:
-        raise ValueError(f"{args.checkpoint} lacks {missing}: not a MemoryNet checkpoint")
-    net = MemoryNet.from_checkpoint(ckpt)
+    net = MemoryNet.load(args.checkpoint, "memory-network checkpoint")
     rec = record_memory_trial(net, seed=args.seed, label=args.label)
     rec.save(out)
     info = rec.info

@@ -4,7 +4,7 @@
 Inputs:
 
 * ``quantize`` reads a MemoryNet checkpoint (``astro-neuron demo`` writes
-  ``out/demo/memory_amsu.pt``), calibrates on inputs drawn from its task, and writes
+  ``out/demo/memory_amsu.safetensors``; data only, docs/lm.md), calibrates on inputs drawn from its task, and writes
   the integer network (``.h5``), with ``--qat-steps N`` of quantization-aware
   fine-tuning first.
 * ``simulate`` reads an ``.h5``; input spikes come from ``--input FILE.npy``
@@ -21,7 +21,8 @@ from pathlib import Path
 def register(commands, bench) -> None:
     p = commands.add_parser(
         "quantize", help="MemoryNet checkpoint -> integer network file (.h5), PTQ or QAT")
-    p.add_argument("checkpoint", help="MemoryNet checkpoint (.pt), e.g. out/demo/memory_amsu.pt")
+    p.add_argument("checkpoint", help="MemoryNet checkpoint (.safetensors), e.g. "
+                                   "out/demo/memory_amsu.safetensors")
     p.add_argument("--out", help="output .h5 (default: the checkpoint's name with .h5)")
     p.add_argument("--qat-steps", type=int, default=0,
                    help="quantization-aware fine-tuning steps before export (default 0: PTQ)")
@@ -33,7 +34,7 @@ def register(commands, bench) -> None:
     p.set_defaults(func=_quantize)
 
     p = commands.add_parser("export", help="write a network as NIR (float) or JSON (integers)")
-    p.add_argument("source", help="a MemoryNet checkpoint (.pt) for --to nir; an integer "
+    p.add_argument("source", help="a MemoryNet checkpoint (.safetensors) for --to nir; an integer "
                                   "network (.h5) for --to json")
     p.add_argument("--to", choices=("nir", "json"), required=True)
     p.add_argument("--out", help="output file (default: the source's name with .nir/.json)")
@@ -79,19 +80,9 @@ def _positive(name: str, value: int) -> None:
 
 
 def _load_memory_net(path: str):
-    from astro_neuron.io import load_checkpoint
     from astro_neuron.tasks import MemoryNet
 
-    ckpt = load_checkpoint(path, "MemoryNet checkpoint")
-    for key in ("task", "config", "state_dict"):
-        if key not in ckpt:
-            raise ValueError(f"{path} is not a MemoryNet checkpoint (no {key!r}); "
-                             "`astro-neuron demo` writes one as out/demo/memory_amsu.pt")
-    try:
-        return MemoryNet.from_checkpoint(ckpt)
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot rebuild the MemoryNet ({type(exc).__name__}: {exc})") \
-            from None
+    return MemoryNet.load(path, "MemoryNet checkpoint")
 
 
 # ----------------------------------------------------------------- quantize
@@ -153,7 +144,8 @@ def _export(args) -> int:
 
         if src.suffix == ".h5":
             raise ValueError("NIR export needs the float model: pass the MemoryNet checkpoint "
-                             "(.pt), not the integer .h5 (NIR has no integer network nodes)")
+                             "(.safetensors), not the integer .h5 (NIR has no integer network "
+                             "nodes)")
         net = _load_memory_net(str(src))
         out = Path(args.out) if args.out else src.with_suffix(".nir")
         graph = nm.export_nir(net.core, out, dt=args.dt)
