@@ -35,6 +35,7 @@ CHECKPOINT_SUFFIX = ".safetensors"
 CONVERT_COMMAND = "astro-neuron convert-checkpoint OLD.pt NEW.safetensors --trust-pickle"
 _META_KEY, _SHA_KEY = "astro_neuron", "sha256"
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")   # torch.save zip archive / legacy pickle stream
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 # ------------------------------------------------------------------ atomic writes
@@ -200,6 +201,9 @@ def load_checkpoint(path, kind: str, what: str = "checkpoint"
         head = fh.read(8)
     if head.startswith(_PICKLE_MAGIC):
         raise PickleCheckpointError(_pickle_message(path, what))
+    if head == _HDF5_MAGIC:
+        raise CheckpointError(f"{what} {path} is an HDF5 file (an integer network .h5?), "
+                              f"not a safetensors checkpoint")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             header = f.metadata() or {}
