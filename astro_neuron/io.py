@@ -24,7 +24,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-__all__ = ["atomic_write", "atomic_json", "atomic_save_tensors", "clean_stale_tmp", "CheckpointError",
+__all__ = ["ensure_folder", "atomic_write", "atomic_json", "atomic_save_tensors",
+           "clean_stale_tmp", "CheckpointError",
            "PickleCheckpointError", "save_checkpoint", "load_checkpoint", "check_tensors",
            "load_pickle_checkpoint", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION",
            "CHECKPOINT_SUFFIX", "CONVERT_COMMAND"]
@@ -73,6 +74,19 @@ def clean_stale_tmp(path) -> list[Path]:
     return removed
 
 
+def ensure_folder(path, what: str = "output folder") -> Path:
+    """Create the folder ``path`` (and its parents) if needed; a regular file in the way
+    is a ``ValueError`` naming it, not a ``NotADirectoryError`` traceback."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        bad = next((p for p in [*reversed(path.parents), path]
+                    if p.exists() and not p.is_dir()), path)
+        raise ValueError(f"{what} {path}: {bad} is a file, not a folder") from None
+    return path
+
+
 def atomic_write(path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path``.
 
@@ -84,11 +98,7 @@ def atomic_write(path, write: Callable[[str], None]) -> Path:
     write of the same path (:func:`clean_stale_tmp`).
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (NotADirectoryError, FileExistsError):
-        bad = next(p for p in reversed(path.parents) if p.exists() and not p.is_dir())
-        raise ValueError(f"cannot write {path}: {bad} is a file, not a folder") from None
+    ensure_folder(path.parent, f"cannot write {path.name} into")
     if path.is_dir():
         raise ValueError(f"cannot write {path}: it is a folder")
     clean_stale_tmp(path)

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from astro_neuron.amsu import AMSU
-from astro_neuron.io import CheckpointError, check_tensors, load_checkpoint, save_checkpoint
+from astro_neuron.io import (
+    CheckpointError, check_tensors, load_checkpoint, save_checkpoint,
+)
 
 __all__ = ["RecallTask", "delayed_recall", "MemoryNet", "train_memory_net", "fit_recall", "evaluate"]
 

@@ -34,7 +34,7 @@ import torch.distributed as dist
 
 from astro_neuron.io import (
     CONVERT_COMMAND, CheckpointError, atomic_json, check_tensors, clean_stale_tmp,
-    load_checkpoint, save_checkpoint,
+    ensure_folder, load_checkpoint, save_checkpoint,
 )
 from astro_neuron.lm.config import AMSNetConfig, check_table, config_from_dict
 from astro_neuron.lm.data import CORPORA, Corpus, batch_for_step, eval_windows, load_corpus
@@ -410,6 +410,8 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
     master = rank == 0
     out = Path(tc.out_dir)
     ckpt_path = out / CKPT_NAME
+    if master:
+        ensure_folder(out, "train.out_dir")      # a file in the way: an error now, not later
     corpus = corpus or load_corpus(run.data.corpus, run.data.path or None)
     if master and progress:
         print(corpus.describe())

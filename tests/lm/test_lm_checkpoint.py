@@ -430,6 +430,8 @@ def test_writing_into_a_regular_file_is_a_clear_error(tmp_path):
             atomic_json({}, target)
     with pytest.raises(ValueError, match="it is a folder"):
         atomic_json({}, tmp_path)
+    with pytest.raises(ValueError, match="train.out_dir .*file is a file, not a folder"):
+        train(_run(tmp_path / "file" / "run"), progress=False)
 
 
 def test_sigkill_with_a_checkpoint_every_step_resumes_bit_identically(tmp_path, corpus):

@@ -17,7 +17,8 @@ def register(commands, bench) -> None:
     p.add_argument("--config", default="default",
                    help="TOML file, or a built-in name: default, tiny, compare (default: default)")
     p.add_argument("--out", help="output folder (sets train.out_dir)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.safetensors (same model, seed and batch size)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/ckpt.safetensors (same model, seed and batch size)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (sets train.device)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_train)

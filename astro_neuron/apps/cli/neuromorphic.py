@@ -4,9 +4,9 @@
 Inputs:
 
 * ``quantize`` reads a MemoryNet checkpoint (``astro-neuron demo`` writes
-  ``out/demo/memory_amsu.safetensors``; data only, docs/lm.md), calibrates on inputs drawn from its task, and writes
-  the integer network (``.h5``), with ``--qat-steps N`` of quantization-aware
-  fine-tuning first.
+  ``out/demo/memory_amsu.safetensors``; data only, docs/lm.md), calibrates on inputs
+  drawn from its task, and writes the integer network (``.h5``), with ``--qat-steps N``
+  of quantization-aware fine-tuning first.
 * ``simulate`` reads an ``.h5``; input spikes come from ``--input FILE.npy``
   (``[T, n_in]`` or ``[T, B, n_in]``), else from the task stored in the file by
   ``quantize`` (``--samples``, ``--seed``), else random spikes (``--steps``, ``--rate``).
