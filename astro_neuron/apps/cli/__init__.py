@@ -16,6 +16,8 @@ import importlib
 import os
 import sys
 
+from astro_neuron import __version__
+
 SECTIONS = ("core", "lm", "neuro", "neuromorphic")
 
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError,
@@ -23,8 +25,6 @@ _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from astro_neuron import __version__
-
     parser = argparse.ArgumentParser(
         prog="astro-neuron",
         description="Astrocyte-modulated spiking networks: train, compare, export, simulate.")

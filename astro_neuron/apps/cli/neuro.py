@@ -2,6 +2,11 @@
 (record one delayed-recall trial of a trained memory network into a run file)."""
 
 from __future__ import annotations
+from pathlib import Path
+
+from astro_neuron.io import load_checkpoint
+from astro_neuron.neuro import load_recording, plot_recording, record_memory_trial
+from astro_neuron.tasks import MemoryNet
 
 KIND_NAMES = ("raster", "membrane", "astro", "calcium", "rates", "tokens")
 
@@ -35,10 +40,6 @@ def register(commands, bench) -> None:
 
 
 def _plot(args) -> int:
-    from pathlib import Path
-
-    from astro_neuron.neuro import load_recording, plot_recording
-
     run = Path(args.run)
     rec = load_recording(run)
     kinds = None
@@ -60,12 +61,6 @@ def _plot(args) -> int:
 
 
 def _record(args) -> int:
-    from pathlib import Path
-
-    from astro_neuron.io import load_checkpoint
-    from astro_neuron.neuro import plot_recording, record_memory_trial
-    from astro_neuron.tasks import MemoryNet
-
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"--out must name a .npz file, got {out}")
