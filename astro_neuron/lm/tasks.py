@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from astro_neuron.lm.model import LanguageModel
 from astro_neuron.lm.train import TrainConfig, lr_at, make_optimizer
+from astro_neuron.validate import choice
 
 __all__ = ["mqar_batch", "selective_copy_batch", "task_accuracy", "train_task", "TASK_MODELS"]
 
@@ -118,8 +119,7 @@ def train_task(model: LanguageModel, task: str, seq_len: int, steps: int,
 
     ``task_kwargs`` go to the batch generator (``n_pairs``, ``n_tokens``, ...)."""
 
-    if task not in _TASKS:
-        raise ValueError(f"task must be one of {list(_TASKS)}, got {task!r}")
+    choice("task", task, _TASKS)
     tc = TrainConfig(lr=lr, min_lr=lr / 10, warmup_steps=max(1, steps // 10), max_steps=steps,
                      weight_decay=0.0)
     opt = make_optimizer(model, tc)

@@ -7,6 +7,7 @@ import torch
 from astro_neuron.apps.bench.scan import ScanBenchConfig, bench_scan, format_table
 from astro_neuron.apps.demo import STAGES, run_demo
 from astro_neuron.io import atomic_json
+from astro_neuron.validate import positive_int
 
 
 def register(commands, bench) -> None:
@@ -48,8 +49,7 @@ def _demo(args) -> int:
 def _bench_scan(args) -> int:
     for name in ("batch", "neurons", "astrocytes", "d_key", "in_features", "chunk",
                  "repeats", "loop_repeats"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = ScanBenchConfig(batch=args.batch, lengths=tuple(args.lengths),

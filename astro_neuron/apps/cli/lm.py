@@ -12,6 +12,7 @@ from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
 from astro_neuron.lm.data import load_corpus
 from astro_neuron.lm.sample import sample_text
 from astro_neuron.lm.train import NonFiniteLoss, evaluate, load_model, load_run_config, train
+from astro_neuron.validate import optional, positive_int
 
 
 def register(commands, bench) -> None:
@@ -141,8 +142,7 @@ def _eval(args) -> int:
     corpus = load_corpus(args.corpus or data["corpus"],
                          args.data_path if args.corpus or args.data_path else data["path"] or None)
     split = corpus.split(args.split)
-    if args.tokens is not None and args.tokens < 1:
-        raise ValueError(f"--tokens must be >= 1, got {args.tokens}")
+    optional(positive_int, "--tokens", args.tokens)
     bpb = evaluate(model, split, model.config.block_size, args.tokens or split.numel(),
                    batch_size=args.batch_size)
     print(f"{corpus.name} {args.split}: {bpb:.4f} bits per byte "
@@ -172,9 +172,9 @@ def _ints(text: str, name: str) -> list[int]:
         vals = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
-    if not vals or any(v < 1 for v in vals):
-        raise ValueError(f"{name} must be positive integers, got {text!r}")
-    return vals
+    if not vals:
+        raise ValueError(f"{name} must be comma-separated integers, got {text!r}")
+    return [positive_int(f"each of {name}", v) for v in vals]
 
 
 def _memory_tasks(args) -> int:

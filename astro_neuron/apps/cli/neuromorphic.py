@@ -1,5 +1,5 @@
 """Integer networks on the command line: ``quantize``, ``export``, ``simulate``,
-``bench simulate``. Heavy imports (neuromorphic, Lava) happen inside the commands.
+``bench simulate``. Lava is imported only by the engine that runs on it (neuromorphic.lava).
 
 Inputs:
 
@@ -28,6 +28,7 @@ from astro_neuron.apps.bench.simulate import bench_simulate
 from astro_neuron.apps.demo.lava import finetune_qat, integer_accuracy
 from astro_neuron.io import atomic_json, atomic_write, load_checkpoint
 from astro_neuron.tasks import MemoryNet, RecallTask, delayed_recall, evaluate
+from astro_neuron.validate import non_negative_int, positive_int, probability
 from neuromorphic import pad_latency
 from neuromorphic.randnet import random_spikes
 
@@ -88,8 +89,7 @@ def register(commands, bench) -> None:
 # ----------------------------------------------------------------- helpers
 
 def _positive(name: str, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"--{name} must be >= 1, got {value}")
+    positive_int(f"--{name}", value)
 
 
 def _load_memory_net(path: str):
@@ -110,8 +110,7 @@ def _load_memory_net(path: str):
 def _quantize(args) -> int:
     _positive("calib-samples", args.calib_samples)
     _positive("eval-samples", args.eval_samples)
-    if args.qat_steps < 0:
-        raise ValueError(f"--qat-steps must be >= 0, got {args.qat_steps}")
+    non_negative_int("--qat-steps", args.qat_steps)
     net = _load_memory_net(args.checkpoint)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".h5")
     torch.set_num_threads(1)
@@ -211,8 +210,7 @@ def _inputs(args, qnet):
             f"{args.samples} delayed-recall sequences (seed {args.seed}) + {qnet.latency} " \
             "silent steps"
     _positive("steps", args.steps)
-    if not 0 <= args.rate <= 1:
-        raise ValueError(f"--rate must be a probability in [0, 1], got {args.rate}")
+    probability("--rate", args.rate)
 
     return random_spikes(args.seed, args.steps, args.samples, qnet.input_size,
                          qnet.input_levels, args.rate), \

@@ -35,6 +35,7 @@ from astro_neuron.lm.train import load_model
 from astro_neuron.neuro import demo_plots as memory_plots
 from astro_neuron.plot import raster, token_raster
 from astro_neuron.tasks import MemoryNet, RecallTask, delayed_recall, evaluate, train_memory_net
+from astro_neuron.validate import optional, positive_int
 
 __all__ = ["STAGES", "run_demo", "demo_memory", "demo_plots"]
 
@@ -127,9 +128,7 @@ def run_demo(out_dir="out/demo", quick: bool = False, seed: int = 0, progress: b
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise ValueError(f"unknown demo stage(s) {bad}; choose from {list(STAGES)}")
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+    if optional(positive_int, "threads", threads) is not None:
         torch.set_num_threads(threads)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

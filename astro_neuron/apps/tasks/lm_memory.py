@@ -7,7 +7,6 @@ the model variants and the training loop are library code: :mod:`astro_neuron.lm
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ import torch
 from astro_neuron.io import atomic_json
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
-from astro_neuron.lm.tasks import _TASKS, TASK_MODELS, task_accuracy, train_task
+from astro_neuron.lm.tasks import TASK_MODELS, _TASKS, task_accuracy, train_task
+from astro_neuron.validate import positive_number
 
 __all__ = ["run_memory_tasks", "format_rows"]
 
@@ -47,9 +47,7 @@ def run_memory_tasks(tasks=("mqar", "copy"), lengths=(64, 128, 256, 512, 1024),
     (1e-3: at 3e-3 the AM-SNet learned neither task, docs/lm.md).
     ``quick``: tiny settings for tests.
     """
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) \
-            or lr <= 0:
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    positive_number("lr", lr)
     bad = [m for m in models if m not in TASK_MODELS]
     if bad:
         raise ValueError(f"unknown model(s) {bad}; choose from {list(TASK_MODELS)}")
