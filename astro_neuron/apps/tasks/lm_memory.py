@@ -17,7 +17,7 @@ import torch
 from astro_neuron.io import atomic_json
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
-from astro_neuron.lm.tasks import TASK_MODELS, _TASKS, task_accuracy, train_task
+from astro_neuron.lm.tasks import TASK_MODELS, TASKS, task_accuracy, train_task
 from astro_neuron.validate import positive_number
 
 __all__ = ["run_memory_tasks", "format_rows"]
@@ -59,7 +59,7 @@ def run_memory_tasks(tasks=("mqar", "copy"), lengths=(64, 128, 256, 512, 1024),
     for task in tasks:
         for T in lengths:
             g = torch.Generator().manual_seed(10_000 + seed)
-            x_te, y_te = _TASKS[task](n_eval, T, generator=g)
+            x_te, y_te = TASKS[task](n_eval, T, generator=g)
             for name in models:
                 torch.manual_seed(seed)
                 opts = dict(TASK_MODELS[name])
