@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from astro_neuron.convert import convert_pickle_checkpoint
+from astro_neuron.apps.convert import convert_pickle_checkpoint
 from astro_neuron.io import (
     CheckpointError, PickleCheckpointError, _canonical, _digest, atomic_json, atomic_write,
     load_checkpoint, load_pickle_checkpoint, save_checkpoint,

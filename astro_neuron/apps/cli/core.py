@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from astro_neuron.apps.bench.scan import ScanBenchConfig, bench_scan, format_table
+from astro_neuron.apps.convert import convert_pickle_checkpoint
 from astro_neuron.apps.demo import STAGES, run_demo
 from astro_neuron.io import atomic_json
 from astro_neuron.validate import positive_int
@@ -53,8 +54,6 @@ def register(commands, bench) -> None:
 
 
 def _convert_checkpoint(args) -> int:
-    from astro_neuron.convert import convert_pickle_checkpoint
-
     kind, out = convert_pickle_checkpoint(args.old, args.new, trust_pickle=args.trust_pickle)
     print(f"wrote {out} ({kind} checkpoint, data only: safe to share and to open)")
     return 0
