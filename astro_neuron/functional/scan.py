@@ -362,13 +362,15 @@ class _AstroChunks(torch.autograd.Function):
         if need_lam:
             # every factor is exp(lam * e): d factor / d lam = e * factor, so the factors'
             # gradients reduce to sums of (gradient x factored tensor)
+            # q's factors have exponent i - h, k's h - j: one product, one reduction
             e_q = (pos - h).to(torch.float64)                                  # (C, 1)
-            gq = (dqt * qt).sum((0, 2)).to(torch.float64)                     # (A, C, dk)
-            gk = (dkt * kt).sum((0, 2)).to(torch.float64)
+            r = torch.mul(dqt, qt).addcmul_(dkt, kt, value=-1)
+            gqk = r.sum((0, 2)).to(torch.float64)                             # (A, C, dk)
+            del r
             g_rho = (dKV * KV).sum((0, 2, 4)).to(torch.float64)               # (A, dk)
             g_eta = (dHs * Hs).sum((0, 2, 4)).to(torch.float64)
             g_g = (dg * g.squeeze(-1)[..., None]).sum((0, 3)).to(torch.float64)
-            dlam = ((gq * e_q).sum(1) - (gk * e_q).sum(1)
+            dlam = ((gqk * e_q).sum(1)
                     + (c - 1 - h) * g_rho + (h + 1) * g_eta + c * g_g)
         return dq, dk_, dv_, dlam, (G if need_H0 else None), None
 
