@@ -388,7 +388,7 @@ TRAIN_TARGETS = "AM-SNet >= 1x the Transformer everywhere, >= 2x at T >= 1024; "
 
 def bench_train(d_models=(64, 128, 256, 512), lengths=(256, 1024, 4096),
                 threads=(0, 1), n_layer: int = 2, tokens: int = 4096, repeats: int = 3,
-                device: str = "cpu", forms: bool = False) -> list[dict]:
+                device: str = "cpu", forms: bool = False, peak_n: int = 2048) -> list[dict]:
     """Training tokens/s (forward + backward) of AM-SNet, the same-size Transformer and
     the astrocyte-off ablation at every (d_model, T, threads); prints the table, the
     ratios measured in the same run (models interleaved, median of ``repeats``), MFU
@@ -397,6 +397,7 @@ def bench_train(d_models=(64, 128, 256, 512), lengths=(256, 1024, 4096),
     ``threads``: thread counts; 0 is torch's default. A batch holds about ``tokens``
     tokens (``max(1, tokens // T)`` sequences). ``forms``: instead, the chunked form
     against the step loop (:func:`bench_forms`, first d_model and T, first thread count).
+    ``peak_n``: size of the square matrices of the peak measurement.
     """
     from astro_neuron.lm.train import resolve_device
 
@@ -407,7 +408,7 @@ def bench_train(d_models=(64, 128, 256, 512), lengths=(256, 1024, 4096),
                            batch_size=max(1, tokens // lengths[0]), repeats=repeats,
                            threads=thr[0], device=device)
     dev = resolve_device(device)
-    peaks = {t: matmul_peak(t, dev) for t in sorted(set(thr))}
+    peaks = {t: matmul_peak(t, dev, peak_n) for t in sorted(set(thr))}
     print(f"bench train: n_layer={n_layer}, ~{tokens} tokens per batch, forward + backward, "
           f"median of {repeats} interleaved rounds, {dev}; measured fp32 matmul peak "
           + ", ".join(f"{p / 1e9:.1f} GFLOP/s at {t} thread(s)" for t, p in peaks.items()))

@@ -108,6 +108,8 @@ def register(commands, bench) -> None:
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--quick", action="store_true",
                    help="d_model 64 and 128, T 256 and 1024, one thread, 2 repeats")
+    b.add_argument("--peak-n", type=int, default=2048,
+                   help="size of the square sgemm that measures the fp32 matmul peak")
     b.add_argument("--forms", action="store_true",
                    help="instead: the chunked form against the step loop (first d_model, T)")
     b.add_argument("--device", default="cpu")
@@ -222,10 +224,11 @@ def _bench_train(args) -> int:
             positive_int(f"--{name.replace('_', '-')}", v)
     for v in args.threads:
         non_negative_int("--threads", v)
-    for name in ("n_layer", "tokens", "repeats"):
+    for name in ("n_layer", "tokens", "repeats", "peak_n"):
         positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
     bench_train(d_models=tuple(args.d_models), lengths=tuple(args.lengths),
                 threads=tuple(args.threads), n_layer=args.n_layer, tokens=args.tokens,
-                repeats=args.repeats, device=args.device, forms=args.forms)
+                repeats=args.repeats, device=args.device, forms=args.forms,
+                peak_n=args.peak_n)
     return 0
 
