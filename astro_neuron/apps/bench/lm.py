@@ -391,8 +391,6 @@ def bench_train(d_models=(64, 128, 256, 512), lengths=(256, 1024, 4096),
     against the step loop (:func:`bench_forms`, first d_model and T, first thread count).
     ``peak_n``: size of the square matrices of the peak measurement.
     """
-    from astro_neuron.lm.train import resolve_device
-
     default_threads = torch.get_num_threads()
     thr = [default_threads if t == 0 else t for t in threads]
     if forms:
