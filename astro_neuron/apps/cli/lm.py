@@ -6,6 +6,14 @@ from __future__ import annotations
 import os
 import sys
 
+from astro_neuron.apps.bench.lm import bench_generate, bench_train
+from astro_neuron.apps.compare import compare
+from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
+from astro_neuron.lm.data import load_corpus
+from astro_neuron.lm.sample import sample_text
+from astro_neuron.lm.train import NonFiniteLoss, evaluate, load_model, load_run_config, train
+from astro_neuron.validate import non_negative_int, optional, positive_int
+
 
 def register(commands, bench) -> None:
     p = commands.add_parser(
@@ -94,20 +102,27 @@ def register(commands, bench) -> None:
                    help="also time both models' decode steps under torch.compile")
     b.set_defaults(func=_bench_generate)
 
-    b = bench.add_parser("train", help="training tokens/s: chunked form against the step loop")
-    b.add_argument("--d-model", type=int, default=128)
+    b = bench.add_parser("train", help="training tokens/s: AM-SNet vs Transformer vs "
+                         "astrocyte off, with MFU (--forms: chunked form vs step loop)")
+    b.add_argument("--d-models", type=int, nargs="+", default=[64, 128, 256, 512])
+    b.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096], metavar="T")
+    b.add_argument("--threads", type=int, nargs="+", default=[0, 1],
+                   help="thread counts to run (0: torch's default)")
     b.add_argument("--n-layer", type=int, default=2)
-    b.add_argument("--block-size", type=int, default=256)
-    b.add_argument("--batch-size", type=int, default=8)
+    b.add_argument("--tokens", type=int, default=4096,
+                   help="tokens per batch (batch = max(1, tokens // T))")
     b.add_argument("--repeats", type=int, default=3)
-    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--quick", action="store_true",
+                   help="d_model 64 and 128, T 256 and 1024, one thread, 2 repeats")
+    b.add_argument("--peak-n", type=int, default=2048,
+                   help="size of the square sgemm that measures the fp32 matmul peak")
+    b.add_argument("--forms", action="store_true",
+                   help="instead: the chunked form against the step loop (first d_model, T)")
     b.add_argument("--device", default="cpu")
     b.set_defaults(func=_bench_train)
 
 
 def _train(args) -> int:
-    from astro_neuron.lm.train import NonFiniteLoss, load_run_config, train
-
     over = list(args.overrides)
     if args.out:
         over.append(f"train.out_dir={_toml_str(args.out)}")
@@ -131,16 +146,12 @@ def _toml_str(s: str) -> str:
 
 
 def _eval(args) -> int:
-    from astro_neuron.lm.data import load_corpus
-    from astro_neuron.lm.train import evaluate, load_model
-
     model, ck = load_model(args.checkpoint, args.device)
     data = ck.get("run_config", {}).get("data", {"corpus": "stdlib", "path": ""})
     corpus = load_corpus(args.corpus or data["corpus"],
                          args.data_path if args.corpus or args.data_path else data["path"] or None)
     split = corpus.split(args.split)
-    if args.tokens is not None and args.tokens < 1:
-        raise ValueError(f"--tokens must be >= 1, got {args.tokens}")
+    optional(positive_int, "--tokens", args.tokens)
     bpb = evaluate(model, split, model.config.block_size, args.tokens or split.numel(),
                    batch_size=args.batch_size)
     print(f"{corpus.name} {args.split}: {bpb:.4f} bits per byte "
@@ -149,8 +160,6 @@ def _eval(args) -> int:
 
 
 def _generate(args) -> int:
-    from astro_neuron.lm.sample import sample_text
-
     for i, text in enumerate(sample_text(args.checkpoint, args.prompt, args.max_new_tokens,
                                          args.temperature, args.top_k, args.num_samples,
                                          args.seed, args.device)):
@@ -161,9 +170,6 @@ def _generate(args) -> int:
 
 
 def _compare(args) -> int:
-    from astro_neuron.apps.compare import compare
-    from astro_neuron.lm.train import load_run_config
-
     run = load_run_config(args.config, list(args.overrides))
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     compare(run, args.out, variants, progress=not args.no_progress)
@@ -175,14 +181,12 @@ def _ints(text: str, name: str) -> list[int]:
         vals = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
-    if not vals or any(v < 1 for v in vals):
-        raise ValueError(f"{name} must be positive integers, got {text!r}")
-    return vals
+    if not vals:
+        raise ValueError(f"{name} must be comma-separated integers, got {text!r}")
+    return [positive_int(f"each of {name}", v) for v in vals]
 
 
 def _memory_tasks(args) -> int:
-    from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
-
     lengths = _ints(args.lengths, "--lengths")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     tasks = ["mqar", "copy"] if args.task == "both" else [args.task]
@@ -194,8 +198,6 @@ def _memory_tasks(args) -> int:
 
 
 def _bench_generate(args) -> int:
-    from astro_neuron.apps.bench.lm import bench_generate
-
     bench_generate(_ints(args.contexts, "--contexts"), d_model=args.d_model,
                    n_layer=args.n_layer, n_head=args.n_head, tokens=args.tokens,
                    repeats=args.repeats, threads=args.threads, device=args.device,
@@ -204,10 +206,18 @@ def _bench_generate(args) -> int:
 
 
 def _bench_train(args) -> int:
-    from astro_neuron.apps.bench.lm import bench_train
-
-    bench_train(d_model=args.d_model, n_layer=args.n_layer, block_size=args.block_size,
-                batch_size=args.batch_size, repeats=args.repeats, threads=args.threads,
-                device=args.device)
+    if args.quick:
+        args.d_models, args.lengths, args.threads, args.repeats = [64, 128], [256, 1024], [1], 2
+    for name in ("d_models", "lengths"):
+        for v in getattr(args, name):
+            positive_int(f"--{name.replace('_', '-')}", v)
+    for v in args.threads:
+        non_negative_int("--threads", v)
+    for name in ("n_layer", "tokens", "repeats", "peak_n"):
+        positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
+    bench_train(d_models=tuple(args.d_models), lengths=tuple(args.lengths),
+                threads=tuple(args.threads), n_layer=args.n_layer, tokens=args.tokens,
+                repeats=args.repeats, device=args.device, forms=args.forms,
+                peak_n=args.peak_n)
     return 0
 
