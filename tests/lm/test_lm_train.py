@@ -67,11 +67,13 @@ def test_lr_schedule_warmup_then_cosine():
 
 @pytest.mark.parametrize("arch", ["amsnet", "transformer"])
 def test_training_learns_and_checkpoint_rebuilds_model(tmp_path, corpus, arch):
-    s = train(_run(tmp_path, "train.max_steps=12", arch=arch), progress=False, corpus=corpus)
+    # 24 steps: the loss drops 0.55-0.84 nats on seeds 0-5, both archs (12 steps gave
+    # 0.24-0.47: a 0.3 bar that seed 0 passed by 0.02); the bar stays 0.3
+    s = train(_run(tmp_path, "train.max_steps=24", arch=arch), progress=False, corpus=corpus)
     assert s["losses"][-1] < s["losses"][0] - 0.3
-    assert s["final_val_bpb"] < 8.0 and s["tokens"] == 12 * 4 * 16
+    assert s["final_val_bpb"] < 8.0 and s["tokens"] == 24 * 4 * 16
     model, ck = load_model(tmp_path / CKPT_NAME)
-    assert ck["step"] == 12 and model.config.arch == arch
+    assert ck["step"] == 24 and model.config.arch == arch
     assert (tmp_path / "metrics.json").is_file()
 
 
