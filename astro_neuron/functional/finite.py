@@ -27,7 +27,7 @@ from torch import Tensor
 
 __all__ = ["NonFiniteError", "validation", "checking_finite", "check_finite"]
 
-_CHECK_FINITE: ContextVar[bool] = ContextVar("astro_neuron_check_finite", default=True)
+_FINITE_SWITCH: ContextVar[bool] = ContextVar("astro_neuron_check_finite", default=True)
 
 
 class NonFiniteError(ValueError):
@@ -40,16 +40,16 @@ def validation(check_finite: bool):
     ``with`` block; the previous setting comes back when the block ends."""
     if not isinstance(check_finite, bool):
         raise TypeError(f"check_finite must be True or False, got {check_finite!r}")
-    token = _CHECK_FINITE.set(check_finite)
+    token = _FINITE_SWITCH.set(check_finite)
     try:
         yield
     finally:
-        _CHECK_FINITE.reset(token)
+        _FINITE_SWITCH.reset(token)
 
 
 def checking_finite(check: Optional[bool] = None) -> bool:
     """``check`` if given, else the setting of the innermost :func:`validation` block."""
-    return _CHECK_FINITE.get() if check is None else bool(check)
+    return _FINITE_SWITCH.get() if check is None else bool(check)
 
 
 def _first_bad_step(t: Tensor) -> int:

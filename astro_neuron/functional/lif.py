@@ -10,6 +10,7 @@ a tripartite population and Linear + LIF networks.
 * :func:`lif_step`    one step: the definition;
 * :func:`lif_loop`    the step applied T times: the reference;
 * :func:`lif_chunked` the parallel form (no reset only; :mod:`.scan`);
+* :func:`decode_step` the fused in-place step used for generation;
 * :func:`run`         the dispatcher (``form="auto"``: chunked without reset, else loop)
   with the finiteness check.
 """
@@ -29,7 +30,7 @@ from astro_neuron.functional.scan import leaky_chunked, leaky_step
 from astro_neuron.functional.surrogate import ATan, as_surrogate
 from astro_neuron.validate import boolean, choice, positive_int
 
-__all__ = ["LIFSpec", "lif_step", "lif_loop", "lif_chunked", "run", "FORMS"]
+__all__ = ["LIFSpec", "lif_step", "lif_loop", "lif_chunked", "decode_step", "run", "FORMS"]
 
 FORMS = ("auto", "chunked", "loop")
 
@@ -92,6 +93,12 @@ def lif_step(x: Tensor, u: Tensor, beta: Tensor, threshold: Tensor,
     u = leaky_step(u, x, beta)
     s = fire(u if o is None else u + o, threshold, spec)
     return s, u, reset_membrane(u, s, threshold, spec)
+
+
+def decode_step(x: Tensor, u: Tensor, beta: Tensor) -> Tensor:
+    """The fused decode form (generation): ``u = beta * u + x`` *in place*; returns ``u``
+    (spikes are ``fire(u, threshold, spec)``; no reset, as the language model's)."""
+    return u.mul_(beta).add_(x)
 
 
 def lif_loop(x_seq: Tensor, u0: Tensor | None, beta: Tensor, threshold: Tensor,

@@ -30,8 +30,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from astro_neuron.amsu import AMSU
-from astro_neuron.functional.amsu import fire
-from astro_neuron.functional.amsu.decode import DecodeShape, DecodeTensors, decode_shape, decode_step, fuse
+from astro_neuron.functional.amsu import fire, split_rows
+from astro_neuron.functional.amsu.decode import (
+    DecodeShape, DecodeTensors, decode_shape, decode_step, fuse,
+)
+from astro_neuron.functional.lif import decode_step as lif_decode_step
 from astro_neuron.functional.rotary import rotary_dims
 from astro_neuron.functional.surrogate import ATan
 from astro_neuron.lif import LIF
@@ -40,6 +43,7 @@ from astro_neuron.lm.base import (
     NORM_EPS, LanguageModel, RotaryTable, as_inference, check_idx, rms, rope_rows,
 )
 from astro_neuron.lm.config import AMSNetConfig
+from astro_neuron.validate import choice
 
 __all__ = ["AMSNet", "AMSNetCache", "Block", "build_model", "RotaryTable", "rope_rows", "NORM_EPS",
            "check_idx", "LanguageModel"]
@@ -148,14 +152,13 @@ class AMSNet(LanguageModel):
             nn.init.normal_(b.w_2.weight, std=out_std)
             if b.amsu.spec.neuron_path and cfg.synapse_init != 1.0:
                 with torch.no_grad():                   # rows I of the fused projection
-                    b.amsu.weight[:b.amsu.spec.n_neurons].mul_(cfg.synapse_init)
+                    split_rows(b.amsu.weight, b.amsu.spec.parts)["I"].mul_(cfg.synapse_init)
                     if b.amsu.bias is not None:
                         b.amsu.bias.mul_(cfg.synapse_init)
 
     # ------------------------------------------------------------- parallel form
     def _run(self, idx: Tensor, mode: str, states=None, record=None):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        choice("mode", mode, MODES)
         x = self.wte(idx.t().long())                                   # (T, B, d)
         new_states = []
         for i, block in enumerate(self.blocks):
@@ -297,9 +300,10 @@ def _amsnet_step(idx_t: Tensor, C: Optional[Tensor], S: Optional[Tensor], us: li
     place (``us`` AM-SU membranes ``(B, N)``, ``Hs`` astrocyte states ``(B, A, d_k, d_v)``,
     ``ufs`` channel-mixing membranes ``(B, f)``, one per layer). ``C, S`` ``(d_k,)``:
     rotary rows of this position (:func:`rope_rows`). The equations are those of
-    :meth:`Block.forward` (docs/model.md); the AM-SU part is the unit's own decode
-    step (:func:`astro_neuron.functional.amsu.decode.decode_step`); RMSNorm gains are
-    folded into the weights.
+    :meth:`Block.forward` (docs/model.md); the AM-SU and LIF parts are the units' own
+    decode steps (:func:`astro_neuron.functional.amsu.decode.decode_step`,
+    :func:`astro_neuron.functional.lif.decode_step`); RMSNorm gains are folded into
+    the weights.
 
     Eager (``k.event``: event-driven read-outs) or under ``torch.compile`` (dense
     read-outs, static shapes). ``record``: a list that gets the spikes of each layer.
@@ -313,7 +317,7 @@ def _amsnet_step(idx_t: Tensor, C: Optional[Tensor], S: Optional[Tensor], us: li
             record.append(_spikes(y, L.amsu.thr, k.spec))
         x = spike_out(x, y, L.amsu.thr, k.spec, L.w_o)                 # x + W_O s
         # ---- channel mixing: LIF
-        uf.mul_(L.beta_f).add_(torch.mm(rms(x, eps, k.inv_d), L.w_1))
+        lif_decode_step(torch.mm(rms(x, eps, k.inv_d), L.w_1), uf, L.beta_f)  # uf in place
         if record is not None:
             record.append(_spikes(uf, L.thr_f, k.spec_f))
         x = spike_out(x, uf, L.thr_f, k.spec_f, L.w_2)                 # x + W_2 s

@@ -37,6 +37,7 @@ from astro_neuron.neuro.presets import Preset
 from astro_neuron.neuro.presets import preset as get_preset
 from astro_neuron.neuro.territories import Territories
 from astro_neuron.neuro.traces import TRACE_KINDS, astro_trajectory
+from astro_neuron.validate import choice, optional
 
 __all__ = ["TripartitePopulation", "PopulationOutput", "PopulationState"]
 
@@ -208,10 +209,8 @@ class TripartitePopulation(nn.Module):
         ``trace``: ``"summary"`` or ``"full"`` also returns the astrocyte state of
         every step in ``PopulationOutput.astro`` (runs the astrocytes step by step).
         """
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if trace is not None and trace not in TRACE_KINDS:
-            raise ValueError(f"trace must be None or one of {TRACE_KINDS}, got {trace!r}")
+        choice("mode", mode, MODES)
+        optional(choice, "trace", trace, TRACE_KINDS)
         self._check_input(x_seq)
         T, B = x_seq.shape[:2]
         if state is None:
