@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["rotary", "rotary_angles", "rotary_dims"]
+__all__ = ["rotary", "rotary_angles", "rotary_dims", "rotary_table", "rotate"]
 
 
 def rotary_dims(d: int, fraction: float) -> int:
@@ -59,18 +59,63 @@ def _inv_freq(dim: int, base: float, device: torch.device) -> Tensor:
     return base ** (-torch.arange(0, dim // 2, dtype=torch.float64, device=device) * 2 / dim)
 
 
+def rotary_table(start: int, T: int, d: int, ndim: int, base: float = 10000.0,
+                 n_rot: Optional[int] = None, dtype: torch.dtype = torch.float32,
+                 device=None) -> tuple[Tensor, Tensor]:
+    """``cos``, ``sin`` for positions ``start .. start + T - 1`` shaped
+    ``[T, 1, ..., 1, d/2]`` to broadcast against a ``ndim``-dimensional ``[T, ..., d]``
+    tensor, in ``dtype`` (angles in float64, as :func:`rotary_angles`). Build it once
+    and :func:`rotate` every tensor of those positions with it (keys and queries)."""
+    pos = torch.arange(start, start + T, device=device)
+    cos, sin = rotary_angles(pos, d, base, n_rot)
+    shape = (T,) + (1,) * (ndim - 2) + (d // 2,)
+    return cos.reshape(shape).to(dtype), sin.reshape(shape).to(dtype)
+
+
+class _Rotate(torch.autograd.Function):
+    """``[x1 cos - x2 sin, x1 sin + x2 cos]`` written into one new tensor (no halves'
+    products, no ``cat``); the backward is the rotation by the opposite angle, written
+    the same way (two products, two fused multiply-adds). The tables take no gradient."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):  # type: ignore[override]
+        ctx.save_for_backward(cos, sin)
+        return _turn(x, cos, sin, 1)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        cos, sin = ctx.saved_tensors
+        return _turn(g, cos, sin, -1), None, None
+
+
+def _turn(x: Tensor, cos: Tensor, sin: Tensor, sign: int) -> Tensor:
+    h = x.shape[-1] // 2
+    x1, x2 = x[..., :h], x[..., h:]
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    o1, o2 = out[..., :h], out[..., h:]
+    torch.mul(x1, cos, out=o1)
+    o1.addcmul_(x2, sin, value=-sign)
+    torch.mul(x2, cos, out=o2)
+    o2.addcmul_(x1, sin, value=sign)
+    return out
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x`` ``[T, ..., d]`` by the tables of :func:`rotary_table`."""
+    if torch.is_grad_enabled() and (cos.requires_grad or sin.requires_grad):
+        h = x.shape[-1] // 2
+        x1, x2 = x[..., :h], x[..., h:]
+        return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return _Rotate.apply(x, cos, sin)
+
+
 def rotary(x: Tensor, start: int, base: float = 10000.0, n_rot: Optional[int] = None) -> Tensor:
     """Rotate ``x`` ``[T, ..., d]`` for positions ``start .. start + T - 1``.
 
     ``n_rot``: rotate only the pairs ``(i, i + d/2)``, ``i < n_rot/2`` (default: all).
     """
-    T, d = x.shape[0], x.shape[-1]
     if n_rot == 0:
         return x
-    pos = torch.arange(start, start + T, device=x.device)
-    cos, sin = rotary_angles(pos, d, base, n_rot)
-    shape = (T,) + (1,) * (x.dim() - 2) + (d // 2,)
-    cos = cos.reshape(shape).to(x.dtype)
-    sin = sin.reshape(shape).to(x.dtype)
-    x1, x2 = x[..., : d // 2], x[..., d // 2:]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    cos, sin = rotary_table(start, x.shape[0], x.shape[-1], x.dim(), base, n_rot,
+                            x.dtype, x.device)
+    return rotate(x, cos, sin)

@@ -23,7 +23,7 @@ from astro_neuron.validate import positive_number
 
 __all__ = [
     "Surrogate", "ATan", "Sigmoid", "FastSigmoid", "SuperSpike", "Triangle",
-    "heaviside", "as_surrogate", "spike",
+    "heaviside", "as_surrogate", "spike", "fire_levels",
 ]
 
 
@@ -59,6 +59,11 @@ class Surrogate:
 
     def derivative(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def grad_(self, t: Tensor, grad: Tensor) -> Tensor:
+        """``grad * derivative(t)``, allowed to overwrite ``t`` (a fresh tensor the
+        caller owns) to save temporaries; subclasses override it with in-place passes."""
+        return torch.mul(grad, self.derivative(t))
 
     def __call__(self, x: Tensor) -> Tensor:
         return _SurrogateSpike.apply(x, self)
@@ -104,6 +109,12 @@ class ATan(Surrogate):
         t = torch.mul(x, math.pi / 2 * self.alpha)
         return t.square_().add_(1).reciprocal_().mul_(self.alpha / 2)
 
+    def grad_(self, t: Tensor, grad: Tensor) -> Tensor:
+        # grad / ((2/alpha) (1 + (pi/2 alpha t)^2)): four in-place passes over t
+        c = math.pi / 2 * self.alpha
+        t.square_().mul_(c * c * 2 / self.alpha).add_(2 / self.alpha)
+        return torch.div(grad, t, out=t)
+
 
 class Sigmoid(Surrogate):
     """Logistic surrogate: primitive ``sigmoid(alpha x)``; derivative
@@ -144,6 +155,11 @@ class FastSigmoid(Surrogate):
     def derivative(self, x: Tensor) -> Tensor:
         return (self.slope / 2) / (1 + self.slope * x.abs()) ** 2
 
+    def grad_(self, t: Tensor, grad: Tensor) -> Tensor:
+        # grad / ((2/slope) (1 + slope |t|)^2), in place on t
+        t.abs_().mul_(self.slope).add_(1).square_().mul_(2 / self.slope)
+        return torch.div(grad, t, out=t)
+
 
 SuperSpike = FastSigmoid
 
@@ -168,6 +184,59 @@ class Triangle(Surrogate):
 
     def derivative(self, x: Tensor) -> Tensor:
         return (1 - x.abs() / self.width).clamp(min=0) / self.width
+
+
+class _Fire(torch.autograd.Function):
+    """``sum_l Theta(y - l theta)`` (l = 1..L) with ``sg``'s derivative as the backward,
+    fused: the forward is one comparison per level written straight into the output
+    (no ``y - theta`` temporary; ``y > l theta`` and ``y - l theta > 0`` agree in IEEE
+    arithmetic with gradual underflow), the backward forms ``y - l theta`` once per
+    level and turns it in place into the input gradient (:meth:`Surrogate.grad_`); the
+    threshold's gradient is the reduction of that tensor, negated after reducing."""
+
+    @staticmethod
+    def forward(ctx, y, threshold, sg, levels):  # type: ignore[override]
+        dt = torch.result_type(y, threshold)
+        shape = torch.broadcast_shapes(y.shape, threshold.shape)
+        s = torch.empty(shape, dtype=dt, device=y.device)
+        torch.gt(y, threshold, out=s)
+        for level in range(2, levels + 1):
+            s.add_(y > level * threshold)
+        ctx.save_for_backward(y, threshold)
+        ctx.sg, ctx.levels = sg, levels
+        return s
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        y, threshold = ctx.saved_tensors
+        sg, levels = ctx.sg, ctx.levels
+        need_y, need_thr = ctx.needs_input_grad[:2]
+        gy = gthr = None
+        for level in range(1, levels + 1):
+            thr = threshold if level == 1 else level * threshold
+            if torch.is_grad_enabled():      # double backward: differentiable ops only
+                t = grad * sg.derivative(y - thr)
+            else:
+                t = sg.grad_(torch.sub(y, thr), grad)
+            if need_thr:
+                gt = t.sum_to_size(threshold.shape) * -level
+                gthr = gt if gthr is None else gthr + gt
+            gy = t if gy is None else gy.add_(t)
+        if need_y and gy.shape != y.shape:
+            gy = gy.sum_to_size(y.shape)
+        return (gy if need_y else None), gthr, None, None
+
+
+def fire_levels(y: Tensor, threshold: Tensor, sg, levels: int = 1) -> Tensor:
+    """Spikes ``sum_l sg(y - l * threshold)``, l = 1..``levels``, as one fused autograd
+    node when ``sg`` is one of this module's surrogates (same values and gradients as
+    the plain sum, to rounding); any other spike function runs the plain sum."""
+    if isinstance(sg, Surrogate) and isinstance(threshold, Tensor):
+        return _Fire.apply(y, threshold, sg, levels)
+    s = sg(y - threshold)
+    for level in range(2, levels + 1):
+        s = s + sg(y - level * threshold)
+    return s
 
 
 class _Foreign:

@@ -14,7 +14,7 @@ from torch import Tensor
 from astro_neuron.functional.amsu.naive import prepare
 from astro_neuron.functional.amsu.spec import AMSUOutput, AMSUParams, AMSUSpec, AMSUState
 from astro_neuron.functional.amsu.step import fire, project, readout
-from astro_neuron.functional.rotary import rotary
+from astro_neuron.functional.rotary import rotary_table, rotate
 from astro_neuron.functional.scan import astro_chunked, leaky_chunked
 
 __all__ = ["amsu_chunked", "check_parallel"]
@@ -48,8 +48,11 @@ def amsu_chunked(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, spec:
     H = state.H
     if spec.astrocyte:
         if spec.rotary:
-            k = rotary(k, state.t, spec.rotary_base, spec.rotary_dims)
-            q = rotary(q, state.t, spec.rotary_base, spec.rotary_dims)
+            if spec.rotary_dims:             # one table for keys and queries
+                cos, sin = rotary_table(state.t, k.shape[0], k.shape[-1], k.dim(),
+                                        spec.rotary_base, spec.rotary_dims, k.dtype,
+                                        k.device)
+                k, q = rotate(k, cos, sin), rotate(q, cos, sin)
         o, H = astro_chunked(q, k, v, p.gamma, H, chunk_size)
         o = readout(o, p, spec)
     else:

@@ -25,6 +25,7 @@ from astro_neuron.functional.amsu.spec import (
 )
 from astro_neuron.functional.rotary import rotary
 from astro_neuron.functional.scan import astro_read, astro_step, leaky_step
+from astro_neuron.functional.surrogate import fire_levels
 
 __all__ = ["project", "readout", "fire", "reset_membrane", "dynamics_step"]
 
@@ -114,7 +115,9 @@ def fire(y: Tensor, threshold: Tensor, spec) -> Tensor:
     it supplies ``surrogate``, ``spiking`` and ``spike_levels``.
     """
     sg = spec.surrogate
-    f = sg if spec.spiking else sg.primitive
+    if spec.spiking:
+        return fire_levels(y, threshold, sg, spec.spike_levels)
+    f = sg.primitive
     s = f(y - threshold)
     for level in range(2, spec.spike_levels + 1):
         s = s + f(y - level * threshold)
