@@ -59,17 +59,22 @@ def _inv_freq(dim: int, base: float, device: torch.device) -> Tensor:
     return base ** (-torch.arange(0, dim // 2, dtype=torch.float64, device=device) * 2 / dim)
 
 
-def rotary_table(start: int, T: int, d: int, ndim: int, base: float = 10000.0,
-                 n_rot: Optional[int] = None, dtype: torch.dtype = torch.float32,
-                 device=None) -> tuple[Tensor, Tensor]:
-    """``cos``, ``sin`` for positions ``start .. start + T - 1`` shaped
-    ``[T, 1, ..., 1, d/2]`` to broadcast against a ``ndim``-dimensional ``[T, ..., d]``
-    tensor, in ``dtype`` (angles in float64, as :func:`rotary_angles`). Build it once
-    and :func:`rotate` every tensor of those positions with it (keys and queries)."""
+def rotary_table(start: int, shape, base: float = 10000.0, n_rot: Optional[int] = None,
+                 dtype: torch.dtype = torch.float32, device=None) -> tuple[Tensor, Tensor]:
+    """``cos``, ``sin`` for a tensor of ``shape`` ``[T, ..., d]`` at positions
+    ``start .. start + T - 1``: shaped ``[T, ..., d/2]`` and materialised (expanded over
+    the middle dimensions), in ``dtype``; the angles in float64, as
+    :func:`rotary_angles`. Build it once and :func:`rotate` every tensor of that shape
+    and those positions with it (keys and queries, forward and backward): products with
+    a broadcast ``[T, 1, .., d/2]`` table run several times slower on CPU than with a
+    dense one, and building the dense one costs about one such product."""
+    T, d = shape[0], shape[-1]
     pos = torch.arange(start, start + T, device=device)
     cos, sin = rotary_angles(pos, d, base, n_rot)
-    shape = (T,) + (1,) * (ndim - 2) + (d // 2,)
-    return cos.reshape(shape).to(dtype), sin.reshape(shape).to(dtype)
+    view = (T,) + (1,) * (len(shape) - 2) + (d // 2,)
+    full = tuple(shape[:-1]) + (d // 2,)
+    return (cos.to(dtype).reshape(view).expand(full).contiguous(),
+            sin.to(dtype).reshape(view).expand(full).contiguous())
 
 
 class _Rotate(torch.autograd.Function):
@@ -101,7 +106,8 @@ def _turn(x: Tensor, cos: Tensor, sin: Tensor, sign: int) -> Tensor:
 
 
 def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate ``x`` ``[T, ..., d]`` by the tables of :func:`rotary_table`."""
+    """Rotate ``x`` ``[T, ..., d]`` by the tables of :func:`rotary_table` (or any
+    ``cos``, ``sin`` that broadcast against ``x``'s halves)."""
     if torch.is_grad_enabled() and (cos.requires_grad or sin.requires_grad):
         h = x.shape[-1] // 2
         x1, x2 = x[..., :h], x[..., h:]
@@ -116,6 +122,5 @@ def rotary(x: Tensor, start: int, base: float = 10000.0, n_rot: Optional[int] = 
     """
     if n_rot == 0:
         return x
-    cos, sin = rotary_table(start, x.shape[0], x.shape[-1], x.dim(), base, n_rot,
-                            x.dtype, x.device)
+    cos, sin = rotary_table(start, x.shape, base, n_rot, x.dtype, x.device)
     return rotate(x, cos, sin)

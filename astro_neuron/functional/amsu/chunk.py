@@ -49,9 +49,8 @@ def amsu_chunked(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, spec:
     if spec.astrocyte:
         if spec.rotary:
             if spec.rotary_dims:             # one table for keys and queries
-                cos, sin = rotary_table(state.t, k.shape[0], k.shape[-1], k.dim(),
-                                        spec.rotary_base, spec.rotary_dims, k.dtype,
-                                        k.device)
+                cos, sin = rotary_table(state.t, k.shape, spec.rotary_base,
+                                        spec.rotary_dims, k.dtype, k.device)
                 k, q = rotate(k, cos, sin), rotate(q, cos, sin)
         o, H = astro_chunked(q, k, v, p.gamma, H, chunk_size)
         o = readout(o, p, spec)
