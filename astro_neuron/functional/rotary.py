@@ -78,9 +78,9 @@ def rotary_table(start: int, shape, base: float = 10000.0, n_rot: Optional[int] 
 
 
 class _Rotate(torch.autograd.Function):
-    """``[x1 cos - x2 sin, x1 sin + x2 cos]`` written into one new tensor (no halves'
-    products, no ``cat``); the backward is the rotation by the opposite angle, written
-    the same way (two products, two fused multiply-adds). The tables take no gradient."""
+    """``[x1 cos - x2 sin, x1 sin + x2 cos]`` written into one new tensor (one
+    half-width temporary, no ``cat``); the backward is the rotation by the opposite
+    angle, written the same way. The tables take no gradient."""
 
     @staticmethod
     def forward(ctx, x, cos, sin):  # type: ignore[override]
@@ -101,10 +101,14 @@ def _turn(x: Tensor, cos: Tensor, sin: Tensor, sign: int) -> Tensor:
     x1, x2 = x[..., :h], x[..., h:]
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     o1, o2 = out[..., :h], out[..., h:]
+    # products rounded, then added (no fused multiply-add: addcmul_ may fuse), so the
+    # result is bitwise the decode step's ``x * C + swap_halves(x) * S``
+    tmp = torch.mul(x2, sin)
     torch.mul(x1, cos, out=o1)
-    o1.addcmul_(x2, sin, value=-sign)
+    o1.sub_(tmp) if sign > 0 else o1.add_(tmp)
+    torch.mul(x1, sin, out=tmp)
     torch.mul(x2, cos, out=o2)
-    o2.addcmul_(x1, sin, value=sign)
+    o2.add_(tmp) if sign > 0 else o2.sub_(tmp)
     return out
 
 
