@@ -137,7 +137,8 @@ def _decay_powers(decay: Tensor, x: Tensor, c: int) -> tuple[Tensor, Tensor]:
     return pw, pw[-1]
 
 
-def _scan_(y: Tensor, d: Tensor, pw: Tensor, u0: Tensor, c: int, reverse: bool) -> Tensor:
+def _scan_(y: Tensor, d: Tensor, pw: Tensor, u0: Tensor, c: int, reverse: bool,
+           src: Tensor | None = None, add_last: Tensor | None = None) -> Tensor:
     """Overwrite ``y`` ``[T, ...]`` with ``y_t <- d * y_{t-1} + y_t`` (``y_{-1} = u0``), or
     with ``reverse`` ``y_t <- d * y_{t+1} + y_t`` (``y_T = u0``); returns the value at
     the end the recurrence ran to (``y_{T-1}``, or ``y_0`` with ``reverse``).
@@ -148,6 +149,12 @@ def _scan_(y: Tensor, d: Tensor, pw: Tensor, u0: Tensor, c: int, reverse: bool) 
     scan ``s <- d^c s + (local end of the chunk)``; (3) one pass adding ``d^(i+1) s`` to
     the ``i``-th step of each chunk. Steps outside the full chunks run one by one.
     Only non-negative powers of ``d`` appear (``pw``, all in [0, 1]).
+
+    ``src``: read the inputs from ``src`` and write ``y`` (a fresh tensor of the same
+    shape) without first copying ``src`` into it: the first step of each chunk is
+    copied, the others written by ``addcmul(src_i, y_prev, d, out=y_i)`` (same
+    arithmetic as the in-place form, one full read-and-write pass fewer).
+    ``add_last`` (with ``reverse`` and ``src``): added to the input of step ``T - 1``.
     """
     T = y.shape[0]
     n = T // c
@@ -158,8 +165,17 @@ def _scan_(y: Tensor, d: Tensor, pw: Tensor, u0: Tensor, c: int, reverse: bool) 
         yc = y[lo:lo + n * c].view(n, c, *y.shape[1:])
         order = range(c - 2, -1, -1) if reverse else range(1, c)
         step = 1 if reverse else -1
-        for i in order:
-            yc[:, i].addcmul_(yc[:, i + step], d)
+        if src is None:
+            for i in order:
+                yc[:, i].addcmul_(yc[:, i + step], d)
+        else:
+            sc = src[lo:lo + n * c].view(n, c, *src.shape[1:])
+            first = c - 1 if reverse else 0
+            yc[:, first].copy_(sc[:, first])
+            if add_last is not None:       # step T - 1 is the first of the last chunk
+                y[T - 1].add_(add_last)
+            for i in order:
+                torch.addcmul(sc[:, i], yc[:, i + step], d, out=yc[:, i])
         ends = yc[:, 0] if reverse else yc[:, c - 1]
         starts = torch.empty_like(ends)
         s = u0
@@ -170,12 +186,18 @@ def _scan_(y: Tensor, d: Tensor, pw: Tensor, u0: Tensor, c: int, reverse: bool) 
     if reverse:
         prev = y[h] if n else u0
         for t in range(h - 1, -1, -1):
-            y[t].addcmul_(prev, d)
+            if src is None:
+                y[t].addcmul_(prev, d)
+            else:
+                torch.addcmul(src[t], prev, d, out=y[t])
             prev = y[t]
         return y[0]
     prev = y[n * c - 1] if n else u0
     for t in range(n * c, T):
-        y[t].addcmul_(prev, d)
+        if src is None:
+            y[t].addcmul_(prev, d)
+        else:
+            torch.addcmul(src[t], prev, d, out=y[t])
         prev = y[t]
     return y[T - 1]
 
@@ -190,8 +212,8 @@ class _LeakyScan(torch.autograd.Function):
     def forward(ctx, x, decay, u0, c):  # type: ignore[override]
         d = decay.to(x.dtype)
         pw, _ = _decay_powers(d, x, c)
-        y = x.clone(memory_format=torch.contiguous_format)
-        _scan_(y, d, pw, u0, c, reverse=False)
+        y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        _scan_(y, d, pw, u0, c, reverse=False, src=x)
         ctx.save_for_backward(y, decay, u0)
         ctx.c = c
         return y, y[-1].clone()
@@ -201,13 +223,16 @@ class _LeakyScan(torch.autograd.Function):
         y, decay, u0 = ctx.saved_tensors
         c = ctx.c
         d = decay.to(y.dtype)
-        g = (torch.zeros_like(y) if g_seq is None
-             else g_seq.clone(memory_format=torch.contiguous_format))
-        if g_T is not None:
-            g[-1] += g_T
         pw, _ = _decay_powers(d, y, c)
         zero = torch.zeros((), dtype=y.dtype, device=y.device)
-        _scan_(g, d, pw, zero, c, reverse=True)
+        if g_seq is None:
+            g = torch.zeros_like(y)
+            if g_T is not None:
+                g[-1] += g_T
+            _scan_(g, d, pw, zero, c, reverse=True)
+        else:                              # out of place: no copy of g_seq first
+            g = torch.empty(y.shape, dtype=y.dtype, device=y.device)
+            _scan_(g, d, pw, zero, c, reverse=True, src=g_seq, add_last=g_T)
         need_x, need_d, need_u0, _ = ctx.needs_input_grad
         dd = du0 = None
         if need_d:
