@@ -3,8 +3,41 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+
+from astro_neuron.apps.cli import args as A
+
+# Upper bounds of sizes the commands accept (beyond them a run takes days); memory is
+# estimated separately before anything is allocated (_lm_bytes, A.check_fits).
+_BIG = 1 << 20
+_TEMP_MIN, _TEMP_MAX = 1e-3, 1e3
+
+
+def _temperature(text: str) -> float:
+    """0 (greedy) or a number in [1e-3, 1e3]: below, logits / T overflow float32 and the
+    softmax turns to NaN (1e-45 did); above, sampling is uniform noise."""
+    t = A.number(0.0, name="--temperature")(text)
+    if t != 0 and not _TEMP_MIN <= t <= _TEMP_MAX:
+        raise argparse.ArgumentTypeError(
+            f"--temperature must be 0 (greedy) or in [{_TEMP_MIN:g}, {_TEMP_MAX:g}], got {t!r}")
+    return t
+
+
+def _lm_bytes(cfg, batch: int, train: bool = True) -> float:
+    """A rough estimate (bytes) of the peak memory of a language model run: weights (with
+    gradient and AdamW moments when training) plus the activations of one batch kept
+    for the backward pass (float32): logits and their softmax, and per layer the
+    residual stream, the channel-mixing layer and the chunked form's astrocyte states."""
+    d, L, V, T = cfg.d_model, cfg.n_layer, cfg.vocab_size, cfg.block_size
+    params = 2 * V * d + L * (4 + 2 * cfg.ffn_mult) * d * d
+    chunks = -(-T // cfg.chunk_size)
+    acts = batch * T * (3 * V + L * d * (12 + 3 * cfg.ffn_mult)) \
+        + L * batch * cfg.n_head * cfg.head_size ** 2 * chunks
+    if not train:
+        acts = batch * T * (2 * V + 4 * d)
+    return 4.0 * ((4 if train else 1) * params + acts)
 
 
 def register(commands, bench) -> None:
@@ -14,34 +47,39 @@ def register(commands, bench) -> None:
                     "overrides, e.g. `astro-neuron train model.d_model=128 train.max_steps=500`.")
     p.add_argument("overrides", nargs="*", metavar="TABLE.KEY=VALUE",
                    help="config overrides, values in TOML syntax (model.arch=transformer)")
-    p.add_argument("--config", default="default",
+    p.add_argument("--config", default="default", type=A.config_name,
                    help="TOML file, or a built-in name: default, tiny, compare (default: default)")
-    p.add_argument("--out", help="output folder (sets train.out_dir)")
+    p.add_argument("--out", type=A.out_dir("--out"), help="output folder (sets train.out_dir)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
-    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (sets train.device)")
+    p.add_argument("--device", type=A.device(allow_auto=True),
+                   help="cpu, cuda, cuda:N or auto (sets train.device)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_train)
 
     p = commands.add_parser("eval", help="bits per byte of a checkpoint on a split")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", type=A.in_file("checkpoint"))
     p.add_argument("--split", default="val", choices=("train", "val", "test"))
-    p.add_argument("--tokens", type=int, default=None,
+    p.add_argument("--tokens", type=A.pos_int(name="--tokens"), default=None,
                    help="evaluate the first N tokens of the split (default: all)")
-    p.add_argument("--corpus", help="corpus (default: the one the checkpoint trained on)")
-    p.add_argument("--data-path", help="file/folder for enwik8, wikitext103, file")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--corpus",
+                   help="corpus (default: the one the checkpoint trained on)")
+    p.add_argument("--data-path", type=A.in_path("--data-path"),
+                   help="file/folder for enwik8, wikitext103, file")
+    p.add_argument("--batch-size", type=A.int_range(1, 1 << 16, "--batch-size"), default=16)
+    p.add_argument("--device", default="cpu", type=A.device())
     p.set_defaults(func=_eval)
 
     p = commands.add_parser("generate", help="sample text from a checkpoint")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", type=A.in_file("checkpoint"))
     p.add_argument("--prompt", default="def ", help="text to continue (default: 'def ')")
-    p.add_argument("--max-new-tokens", type=int, default=300)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-new-tokens", type=A.int_range(0, _BIG, "--max-new-tokens"),
+                   default=300)
+    p.add_argument("--temperature", type=_temperature, default=0.8,
+                   help=f"0: greedy; else in [{_TEMP_MIN:g}, {_TEMP_MAX:g}] (default 0.8)")
+    p.add_argument("--top-k", type=A.int_range(1, _BIG, "--top-k"), default=None)
+    p.add_argument("--num-samples", type=A.int_range(1, 4096, "--num-samples"), default=1)
+    p.add_argument("--seed", type=A.seed("--seed"), default=0)
+    p.add_argument("--device", default="cpu", type=A.device())
     p.set_defaults(func=_generate)
 
     p = commands.add_parser(
@@ -49,8 +87,9 @@ def register(commands, bench) -> None:
         description="Trains each variant for the same number of tokens on the same batches; "
                     "prints validation bits/byte and tokens/s, saves loss curves as a PNG.")
     p.add_argument("overrides", nargs="*", metavar="TABLE.KEY=VALUE")
-    p.add_argument("--config", default="compare", help="TOML file or built-in name")
-    p.add_argument("--out", default="out/compare", help="output folder")
+    p.add_argument("--config", default="compare", type=A.config_name,
+                   help="TOML file or built-in name")
+    p.add_argument("--out", default="out/compare", type=A.out_dir("--out"), help="output folder")
     p.add_argument("--variants", help="comma-separated subset of: AM-SNet, astrocyte off, "
                    "neuron path off, non-spiking twin, Transformer")
     p.add_argument("--no-progress", action="store_true")
@@ -59,35 +98,41 @@ def register(commands, bench) -> None:
     p = commands.add_parser(
         "memory-tasks", help="MQAR and selective copy: accuracy against sequence length")
     p.add_argument("--task", default="both", choices=("mqar", "copy", "both"))
-    p.add_argument("--lengths", default="64,128,256,512,1024",
+    p.add_argument("--lengths", default=[64, 128, 256, 512, 1024],
+                   type=A.int_list(1, 1 << 16, "--lengths"),
                    help="comma-separated sequence lengths")
     p.add_argument("--models", default="AM-SNet,astrocyte off,Transformer",
                    help="comma-separated: AM-SNet, astrocyte off, Transformer, "
                         "AM-SNet plain read-out")
-    p.add_argument("--steps", type=int, default=300, help="training steps per model and length")
-    p.add_argument("--lr", type=float, default=1e-3,
+    p.add_argument("--steps", type=A.int_range(1, 10**7, "--steps"), default=300,
+                   help="training steps per model and length")
+    p.add_argument("--lr", type=A.number(0.0, 10.0, lo_open=True, name="--lr"), default=1e-3,
                    help="peak learning rate of every model (default 1e-3; docs/lm.md)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--n-layer", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="out/memory-tasks")
+    p.add_argument("--batch-size", type=A.int_range(1, 1 << 16, "--batch-size"), default=32)
+    p.add_argument("--d-model", type=A.int_range(2, 8192, "--d-model"), default=64)
+    p.add_argument("--n-layer", type=A.int_range(1, 256, "--n-layer"), default=2)
+    p.add_argument("--seed", type=A.seed("--seed"), default=0)
+    p.add_argument("--out", default="out/memory-tasks", type=A.out_dir("--out"))
     p.add_argument("--quick", action="store_true", help="tiny settings (seconds)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_memory_tasks)
 
     b = bench.add_parser(
         "generate", help="per-token generation latency and memory: AM-SNet vs KV-cache Transformer")
-    b.add_argument("--contexts", default="512,2048,8192,16384")
-    b.add_argument("--d-model", type=int, default=256)
-    b.add_argument("--n-layer", type=int, default=4)
-    b.add_argument("--n-head", type=int, default=4)
-    b.add_argument("--tokens", type=int, default=64, help="timed tokens per (model, context)")
-    b.add_argument("--repeats", type=int, default=5, help="interleaved repeats (median)")
-    b.add_argument("--checkpoint", help="an AM-SNet checkpoint to time (its trained spikes); "
+    b.add_argument("--contexts", default=[512, 2048, 8192, 16384],
+                   type=A.int_list(1, 1 << 24, "--contexts"))
+    b.add_argument("--d-model", type=A.int_range(2, 8192, "--d-model"), default=256)
+    b.add_argument("--n-layer", type=A.int_range(1, 256, "--n-layer"), default=4)
+    b.add_argument("--n-head", type=A.int_range(1, 256, "--n-head"), default=4)
+    b.add_argument("--tokens", type=A.int_range(1, 1 << 16, "--tokens"), default=64,
+                   help="timed tokens per (model, context)")
+    b.add_argument("--repeats", type=A.int_range(1, 1000, "--repeats"), default=5,
+                   help="interleaved repeats (median)")
+    b.add_argument("--checkpoint", type=A.in_file("--checkpoint"), help="an AM-SNet checkpoint to time (its trained spikes); "
                    "default: a freshly initialised model")
-    b.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--threads", type=A.int_range(1, 1024, "--threads"), default=1,
+                   help="torch threads (default 1)")
+    b.add_argument("--device", default="cpu", type=A.device())
     b.add_argument("--no-rss", action="store_true",
                    help="skip the peak-RSS measurement in fresh processes (CPU)")
     b.add_argument("--compile", action="store_true",
@@ -95,13 +140,13 @@ def register(commands, bench) -> None:
     b.set_defaults(func=_bench_generate)
 
     b = bench.add_parser("train", help="training tokens/s: chunked form against the step loop")
-    b.add_argument("--d-model", type=int, default=128)
-    b.add_argument("--n-layer", type=int, default=2)
-    b.add_argument("--block-size", type=int, default=256)
-    b.add_argument("--batch-size", type=int, default=8)
-    b.add_argument("--repeats", type=int, default=3)
-    b.add_argument("--threads", type=int, default=1)
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--d-model", type=A.int_range(2, 8192, "--d-model"), default=128)
+    b.add_argument("--n-layer", type=A.int_range(1, 256, "--n-layer"), default=2)
+    b.add_argument("--block-size", type=A.int_range(1, _BIG, "--block-size"), default=256)
+    b.add_argument("--batch-size", type=A.int_range(1, 1 << 16, "--batch-size"), default=8)
+    b.add_argument("--repeats", type=A.int_range(1, 1000, "--repeats"), default=3)
+    b.add_argument("--threads", type=A.int_range(1, 1024, "--threads"), default=1)
+    b.add_argument("--device", default="cpu", type=A.device())
     b.set_defaults(func=_bench_train)
 
 
@@ -114,6 +159,7 @@ def _train(args) -> int:
     if args.device:
         over.append(f"train.device={_toml_str(args.device)}")
     run = load_run_config(args.config, over)
+    _check_run_fits(run)
     try:
         s = train(run, resume=args.resume, progress=not args.no_progress)
     except NonFiniteLoss as exc:
@@ -126,6 +172,18 @@ def _train(args) -> int:
     return 0
 
 
+def _check_run_fits(run) -> None:
+    """Refuse a training run whose estimated memory exceeds what the device has free."""
+    from astro_neuron.lm.train import resolve_device
+
+    mc, tc = run.model, run.train
+    A.check_writable_dir(tc.out_dir, "train.out_dir")
+    dev = str(resolve_device(tc.device))
+    A.check_fits(f"training {mc.arch} (d_model {mc.d_model}, {mc.n_layer} layers, batch "
+                 f"{tc.batch_size} x block_size {mc.block_size})",
+                 _lm_bytes(mc, tc.batch_size), dev)
+
+
 def _toml_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -135,12 +193,12 @@ def _eval(args) -> int:
     from astro_neuron.lm.train import evaluate, load_model
 
     model, ck = load_model(args.checkpoint, args.device)
+    A.check_fits(f"evaluation (batch {args.batch_size} x block_size {model.config.block_size})",
+                 _lm_bytes(model.config, args.batch_size, train=False), args.device)
     data = ck.get("run_config", {}).get("data", {"corpus": "stdlib", "path": ""})
     corpus = load_corpus(args.corpus or data["corpus"],
                          args.data_path if args.corpus or args.data_path else data["path"] or None)
     split = corpus.split(args.split)
-    if args.tokens is not None and args.tokens < 1:
-        raise ValueError(f"--tokens must be >= 1, got {args.tokens}")
     bpb = evaluate(model, split, model.config.block_size, args.tokens or split.numel(),
                    batch_size=args.batch_size)
     print(f"{corpus.name} {args.split}: {bpb:.4f} bits per byte "
@@ -165,25 +223,16 @@ def _compare(args) -> int:
     from astro_neuron.lm.train import load_run_config
 
     run = load_run_config(args.config, list(args.overrides))
+    _check_run_fits(run)
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     compare(run, args.out, variants, progress=not args.no_progress)
     return 0
 
 
-def _ints(text: str, name: str) -> list[int]:
-    try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
-    if not vals or any(v < 1 for v in vals):
-        raise ValueError(f"{name} must be positive integers, got {text!r}")
-    return vals
-
-
 def _memory_tasks(args) -> int:
     from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
 
-    lengths = _ints(args.lengths, "--lengths")
+    lengths = args.lengths
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     tasks = ["mqar", "copy"] if args.task == "both" else [args.task]
     run_memory_tasks(tasks, lengths, models, steps=args.steps, batch_size=args.batch_size,
@@ -196,7 +245,12 @@ def _memory_tasks(args) -> int:
 def _bench_generate(args) -> int:
     from astro_neuron.apps.bench.lm import bench_generate
 
-    bench_generate(_ints(args.contexts, "--contexts"), d_model=args.d_model,
+    if args.checkpoint is None:
+        # The Transformer's KV cache at the longest context, and both models' weights.
+        L, d, n = max(args.contexts) + args.tokens + 8, args.d_model, args.n_layer
+        A.check_fits(f"bench generate (context {max(args.contexts)}, d_model {d}, {n} layers)",
+                     4.0 * (2 * n * L * d + 2 * (2 * 256 * d + 12 * n * d * d)), args.device)
+    bench_generate(args.contexts, d_model=args.d_model,
                    n_layer=args.n_layer, n_head=args.n_head, tokens=args.tokens,
                    repeats=args.repeats, threads=args.threads, device=args.device,
                    checkpoint=args.checkpoint, rss=not args.no_rss, compile=args.compile)
@@ -206,6 +260,12 @@ def _bench_generate(args) -> int:
 def _bench_train(args) -> int:
     from astro_neuron.apps.bench.lm import bench_train
 
+    from astro_neuron.lm.config import AMSNetConfig
+
+    cfg = AMSNetConfig(n_layer=args.n_layer, d_model=args.d_model,
+                       n_head=max(1, args.d_model // 64), block_size=args.block_size)
+    A.check_fits(f"bench train (batch {args.batch_size} x block_size {args.block_size})",
+                 _lm_bytes(cfg, args.batch_size), args.device)
     bench_train(d_model=args.d_model, n_layer=args.n_layer, block_size=args.block_size,
                 batch_size=args.batch_size, repeats=args.repeats, threads=args.threads,
                 device=args.device)

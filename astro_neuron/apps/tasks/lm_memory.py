@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 
+from astro_neuron import validate
 from astro_neuron.io import atomic_json
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
@@ -47,9 +48,12 @@ def run_memory_tasks(tasks=("mqar", "copy"), lengths=(64, 128, 256, 512, 1024),
     (1e-3: at 3e-3 the AM-SNet learned neither task, docs/lm.md).
     ``quick``: tiny settings for tests.
     """
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) \
-            or lr <= 0:
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    validate.positive_number("lr", lr)
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("d_model", d_model),
+                        ("n_layer", n_layer), ("n_head", n_head), ("n_eval", n_eval)):
+        validate.positive_int(name, value)
+    validate.optional(validate.positive_int, "tokens_per_step", tokens_per_step)
+    lengths = [validate.positive_int("length", T) for T in lengths]
     bad = [m for m in models if m not in TASK_MODELS]
     if bad:
         raise ValueError(f"unknown model(s) {bad}; choose from {list(TASK_MODELS)}")
