@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 SECTIONS = ("core", "lm", "neuro", "neuromorphic")
@@ -26,11 +27,14 @@ _USER_ERRORS = (ValueError, TypeError, OSError, KeyError, MemoryError)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one error line (``PROG: error: MESSAGE (see PROG --help)``), exit 2;
-    sub-parsers inherit it."""
+    """argparse with one error line, ``error: MESSAGE (see `PROG --help`)``, as the
+    commands' own errors; exit status 2. Sub-parsers inherit it."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        message = " ".join(message.split())
+        # "argument --x: --x must be ..." (argparse's prefix + the check's) -> "--x must be ..."
+        message = re.sub(r"^argument (\S+): \1 ", r"\1 ", message)
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def _out_of_memory(exc: RuntimeError) -> bool:
@@ -57,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:            # --help, --version, or a bad argument (status 2)
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
         rc = args.func(args)
     except KeyboardInterrupt:

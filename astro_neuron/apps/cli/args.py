@@ -95,11 +95,10 @@ def int_list(lo: int = 1, hi: Optional[int] = None, name: str = "value") -> Call
         vals = []
         for p in parts:
             v = _int(p)
-            if hi is None:
-                if v < lo:
-                    raise ValueError(f"{name} must be integers >= {lo}, got {v}")
-            else:
-                validate.int_in_range(name, v, lo, hi)
+            if v < lo or (hi is not None and v > hi):
+                kind = "positive integers" if lo == 1 else f"integers >= {lo}"
+                most = f" of at most {hi}" if hi is not None else ""
+                raise ValueError(f"{name} must be {kind}{most}, got {v}")
             vals.append(v)
         return vals
     return _typed(conv, "integers")

@@ -14,7 +14,7 @@ def register(commands, bench) -> None:
                      "histograms of a recorded run file (.npz)",
         description="Writes PNGs of a run file made by astro_neuron.neuro.record(...).save() "
                     "or `astro-neuron record`. Format: docs/neuroscience.md.")
-    p.add_argument("run", type=A.in_file("recorded run file"), help="recorded run file (.npz)")
+    p.add_argument("run", type=A.in_file("recording"), help="recorded run file (.npz)")
     p.add_argument("--out", default=None, type=A.out_dir("--out"),
                    help="output folder (default: <run file name>_plots next to the file)")
     p.add_argument("--sample", type=A.nonneg_int(name="--sample"), default=0, help="batch element to draw (default 0)")
