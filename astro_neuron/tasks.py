@@ -23,6 +23,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from astro_neuron.amsu import AMSU
 
@@ -145,8 +146,6 @@ def fit_recall(params, task: RecallTask, logits_fn, steps: int, batch_size: int 
     gradient clipping at 1, a 20-step warm-up and cosine decay when ``cosine`` (else a
     constant ``lr``). Stops early when ``time_budget_s`` is exceeded; a NaN or infinite
     loss raises ``FloatingPointError``. Returns the loss per step."""
-    from tqdm.auto import tqdm
-
     params = list(params)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)

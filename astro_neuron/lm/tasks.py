@@ -23,8 +23,10 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from astro_neuron.lm.model import LanguageModel
+from astro_neuron.lm.train import TrainConfig, lr_at, make_optimizer
 
 __all__ = ["mqar_batch", "selective_copy_batch", "task_accuracy", "train_task", "TASK_MODELS"]
 
@@ -115,9 +117,6 @@ def train_task(model: LanguageModel, task: str, seq_len: int, steps: int,
     """Train ``model`` on fresh batches of ``task``; batch = tokens_per_step / seq_len.
 
     ``task_kwargs`` go to the batch generator (``n_pairs``, ``n_tokens``, ...)."""
-    from tqdm.auto import tqdm
-
-    from astro_neuron.lm.train import TrainConfig, lr_at, make_optimizer
 
     if task not in _TASKS:
         raise ValueError(f"task must be one of {list(_TASKS)}, got {task!r}")

@@ -16,9 +16,11 @@ same global batch, so the run equals a single-process run with that batch.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
+import socket
 import threading
 import time
 import tomllib
@@ -28,6 +30,8 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
+from tqdm.auto import tqdm
 
 from astro_neuron.io import atomic_json, atomic_torch_save, load_checkpoint
 from astro_neuron.lm.config import AMSNetConfig, check_table, config_from_dict
@@ -294,8 +298,6 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
     (tests, compare). Raises :class:`NonFiniteLoss` on a NaN/Inf loss and
     ``KeyboardInterrupt`` after saving when interrupted.
     """
-    from tqdm.auto import tqdm
-
     tc, mc = run.train, run.model
     rank, world, local_rank = _dist_info()
     ddp = world > 1
@@ -461,10 +463,6 @@ def train_local_ddp(run: RunConfig, world_size: int = 2, corpus: Optional[Corpus
 
     The same as ``torchrun --nproc_per_node=N -m astro_neuron train ...``.
     """
-    import json
-    import socket
-
-    import torch.multiprocessing as mp
 
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be a positive int, got {world_size!r}")

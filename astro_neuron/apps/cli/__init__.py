@@ -19,6 +19,8 @@ import os
 import re
 import sys
 
+from astro_neuron import __version__
+
 SECTIONS = ("core", "lm", "neuro", "neuromorphic")
 
 # OSError covers the file-system errors (missing, a file where a folder is wanted, full
@@ -44,8 +46,6 @@ def _out_of_memory(exc: RuntimeError) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from astro_neuron import __version__
-
     parser = _Parser(
         prog="astro-neuron",
         description="Astrocyte-modulated spiking networks: train, compare, export, simulate.")

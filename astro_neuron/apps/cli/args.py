@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
+
 from astro_neuron import validate
 
 __all__ = ["pos_int", "nonneg_int", "int_range", "number", "int_list", "seed", "device",
@@ -117,16 +119,12 @@ def device(allow_auto: bool = False) -> Callable:
             raise ValueError(f"device must be cpu, cuda, cuda:N"
                              f"{', mps or auto' if allow_auto else ' or mps'}, got {text!r}")
         if name.startswith("cuda"):
-            import torch  # deferred on purpose: parsing `--help` should not load torch
-
             n = torch.cuda.device_count() if torch.cuda.is_available() else 0
             idx = int(name.split(":")[1]) if ":" in name else 0
             if idx >= n:
                 raise ValueError(f"device {name!r} asked for, but torch sees "
                                  f"{n or 'no'} CUDA GPU{'s' if n != 1 else ''} here")
         if name == "mps":
-            import torch  # deferred on purpose, as above
-
             if not torch.backends.mps.is_available():
                 raise ValueError("device 'mps' asked for, but torch sees no MPS device here")
         return name
@@ -269,8 +267,6 @@ def check_fits(what: str, nbytes: float, device: str = "cpu") -> None:
     if not math.isfinite(nbytes):
         raise ValueError(f"{what} needs an unbounded amount of memory")
     if str(device).startswith("cuda"):
-        import torch  # deferred on purpose: only a CUDA run asks
-
         idx = torch.device(device).index or 0
         free, _ = torch.cuda.mem_get_info(idx)
         where = f"free on {device}"

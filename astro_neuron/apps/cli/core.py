@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import torch
+
+from astro_neuron.apps.bench.scan import ScanBenchConfig, bench_scan, format_table
 from astro_neuron.apps.cli import args as A
-from astro_neuron.apps.demo import STAGES
+from astro_neuron.apps.demo import STAGES, run_demo
+from astro_neuron.io import atomic_json
 
 # Upper bounds of the benchmark's sizes: beyond them a run would take hours; memory is
 # estimated separately (check_fits) before anything is allocated.
@@ -43,8 +47,6 @@ def register(commands, bench) -> None:
 
 
 def _demo(args) -> int:
-    from astro_neuron.apps.demo import run_demo
-
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
              stages=stages, threads=args.threads)
@@ -52,10 +54,6 @@ def _demo(args) -> int:
 
 
 def _bench_scan(args) -> int:
-    import torch
-
-    from astro_neuron.apps.bench.scan import ScanBenchConfig, bench_scan, format_table
-
     # Largest tensors held at once (float32): the input and the chunked form's
     # activations [T, B, N] several times over, and the astrocyte states of one chunk.
     T = max(args.lengths)
@@ -74,7 +72,5 @@ def _bench_scan(args) -> int:
     rows = bench_scan(cfg)
     print(format_table(rows, cfg))
     if args.json:
-        from astro_neuron.io import atomic_json
-
         atomic_json({"config": vars(cfg), "rows": rows}, args.json)
     return 0

@@ -7,7 +7,15 @@ import argparse
 import os
 import sys
 
+from astro_neuron.apps.bench.lm import bench_generate, bench_train
 from astro_neuron.apps.cli import args as A
+from astro_neuron.apps.compare import compare
+from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
+from astro_neuron.lm.config import AMSNetConfig
+from astro_neuron.lm.data import load_corpus
+from astro_neuron.lm.sample import sample_text
+from astro_neuron.lm.train import NonFiniteLoss, evaluate, load_model, load_run_config, \
+    resolve_device, train
 
 # Upper bounds of sizes the commands accept (beyond them a run takes days); memory is
 # estimated separately before anything is allocated (_lm_bytes, A.check_fits).
@@ -25,7 +33,7 @@ def _temperature(text: str) -> float:
     return t
 
 
-def _lm_bytes(cfg, batch: int, train: bool = True) -> float:
+def _lm_bytes(cfg, batch: int, training: bool = True) -> float:
     """A rough estimate (bytes) of the peak memory of a language model run: weights (with
     gradient and AdamW moments when training) plus the activations of one batch kept
     for the backward pass (float32): logits and their softmax, and per layer the
@@ -35,9 +43,9 @@ def _lm_bytes(cfg, batch: int, train: bool = True) -> float:
     chunks = -(-T // cfg.chunk_size)
     acts = batch * T * (3 * V + L * d * (12 + 3 * cfg.ffn_mult)) \
         + L * batch * cfg.n_head * cfg.head_size ** 2 * chunks
-    if not train:
+    if not training:
         acts = batch * T * (2 * V + 4 * d)
-    return 4.0 * ((4 if train else 1) * params + acts)
+    return 4.0 * ((4 if training else 1) * params + acts)
 
 
 def register(commands, bench) -> None:
@@ -151,8 +159,6 @@ def register(commands, bench) -> None:
 
 
 def _train(args) -> int:
-    from astro_neuron.lm.train import NonFiniteLoss, load_run_config, train
-
     over = list(args.overrides)
     if args.out:
         over.append(f"train.out_dir={_toml_str(args.out)}")
@@ -174,8 +180,6 @@ def _train(args) -> int:
 
 def _check_run_fits(run) -> None:
     """Refuse a training run whose estimated memory exceeds what the device has free."""
-    from astro_neuron.lm.train import resolve_device
-
     mc, tc = run.model, run.train
     A.check_writable_dir(tc.out_dir, "train.out_dir")
     dev = str(resolve_device(tc.device))
@@ -189,12 +193,9 @@ def _toml_str(s: str) -> str:
 
 
 def _eval(args) -> int:
-    from astro_neuron.lm.data import load_corpus
-    from astro_neuron.lm.train import evaluate, load_model
-
     model, ck = load_model(args.checkpoint, args.device)
     A.check_fits(f"evaluation (batch {args.batch_size} x block_size {model.config.block_size})",
-                 _lm_bytes(model.config, args.batch_size, train=False), args.device)
+                 _lm_bytes(model.config, args.batch_size, training=False), args.device)
     data = ck.get("run_config", {}).get("data", {"corpus": "stdlib", "path": ""})
     corpus = load_corpus(args.corpus or data["corpus"],
                          args.data_path if args.corpus or args.data_path else data["path"] or None)
@@ -207,8 +208,6 @@ def _eval(args) -> int:
 
 
 def _generate(args) -> int:
-    from astro_neuron.lm.sample import sample_text
-
     for i, text in enumerate(sample_text(args.checkpoint, args.prompt, args.max_new_tokens,
                                          args.temperature, args.top_k, args.num_samples,
                                          args.seed, args.device)):
@@ -219,9 +218,6 @@ def _generate(args) -> int:
 
 
 def _compare(args) -> int:
-    from astro_neuron.apps.compare import compare
-    from astro_neuron.lm.train import load_run_config
-
     run = load_run_config(args.config, list(args.overrides))
     _check_run_fits(run)
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
@@ -230,8 +226,6 @@ def _compare(args) -> int:
 
 
 def _memory_tasks(args) -> int:
-    from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
-
     lengths = args.lengths
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     tasks = ["mqar", "copy"] if args.task == "both" else [args.task]
@@ -243,8 +237,6 @@ def _memory_tasks(args) -> int:
 
 
 def _bench_generate(args) -> int:
-    from astro_neuron.apps.bench.lm import bench_generate
-
     if args.checkpoint is None:
         # The Transformer's KV cache at the longest context, and both models' weights.
         L, d, n = max(args.contexts) + args.tokens + 8, args.d_model, args.n_layer
@@ -258,10 +250,6 @@ def _bench_generate(args) -> int:
 
 
 def _bench_train(args) -> int:
-    from astro_neuron.apps.bench.lm import bench_train
-
-    from astro_neuron.lm.config import AMSNetConfig
-
     cfg = AMSNetConfig(n_layer=args.n_layer, d_model=args.d_model,
                        n_head=max(1, args.d_model // 64), block_size=args.block_size)
     A.check_fits(f"bench train (batch {args.batch_size} x block_size {args.block_size})",

@@ -2,6 +2,11 @@
 (record one delayed-recall trial of a trained memory network into a run file)."""
 
 from __future__ import annotations
+from pathlib import Path
+
+from astro_neuron.io import load_checkpoint
+from astro_neuron.neuro import load_recording, plot_recording, record_memory_trial
+from astro_neuron.tasks import MemoryNet
 
 from astro_neuron.apps.cli import args as A
 
@@ -39,10 +44,6 @@ def register(commands, bench) -> None:
 
 
 def _plot(args) -> int:
-    from pathlib import Path
-
-    from astro_neuron.neuro import load_recording, plot_recording
-
     run = Path(args.run)
     rec = load_recording(run)
     kinds = None
@@ -62,12 +63,6 @@ def _plot(args) -> int:
 
 
 def _record(args) -> int:
-    from pathlib import Path
-
-    from astro_neuron.io import load_checkpoint
-    from astro_neuron.neuro import plot_recording, record_memory_trial
-    from astro_neuron.tasks import MemoryNet
-
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"--out must name a .npz file, got {out}")

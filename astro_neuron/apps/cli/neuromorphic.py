@@ -14,10 +14,23 @@ Inputs:
 
 from __future__ import annotations
 
+import copy
+import json
 import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
+import torch
+
+import neuromorphic as nm
+from astro_neuron.apps.bench.simulate import bench_simulate
 from astro_neuron.apps.cli import args as A
+from astro_neuron.apps.demo.lava import finetune_qat, integer_accuracy
+from astro_neuron.io import atomic_json, atomic_write, load_checkpoint
+from astro_neuron.tasks import MemoryNet, RecallTask, delayed_recall, evaluate
+from neuromorphic import pad_latency
+from neuromorphic.randnet import random_spikes
 
 _BIG = 1 << 20
 
@@ -90,9 +103,6 @@ def register(commands, bench) -> None:
 # ----------------------------------------------------------------- helpers
 
 def _load_memory_net(path: str):
-    from astro_neuron.io import load_checkpoint
-    from astro_neuron.tasks import MemoryNet
-
     ckpt = load_checkpoint(path, "MemoryNet checkpoint")
     for key in ("task", "config", "state_dict"):
         if key not in ckpt:
@@ -108,15 +118,6 @@ def _load_memory_net(path: str):
 # ----------------------------------------------------------------- quantize
 
 def _quantize(args) -> int:
-    import copy
-    import warnings
-
-    import torch
-
-    import neuromorphic as nm
-    from astro_neuron.tasks import delayed_recall, evaluate
-    from astro_neuron.apps.demo.lava import finetune_qat, integer_accuracy
-
     net = _load_memory_net(args.checkpoint)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".h5")
     torch.set_num_threads(1)
@@ -156,8 +157,6 @@ def _quantize(args) -> int:
 def _export(args) -> int:
     src = Path(args.source)
     if args.to == "nir":
-        import neuromorphic as nm
-
         if src.suffix == ".h5":
             raise ValueError("NIR export needs the float model: pass the MemoryNet checkpoint "
                              "(.pt), not the integer .h5 (NIR has no integer network nodes)")
@@ -166,12 +165,6 @@ def _export(args) -> int:
         graph = nm.export_nir(net.core, out, dt=args.dt)
         print(f"wrote {out}: NIR graph with nodes {list(graph.nodes)}")
         return 0
-    import json
-
-    import numpy as np
-
-    import neuromorphic as nm
-    from astro_neuron.io import atomic_json
 
     qnet = nm.load(src)
     out = Path(args.out) if args.out else src.with_suffix(".json")
@@ -202,8 +195,6 @@ def _export(args) -> int:
 # ----------------------------------------------------------------- simulate
 
 def _inputs(args, qnet):
-    import numpy as np
-
     if args.input:
         path = Path(args.input)
         if not path.is_file():
@@ -214,10 +205,6 @@ def _inputs(args, qnet):
             raise ValueError(f"{path} is not a readable .npy array ({exc})") from None
     task = qnet.meta.get("task") if isinstance(qnet.meta, dict) else None
     if isinstance(task, dict) and task.get("name") == "delayed_recall":
-        import torch
-
-        from astro_neuron.tasks import RecallTask, delayed_recall
-
         fields = {k: v for k, v in task.items() if k != "name"}
         try:
             rt = RecallTask(**fields)
@@ -229,12 +216,10 @@ def _inputs(args, qnet):
                      "inputs, from the task stored in the file)",
                      float(args.samples) * (rt.T + qnet.latency) * (12 * rt.n_in + 32 * n_out))
         x, _ = delayed_recall(rt, args.samples, torch.Generator().manual_seed(args.seed))
-        from neuromorphic import pad_latency
 
         return pad_latency(x.numpy().astype(np.int64), qnet.latency), \
             f"{args.samples} delayed-recall sequences (seed {args.seed}) + {qnet.latency} " \
             "silent steps"
-    from neuromorphic.randnet import random_spikes
 
     return random_spikes(args.seed, args.steps, args.samples, qnet.input_size,
                          qnet.input_levels, args.rate), \
@@ -242,10 +227,6 @@ def _inputs(args, qnet):
 
 
 def _simulate(args) -> int:
-    import numpy as np
-
-    import neuromorphic as nm
-
     qnet = nm.load(args.network)
     x, desc = _inputs(args, qnet)
     backends = [args.backend]
@@ -267,8 +248,6 @@ def _simulate(args) -> int:
             print(f"  {b} vs {args.backend}: {d}")
         print("backends agree bit for bit" if all_equal else "backends DIFFER")
     if args.save:
-        from astro_neuron.io import atomic_write
-
         r = results[args.backend]
         arrays = {f"spikes_{i}": s for i, s in enumerate(r.spikes)}
         arrays.update({f"{k}_{i}": v for i, st in enumerate(r.states) for k, v in st.items()})
@@ -286,8 +265,6 @@ def _simulate(args) -> int:
 # ----------------------------------------------------------------- bench
 
 def _bench_simulate(args) -> int:
-    from astro_neuron.apps.bench.simulate import bench_simulate
-
     if args.quick:
         args.neurons, args.steps, args.layers, args.inputs = 32, 50, 2, 16
         args.astrocytes, args.d_key = 2, 4

@@ -27,7 +27,13 @@ from pathlib import Path
 
 import torch
 
+from astro_neuron.apps.demo.lava import demo_stage as lava_stage
+from astro_neuron.apps.demo.lm import demo_stage as lm_stage
 from astro_neuron.io import atomic_json, atomic_torch_save
+from astro_neuron.lm.data import encode
+from astro_neuron.lm.train import load_model
+from astro_neuron.neuro import demo_plots as memory_plots
+from astro_neuron.plot import raster, token_raster
 from astro_neuron.tasks import MemoryNet, RecallTask, delayed_recall, evaluate, train_memory_net
 
 __all__ = ["STAGES", "run_demo", "demo_memory", "demo_plots"]
@@ -64,12 +70,10 @@ def demo_memory(out_dir: Path, steps: int = 300, n_eval: int = 1024, seed: int =
 
 
 def _raster_png(net: MemoryNet, x: torch.Tensor, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # deferred: slow to import, only the drawing functions need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from astro_neuron.plot import raster
 
     with torch.no_grad():
         spikes = net.core(x)[:, 0]
@@ -87,8 +91,6 @@ def _raster_png(net: MemoryNet, x: torch.Tensor, path: Path) -> None:
 def demo_plots(out_dir: Path, memory_checkpoint: Path, lm_checkpoint: Path | None,
                lm_prompt: str) -> list[str]:
     """The memory network's plots, and the LM's spikes across the tokens of a sample."""
-    from astro_neuron.neuro import demo_plots as memory_plots
-
     paths = [str(p) for p in memory_plots(out_dir, memory_checkpoint)]
     if lm_checkpoint is not None and Path(lm_checkpoint).is_file():
         paths.append(str(_lm_token_raster(out_dir, Path(lm_checkpoint), lm_prompt)))
@@ -96,14 +98,10 @@ def demo_plots(out_dir: Path, memory_checkpoint: Path, lm_checkpoint: Path | Non
 
 
 def _lm_token_raster(out_dir: Path, checkpoint: Path, prompt: str) -> Path:
-    import matplotlib
+    import matplotlib  # deferred: slow to import, only the drawing functions need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from astro_neuron.lm.data import encode
-    from astro_neuron.lm.train import load_model
-    from astro_neuron.plot import token_raster
 
     model, _ = load_model(checkpoint)
     model.eval()
@@ -149,12 +147,10 @@ def run_demo(out_dir="out/demo", quick: bool = False, seed: int = 0, progress: b
                               seed=seed, progress=progress)
         elif stage == "lava":
             print(f"[{i}/{n}] integer network: QAT, quantize, save, simulate on Lava")
-            from astro_neuron.apps.demo.lava import demo_stage as lava_stage
 
             res = lava_stage(out, _need(mem_ckpt, "lava"), quick=quick, progress=progress)
         elif stage == "lm":
             print(f"[{i}/{n}] language model: a tiny AM-SNet on the built-in corpus")
-            from astro_neuron.apps.demo.lm import demo_stage as lm_stage
 
             res = lm_stage(out, quick=quick, progress=progress, prompt=lm_prompt, seed=seed)
         else:

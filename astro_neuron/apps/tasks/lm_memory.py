@@ -105,7 +105,7 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # deferred: slow to import, only the plot needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
