@@ -79,8 +79,9 @@ class AMSNetConfig:
         lo, hi = self.tau_astro
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi < lo:
             raise ValueError(f"tau_astro=(low, high) needs 0 < low <= high, got {self.tau_astro}")
-        if not math.isfinite(self.astro_gain):
-            raise ValueError(f"astro_gain must be finite, got {self.astro_gain!r}")
+        ag = self.astro_gain
+        if isinstance(ag, bool) or not isinstance(ag, (int, float)) or not math.isfinite(ag):
+            raise ValueError(f"astro_gain must be a finite number, got {ag!r}")
         for name in ("astrocyte", "neuron_path", "spiking", "astro_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -90,8 +91,10 @@ class AMSNetConfig:
         if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not 0 <= rf <= 1:
             raise ValueError(f"rotary_fraction must be a number in [0, 1], got {rf!r}")
         self.rotary_fraction = float(rf)
-        if self.rotary_base <= 1:
-            raise ValueError(f"rotary_base must be > 1, got {self.rotary_base!r}")
+        rb = self.rotary_base
+        if isinstance(rb, bool) or not isinstance(rb, (int, float)) or not math.isfinite(rb) \
+                or rb <= 1:
+            raise ValueError(f"rotary_base must be a finite number > 1, got {rb!r}")
 
     @property
     def head_size(self) -> int:

@@ -53,6 +53,8 @@ class DataConfig:
     path: str = ""                  # the file / folder for enwik8, wikitext103, file
 
     def __post_init__(self) -> None:
+        if not isinstance(self.path, str):
+            raise ValueError(f"data.path must be a string, got {self.path!r}")
         if self.corpus not in CORPORA:
             raise ValueError(f"data.corpus must be one of {CORPORA}, got {self.corpus!r}")
 
@@ -99,6 +101,9 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             if getattr(self, name) >= 1:
                 raise ValueError(f"train.{name} must be < 1, got {getattr(self, name)!r}")
+        for name in ("out_dir", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"train.{name} must be a string, got {getattr(self, name)!r}")
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"train.device must be 'auto', 'cpu' or 'cuda[:N]', got "
                              f"{self.device!r}")

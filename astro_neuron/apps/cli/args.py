@@ -136,7 +136,7 @@ def device(allow_auto: bool = False) -> Callable:
 def check_in_file(path, what: str = "file") -> Path:
     """``path`` is an existing, readable regular file. Raises ValueError otherwise."""
     if str(path) == "":
-        raise ValueError(f"{what}: empty path")
+        raise ValueError(f"{what} is an empty path")
     p = Path(path)
     if not p.exists():
         raise ValueError(f"{what} not found: {p}")
@@ -158,7 +158,7 @@ def in_path(what: str = "path") -> Callable:
     """An existing file or folder."""
     def conv(text: str) -> str:
         if not text:
-            raise ValueError(f"{what}: empty path")
+            raise ValueError(f"{what} is an empty path")
         if not Path(text).exists():
             raise ValueError(f"{what} not found: {text}")
         if not os.access(text, os.R_OK):
@@ -171,7 +171,7 @@ def check_writable_dir(path, what: str = "output folder") -> Path:
     """``path`` can be a folder we write into: it is one, or can be created (its first
     existing ancestor is a writable folder, not a file). Raises ValueError otherwise."""
     if str(path) == "":
-        raise ValueError(f"{what}: empty path")
+        raise ValueError(f"{what} is an empty path")
     p = Path(path)
     if p.exists():
         if not p.is_dir():
@@ -192,7 +192,7 @@ def check_writable_dir(path, what: str = "output folder") -> Path:
 def check_writable_file(path, what: str = "output file") -> Path:
     """``path`` can be written as a file: not a folder, and its folder can be made."""
     if str(path) == "":
-        raise ValueError(f"{what}: empty path")
+        raise ValueError(f"{what} is an empty path")
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"{what} {p} is a folder, not a file")
