@@ -11,7 +11,9 @@ Bounded on purpose, to stay inside the CI budget (about a minute on two cores): 
 drawn as valid are tiny (a valid huge size would run for hours; huge sizes are drawn
 only where the parser's cap or the memory estimate refuses them), ``demo`` and
 ``bench simulate`` get invalid values only (a valid run trains or starts Lava), and
-``--compile``, ``--compare`` and the Lava backend are left out.
+``--compile``, ``--compare`` and the Lava backend are left out. The examples are fixed
+(derandomized) so CI runs the same ones each time; ``CLI_FUZZ_SCALE=10`` runs ten times
+as many with a random seed.
 """
 
 from __future__ import annotations
@@ -311,7 +313,11 @@ def test_cli_fuzz(command, fx):
     change = st.sampled_from(sorted(options, key=str)).flatmap(
         lambda k: options[k].map(lambda v: (k, v)))
 
-    @settings(max_examples=EXAMPLES.get(command, 25), deadline=None, derandomize=True,
+    # CLI_FUZZ_SCALE=10: ten times the examples, with a random seed (a longer hunt).
+    scale = float(os.environ.get("CLI_FUZZ_SCALE", "1"))
+
+    @settings(max_examples=int(EXAMPLES.get(command, 25) * scale), deadline=None,
+              derandomize=scale == 1,
               database=None, suppress_health_check=list(HealthCheck))
     @given(changes=st.lists(change, min_size=1, max_size=3))
     def fuzz(changes):
