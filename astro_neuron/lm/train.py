@@ -37,6 +37,9 @@ from astro_neuron.io import atomic_json, atomic_torch_save, load_checkpoint
 from astro_neuron.lm.config import AMSNetConfig, check_table, config_from_dict
 from astro_neuron.lm.data import CORPORA, Corpus, batch_for_step, eval_windows, load_corpus
 from astro_neuron.lm.model import LanguageModel, build_model
+from astro_neuron.validate import (
+    choice, non_negative_int, number_in_range, positive_int, positive_number,
+)
 
 __all__ = ["DataConfig", "TrainConfig", "RunConfig", "NonFiniteLoss", "train", "train_local_ddp",
            "evaluate",
@@ -55,8 +58,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.path, str):
             raise ValueError(f"data.path must be a string, got {self.path!r}")
-        if self.corpus not in CORPORA:
-            raise ValueError(f"data.corpus must be one of {CORPORA}, got {self.corpus!r}")
+        choice("data.corpus", self.corpus, CORPORA)
 
 
 @dataclass
@@ -80,21 +82,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_steps", "eval_interval", "eval_tokens", "ckpt_interval"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"train.{name} must be a positive integer, got {v!r}")
+            positive_int(f"train.{name}", getattr(self, name))
         for name in ("warmup_steps", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"train.{name} must be a non-negative integer, got {v!r}")
+            non_negative_int(f"train.{name}", getattr(self, name))
         for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "max_time_s"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                    or v < 0:
-                raise ValueError(f"train.{name} must be a finite number >= 0, got {v!r}")
-            setattr(self, name, float(v))
-        if self.lr <= 0:
-            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+            setattr(self, name, number_in_range(f"train.{name}", getattr(self, name), 0.0))
+        positive_number("train.lr", self.lr)
         if self.min_lr > self.lr:
             raise ValueError(f"train.min_lr ({self.min_lr:g}) must not exceed train.lr "
                              f"({self.lr:g}): the cosine decay goes from lr down to min_lr")
@@ -469,8 +462,7 @@ def train_local_ddp(run: RunConfig, world_size: int = 2, corpus: Optional[Corpus
     The same as ``torchrun --nproc_per_node=N -m astro_neuron train ...``.
     """
 
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+    positive_int("world_size", world_size)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -2,8 +2,8 @@
 
 Each module named in :data:`SECTIONS` (``astro_neuron/apps/cli/<name>.py``) defines
 ``register(commands, bench)`` and adds its sub-commands to ``commands`` and its
-benchmarks to ``bench`` (``astro-neuron bench <name>``). Modules import heavy
-packages (Lava, matplotlib, SpikingJelly) inside the command functions only.
+benchmarks to ``bench`` (``astro-neuron bench <name>``). Heavy optional packages (Lava,
+matplotlib, SpikingJelly) are imported only where they are used (docs/architecture.md).
 
 Errors a user can cause (bad arguments, missing or corrupt files, bad values, sizes
 that cannot fit in memory) print one ``error:`` line and exit with status 2; ``--debug``

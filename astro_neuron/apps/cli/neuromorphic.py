@@ -1,5 +1,5 @@
 """Integer networks on the command line: ``quantize``, ``export``, ``simulate``,
-``bench simulate``. Heavy imports (neuromorphic, Lava) happen inside the commands.
+``bench simulate``. Lava is imported only by the engine that runs on it (neuromorphic.lava).
 
 Inputs:
 

@@ -7,7 +7,6 @@ the model variants and the training loop are library code: :mod:`astro_neuron.lm
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +14,11 @@ from typing import Optional
 
 import torch
 
-from astro_neuron import validate
 from astro_neuron.io import atomic_json
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
-from astro_neuron.lm.tasks import _TASKS, TASK_MODELS, task_accuracy, train_task
+from astro_neuron.lm.tasks import TASK_MODELS, TASKS, task_accuracy, train_task
+from astro_neuron.validate import optional, positive_int, positive_number
 
 __all__ = ["run_memory_tasks", "format_rows"]
 
@@ -48,12 +47,12 @@ def run_memory_tasks(tasks=("mqar", "copy"), lengths=(64, 128, 256, 512, 1024),
     (1e-3: at 3e-3 the AM-SNet learned neither task, docs/lm.md).
     ``quick``: tiny settings for tests.
     """
-    validate.positive_number("lr", lr)
+    positive_number("lr", lr)
     for name, value in (("steps", steps), ("batch_size", batch_size), ("d_model", d_model),
                         ("n_layer", n_layer), ("n_head", n_head), ("n_eval", n_eval)):
-        validate.positive_int(name, value)
-    validate.optional(validate.positive_int, "tokens_per_step", tokens_per_step)
-    lengths = [validate.positive_int("length", T) for T in lengths]
+        positive_int(name, value)
+    optional(positive_int, "tokens_per_step", tokens_per_step)
+    lengths = [positive_int("length", T) for T in lengths]
     bad = [m for m in models if m not in TASK_MODELS]
     if bad:
         raise ValueError(f"unknown model(s) {bad}; choose from {list(TASK_MODELS)}")
@@ -65,7 +64,7 @@ def run_memory_tasks(tasks=("mqar", "copy"), lengths=(64, 128, 256, 512, 1024),
     for task in tasks:
         for T in lengths:
             g = torch.Generator().manual_seed(10_000 + seed)
-            x_te, y_te = _TASKS[task](n_eval, T, generator=g)
+            x_te, y_te = TASKS[task](n_eval, T, generator=g)
             for name in models:
                 torch.manual_seed(seed)
                 opts = dict(TASK_MODELS[name])
