@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -26,6 +27,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from astro_neuron.amsu import AMSU
+from astro_neuron.io import (
+    CheckpointError, check_tensors, load_checkpoint, save_checkpoint,
+)
 from astro_neuron.validate import non_negative_int, positive_int, probability
 
 __all__ = ["RecallTask", "delayed_recall", "MemoryNet", "train_memory_net", "fit_recall", "evaluate"]
@@ -83,6 +87,9 @@ def delayed_recall(task: RecallTask, batch_size: int, generator: Optional[torch.
     return x.to(device), y.to(device)
 
 
+MEMORY_NET_KIND = "memory-net"
+
+
 class MemoryNet(nn.Module):
     """One spiking layer and a linear read-out of its recall-window spike counts.
 
@@ -118,6 +125,32 @@ class MemoryNet(nn.Module):
         cfg = dict(ckpt["config"])
         net = cls(RecallTask(**ckpt["task"]), **cfg)
         net.load_state_dict(ckpt["state_dict"])
+        return net
+
+    def save(self, path) -> Path:
+        """Write the network as a data-only checkpoint file (``*.safetensors``: the
+        weights, and the task and config as JSON; :mod:`astro_neuron.io`)."""
+        return save_checkpoint(path, MEMORY_NET_KIND,
+                               {"task": asdict(self.task), "config": self.config},
+                               {f"model.{k}": v for k, v in self.state_dict().items()})
+
+    @classmethod
+    def load(cls, path, what: str = "MemoryNet checkpoint") -> "MemoryNet":
+        """Rebuild a network written by :meth:`save`; every tensor is checked against
+        the stored config (names, shapes, dtypes, finite) and a damaged, foreign or
+        pickled file is refused with a :class:`~astro_neuron.io.CheckpointError`."""
+        meta, tensors = load_checkpoint(path, MEMORY_NET_KIND, what)
+        try:
+            net = cls(RecallTask(**meta["task"]), **meta["config"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{what} {path}: its stored task/config is invalid "
+                                  f"({type(exc).__name__}: {exc})") from None
+        bad = sorted(k for k in tensors if not k.startswith("model."))
+        if bad:
+            raise CheckpointError(f"{what} {path}: unexpected tensors {bad[:5]}")
+        found = {k[len("model."):]: v for k, v in tensors.items()}
+        check_tensors(path, what, found, net.state_dict(), "model.")
+        net.load_state_dict(found)
         return net
 
 

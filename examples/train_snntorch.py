@@ -10,7 +10,7 @@ cell(x[t], state)``, trained with ``snntorch.functional.ce_rate_loss`` on the ou
 spikes of the recall window and scored with ``snntorch.functional.accuracy_rate``.
 Prints the accuracy before and after training, then checks that the cell's parallel
 form (``forward_sequence``) gives the same output spikes as the loop, and how much
-faster it is. Saves the trained weights (``snntorch_amsu.pt``) in ``--out``.
+faster it is. Saves the trained weights (``snntorch_amsu.safetensors``) in ``--out``.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     import snntorch.functional as SF
     from tqdm.auto import tqdm
 
-    from astro_neuron.io import atomic_torch_save
+    from astro_neuron.io import atomic_save_tensors
     from astro_neuron.tasks import RecallTask, delayed_recall
 
     torch.set_num_threads(args.threads)
@@ -126,8 +126,8 @@ def main(argv=None) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(net.state_dict(), out / "snntorch_amsu.pt")
-    print(f"saved {out / 'snntorch_amsu.pt'}")
+    atomic_save_tensors(net.state_dict(), out / "snntorch_amsu.safetensors")
+    print(f"saved {out / 'snntorch_amsu.safetensors'}")
 
 
 if __name__ == "__main__":

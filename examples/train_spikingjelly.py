@@ -10,7 +10,8 @@ stock LIF neurons during the recall window. Prints the accuracy before and after
 training and the AM-SU layer's firing rate (recorded by ``monitor.OutputMonitor``),
 then checks that running the trained network one step at a time (``step_mode='s'``)
 gives the same read-out as the multi-step run. Saves the trained weights
-(``spikingjelly_amsu.pt``, a ``state_dict``) in ``--out``.
+(``spikingjelly_amsu.safetensors``, a ``state_dict``;
+``safetensors.torch.load_file`` reads it) in ``--out``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def main(argv=None) -> None:
     from tqdm.auto import tqdm
 
     from astro_neuron.integrations.spikingjelly import AMSUNode
-    from astro_neuron.io import atomic_torch_save
+    from astro_neuron.io import atomic_save_tensors
     from astro_neuron.tasks import RecallTask, delayed_recall
 
     torch.set_num_threads(args.threads)
@@ -118,8 +119,8 @@ def main(argv=None) -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(net.state_dict(), out / "spikingjelly_amsu.pt")
-    print(f"saved {out / 'spikingjelly_amsu.pt'}")
+    atomic_save_tensors(net.state_dict(), out / "spikingjelly_amsu.safetensors")
+    print(f"saved {out / 'spikingjelly_amsu.safetensors'}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ def check(verbose: bool = True) -> int:
         ("lava-nc", "lava.proc.lif.process"),
         ("matplotlib", "matplotlib"),
         ("h5py", "h5py"),
+        ("safetensors", "safetensors.torch"),
         ("astro-neuron", "astro_neuron"),
     ]
     failed = 0

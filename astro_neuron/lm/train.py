@@ -2,12 +2,15 @@
 
 AdamW (decay on matrices only), linear warm-up then cosine decay, gradient clipping,
 evaluation in bits per byte, seeds, a tqdm bar with loss, tokens/s and ETA.
-Checkpoints (``<out_dir>/ckpt.pt``) are written atomically and hold both configs;
-``resume=True`` continues exactly where the checkpoint left off (batches are a pure
-function of the step, see :func:`~astro_neuron.lm.data.batch_for_step`). Ctrl-C
-finishes the current step, saves a checkpoint and stops; a non-finite loss stops the
-run with :class:`NonFiniteLoss` and leaves the last good checkpoint untouched. (A
-second Ctrl-C stops at once, without saving: the last periodic checkpoint stays.)
+Checkpoints (``<out_dir>/ckpt.safetensors``, data only: :mod:`astro_neuron.io`) are
+written atomically and hold both configs, the weights, the optimizer's moments and the
+RNG state; ``resume=True`` continues exactly where the checkpoint left off (batches are
+a pure function of the seed and the step, see
+:func:`~astro_neuron.lm.data.batch_for_step`), and refuses another seed or batch size.
+Ctrl-C or SIGTERM finishes the current step, saves a checkpoint and stops; a non-finite
+loss stops the run with :class:`NonFiniteLoss` and leaves the last good checkpoint
+untouched. (A second signal stops at once, without saving: the last periodic checkpoint
+stays.)
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
 DistributedDataParallel (gloo on CPU, NCCL on GPU); every rank takes its share of the
@@ -33,7 +36,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tqdm.auto import tqdm
 
-from astro_neuron.io import atomic_json, atomic_torch_save, load_checkpoint
+from astro_neuron.io import (
+    CONVERT_COMMAND, CheckpointError, atomic_json, check_tensors, clean_stale_tmp,
+    ensure_folder, load_checkpoint, save_checkpoint,
+)
 from astro_neuron.lm.config import AMSNetConfig, check_table, config_from_dict
 from astro_neuron.lm.data import CORPORA, Corpus, batch_for_step, eval_windows, load_corpus
 from astro_neuron.lm.model import LanguageModel, build_model
@@ -43,10 +49,11 @@ from astro_neuron.validate import (
 
 __all__ = ["DataConfig", "TrainConfig", "RunConfig", "NonFiniteLoss", "train", "train_local_ddp",
            "evaluate",
-           "load_model", "load_run_config", "apply_overrides", "default_config_path",
-           "lr_at", "CKPT_NAME"]
+           "load_model", "load_lm_checkpoint", "save_lm_checkpoint", "load_run_config",
+           "apply_overrides", "default_config_path", "lr_at", "CKPT_NAME", "TrainingStopped"]
 
-CKPT_NAME = "ckpt.pt"
+CKPT_NAME = "ckpt.safetensors"
+LM_KIND = "lm"
 LN2 = math.log(2.0)
 
 
@@ -201,11 +208,15 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
 
 
+def _optimizer_groups(model: torch.nn.Module) -> tuple[list, list]:
+    """The trainable parameters in the optimizer's order: matrices, then the rest."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [p for p in params if p.dim() >= 2], [p for p in params if p.dim() < 2]
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices (dim >= 2), none on vectors (decays, norms...)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    other = [p for p in params if p.dim() < 2]
+    decay, other = _optimizer_groups(model)
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                               {"params": other, "weight_decay": 0.0}],
                              lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
@@ -242,43 +253,139 @@ def evaluate(model: LanguageModel, data: torch.Tensor, block_size: int, max_toke
     return float(tot[0] / tot[1]) / LN2
 
 
-def load_model(path, device="cpu") -> tuple[LanguageModel, dict]:
-    """Rebuild a model from a checkpoint file; returns ``(model, checkpoint dict)``."""
-    ckpt = load_checkpoint(path, "checkpoint")
-    for key in ("config", "model"):
-        if key not in ckpt:
-            raise ValueError(f"{path} is not an astro-neuron LM checkpoint (no {key!r} entry)")
-    model = build_model(config_from_dict(ckpt["config"]))
+def save_lm_checkpoint(path, model: LanguageModel, run_config: Optional[dict] = None,
+                       optimizer: Optional[torch.optim.Optimizer] = None,
+                       info: Optional[dict] = None, rng_state: Optional[torch.Tensor] = None,
+                       ) -> Path:
+    """Write a language model (and, for training, its optimizer state, RNG state and
+    progress ``info``: step, losses, evals ...) as one data-only checkpoint file."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        for idx, st in optimizer.state_dict()["state"].items():
+            for key, v in st.items():
+                if not isinstance(v, torch.Tensor):
+                    v = torch.tensor(v, dtype=torch.float32)
+                tensors[f"optimizer.{idx}.{key}"] = v
+    if rng_state is not None:
+        tensors["rng.torch_cpu"] = rng_state
+    meta = {"config": model.config.to_dict(), "run_config": run_config, **(info or {})}
+    return save_checkpoint(path, LM_KIND, meta, tensors)
+
+
+def _meta_field(path, meta: dict, key: str, check, want: str, default=None):
+    if key not in meta:
+        return default
+    v = meta[key]
+    if not check(v):
+        raise CheckpointError(f"checkpoint {path}: entry {key!r} must be {want}, got {v!r}")
+    return v
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def load_lm_checkpoint(path, device="cpu", what: str = "checkpoint"
+                       ) -> tuple[LanguageModel, dict]:
+    """Rebuild a model from a checkpoint file, every tensor checked against the stored
+    config (names, shapes, dtypes, finite): returns ``(model, checkpoint dict)``.
+
+    The dict holds the JSON entries (``config``, ``run_config``, ``step``, ``losses``,
+    ``evals`` ...) and the tensors: ``model`` (state dict), ``optimizer`` (per-parameter
+    AdamW state, by index) and ``rng`` (CPU generator state, or None)."""
+    path = Path(path)
+    meta, tensors = load_checkpoint(path, LM_KIND, what)
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{what} {path} has no model config")
     try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit the stored config ({exc})") from None
-    return model.to(device), ckpt
+        model = build_model(config_from_dict(meta["config"]))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{what} {path}: its stored model config is invalid ({exc})") \
+            from None
+    groups = {"model": {}, "optimizer": {}, "rng": {}}
+    for name, t in tensors.items():
+        head, _, rest = name.partition(".")
+        if head not in groups or not rest:
+            raise CheckpointError(f"{what} {path}: unexpected tensor {name!r}")
+        groups[head][rest] = t
+    check_tensors(path, what, groups["model"], model.state_dict(), "model.")
+    params = [p for g in _optimizer_groups(model) for p in g]
+    opt_state: dict[int, dict] = {}
+    for name, t in groups["optimizer"].items():
+        idx, _, key = name.partition(".")
+        if not idx.isdigit() or int(idx) >= len(params) or key not in ("step", "exp_avg",
+                                                                       "exp_avg_sq"):
+            raise CheckpointError(f"{what} {path}: unexpected tensor 'optimizer.{name}'")
+        opt_state.setdefault(int(idx), {})[key] = t
+    for idx, st in opt_state.items():
+        p = params[idx]
+        want = {"step": torch.empty((), dtype=torch.float32),
+                "exp_avg": torch.empty(p.shape, dtype=p.dtype),
+                "exp_avg_sq": torch.empty(p.shape, dtype=p.dtype)}
+        check_tensors(path, what, st, want, f"optimizer.{idx}.")
+    rng = groups["rng"]
+    if rng and (set(rng) != {"torch_cpu"} or rng["torch_cpu"].dtype != torch.uint8
+                or rng["torch_cpu"].dim() != 1):
+        raise CheckpointError(f"{what} {path}: unexpected RNG tensors {sorted(rng)}")
+    _meta_field(path, meta, "step", _is_int, "a non-negative integer")
+    _meta_field(path, meta, "tokens_seen", _is_int, "a non-negative integer")
+    _meta_field(path, meta, "world_size", _is_int, "a non-negative integer")
+    _meta_field(path, meta, "train_time_s", lambda v: isinstance(v, (int, float))
+                and not isinstance(v, bool) and v >= 0, "a number >= 0")
+    _meta_field(path, meta, "losses", lambda v: isinstance(v, list) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v), "a list of numbers")
+    _meta_field(path, meta, "evals", lambda v: isinstance(v, list) and all(
+        isinstance(x, dict) for x in v), "a list of tables")
+    _meta_field(path, meta, "run_config", lambda v: v is None or isinstance(v, dict),
+                "a table")
+    model.load_state_dict(groups["model"])
+    ck = dict(meta)
+    ck.update(model=groups["model"], optimizer=opt_state, rng=rng.get("torch_cpu"))
+    return model.to(device), ck
+
+
+def load_model(path, device="cpu") -> tuple[LanguageModel, dict]:
+    """Rebuild a model from a checkpoint file; returns ``(model, checkpoint dict)``
+    (:func:`load_lm_checkpoint`)."""
+    return load_lm_checkpoint(path, device)
 
 
 # ------------------------------------------------------------------ the loop
 
+class TrainingStopped(KeyboardInterrupt):
+    """Training stopped on Ctrl-C (SIGINT) or SIGTERM after saving a checkpoint;
+    ``signum`` says which signal."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class _StopFlag:
-    """Ctrl-C sets a flag (the step in flight finishes); a second Ctrl-C raises."""
+    """Ctrl-C or SIGTERM sets a flag (the step in flight finishes); a second one raises."""
 
     def __init__(self) -> None:
         self.set = False
-        self._old = None
+        self.signum = signal.SIGINT
+        self._old: dict = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-
             def handler(signum, frame):
                 if self.set:
-                    raise KeyboardInterrupt
-                self.set = True
-            signal.signal(signal.SIGINT, handler)
+                    raise TrainingStopped(signum)
+                self.set, self.signum = True, signum
+            for sig in _STOP_SIGNALS:
+                self._old[sig] = signal.getsignal(sig)
+                signal.signal(sig, handler)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -291,10 +398,13 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
           ) -> dict:
     """Train ``run.model`` on ``run.data`` as ``run.train`` says; returns a summary dict.
 
-    ``resume=True`` continues from ``<out_dir>/ckpt.pt``. ``callback(info)`` is called
-    after every step with ``{"step", "loss", "lr", "model"}``. ``corpus`` skips loading
-    (tests, compare). Raises :class:`NonFiniteLoss` on a NaN/Inf loss and
-    ``KeyboardInterrupt`` after saving when interrupted.
+    ``resume=True`` continues from ``<out_dir>/ckpt.safetensors``; it needs the same
+    ``[model]`` table, ``train.seed`` and ``train.batch_size`` (another seed or batch size
+    would splice two data streams). ``callback(info)`` is called after every step with
+    ``{"step", "loss", "lr", "model"}``. ``corpus`` skips loading (tests, compare).
+    Raises :class:`NonFiniteLoss` on a NaN/Inf loss (also one met at an evaluation) and
+    :class:`TrainingStopped` (a ``KeyboardInterrupt``) after saving when interrupted by
+    SIGINT or SIGTERM.
     """
     tc, mc = run.train, run.model
     rank, world, local_rank = _dist_info()
@@ -311,6 +421,8 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
     master = rank == 0
     out = Path(tc.out_dir)
     ckpt_path = out / CKPT_NAME
+    if master:
+        ensure_folder(out, "train.out_dir")      # a file in the way: an error now, not later
     corpus = corpus or load_corpus(run.data.corpus, run.data.path or None)
     if master and progress:
         print(corpus.describe())
@@ -319,15 +431,38 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
     model = build_model(mc).to(device)
     opt = make_optimizer(model, tc)
     start, losses, evals, tokens_seen, train_time = 0, [], [], 0, 0.0
+    if master:
+        clean_stale_tmp(ckpt_path)               # left by a run killed while saving
     if resume:
-        ck = load_checkpoint(ckpt_path, "checkpoint to resume")
+        old = ckpt_path.with_suffix(".pt")
+        if not ckpt_path.exists() and old.is_file():
+            raise CheckpointError(f"no checkpoint {ckpt_path} to resume; {old} is an old "
+                                  f"pickled one: convert it first with `{CONVERT_COMMAND}`")
+        _, ck = load_lm_checkpoint(ckpt_path, what="checkpoint to resume")
         if ck.get("config") != mc.to_dict():
             raise ValueError(f"{ckpt_path} was trained with another model config; resume "
                              "needs the same [model] table (compare with its 'config' entry)")
+        old_train = (ck.get("run_config") or {}).get("train", {})
+        for key in ("seed", "batch_size"):
+            if key in old_train and old_train[key] != getattr(tc, key):
+                raise ValueError(
+                    f"{ckpt_path} was trained with train.{key}={old_train[key]!r}, this run "
+                    f"asks train.{key}={getattr(tc, key)!r}: resuming would splice two "
+                    f"different data streams. Resume with train.{key}={old_train[key]!r}, "
+                    "or start a new run in another --out folder")
+        for key in ("step", "losses", "evals", "tokens_seen", "train_time_s"):
+            if key not in ck:
+                raise CheckpointError(f"{ckpt_path} holds weights only (no {key!r}): it "
+                                      "cannot be resumed; train from it in a new run")
         model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        sd = opt.state_dict()
+        sd["state"] = {i: {k: v.to(device) for k, v in st.items()}
+                       for i, st in ck["optimizer"].items()}
+        opt.load_state_dict(sd)
+        if ck["rng"] is not None:
+            torch.set_rng_state(ck["rng"])
         start, losses, evals = ck["step"], list(ck["losses"]), list(ck["evals"])
-        tokens_seen, train_time = ck["tokens_seen"], ck["train_time_s"]
+        tokens_seen, train_time = ck["tokens_seen"], float(ck["train_time_s"])
         if master and progress:
             print(f"resuming from {ckpt_path} at step {start}")
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
@@ -347,15 +482,17 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
             raise diverged(step, "the weights became NaN or infinite")
         if not master:
             return
-        atomic_torch_save({
-            "config": mc.to_dict(), "run_config": run.to_dict(), "model": model.state_dict(),
-            "optimizer": opt.state_dict(), "step": step, "losses": losses, "evals": evals,
-            "tokens_seen": tokens_seen, "train_time_s": train_time,
-            "world_size": world}, ckpt_path)
+        save_lm_checkpoint(ckpt_path, model, run.to_dict(), opt, {
+            "step": step, "losses": losses, "evals": evals, "tokens_seen": tokens_seen,
+            "train_time_s": train_time, "world_size": world}, torch.get_rng_state())
 
     def do_eval(step: int) -> None:
+        if not weights_finite():            # the core would reject a NaN decay, unhelpfully
+            raise diverged(step, "the weights became NaN or infinite")
         bpb = evaluate(model, corpus.val, mc.block_size, tc.eval_tokens, device=device,
                        rank=rank, world_size=world)
+        if not math.isfinite(bpb):
+            raise diverged(step, f"the validation loss became {bpb}")
         evals.append({"step": step, "val_bpb": bpb, "tokens": tokens_seen})
         if master and progress:
             tqdm.write(f"step {step}: val {bpb:.4f} bits/byte")
@@ -429,9 +566,9 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
     if interrupted:
         save(step)
         if master:
-            print(f"interrupted: checkpoint saved at step {step} in {ckpt_path}; "
-                  "continue with --resume")
-        raise KeyboardInterrupt
+            print(f"interrupted ({signal.Signals(stop.signum).name}): checkpoint saved at "
+                  f"step {step} in {ckpt_path}; continue with --resume")
+        raise TrainingStopped(stop.signum)
     summary = {"arch": mc.arch, "params": model.num_params(), "steps": step,
                "tokens": tokens_seen, "train_time_s": round(train_time, 2),
                "tokens_per_s": round(tokens_seen / max(train_time, 1e-9), 1),

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import torch
 
 from astro_neuron import plot
-from astro_neuron.io import atomic_write, load_checkpoint
+from astro_neuron.io import atomic_write
 from astro_neuron.neuro.recording import Recording, record
 from astro_neuron.tasks import MemoryNet, delayed_recall
 
@@ -135,20 +135,11 @@ def record_memory_trial(net, seed: int = 0, label: Optional[int] = None) -> Reco
 
 def demo_plots(out_dir: Path, checkpoint: Path) -> list[Path]:
     """Plots of the demo's trained memory network: load the ``MemoryNet`` checkpoint
-    (``memory_amsu.pt`` of ``astro-neuron demo``), record one delayed-recall trial,
+    (``memory_amsu.safetensors`` of ``astro-neuron demo``), record one delayed-recall trial,
     save it as ``memory_run.npz`` (re-plot with ``astro-neuron plot``) and write
     ``memory_run_{raster,membrane,astro_heatmap,calcium,rates}.png``. Returns the PNG paths.
     """
-    ckpt = load_checkpoint(checkpoint, "memory-network checkpoint")
-    missing = [k for k in ("task", "config", "state_dict") if k not in ckpt]
-    if missing:
-        raise ValueError(f"memory-network checkpoint {checkpoint} lacks {missing}: is it a "
-                         "MemoryNet checkpoint (memory_amsu.pt)?")
-    try:
-        net = MemoryNet.from_checkpoint(ckpt)
-    except (TypeError, RuntimeError, KeyError) as exc:
-        raise ValueError(f"memory-network checkpoint {checkpoint} does not rebuild a "
-                         f"MemoryNet ({type(exc).__name__}: {exc})") from None
+    net = MemoryNet.load(checkpoint, "memory-network checkpoint")
     out_dir = Path(out_dir)
     rec = record_memory_trial(net)
     rec.save(out_dir / "memory_run.npz")

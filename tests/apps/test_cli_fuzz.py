@@ -49,8 +49,8 @@ def fx(tmp_path_factory):
     try:
         assert main(["train", "--config", "tiny", "--out", str(d / "lm"), "--device", "cpu",
                      "--no-progress", *TINY_LM]) == 0
-        tiny_memory_checkpoint(d / "mem.pt")
-        assert main(["quantize", str(d / "mem.pt"), "--out", str(d / "net.h5"),
+        tiny_memory_checkpoint(d / "mem.safetensors")
+        assert main(["quantize", str(d / "mem.safetensors"), "--out", str(d / "net.h5"),
                      "--calib-samples", "4", "--eval-samples", "4", "--no-progress"]) == 0
         small_recording().save(d / "run.npz")
         rng = np.random.default_rng(0)
@@ -66,11 +66,11 @@ def fx(tmp_path_factory):
         np.save(d / "spikes.npy", (rng.random((6, 12)) < 0.3).astype(np.int64))
         (d / "folder").mkdir()
         files = {k: str(d / v) for k, v in {
-            "lm": "lm/ckpt.pt", "mem": "mem.pt", "h5": "net.h5", "rec": "run.npz",
+            "lm": "lm/ckpt.safetensors", "mem": "mem.safetensors", "h5": "net.h5", "rec": "run.npz",
             "random_pt": "random.pt", "random_h5": "random.h5", "random_npz": "random.npz",
             "text": "text.toml", "empty": "empty.pt", "foreign_h5": "foreign.h5",
             "floats": "floats.npy", "spikes": "spikes.npy", "folder": "folder",
-            "missing": "no/such/file.pt", "under_file": "mem.pt/child"}.items()}
+            "missing": "no/such/file.pt", "under_file": "mem.safetensors/child"}.items()}
         files["dir"] = str(d)
         yield files
     finally:
@@ -243,12 +243,15 @@ SPECS = {
                         "--n-head": ints(1, 4, 256), "--tokens": ints(1, 3, 1 << 16),
                         "--repeats": ints(1, 2, 1000), "--threads": ints(1, 1, 1024),
                         "--device": DEVICE, "--checkpoint": ANY_FILE}),
-    "bench train": (["bench", "train", "--d-model", "16", "--n-layer", "1", "--block-size", "8",
-                     "--batch-size", "1", "--repeats", "1"],
-                    {"--d-model": ints(2, 16, 8192), "--n-layer": ints(1, 1, 256),
-                     "--block-size": ints(1, 16, 1 << 20), "--batch-size": ints(1, 2, 1 << 16),
-                     "--repeats": ints(1, 1, 1000), "--threads": ints(1, 1, 1024),
-                     "--device": DEVICE}),
+    "bench train": (["bench", "train", "--d-models", "16", "--n-layer", "1", "--lengths", "8",
+                     "--tokens", "8", "--threads", "1", "--repeats", "1", "--peak-n", "16"],
+                    {"--d-models": ints(2, 16, 8192), "--n-layer": ints(1, 1, 256),
+                     "--lengths": ints(1, 16, 1 << 20), "--tokens": ints(1, 16, 1 << 24),
+                     "--repeats": ints(1, 1, 1000), "--threads": ints(0, 1, 1024),
+                     "--peak-n": ints(1, 32, 1 << 15), "--device": DEVICE}),
+    "convert-checkpoint": (["convert-checkpoint", ("FILE", "random_pt"), ("NEW", "c.safetensors"),
+                            "--trust-pickle"],
+                           {0: ANY_FILE, 1: OUT_FILE}),
     "bench simulate": (["bench", "simulate", "--quick"],
                        {name: bad_ints(1, cap) for name, cap in (
                            ("--neurons", 1 << 16), ("--layers", 64), ("--steps", 1 << 20),

@@ -15,7 +15,7 @@ def test_demo_quick_all_stages(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["stages"]) == {"memory", "lava", "lm", "plots"}
     assert summary["stages"]["lava"]["bit_exact"] is True
-    for name in ("memory_amsu.pt", "memory_raster.png", "memory_amsu_int.h5", "lm_amsnet.pt",
+    for name in ("memory_amsu.safetensors", "memory_raster.png", "memory_amsu_int.h5", "lm_amsnet.safetensors",
                  "memory_run_raster.png", "lm_token_raster.png"):
         assert (out / name).stat().st_size > 0, name
     printed = capsys.readouterr().out

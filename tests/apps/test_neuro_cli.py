@@ -12,7 +12,7 @@ from neuro_data import small_recording, tiny_memory_checkpoint
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A MemoryNet checkpoint (tiny task, 3 training steps), shared by the tests."""
-    return tiny_memory_checkpoint(tmp_path_factory.mktemp("ckpt") / "memory_amsu.pt")
+    return tiny_memory_checkpoint(tmp_path_factory.mktemp("ckpt") / "memory_amsu.safetensors")
 
 
 def test_cli_plot(tmp_path, capsys):

@@ -66,7 +66,7 @@ def test_export_nir_fails_clearly_for_the_amsu(quantized, capsys, tmp_path):
     (["quantize", "missing.pt"], "not found"),
     (["simulate", "{net}", "--input", "{bad}"], "not a readable .npy"),
     (["simulate", "{net}", "--input", "{wide}"], "channels"),
-    (["quantize", "{net}"], "not a readable torch file"),
+    (["quantize", "{net}"], "an HDF5 file (an integer network .h5?), not a safetensors"),
 ])
 def test_user_errors_are_one_line(quantized, capsys, tmp_path, argv, match):
     _, net = quantized

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 
 import astro_neuron as an
-from astro_neuron.io import atomic_torch_save
 from astro_neuron.neuro import record
 from astro_neuron.tasks import MemoryNet, RecallTask, train_memory_net
 
@@ -26,5 +25,4 @@ def tiny_memory_checkpoint(path):
     torch.manual_seed(0)
     net = MemoryNet(task, n_neurons=16, n_astrocytes=2, d_key=4)
     train_memory_net(net, steps=3, batch_size=8, progress=False)
-    atomic_torch_save(net.checkpoint(), path)
-    return path
+    return net.save(path)

@@ -229,7 +229,9 @@ def test_training_with_snntorch_losses():
     loss_fn = SF.ce_rate_loss()
     x, y = delayed_recall(task, 32, torch.Generator().manual_seed(0))
     losses = []
-    for step in range(20):
+    # 30 steps: loss ratio 0.50-0.60, accuracy 1.0 on seeds 0-5 (20 steps: ratio up to
+    # 0.74 against the 0.8 bar)
+    for step in range(30):
         state, mem, out = None, lif.init_leaky(), []
         for t in range(task.T):                     # the snnTorch idiom: a loop of steps
             spk, state = cell(x[t], state)

@@ -231,7 +231,8 @@ def test_training_decreases_loss_and_reaches_every_parameter():
     x, y = delayed_recall(task, 32, torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     losses = []
-    for step in range(20):
+    # 30 steps: loss ratio 0.003-0.22 on seeds 0-5 (20 steps: up to 0.60 against 0.75)
+    for step in range(30):
         rate = net(x)[task.recall_window].mean(0)
         functional.reset_net(net)
         loss = F.cross_entropy(rate * 8, y)

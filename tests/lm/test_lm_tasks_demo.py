@@ -44,7 +44,8 @@ def test_task_training_beats_chance_on_easy_copy():
     g = torch.Generator().manual_seed(1)
     x, y = selective_copy_batch(64, 32, n_tokens=1, n_symbols=4, generator=g)
     before = task_accuracy(model, x, y)
-    train_task(model, "copy", 32, steps=60, tokens_per_step=1024, lr=1e-2, progress=False,
+    # 120 steps: 0.80-1.0 on seeds 0-5 (60 steps gave 0.20-0.80: too close to the bar)
+    train_task(model, "copy", 32, steps=120, tokens_per_step=1024, lr=1e-2, progress=False,
                n_tokens=1, n_symbols=4)
     after = task_accuracy(model, x, y)
     assert after > max(before, 0.25) + 0.1, (before, after)     # chance is 1/4

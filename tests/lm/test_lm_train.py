@@ -69,11 +69,13 @@ def test_lr_schedule_warmup_then_cosine():
 
 @pytest.mark.parametrize("arch", ["amsnet", "transformer"])
 def test_training_learns_and_checkpoint_rebuilds_model(tmp_path, corpus, arch):
-    s = train(_run(tmp_path, "train.max_steps=12", arch=arch), progress=False, corpus=corpus)
+    # 24 steps: the loss drops 0.55-0.84 nats on seeds 0-5, both archs (12 steps gave
+    # 0.24-0.47: a 0.3 bar that seed 0 passed by 0.02); the bar stays 0.3
+    s = train(_run(tmp_path, "train.max_steps=24", arch=arch), progress=False, corpus=corpus)
     assert s["losses"][-1] < s["losses"][0] - 0.3
-    assert s["final_val_bpb"] < 8.0 and s["tokens"] == 12 * 4 * 16
+    assert s["final_val_bpb"] < 8.0 and s["tokens"] == 24 * 4 * 16
     model, ck = load_model(tmp_path / CKPT_NAME)
-    assert ck["step"] == 12 and model.config.arch == arch
+    assert ck["step"] == 24 and model.config.arch == arch
     assert (tmp_path / "metrics.json").is_file()
 
 
@@ -87,7 +89,7 @@ def test_resume_reproduces_uninterrupted_losses_and_ctrl_c_saves(tmp_path, corpu
     run = _run(tmp_path / "cut")
     with pytest.raises(KeyboardInterrupt):
         train(run, progress=False, corpus=corpus, callback=ctrl_c)
-    ck = torch.load(tmp_path / "cut" / CKPT_NAME, weights_only=False)
+    ck = load_model(tmp_path / "cut" / CKPT_NAME)[1]
     assert ck["step"] == 3                               # the step in flight finished, saved
     resumed = train(run, resume=True, progress=False, corpus=corpus)
     assert resumed["steps"] == 8
@@ -106,7 +108,7 @@ def test_resume_after_crash_from_periodic_checkpoint(tmp_path, corpus):
     run = _run(tmp_path / "crash")
     with pytest.raises(RuntimeError, match="power cut"):
         train(run, progress=False, corpus=corpus, callback=crash)
-    assert torch.load(tmp_path / "crash" / CKPT_NAME, weights_only=False)["step"] == 4
+    assert load_model(tmp_path / "crash" / CKPT_NAME)[1]["step"] == 4
     resumed = train(run, resume=True, progress=False, corpus=corpus)
     torch.testing.assert_close(torch.tensor(resumed["losses"]), torch.tensor(full["losses"]),
                                rtol=1e-6, atol=0)
@@ -137,16 +139,16 @@ def test_exploding_weights_stop_before_a_bad_checkpoint(tmp_path, corpus):
 
     with pytest.raises(NonFiniteLoss, match="weights became NaN"):
         train(_run(tmp_path), progress=False, corpus=corpus, callback=explode)
-    assert torch.load(tmp_path / CKPT_NAME, weights_only=False)["step"] == 4
+    assert load_model(tmp_path / CKPT_NAME)[1]["step"] == 4
 
 
 def test_bad_checkpoint_gives_clear_error(tmp_path):
     f = tmp_path / "junk.pt"
     f.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable torch file"):
+    with pytest.raises(ValueError, match="damaged or not a safetensors file"):
         load_model(f)
     torch.save({"x": 1}, f)
-    with pytest.raises(ValueError, match="not an astro-neuron LM checkpoint"):
+    with pytest.raises(ValueError, match="pickled PyTorch.*convert-checkpoint"):
         load_model(f)
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "none.pt")
@@ -158,8 +160,8 @@ def test_ddp_two_processes_equal_one_process_with_same_global_batch(tmp_path, co
     single = train(_run(tmp_path / "one", "train.max_steps=4"), progress=False, corpus=corpus)
     two = train_local_ddp(_run(tmp_path / "two", "train.max_steps=4"), 2, corpus=corpus)
     assert two["final_val_bpb"] == pytest.approx(single["final_val_bpb"], rel=1e-5)
-    ck1 = torch.load(tmp_path / "one" / CKPT_NAME, weights_only=False)
-    ck2 = torch.load(tmp_path / "two" / CKPT_NAME, weights_only=False)
+    ck1 = load_model(tmp_path / "one" / CKPT_NAME)[1]
+    ck2 = load_model(tmp_path / "two" / CKPT_NAME)[1]
     assert ck2["world_size"] == 2 and ck2["step"] == 4
     torch.testing.assert_close(torch.tensor(ck2["losses"]), torch.tensor(single["losses"]),
                                rtol=1e-5, atol=1e-6)
@@ -173,4 +175,4 @@ def test_time_budget_stops_evaluates_and_saves(tmp_path, corpus):
               corpus=corpus)
     assert s["steps"] == 2                     # the first step's time is seen after step 2
     assert s["evals"][-1]["step"] == 2 and s["final_val_bpb"] > 0
-    assert torch.load(tmp_path / CKPT_NAME, weights_only=False)["step"] == 2
+    assert load_model(tmp_path / CKPT_NAME)[1]["step"] == 2

@@ -136,7 +136,7 @@ def test_plot_recording_writes_pngs(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A MemoryNet checkpoint (tiny task, 3 training steps), shared by the tests."""
-    return tiny_memory_checkpoint(tmp_path_factory.mktemp("ckpt") / "memory_amsu.pt")
+    return tiny_memory_checkpoint(tmp_path_factory.mktemp("ckpt") / "memory_amsu.safetensors")
 
 
 def test_demo_plots_from_a_memory_checkpoint(tmp_path, tiny_checkpoint):
@@ -151,10 +151,10 @@ def test_demo_plots_from_a_memory_checkpoint(tmp_path, tiny_checkpoint):
     assert rec.info["label"] in (0, 1) and set(rec.info["events"]) == {"cue end", "recall"}
     assert elapsed < 20, elapsed
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="not a readable torch file"):
+    with pytest.raises(ValueError, match="damaged or not a safetensors file"):
         demo_plots(tmp_path / "out", tmp_path / "junk.pt")
     torch.save({"config": {}}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match=r"lacks \['task', 'state_dict'\]"):
+    with pytest.raises(ValueError, match="pickled PyTorch"):
         demo_plots(tmp_path / "out", tmp_path / "other.pt")
 
 

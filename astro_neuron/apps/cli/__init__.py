@@ -17,6 +17,7 @@ import argparse
 import importlib
 import os
 import re
+import signal
 import sys
 
 from astro_neuron import __version__
@@ -67,9 +68,9 @@ def main(argv=None) -> int:
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
         rc = args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:       # Ctrl-C, or SIGTERM during training
         print("interrupted", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))   # 130, or 143 for SIGTERM
     except RuntimeError as exc:          # torch's allocators report running out this way
         if args.debug or os.environ.get("ASTRO_NEURON_DEBUG") or not _out_of_memory(exc):
             raise

@@ -1,4 +1,4 @@
-"""Core commands: ``demo`` and ``bench scan``."""
+"""Core commands: ``demo``, ``convert-checkpoint`` and ``bench scan``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import torch
 
 from astro_neuron.apps.bench.scan import ScanBenchConfig, bench_scan, format_table
 from astro_neuron.apps.cli import args as A
+from astro_neuron.apps.convert import convert_pickle_checkpoint
 from astro_neuron.apps.demo import STAGES, run_demo
 from astro_neuron.io import atomic_json
 
@@ -27,6 +28,20 @@ def register(commands, bench) -> None:
                    help="torch threads (default 1: the demo's tensors are small)")
     p.set_defaults(func=_demo)
 
+    p = commands.add_parser(
+        "convert-checkpoint", help="convert an old pickled .pt checkpoint you trust to "
+                                   ".safetensors",
+        description="Unpickle an old .pt checkpoint (an LM checkpoint of `train` or a "
+                    "MemoryNet checkpoint of `demo`) and write it as a data-only .safetensors "
+                    "checkpoint. Unpickling runs any code the file carries: this is the only "
+                    "command that does it, and only with --trust-pickle (docs/lm.md).")
+    p.add_argument("old", type=A.in_file("old checkpoint"), help="the old checkpoint (.pt)")
+    p.add_argument("new", type=A.out_file("new checkpoint"),
+                   help="the checkpoint to write (.safetensors)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="I trust this file: unpickle it (it can run code)")
+    p.set_defaults(func=_convert_checkpoint)
+
     b = bench.add_parser("scan", help="chunked form vs step loop vs projection floor")
     b.add_argument("--batch", type=A.int_range(1, _BIG, "--batch"), default=8)
     b.add_argument("--lengths", type=A.int_range(1, _BIG, "--lengths"), nargs="+",
@@ -44,6 +59,12 @@ def register(commands, bench) -> None:
                    help="skip the SpikingJelly / snnTorch comparison")
     b.add_argument("--json", default=None, type=A.out_file("--json"), help="also write the rows to this JSON file")
     b.set_defaults(func=_bench_scan)
+
+
+def _convert_checkpoint(args) -> int:
+    kind, out = convert_pickle_checkpoint(args.old, args.new, trust_pickle=args.trust_pickle)
+    print(f"wrote {out} ({kind} checkpoint, data only: safe to share and to open)")
+    return 0
 
 
 def _demo(args) -> int:

@@ -62,7 +62,8 @@ def register(commands, bench) -> None:
     p.add_argument("--config", default="default", type=A.config_name,
                    help="TOML file, or a built-in name: default, tiny, compare (default: default)")
     p.add_argument("--out", type=A.out_dir("--out"), help="output folder (sets train.out_dir)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/ckpt.safetensors (same model, seed and batch size)")
     p.add_argument("--device", type=A.device(allow_auto=True),
                    help="cpu, cuda, cuda:N or auto (sets train.device)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -151,13 +152,23 @@ def register(commands, bench) -> None:
                    help="also time both models' decode steps under torch.compile")
     b.set_defaults(func=_bench_generate)
 
-    b = bench.add_parser("train", help="training tokens/s: chunked form against the step loop")
-    b.add_argument("--d-model", type=A.int_range(2, 8192, "--d-model"), default=128)
+    b = bench.add_parser("train", help="training tokens/s: AM-SNet vs Transformer vs "
+                         "astrocyte off, with MFU (--forms: chunked form vs step loop)")
+    b.add_argument("--d-models", type=A.int_range(2, 8192, "--d-models"), nargs="+",
+                   default=[64, 128, 256, 512])
+    b.add_argument("--lengths", type=A.int_range(1, _BIG, "--lengths"), nargs="+", default=[256, 1024, 4096], metavar="T")
+    b.add_argument("--threads", type=A.int_range(0, 1024, "--threads"), nargs="+", default=[0, 1],
+                   help="thread counts to run (0: torch's default)")
     b.add_argument("--n-layer", type=A.int_range(1, 256, "--n-layer"), default=2)
-    b.add_argument("--block-size", type=A.int_range(1, _BIG, "--block-size"), default=256)
-    b.add_argument("--batch-size", type=A.int_range(1, 1 << 16, "--batch-size"), default=8)
+    b.add_argument("--tokens", type=A.int_range(1, 1 << 24, "--tokens"), default=4096,
+                   help="tokens per batch (batch = max(1, tokens // T))")
     b.add_argument("--repeats", type=A.int_range(1, 1000, "--repeats"), default=3)
-    b.add_argument("--threads", type=A.int_range(1, 1024, "--threads"), default=1)
+    b.add_argument("--quick", action="store_true",
+                   help="d_model 64 and 128, T 256 and 1024, one thread, 2 repeats")
+    b.add_argument("--peak-n", type=A.int_range(1, 1 << 15, "--peak-n"), default=2048,
+                   help="size of the square sgemm that measures the fp32 matmul peak")
+    b.add_argument("--forms", action="store_true",
+                   help="instead: the chunked form against the step loop (first d_model, T)")
     b.add_argument("--device", default="cpu", type=A.device())
     b.set_defaults(func=_bench_train)
 
@@ -254,12 +265,19 @@ def _bench_generate(args) -> int:
 
 
 def _bench_train(args) -> int:
-    cfg = AMSNetConfig(n_layer=args.n_layer, d_model=args.d_model,
-                       n_head=max(1, args.d_model // 64), block_size=args.block_size)
-    A.check_fits(f"bench train (batch {args.batch_size} x block_size {args.block_size})",
-                 _lm_bytes(cfg, args.batch_size), args.device)
-    bench_train(d_model=args.d_model, n_layer=args.n_layer, block_size=args.block_size,
-                batch_size=args.batch_size, repeats=args.repeats, threads=args.threads,
-                device=args.device)
+    if args.quick:
+        args.d_models, args.lengths, args.threads, args.repeats = [64, 128], [256, 1024], [1], 2
+    # The largest model at each length, with its batch (max(1, tokens // T)).
+    need = max(_lm_bytes(AMSNetConfig(n_layer=args.n_layer, d_model=d,
+                                      n_head=max(1, d // 64), block_size=T),
+                         max(1, args.tokens // T))
+               for d in (max(args.d_models),) for T in args.lengths)
+    A.check_fits(f"bench train (d_model {max(args.d_models)}, lengths {args.lengths}, "
+                 f"{args.tokens} tokens per batch)", need + 8.0 * args.peak_n ** 2,
+                 args.device)
+    bench_train(d_models=tuple(args.d_models), lengths=tuple(args.lengths),
+                threads=tuple(args.threads), n_layer=args.n_layer, tokens=args.tokens,
+                repeats=args.repeats, device=args.device, forms=args.forms,
+                peak_n=args.peak_n)
     return 0
 

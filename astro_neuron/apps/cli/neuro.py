@@ -4,7 +4,6 @@
 from __future__ import annotations
 from pathlib import Path
 
-from astro_neuron.io import load_checkpoint
 from astro_neuron.neuro import load_recording, plot_recording, record_memory_trial
 from astro_neuron.tasks import MemoryNet
 
@@ -32,8 +31,8 @@ def register(commands, bench) -> None:
 
     r = commands.add_parser(
         "record", help="record one delayed-recall trial of a trained memory network "
-                       "(e.g. out/demo/memory_amsu.pt) into a run file")
-    r.add_argument("checkpoint", type=A.in_file("checkpoint"), help="MemoryNet checkpoint (.pt)")
+                       "(e.g. out/demo/memory_amsu.safetensors) into a run file")
+    r.add_argument("checkpoint", type=A.in_file("checkpoint"), help="MemoryNet checkpoint (.safetensors)")
     r.add_argument("--out", required=True, type=A.out_file("--out", suffix=".npz"),
                    help="run file to write (.npz)")
     r.add_argument("--seed", type=A.seed("--seed"), default=0, help="seed of the trial's input")
@@ -66,11 +65,7 @@ def _record(args) -> int:
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"--out must name a .npz file, got {out}")
-    ckpt = load_checkpoint(args.checkpoint, "memory-network checkpoint")
-    missing = [k for k in ("task", "config", "state_dict") if k not in ckpt]
-    if missing:
-        raise ValueError(f"{args.checkpoint} lacks {missing}: not a MemoryNet checkpoint")
-    net = MemoryNet.from_checkpoint(ckpt)
+    net = MemoryNet.load(args.checkpoint, "memory-network checkpoint")
     rec = record_memory_trial(net, seed=args.seed, label=args.label)
     rec.save(out)
     info = rec.info

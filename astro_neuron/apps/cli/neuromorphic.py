@@ -4,9 +4,9 @@
 Inputs:
 
 * ``quantize`` reads a MemoryNet checkpoint (``astro-neuron demo`` writes
-  ``out/demo/memory_amsu.pt``), calibrates on inputs drawn from its task, and writes
-  the integer network (``.h5``), with ``--qat-steps N`` of quantization-aware
-  fine-tuning first.
+  ``out/demo/memory_amsu.safetensors``; data only, docs/lm.md), calibrates on inputs
+  drawn from its task, and writes the integer network (``.h5``), with ``--qat-steps N``
+  of quantization-aware fine-tuning first.
 * ``simulate`` reads an ``.h5``; input spikes come from ``--input FILE.npy``
   (``[T, n_in]`` or ``[T, B, n_in]``), else from the task stored in the file by
   ``quantize`` (``--samples``, ``--seed``), else random spikes (``--steps``, ``--rate``).
@@ -27,7 +27,7 @@ import neuromorphic as nm
 from astro_neuron.apps.bench.simulate import bench_simulate
 from astro_neuron.apps.cli import args as A
 from astro_neuron.apps.demo.lava import finetune_qat, integer_accuracy
-from astro_neuron.io import atomic_json, atomic_write, load_checkpoint
+from astro_neuron.io import atomic_json, atomic_write
 from astro_neuron.tasks import MemoryNet, RecallTask, delayed_recall, evaluate
 from neuromorphic import pad_latency
 from neuromorphic.randnet import random_spikes
@@ -39,7 +39,7 @@ def register(commands, bench) -> None:
     p = commands.add_parser(
         "quantize", help="MemoryNet checkpoint -> integer network file (.h5), PTQ or QAT")
     p.add_argument("checkpoint", type=A.in_file("checkpoint"),
-                   help="MemoryNet checkpoint (.pt), e.g. out/demo/memory_amsu.pt")
+                   help="MemoryNet checkpoint (.safetensors), e.g. out/demo/memory_amsu.safetensors")
     p.add_argument("--out", type=A.out_file("--out"),
                    help="output .h5 (default: the checkpoint's name with .h5)")
     p.add_argument("--qat-steps", type=A.int_range(0, 10**6, "--qat-steps"), default=0,
@@ -55,7 +55,7 @@ def register(commands, bench) -> None:
     p.set_defaults(func=_quantize)
 
     p = commands.add_parser("export", help="write a network as NIR (float) or JSON (integers)")
-    p.add_argument("source", type=A.in_file("source"), help="a MemoryNet checkpoint (.pt) for --to nir; an integer "
+    p.add_argument("source", type=A.in_file("source"), help="a MemoryNet checkpoint (.safetensors) for --to nir; an integer "
                                   "network (.h5) for --to json")
     p.add_argument("--to", choices=("nir", "json"), required=True)
     p.add_argument("--out", type=A.out_file("--out"),
@@ -103,16 +103,7 @@ def register(commands, bench) -> None:
 # ----------------------------------------------------------------- helpers
 
 def _load_memory_net(path: str):
-    ckpt = load_checkpoint(path, "MemoryNet checkpoint")
-    for key in ("task", "config", "state_dict"):
-        if key not in ckpt:
-            raise ValueError(f"{path} is not a MemoryNet checkpoint (no {key!r}); "
-                             "`astro-neuron demo` writes one as out/demo/memory_amsu.pt")
-    try:
-        return MemoryNet.from_checkpoint(ckpt)
-    except Exception as exc:
-        raise ValueError(f"{path}: cannot rebuild the MemoryNet ({type(exc).__name__}: {exc})") \
-            from None
+    return MemoryNet.load(path, "MemoryNet checkpoint")
 
 
 # ----------------------------------------------------------------- quantize
@@ -159,7 +150,8 @@ def _export(args) -> int:
     if args.to == "nir":
         if src.suffix == ".h5":
             raise ValueError("NIR export needs the float model: pass the MemoryNet checkpoint "
-                             "(.pt), not the integer .h5 (NIR has no integer network nodes)")
+                             "(.safetensors), not the integer .h5 (NIR has no integer network "
+                             "nodes)")
         net = _load_memory_net(str(src))
         out = Path(args.out) if args.out else src.with_suffix(".nir")
         graph = nm.export_nir(net.core, out, dt=args.dt)

@@ -4,7 +4,7 @@ Stages (each writes into one output folder; ``summary.json`` collects them):
 
 1. ``memory``: a delayed-recall task (cue, 100-step delay, recall) learned by an AM-SU
    network and by the same network with the astrocyte off; both accuracies; the trained
-   network (``memory_amsu.pt``) and a spike raster (``memory_raster.png``)
+   network (``memory_amsu.safetensors``) and a spike raster (``memory_raster.png``)
    (:mod:`astro_neuron.apps.demo.memory`).
 2. ``lava``: the trained network fine-tuned with quantization-aware training,
    quantized to integers, saved (``memory_amsu_int.h5``) and simulated as Lava
@@ -52,8 +52,8 @@ def run_demo(out_dir="out/demo", quick: bool = False, seed: int = 0, progress: b
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     summary: dict = {"out_dir": str(out), "quick": quick, "stages": {}}
-    mem_ckpt = out / "memory_amsu.pt"
-    lm_ckpt = out / "lm_amsnet.pt"       # written by the 'lm' stage (this run or an earlier one)
+    mem_ckpt = out / "memory_amsu.safetensors"
+    lm_ckpt = out / "lm_amsnet.safetensors"      # written by the 'lm' stage (this run or an earlier one)
     lm_prompt = "def "
     n = len(stages)
     for i, stage in enumerate(stages, 1):

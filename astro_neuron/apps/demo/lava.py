@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 import neuromorphic as nm
-from astro_neuron.io import load_checkpoint
 from astro_neuron.tasks import MemoryNet, delayed_recall, evaluate, fit_recall
 from neuromorphic.quantize import SaturationWarning
 from neuromorphic.simulate import pad_latency, simulate
@@ -63,7 +62,7 @@ def demo_stage(out_dir: Path, checkpoint: Path, quick: bool = False,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    net = MemoryNet.from_checkpoint(load_checkpoint(checkpoint, "MemoryNet checkpoint"))
+    net = MemoryNet.load(checkpoint, "MemoryNet checkpoint")
     net.eval()
     # fixed step counts (no time budget), so the result does not depend on machine load
     cfg = dict(n_calib=16, n_eval=64, qat_steps=3, qat_budget=None, n_lava=1) if quick else \

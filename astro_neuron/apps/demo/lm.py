@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from astro_neuron.lm.data import decode, encode, stdlib_corpus
-from astro_neuron.lm.train import load_model, load_run_config, train
+from astro_neuron.lm.train import CKPT_NAME, load_model, load_run_config, train
 
 __all__ = ["demo_stage", "DEMO_OVERRIDES", "QUICK_OVERRIDES"]
 
@@ -34,7 +34,7 @@ def demo_stage(out_dir: Path, quick: bool = False, progress: bool = True,
 
     Returns ``{"val_bpb", "sample", "checkpoint", "train_s", "tokens", "tokens_per_s",
     "params", "firing_rate", "corpus"}``. ``quick``: a few steps (seconds, for tests).
-    The checkpoint is ``out_dir/lm_amsnet.pt``; rebuild the model with
+    The checkpoint is ``out_dir/lm_amsnet.safetensors``; rebuild the model with
     :func:`astro_neuron.lm.train.load_model`, record spikes with
     :meth:`AMSNet.spike_record`.
     """
@@ -49,8 +49,8 @@ def demo_stage(out_dir: Path, quick: bool = False, progress: bool = True,
     t0 = time.perf_counter()
     s = train(run, progress=progress, corpus=corpus)
     train_s = time.perf_counter() - t0
-    ckpt = out / "lm_amsnet.pt"
-    (work / "ckpt.pt").replace(ckpt)
+    ckpt = out / "lm_amsnet.safetensors"
+    (work / CKPT_NAME).replace(ckpt)
 
     model, _ = load_model(ckpt)
     model.eval()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from astro_neuron.io import atomic_torch_save
 from astro_neuron.plot import raster
 from astro_neuron.tasks import MemoryNet, RecallTask, delayed_recall, evaluate, train_memory_net
 
@@ -35,12 +34,12 @@ def demo_memory(out_dir: Path, steps: int = 300, n_eval: int = 1024, seed: int =
         print(f"  {name:<22} accuracy {acc:6.1%}  ({len(losses)} steps, "
               f"{results[name]['train_s']} s)")
     amsu = nets["AM-SU"]
-    atomic_torch_save(amsu.checkpoint(), out_dir / "memory_amsu.pt")
+    amsu.save(out_dir / "memory_amsu.safetensors")
     png = out_dir / "memory_raster.png"
     _raster_png(amsu, x_test[:, :1], png)
     return {"task": f"delayed recall, {task.n_classes} classes, delay {task.delay} steps",
             "chance": 1 / task.n_classes, "results": results,
-            "checkpoint": str(out_dir / "memory_amsu.pt"), "raster": str(png)}
+            "checkpoint": str(out_dir / "memory_amsu.safetensors"), "raster": str(png)}
 
 
 def _raster_png(net: MemoryNet, x: torch.Tensor, path: Path) -> None:
