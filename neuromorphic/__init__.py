@@ -22,11 +22,12 @@ from astro_neuron import _lava_compat as _lava_compat
 _lava_compat.install()  # `import lava` works on Python 3.11 after `import neuromorphic`
 
 from neuromorphic.fileio import FORMAT, FORMAT_VERSION, load, save  # noqa: E402
-from neuromorphic.network import (  # noqa: E402
+from neuromorphic.spec import (  # noqa: E402
+    check_spikes,
     AMSULayer, LIFLayer, QuantizedNetwork, Synapse,
 )
 from neuromorphic.quantize import (  # noqa: E402
-    QATNetwork, SaturationWarning, calibrate, check_spikes, prepare_qat, quantize,
+    QATNetwork, SaturationWarning, calibrate, prepare_qat, quantize,
 )
 from neuromorphic.simulate import (  # noqa: E402
     BACKENDS, Difference, SimResult, compare, pad_latency, simulate,

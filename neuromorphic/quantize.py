@@ -32,10 +32,10 @@ from torch import Tensor, nn
 from astro_neuron.functional.amsu import AMSUParams, AMSUState, dynamics_step
 from astro_neuron.functional.scan import astro_read
 from neuromorphic.graph import LayerRef, extract_layers
-from neuromorphic.network import (
+from neuromorphic.spec import (
     ACT_SHIFT, BIAS_EXP_MAX, BIAS_MANT_BITS, DECAY_UNITY, GAIN_BITS, SHIFT_RANGE, STATE_MAX,
     VTH_BITS, VTH_SHIFT, WEIGHT_EXP_RANGE, AMSULayer, LIFLayer, QuantizedNetwork, Synapse,
-    message_bits,
+    check_spikes, message_bits,
 )
 from neuromorphic.torch_view import LayerTensors, network_forward, ste_round
 
@@ -54,43 +54,6 @@ def _exp_for(maxval: float, limit: float, headroom: float = 1.0) -> int:
     """Smallest exponent e with ``maxval * headroom / 2**e <= limit``."""
     m = max(float(maxval) * headroom, 2.0 ** -40)
     return int(math.ceil(math.log2(m / limit) - 1e-12))
-
-
-def check_spikes(x, n_in: Optional[int] = None, what: str = "input spikes") -> np.ndarray:
-    """``x`` as an int64 array ``[T, B, n_in]`` of spike counts; clear errors otherwise.
-
-    Accepts ``[T, n_in]`` too (one sequence), numpy or torch, float or integer dtype,
-    as long as every value is a non-negative integer.
-    """
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    if not isinstance(x, np.ndarray):
-        try:
-            x = np.asarray(x)
-        except Exception:
-            raise TypeError(f"{what} must be an array, got {type(x).__name__}") from None
-    if x.dtype.kind not in "biuf":
-        raise TypeError(f"{what} must be numeric, got dtype {x.dtype}")
-    if x.ndim == 2:
-        x = x[:, None, :]
-    if x.ndim != 3:
-        raise ValueError(f"{what} must have shape [T, B, n_in] (or [T, n_in]), got "
-                         f"{list(x.shape)}")
-    if n_in is not None and x.shape[2] != n_in:
-        raise ValueError(f"{what} have {x.shape[2]} channels (last dim of {list(x.shape)}), "
-                         f"the network expects {n_in}")
-    if x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"{what} need at least one step and one sequence, got {list(x.shape)}")
-    if x.dtype.kind == "f":
-        if not np.isfinite(x).all():
-            raise ValueError(f"{what} contain NaN or Inf")
-        if not np.array_equal(x, np.round(x)):
-            raise ValueError(f"{what} must be spike counts (integers); got non-integer values "
-                             "such as "
-                             f"{x[x != np.round(x)].flat[0]!r}")
-    if x.size and x.min() < 0:
-        raise ValueError(f"{what} must be non-negative spike counts, got {x.min()}")
-    return x.astype(np.int64)
 
 
 # ----------------------------------------------------------------- calibration

@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from neuromorphic.network import (
+from neuromorphic.spec import (
     ACT_SHIFT, DECAY_SHIFT, DECAY_UNITY, STATE_MAX, VTH_SHIFT, AMSULayer, LIFLayer,
     QuantizedNetwork,
 )

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from neuromorphic.network import QuantizedNetwork
+from neuromorphic.spec import QuantizedNetwork, check_spikes
 
 __all__ = ["BACKENDS", "SimResult", "simulate", "compare", "Difference", "pad_latency"]
 
@@ -59,8 +59,6 @@ def pad_latency(x: np.ndarray, latency: int) -> np.ndarray:
 
 
 def _prepare(net: QuantizedNetwork, x_seq) -> tuple[np.ndarray, bool]:
-    from neuromorphic.quantize import check_spikes
-
     if not isinstance(net, QuantizedNetwork):
         raise TypeError(f"simulate() runs a QuantizedNetwork (from nm.quantize or nm.load), "
                         f"got {type(net).__name__}")

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from astro_neuron.functional.surrogate import ATan
-from neuromorphic.network import (
+from neuromorphic.spec import (
     ACT_SHIFT, DECAY_UNITY, STATE_MAX, VTH_SHIFT, AMSULayer, LIFLayer, QuantizedNetwork,
 )
 

@@ -30,7 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-from neuromorphic.network import LIFLayer, QuantizedNetwork
+from neuromorphic.spec import LIFLayer, QuantizedNetwork
 
 __all__ = ["run_lava", "single_torch_thread", "lava_available"]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from neuromorphic import reference as R
-from neuromorphic.network import STATE_MAX, AMSULayer, QuantizedNetwork, Synapse
+from neuromorphic.spec import STATE_MAX, AMSULayer, QuantizedNetwork, Synapse
 from neuromorphic.randnet import random_network, random_spikes
 
 ENGINES = ("numba", "numpy")

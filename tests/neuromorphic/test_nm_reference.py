@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from neuromorphic import reference as R
-from neuromorphic.network import Synapse
+from neuromorphic.spec import Synapse
 from neuromorphic.randnet import random_network, random_spikes
 
 KINDS = [["amsu"], ["amsu", "lif"], ["amsu-off", "amsu", "amsu-only"], ["lif", "amsu"],

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import neuromorphic as nm
-from neuromorphic.network import AMSULayer, LIFLayer
+from neuromorphic.spec import AMSULayer, LIFLayer
 from neuromorphic.randnet import random_network, random_spikes
 
 N_MODELS = 24
