@@ -30,7 +30,8 @@ from typing import Optional
 
 import numpy as np
 
-from neuromorphic.spec import LIFLayer, QuantizedNetwork
+from neuromorphic.spec import AMSU_FIELDS, QuantizedNetwork
+from neuromorphic.spec.fields import shape_of
 
 __all__ = ["run_lava", "single_torch_thread", "lava_available"]
 
@@ -127,27 +128,19 @@ def _build_fixed(net: QuantizedNetwork, batch: int):
                       sign_mode=_sign_mode(syn.sign_mode),
                       num_message_bits=int(syn.num_message_bits), name=f"dense{i}")
         N = layer.n_neurons
-        if isinstance(layer, LIFLayer):
+        if layer.kind == "lif":
             neu = LIF(shape=(batch * N,), du=int(layer.du), dv=int(layer.dv), vth=int(layer.vth),
                       bias_mant=np.tile(layer.bias_mant, batch).astype(np.int32),
                       bias_exp=np.tile(layer.bias_exp, batch).astype(np.int32),
                       name=f"lif{i}")
         else:
-            z = np.zeros(N, dtype=np.int32)
-            neu = AMSUNeuron(
-                batch=batch, n_neurons=N, n_astrocytes=layer.n_astrocytes, d_key=layer.d_key,
-                neuron_path=layer.neuron_path, astrocyte=layer.astrocyte, reset=layer.reset,
-                spike_levels=layer.spike_levels, operand_bits=layer.operand_bits,
-                du=z if layer.du is None else layer.du.astype(np.int32),
-                bias_mant=z if layer.bias_mant is None else layer.bias_mant.astype(np.int32),
-                bias_exp=z if layer.bias_exp is None else layer.bias_exp.astype(np.int32),
-                vth=layer.vth.astype(np.int32),
-                dH=np.zeros((layer.n_astrocytes, layer.d_key), np.int32) if layer.dH is None
-                else layer.dH.astype(np.int32),
-                gain=z if layer.gain is None else layer.gain.astype(np.int32),
-                shift_i=layer.shift_i, shift_k=layer.shift_k, shift_v=layer.shift_v,
-                shift_q=layer.shift_q, shift_kv=layer.shift_kv, shift_r=layer.shift_r,
-                shift_o=layer.shift_o, name=f"amsu{i}")
+            kw = {f.name: getattr(layer, f.name) for f in AMSU_FIELDS if f.kind != "array"}
+            for f in AMSU_FIELDS:
+                if f.kind == "array":
+                    v = getattr(layer, f.name)
+                    kw[f.name] = np.zeros(shape_of(f.shape, layer.sizes()), np.int32) \
+                        if v is None else v.astype(np.int32)
+            neu = AMSUNeuron(batch=batch, name=f"amsu{i}", **kw)
         pairs.append((dense, neu, layer))
     return pairs
 

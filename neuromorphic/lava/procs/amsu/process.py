@@ -30,39 +30,35 @@ from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 
+from neuromorphic.spec.fields import AMSU_FIELDS, AMSU_STATES, by_kind, shape_of
+
+_PARAMS = by_kind(AMSU_FIELDS, "int") + by_kind(AMSU_FIELDS, "flag") + \
+    by_kind(AMSU_FIELDS, "choice")
+ARRAYS = by_kind(AMSU_FIELDS, "array")
+STATES = tuple(s for s in AMSU_STATES if s.name != "a")   # "a" lives in the Dense
+
 
 class AMSUNeuron(AbstractProcess):
     """AM-SU neurons fed by a Dense synapse.
 
-    Parameters (keyword only): ``batch``, ``n_neurons``, ``n_astrocytes``, ``d_key``,
-    ``neuron_path``, ``astrocyte``, ``reset`` ("none" | "subtract" | "zero"),
-    ``spike_levels``, ``operand_bits``, the shifts ``shift_i, shift_k, shift_v,
-    shift_q, shift_kv, shift_r, shift_o`` (fixed_pt only) and the parameter arrays
-    ``du [N], bias_mant [N], bias_exp [N], vth [N], dH [A, dk], gain [N]``.
+    Parameters (keyword only): ``batch`` and every field of
+    :data:`neuromorphic.spec.fields.AMSU_FIELDS`: its scalars (sizes, flags, ``reset``,
+    the shifts; fixed_pt only for the shifts and ``operand_bits``) become
+    ``proc_params``, its arrays (``du, bias_mant, bias_exp, vth, dH, gain``) Vars of the
+    declared shapes. States ``u`` ``[B, N]`` and ``H`` ``[B, A, dk, dv]`` start at 0.
     """
 
-    def __init__(self, *, batch: int, n_neurons: int, n_astrocytes: int, d_key: int,
-                 neuron_path: bool, astrocyte: bool, reset: str, spike_levels: int,
-                 operand_bits: int = 8, du=0, bias_mant=0, bias_exp=0, vth=1, dH=0, gain=0,
-                 shift_i: int = 0, shift_k: int = 0, shift_v: int = 0, shift_q: int = 0,
-                 shift_kv: int = 0, shift_r: int = 0, shift_o: int = 0,
-                 name: ty.Optional[str] = None, **kwargs) -> None:
-        super().__init__(batch=batch, n_neurons=n_neurons, n_astrocytes=n_astrocytes,
-                         d_key=d_key, neuron_path=neuron_path, astrocyte=astrocyte,
-                         reset=reset, spike_levels=spike_levels, operand_bits=operand_bits,
-                         shift_i=shift_i, shift_k=shift_k, shift_v=shift_v, shift_q=shift_q,
-                         shift_kv=shift_kv, shift_r=shift_r, shift_o=shift_o, name=name,
-                         **kwargs)
-        N, A, dk = n_neurons, n_astrocytes, d_key
-        dv = N // A
-        P = (N if neuron_path else 0) + ((2 * A * dk + N) if astrocyte else 0)
+    def __init__(self, *, batch: int, name: ty.Optional[str] = None, **fields) -> None:
+        params = {f.name: fields.pop(f.name, f.default) for f in _PARAMS}
+        arrays = {f.name: fields.pop(f.name, 0) for f in ARRAYS}
+        super().__init__(batch=batch, name=name, **params, **fields)
+        N, A = params["n_neurons"], params["n_astrocytes"]
+        sizes = {"B": batch, "N": N, "A": A, "dk": params["d_key"], "dv": N // A}
+        P = (N if params["neuron_path"] else 0) + \
+            ((2 * A * params["d_key"] + N) if params["astrocyte"] else 0)
         self.a_in = InPort(shape=(batch * P,))
         self.s_out = OutPort(shape=(batch * N,))
-        self.u = Var(shape=(batch, N), init=0)
-        self.H = Var(shape=(batch, A, dk, dv), init=0)
-        self.du = Var(shape=(N,), init=du)
-        self.dH = Var(shape=(A, dk), init=dH)
-        self.vth = Var(shape=(N,), init=vth)
-        self.bias_mant = Var(shape=(N,), init=bias_mant)
-        self.bias_exp = Var(shape=(N,), init=bias_exp)
-        self.gain = Var(shape=(N,), init=gain)
+        for s in STATES:
+            setattr(self, s.name, Var(shape=shape_of(s.shape, sizes), init=0))
+        for f in ARRAYS:
+            setattr(self, f.name, Var(shape=shape_of(f.shape, sizes), init=arrays[f.name]))
