@@ -13,9 +13,9 @@ import time
 
 
 def check(verbose: bool = True) -> int:
-    from astro_neuron import _lava_compat
+    from neuromorphic.engines.lava._compat import install
 
-    _lava_compat.install()
+    install()
     mods = [
         ("torch", "torch"),
         ("numpy", "numpy"),

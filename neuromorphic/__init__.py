@@ -26,7 +26,7 @@ from neuromorphic.spec import (  # noqa: E402
     check_spikes,
     AMSULayer, LIFLayer, QuantizedNetwork, Synapse,
 )
-from neuromorphic.quantize import (  # noqa: E402
+from neuromorphic.convert import (  # noqa: E402
     QATNetwork, SaturationWarning, calibrate, prepare_qat, quantize,
 )
 from neuromorphic.simulate import (  # noqa: E402

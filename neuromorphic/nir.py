@@ -31,7 +31,7 @@ from typing import Optional
 import numpy as np
 from torch import nn
 
-from neuromorphic.graph import LayerRef, extract_layers
+from neuromorphic.convert.graph import LayerRef, extract_layers
 
 __all__ = ["export_nir"]
 

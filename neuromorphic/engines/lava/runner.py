@@ -14,7 +14,7 @@ populations hold ``B`` copies, so one compile serves the whole batch.
 
 ``fixed_pt`` runs the integer network (``Loihi2SimCfg(select_tag="fixed_pt")``, with
 Dense's and LIF's bit-accurate models); ``floating_pt`` runs the float network of a
-torch model (:class:`neuromorphic.graph.FloatNetwork`).
+torch model (:class:`neuromorphic.convert.graph.FloatNetwork`).
 
 Lava starts one OS process per Lava process with ``fork``; torch's worker threads in
 the parent can deadlock a forked child, so every run holds torch at one thread
@@ -23,17 +23,19 @@ the parent can deadlock a forked child, so every run holds torch at one thread
 
 from __future__ import annotations
 
-import contextlib
+import multiprocessing as mp
 import sys
 import time
 from typing import Optional
 
 import numpy as np
 
+from neuromorphic.engines.common import RunOutput, check_input, single_torch_thread
+from neuromorphic.engines.lava._compat import install as install_lava_compat
 from neuromorphic.spec import AMSU_FIELDS, QuantizedNetwork
 from neuromorphic.spec.fields import shape_of
 
-__all__ = ["run_lava", "single_torch_thread", "lava_available"]
+__all__ = ["run", "run_lava", "lava_available", "auto_batch"]
 
 
 _LAVA_MP = "lava.magma.runtime.message_infrastructure.multiprocessing"
@@ -48,8 +50,6 @@ def _import_lava_runtime() -> None:
     import we let an already-'fork' context pass and otherwise force 'fork', the only
     method Lava's runtime supports.
     """
-    import multiprocessing as mp
-
     if _LAVA_MP in sys.modules:
         return
     original = mp.set_start_method
@@ -70,9 +70,7 @@ def _import_lava_runtime() -> None:
 
 def lava_available() -> tuple[bool, str]:
     """(True, "") when Lava imports (through the project's Python 3.11 hook)."""
-    from astro_neuron import _lava_compat
-
-    _lava_compat.install()
+    install_lava_compat()
     try:
         _import_lava_runtime()
         import lava.magma.core.run_configs  # noqa: F401
@@ -88,26 +86,13 @@ def _import_lava():
             f"the Lava backend needs lava-nc 0.10.0 (install it with scripts/install.sh): {why}")
 
 
-@contextlib.contextmanager
-def single_torch_thread():
-    """Hold torch at one intra-op thread while Lava forks its workers (if torch is loaded)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _blockdiag(w: np.ndarray, batch: int) -> np.ndarray:
     return np.kron(np.eye(batch, dtype=w.dtype), w) if batch > 1 else w
 
 
 def _sign_mode(name: str):
+    # Lava (lava-nc) is imported only when a Lava run starts: it is heavy (seconds) and
+    # optional, and its runtime fixes the multiprocessing start method on import
     from lava.utils.weightutils import SignMode
 
     return {"mixed": SignMode.MIXED, "excitatory": SignMode.EXCITATORY,
@@ -115,10 +100,11 @@ def _sign_mode(name: str):
 
 
 def _build_fixed(net: QuantizedNetwork, batch: int):
+    # deferred: Lava is heavy and optional (see _sign_mode)
     from lava.proc.dense.process import Dense
     from lava.proc.lif.process import LIF
 
-    from neuromorphic.lava.procs.amsu.process import AMSUNeuron
+    from neuromorphic.engines.lava.procs.amsu.process import AMSUNeuron
 
     pairs = []
     for i, layer in enumerate(net.layers):
@@ -146,10 +132,11 @@ def _build_fixed(net: QuantizedNetwork, batch: int):
 
 
 def _build_float(fnet, batch: int):
+    # deferred: Lava is heavy and optional (see _sign_mode)
     from lava.proc.dense.process import Dense
     from lava.proc.lif.process import LIF
 
-    from neuromorphic.lava.procs.amsu.process import AMSUNeuron
+    from neuromorphic.engines.lava.procs.amsu.process import AMSUNeuron
 
     pairs = []
     for i, layer in enumerate(fnet.layers):
@@ -185,16 +172,14 @@ def auto_batch(net, cap: int = 16) -> int:
 
 def run_lava(net, x: np.ndarray, record_states: bool = True, tag: str = "fixed_pt",
              max_batch: Optional[int] = None, timings: Optional[dict] = None):
-    """Run ``net`` on Lava's CPU simulator; returns a :class:`~neuromorphic.reference.RunOutput`.
+    """Run ``net`` on Lava's CPU simulator; returns a :class:`~neuromorphic.engines.RunOutput`.
 
     ``net``: a :class:`QuantizedNetwork` (``tag="fixed_pt"``) or a
-    :class:`~neuromorphic.graph.FloatNetwork` (``tag="floating_pt"``). ``x``
+    :class:`~neuromorphic.convert.graph.FloatNetwork` (``tag="floating_pt"``). ``x``
     ``[T, B, n_in]`` input spikes. Batches larger than ``max_batch`` (default
     :func:`auto_batch`) run as several graphs, one after the other. ``record_states`` adds a ``VarWire`` on every state Var.
     ``timings`` (a dict) receives ``build_s``, ``run_s`` and ``steps``.
     """
-    from neuromorphic.reference import RunOutput
-
     _import_lava()
     if tag not in ("fixed_pt", "floating_pt"):
         raise ValueError(f"tag must be 'fixed_pt' or 'floating_pt', got {tag!r}")
@@ -225,14 +210,13 @@ def _run_one(net, x: np.ndarray, record_states: bool, tag: str, timings):
     over a channel sized for the whole run. (``Var.get()``, which ``io.sink.RingBuffer``
     and ``Monitor`` need, transfers one element per message: seconds per thousand steps.)
     """
+    # deferred: Lava is heavy and optional (see _sign_mode)
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.extractor import (
         Extractor, PyLoihiExtractorModel, PyLoihiVarWireModel, VarWire,
     )
     from lava.proc.io.source import RingBuffer as Source
-
-    from neuromorphic.reference import RunOutput
 
     T, B = x.shape[:2]
     t0 = time.perf_counter()
@@ -296,3 +280,11 @@ def _cast(a: np.ndarray, fixed: bool) -> np.ndarray:
     if not np.array_equal(r, a):
         raise RuntimeError("Lava returned non-integer values from a fixed_pt run")
     return r.astype(np.int64)
+
+
+def run(net, x: np.ndarray, record_states: bool = True, max_batch: Optional[int] = None,
+        timings: Optional[dict] = None) -> RunOutput:
+    """The engine entry point: ``net`` on Lava's ``fixed_pt`` models (bit-accurate)."""
+    if not isinstance(net, QuantizedNetwork):
+        raise TypeError(f"fixed_pt runs a QuantizedNetwork, got {type(net).__name__}")
+    return run_lava(net, check_input(net, x), record_states, "fixed_pt", max_batch, timings)

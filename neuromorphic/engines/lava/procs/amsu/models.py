@@ -6,7 +6,7 @@ The fixed-point model follows the conventions of Lava's bit-accurate LIF
 strict ``>``. The operations a stock LIF does not have (the astrocyte's products,
 requantizing shifts, graded spikes) are written out below with named constants;
 docs/neuromorphic.md states each one. This file is an implementation of its own,
-not a call into ``neuromorphic.reference``: the tests compare the two.
+not a call into ``neuromorphic.engines.step``: the tests compare the two.
 """
 
 import numpy as np
@@ -18,7 +18,7 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from neuromorphic.lava.procs.amsu.process import AMSUNeuron
+from neuromorphic.engines.lava.procs.amsu.process import AMSUNeuron
 from neuromorphic.spec.fields import AMSU_FIELDS, field_map
 from neuromorphic.spec.widths import (
     DECAY_SHIFT, MAX_LEVELS, STATE_BITS, VTH_SHIFT, message_bits,
