@@ -1,5 +1,5 @@
 import sys
 
-from astro_neuron.cli import main
+from astro_neuron.apps.cli import main
 
 sys.exit(main())

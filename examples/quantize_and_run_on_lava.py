@@ -34,7 +34,7 @@ def main() -> None:
 
     import neuromorphic as nm
     from astro_neuron.tasks import MemoryNet, RecallTask, delayed_recall, evaluate, train_memory_net
-    from neuromorphic.demo import finetune_qat, integer_accuracy
+    from astro_neuron.apps.demo.lava import finetune_qat, integer_accuracy
 
     torch.set_num_threads(1)          # small per-step ops; Lava's forked workers need it too
     torch.manual_seed(0)

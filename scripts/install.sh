@@ -28,4 +28,4 @@ PIP=("$PY" -m pip --disable-pip-version-check -q)
 # 3. the project and every runtime/test dependency.
 "${PIP[@]}" install -c "$C" -e ".[dev]"
 # 4. a short check that the stack imports (Lava through the project's 3.11 hook).
-"$PY" -m astro_neuron.env_check
+"$PY" -m astro_neuron.apps.env_check

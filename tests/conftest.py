@@ -19,3 +19,17 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def trained_memory_net(tmp_path_factory):
+    """A MemoryNet trained as the demo does (fewer steps): (net, checkpoint path)."""
+    from astro_neuron.io import atomic_torch_save
+    from astro_neuron.tasks import MemoryNet, train_memory_net
+
+    torch.manual_seed(0)
+    net = MemoryNet()
+    train_memory_net(net, steps=60, batch_size=32, progress=False)
+    path = tmp_path_factory.mktemp("memnet") / "memory_amsu.pt"
+    atomic_torch_save(net.checkpoint(), path)
+    return net, path

@@ -81,7 +81,7 @@ def test_compile_flag_must_be_bool():
 
 
 def test_bench_targets_judge_one_run():
-    from astro_neuron.lm.bench import _targets
+    from astro_neuron.apps.bench.lm import _targets
 
     def row(L, am, tf, peak_am, peak_tf, state=0.27):
         return {"context": L, "amsnet_ms": am, "transformer_ms": tf, "speedup": tf / am,

@@ -1,15 +1,12 @@
-"""Memory tasks: the plain astrocyte read-out recalls a token through filler, and the
-task learning rate is checked (docs/lm.md, "Memory-retention tasks")."""
+"""Memory tasks: the plain astrocyte read-out recalls a token through filler (docs/lm.md,
+"Memory-retention tasks"; the runner's learning-rate check: tests/apps)."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from astro_neuron.lm import AMSNetConfig, build_model
-from astro_neuron.lm.tasks import (
-    TASK_MODELS, run_memory_tasks, task_accuracy,
-)
+from astro_neuron.lm.tasks import TASK_MODELS, task_accuracy
 
 
 def _batch(B, T, pos, g):
@@ -38,10 +35,3 @@ def test_plain_readout_recalls_a_symbol_through_filler():
         opt.step()
     x, y = _batch(256, 32, 10, g)
     assert task_accuracy(model, x, y) > 0.9
-
-
-@pytest.mark.parametrize("lr", [0, -1e-3, float("nan"), True])
-def test_memory_tasks_rejects_bad_lr(lr, tmp_path):
-    with pytest.raises(ValueError, match="lr must be"):
-        run_memory_tasks(("copy",), (64,), ("AM-SNet",), quick=True, out_dir=tmp_path, lr=lr,
-                         progress=False)

@@ -1,4 +1,4 @@
-"""Memory-task generators, task accuracy, and the demo stage with tiny settings."""
+"""Memory-task generators and task accuracy (the demo stage: tests/apps/test_lm_demo.py)."""
 
 from __future__ import annotations
 
@@ -50,14 +50,3 @@ def test_task_training_beats_chance_on_easy_copy():
     assert after > max(before, 0.25) + 0.1, (before, after)     # chance is 1/4
     with pytest.raises(ValueError, match="task must be"):
         train_task(model, "sort", 32, 1)
-
-
-def test_demo_stage_quick(tmp_path):
-    from astro_neuron.lm.demo import demo_stage
-    from astro_neuron.lm.train import load_model
-
-    s = demo_stage(tmp_path, quick=True, progress=False)
-    assert s["val_bpb"] > 0 and s["sample"].startswith("def ")
-    assert len(s["firing_rate"]) == 1 and 0 <= s["firing_rate"][0] <= 1
-    model, ck = load_model(s["checkpoint"])
-    assert model.config.arch == "amsnet" and ck["step"] == 6

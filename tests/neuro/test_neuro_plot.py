@@ -1,5 +1,5 @@
-"""Plots on the Agg backend check what was drawn; plot_recording, the CLI and the demo
-plots write PNG files."""
+"""Plots on the Agg backend check what was drawn; plot_recording and the demo plots write
+PNG files (the `plot` and `record` commands: tests/apps/test_neuro_cli.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,8 @@ import torch  # noqa: E402
 
 import astro_neuron as an  # noqa: E402
 from astro_neuron import plot  # noqa: E402
-from astro_neuron.cli import main  # noqa: E402
-from astro_neuron.io import atomic_torch_save  # noqa: E402
-from astro_neuron.neuro import demo_plots, load_recording, plot_recording, record  # noqa: E402
-from astro_neuron.tasks import MemoryNet, RecallTask, train_memory_net  # noqa: E402
+from astro_neuron.neuro import demo_plots, load_recording, plot_recording  # noqa: E402
+from neuro_data import small_recording, tiny_memory_checkpoint  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -119,23 +117,15 @@ def test_token_raster_labels_tokens():
         plot.token_raster(s, [1.5] * 8)
 
 
-def _recording():
-    torch.manual_seed(0)
-    layer = an.AMSU(4, 6, n_astrocytes=2, d_key=2)
-    x = (torch.rand(40, 1, 4) < 0.4).float()
-    return record(layer, x, info={"events": {"cue end": 10.0},
-                                  "tokens": [chr(97 + i % 26) for i in range(40)]})
-
-
 def test_plot_recording_writes_pngs(tmp_path):
-    paths = plot_recording(_recording(), tmp_path, prefix="r_")
+    paths = plot_recording(small_recording(), tmp_path, prefix="r_")
     assert [p.name for p in paths] == ["r_raster.png", "r_membrane.png", "r_astro_heatmap.png",
                                        "r_calcium.png", "r_rates.png", "r_token_raster.png"]
     for p in paths:
         assert p.read_bytes()[:8] == PNG
     with pytest.raises(ValueError, match="unknown plot kind 'violin'"):
-        plot_recording(_recording(), tmp_path, kinds=["violin"])
-    rec = _recording()
+        plot_recording(small_recording(), tmp_path, kinds=["violin"])
+    rec = small_recording()
     rec.info.pop("tokens")
     with pytest.raises(ValueError, match="cannot draw 'tokens'"):
         plot_recording(rec, tmp_path, kinds=["tokens"])
@@ -143,32 +133,10 @@ def test_plot_recording_writes_pngs(tmp_path):
         plot_recording(rec, tmp_path, sample=3)
 
 
-def test_cli_plot(tmp_path, capsys):
-    run = _recording().save(tmp_path / "run.npz")
-    assert main(["plot", str(run), "--kinds", "raster,astro"]) == 0
-    out_dir = tmp_path / "run_plots"
-    assert sorted(p.name for p in out_dir.iterdir()) == ["astro_heatmap.png", "raster.png"]
-    assert "wrote" in capsys.readouterr().out
-    assert main(["plot", str(tmp_path / "none.npz")]) == 2
-    assert "recording not found" in capsys.readouterr().err
-    (tmp_path / "bad.npz").write_bytes(b"\x00" * 10)
-    assert main(["plot", str(tmp_path / "bad.npz")]) == 2
-    assert "not a .npz" in capsys.readouterr().err
-    assert main(["plot", str(run), "--kinds", "raster,pie"]) == 2
-    assert "unknown ['pie']" in capsys.readouterr().err
-
-
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """A MemoryNet checkpoint (tiny task, 3 training steps), shared by the tests."""
-    path = tmp_path_factory.mktemp("ckpt") / "memory_amsu.pt"
-    task = RecallTask(n_classes=2, channels_per_class=4, go_channels=4, cue_len=5, delay=20,
-                      recall_len=5)
-    torch.manual_seed(0)
-    net = MemoryNet(task, n_neurons=16, n_astrocytes=2, d_key=4)
-    train_memory_net(net, steps=3, batch_size=8, progress=False)
-    atomic_torch_save(net.checkpoint(), path)
-    return path
+    return tiny_memory_checkpoint(tmp_path_factory.mktemp("ckpt") / "memory_amsu.pt")
 
 
 def test_demo_plots_from_a_memory_checkpoint(tmp_path, tiny_checkpoint):
@@ -188,18 +156,6 @@ def test_demo_plots_from_a_memory_checkpoint(tmp_path, tiny_checkpoint):
     torch.save({"config": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match=r"lacks \['task', 'state_dict'\]"):
         demo_plots(tmp_path / "out", tmp_path / "other.pt")
-
-
-def test_cli_record(tmp_path, capsys, tiny_checkpoint):
-    ckpt = tiny_checkpoint
-    out = tmp_path / "trial.npz"
-    assert main(["record", str(ckpt), "--out", str(out), "--label", "1", "--plot"]) == 0
-    rec = load_recording(out)
-    assert rec.info["label"] == 1
-    assert (tmp_path / "trial_plots" / "raster.png").exists()
-    assert main(["record", str(tmp_path / "no.pt"), "--out", str(out)]) == 2
-    assert "not found" in capsys.readouterr().err
-    assert main(["record", str(ckpt), "--out", str(tmp_path / "x.png")]) == 2
 
 
 def test_plot_module_does_not_import_matplotlib_at_import():

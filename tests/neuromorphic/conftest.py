@@ -1,4 +1,5 @@
-"""Fixtures of the neuromorphic tests: random float models, a trained demo network."""
+"""Fixtures of the neuromorphic tests: random float models (the trained demo network,
+``trained_memory_net``, is in tests/conftest.py: the apps tests use it too)."""
 
 from __future__ import annotations
 
@@ -79,17 +80,3 @@ def random_model():
         return model, _spikes(seed + 1000, T, 8, n_in, levels), _spikes(seed + 2000, T, B, n_in,
                                                                           levels)
     return make
-
-
-@pytest.fixture(scope="session")
-def trained_memory_net(tmp_path_factory):
-    """A MemoryNet trained as the demo does (fewer steps): (net, checkpoint path)."""
-    from astro_neuron.io import atomic_torch_save
-    from astro_neuron.tasks import MemoryNet, train_memory_net
-
-    torch.manual_seed(0)
-    net = MemoryNet()
-    train_memory_net(net, steps=60, batch_size=32, progress=False)
-    path = tmp_path_factory.mktemp("memnet") / "memory_amsu.pt"
-    atomic_torch_save(net.checkpoint(), path)
-    return net, path

@@ -8,10 +8,10 @@ Stages (each writes into one output folder; ``summary.json`` collects them):
 2. ``lava``: the trained network fine-tuned with quantization-aware training,
    quantized to integers, saved (``memory_amsu_int.h5``) and simulated as Lava
    processes (``fixed_pt``), checked bit for bit against the NumPy reference and the
-   torch integer view; float versus integer accuracy (:mod:`neuromorphic.demo`).
+   torch integer view; float versus integer accuracy (:mod:`astro_neuron.apps.demo.lava`).
 3. ``lm``: a tiny AM-SNet language model trained on the built-in corpus (Python's
    standard library sources); validation bits per byte and a sample
-   (:mod:`astro_neuron.lm.demo`).
+   (:mod:`astro_neuron.apps.demo.lm`).
 4. ``plots``: raster, membrane traces, astrocyte state and calcium-like traces, rate
    histogram of the memory network, and the language model's spikes across the tokens
    of its sample (:mod:`astro_neuron.neuro`, :mod:`astro_neuron.plot`).
@@ -149,12 +149,12 @@ def run_demo(out_dir="out/demo", quick: bool = False, seed: int = 0, progress: b
                               seed=seed, progress=progress)
         elif stage == "lava":
             print(f"[{i}/{n}] integer network: QAT, quantize, save, simulate on Lava")
-            from neuromorphic.demo import demo_stage as lava_stage
+            from astro_neuron.apps.demo.lava import demo_stage as lava_stage
 
             res = lava_stage(out, _need(mem_ckpt, "lava"), quick=quick, progress=progress)
         elif stage == "lm":
             print(f"[{i}/{n}] language model: a tiny AM-SNet on the built-in corpus")
-            from astro_neuron.lm.demo import demo_stage as lm_stage
+            from astro_neuron.apps.demo.lm import demo_stage as lm_stage
 
             res = lm_stage(out, quick=quick, progress=progress, prompt=lm_prompt, seed=seed)
         else:

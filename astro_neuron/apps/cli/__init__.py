@@ -1,6 +1,6 @@
 """The ``astro-neuron`` command line: one program, sub-commands per area.
 
-Each module named in :data:`SECTIONS` (``astro_neuron/cli/<name>.py``) defines
+Each module named in :data:`SECTIONS` (``astro_neuron/apps/cli/<name>.py``) defines
 ``register(commands, bench)`` and adds its sub-commands to ``commands`` and its
 benchmarks to ``bench`` (``astro-neuron bench <name>``). Modules import heavy
 packages (Lava, matplotlib, SpikingJelly) inside the command functions only.
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser = commands.add_parser("bench", help="benchmarks that print their figures")
     bench = bench_parser.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     for name in SECTIONS:
-        importlib.import_module(f"astro_neuron.cli.{name}").register(commands, bench)
+        importlib.import_module(f"astro_neuron.apps.cli.{name}").register(commands, bench)
     return parser
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from neuromorphic.demo import demo_stage
+from astro_neuron.apps.demo.lava import demo_stage
 
 pytestmark = pytest.mark.timeout(240)
 

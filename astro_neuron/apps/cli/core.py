@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from astro_neuron.demo import STAGES
+from astro_neuron.apps.demo import STAGES
 
 
 def register(commands, bench) -> None:
@@ -35,7 +35,7 @@ def register(commands, bench) -> None:
 
 
 def _demo(args) -> int:
-    from astro_neuron.demo import run_demo
+    from astro_neuron.apps.demo import run_demo
 
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
@@ -46,7 +46,7 @@ def _demo(args) -> int:
 def _bench_scan(args) -> int:
     import torch
 
-    from astro_neuron.bench import ScanBenchConfig, bench_scan, format_table
+    from astro_neuron.apps.bench.scan import ScanBenchConfig, bench_scan, format_table
 
     for name in ("batch", "neurons", "astrocytes", "d_key", "in_features", "chunk",
                  "repeats", "loop_repeats"):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from astro_neuron.cli import main
+from astro_neuron.apps.cli import main
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -161,7 +161,7 @@ def _generate(args) -> int:
 
 
 def _compare(args) -> int:
-    from astro_neuron.lm.compare import compare
+    from astro_neuron.apps.compare import compare
     from astro_neuron.lm.train import load_run_config
 
     run = load_run_config(args.config, list(args.overrides))
@@ -181,7 +181,7 @@ def _ints(text: str, name: str) -> list[int]:
 
 
 def _memory_tasks(args) -> int:
-    from astro_neuron.lm.tasks import run_memory_tasks
+    from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
 
     lengths = _ints(args.lengths, "--lengths")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -194,7 +194,7 @@ def _memory_tasks(args) -> int:
 
 
 def _bench_generate(args) -> int:
-    from astro_neuron.lm.bench import bench_generate
+    from astro_neuron.apps.bench.lm import bench_generate
 
     bench_generate(_ints(args.contexts, "--contexts"), d_model=args.d_model,
                    n_layer=args.n_layer, n_head=args.n_head, tokens=args.tokens,
@@ -204,7 +204,7 @@ def _bench_generate(args) -> int:
 
 
 def _bench_train(args) -> int:
-    from astro_neuron.lm.bench import bench_train
+    from astro_neuron.apps.bench.lm import bench_train
 
     bench_train(d_model=args.d_model, n_layer=args.n_layer, block_size=args.block_size,
                 batch_size=args.batch_size, repeats=args.repeats, threads=args.threads,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from astro_neuron.cli import main
+from astro_neuron.apps.cli import main
 
 
 def test_demo_quick_all_stages(tmp_path, capsys):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from astro_neuron.cli import main
+from astro_neuron.apps.cli import main
 
 TINY = ["model.d_model=16", "model.n_head=2", "model.n_layer=1", "model.block_size=16",
         "model.ffn_mult=2", "train.batch_size=4", "train.max_steps=6", "train.warmup_steps=2",

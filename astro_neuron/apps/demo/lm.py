@@ -1,4 +1,4 @@
-"""The language-model stage of ``astro-neuron demo`` (called by :mod:`astro_neuron.demo`).
+"""The language-model stage of ``astro-neuron demo`` (called by :mod:`astro_neuron.apps.demo`).
 
 Trains a tiny AM-SNet on the built-in corpus (the Python standard library), prints
 validation bits per byte and a sample, saves the checkpoint, and returns a summary.

@@ -1,4 +1,4 @@
-"""Check that the installed stack imports: ``python -m astro_neuron.env_check``.
+"""Check that the installed stack imports: ``python -m astro_neuron.apps.env_check``.
 
 Run at the end of ``scripts/install.sh``; prints one line per package and exits
 non-zero naming the first package that fails.

@@ -104,7 +104,7 @@ def _quantize(args) -> int:
 
     import neuromorphic as nm
     from astro_neuron.tasks import delayed_recall, evaluate
-    from neuromorphic.demo import finetune_qat, integer_accuracy
+    from astro_neuron.apps.demo.lava import finetune_qat, integer_accuracy
 
     _positive("calib-samples", args.calib_samples)
     _positive("eval-samples", args.eval_samples)
@@ -278,7 +278,7 @@ def _simulate(args) -> int:
 # ----------------------------------------------------------------- bench
 
 def _bench_simulate(args) -> int:
-    from neuromorphic.bench import bench_simulate
+    from astro_neuron.apps.bench.simulate import bench_simulate
 
     for name in ("neurons", "layers", "steps", "astrocytes", "d_key", "inputs", "repeats",
                  "batch"):

@@ -266,7 +266,7 @@ def _rss_probe(arch: str, context: int, cfg: dict, checkpoint: Optional[str]) ->
     Read from ``VmHWM`` of ``/proc/self/status`` (the peak of this process's own
     memory; ``ru_maxrss`` would carry the parent's peak across fork + exec).
     """
-    code = ("import sys, json; from astro_neuron.lm.bench import _rss_child; "
+    code = ("import sys, json; from astro_neuron.apps.bench.lm import _rss_child; "
             "_rss_child(json.loads(sys.argv[1]))")
     arg = json.dumps({"arch": arch, "context": context, "cfg": cfg, "checkpoint": checkpoint})
     p = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True,
