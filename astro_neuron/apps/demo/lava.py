@@ -61,7 +61,7 @@ def demo_stage(out_dir: Path, checkpoint: Path, quick: bool = False,
     import neuromorphic as nm
     from astro_neuron.io import load_checkpoint
     from astro_neuron.tasks import MemoryNet, delayed_recall, evaluate
-    from neuromorphic.quantize import SaturationWarning
+    from neuromorphic import SaturationWarning
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
