@@ -31,13 +31,14 @@ from typing import Optional
 import numpy as np
 from torch import nn
 
+from astro_neuron.io import atomic_write
 from neuromorphic.convert.graph import LayerRef, extract_layers
 
 __all__ = ["export_nir"]
 
 
 def _import_nir():
-    try:
+    try:   # deferred: nir is an optional extra; only an export needs it
         import nir
     except ImportError as exc:  # pragma: no cover - nir is a dev/extra dependency
         raise ImportError("NIR export needs the 'nir' package: pip install 'astro-neuron[nir]' "
@@ -110,7 +111,5 @@ def export_nir(model: nn.Module, path: Optional[Path] = None, dt: float = 1e-4):
     edges.append((prev, "output"))
     graph = nir.NIRGraph(nodes=nodes, edges=edges)
     if path is not None:
-        from astro_neuron.io import atomic_write
-
         atomic_write(Path(path), lambda tmp: nir.write(tmp, graph))
     return graph
