@@ -31,6 +31,7 @@ from typing import Optional
 import numpy as np
 from torch import nn
 
+from astro_neuron import validate
 from astro_neuron.io import atomic_write
 from neuromorphic.convert.graph import LayerRef, extract_layers
 
@@ -97,8 +98,7 @@ def export_nir(model: nn.Module, path: Optional[Path] = None, dt: float = 1e-4):
     Raises ``ValueError`` naming the first layer NIR cannot express.
     """
     nir = _import_nir()
-    if not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
+    dt = validate.positive_number("dt (seconds)", dt)
     refs = extract_layers(model, prefer_stock_lif=False)
     nodes = {"input": nir.Input(input_type={"input": np.array([refs[0].n_in])})}
     edges, prev = [], "input"

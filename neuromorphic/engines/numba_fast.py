@@ -16,6 +16,7 @@ from typing import Optional
 
 import numpy as np
 
+from astro_neuron import validate
 from neuromorphic.engines import _numba_kernels as J
 from neuromorphic.engines.common import (
     I64, RunOutput, available_cpus, check_input, elements_per_step, run_in_batches,
@@ -32,9 +33,9 @@ def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True,
     install compiles the kernels (a few seconds), then they load from numba's on-disk
     cache. ``threads``: how many threads share each layer's recurrence (default: the
     CPUs available, fewer for small runs); the result does not depend on it."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(
-            threads, (int, np.integer)) or threads < 1):
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if isinstance(threads, np.integer):
+        threads = int(threads)
+    threads = validate.optional(validate.positive_int, "threads", threads)
     x = check_input(net, x)
     return run_in_batches(net, x, lambda xb: _run_whole(net, xb, record_states,
                                                         count_saturation, threads))
