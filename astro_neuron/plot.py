@@ -29,7 +29,7 @@ __all__ = ["raster", "membrane", "astro_heatmap", "calcium_traces", "rate_histog
 def _axes(ax, figsize=(8, 4)):
     if ax is not None:
         return ax
-    try:
+    try:  # deferred: importing astro_neuron.plot must not load matplotlib (slow)
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - matplotlib is a core dependency
         raise ImportError("astro_neuron.plot needs matplotlib: pip install matplotlib") from None

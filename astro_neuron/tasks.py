@@ -23,8 +23,10 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from astro_neuron.amsu import AMSU
+from astro_neuron.validate import non_negative_int, positive_int, probability
 
 __all__ = ["RecallTask", "delayed_recall", "MemoryNet", "train_memory_net", "fit_recall", "evaluate"]
 
@@ -45,15 +47,10 @@ class RecallTask:
     def __post_init__(self) -> None:
         for name in ("n_classes", "channels_per_class", "go_channels", "cue_len",
                      "recall_len"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not isinstance(self.delay, int) or self.delay < 0:
-            raise ValueError(f"delay must be a non-negative integer, got {self.delay!r}")
+            positive_int(name, getattr(self, name))
+        non_negative_int("delay", self.delay)
         for name in ("p_cue", "p_noise"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {v!r}")
+            probability(name, getattr(self, name))
 
     @property
     def n_in(self) -> int:
@@ -71,8 +68,7 @@ class RecallTask:
 def delayed_recall(task: RecallTask, batch_size: int, generator: Optional[torch.Generator] = None,
                    device=None) -> tuple[Tensor, Tensor]:
     """A batch: spikes ``[T, B, n_in]`` (float 0/1) and labels ``[B]`` (int64)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    positive_int("batch_size", batch_size)
     g = generator
     T, B, C = task.T, batch_size, task.channels_per_class
     y = torch.randint(task.n_classes, (B,), generator=g)
@@ -145,8 +141,6 @@ def fit_recall(params, task: RecallTask, logits_fn, steps: int, batch_size: int 
     gradient clipping at 1, a 20-step warm-up and cosine decay when ``cosine`` (else a
     constant ``lr``). Stops early when ``time_budget_s`` is exceeded; a NaN or infinite
     loss raises ``FloatingPointError``. Returns the loss per step."""
-    from tqdm.auto import tqdm
-
     params = list(params)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
 from astro_neuron.io import atomic_json
 from astro_neuron.lm.config import config_from_dict
+from astro_neuron.lm.data import load_corpus
 from astro_neuron.lm.train import RunConfig, train
 
 __all__ = ["VARIANTS", "compare", "format_table", "plot_curves"]
@@ -48,8 +50,6 @@ def _variant_run(base: RunConfig, changes: dict, out_dir: Path) -> RunConfig:
 def compare(base: RunConfig, out_dir, variants: Optional[list[str]] = None,
             progress: bool = True, corpus=None, plot: bool = True) -> list[dict]:
     """Train each variant of ``base`` for ``base.train.max_steps``; returns result rows."""
-    from astro_neuron.lm.data import load_corpus
-
     names = list(VARIANTS) if variants is None else list(variants)
     bad = [n for n in names if n not in VARIANTS]
     if bad:
@@ -110,9 +110,7 @@ def format_table(rows: list[dict]) -> str:
 
 def plot_curves(rows: list[dict], path) -> Path:
     """Training loss (bits/byte, smoothed) and validation bits/byte against tokens."""
-    import math
-
-    import matplotlib
+    import matplotlib  # deferred: slow to import, only this function draws
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

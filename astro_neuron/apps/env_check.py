@@ -7,12 +7,14 @@ non-zero naming the first package that fails.
 from __future__ import annotations
 
 import importlib
-from importlib import metadata
 import sys
 import time
+from importlib import metadata
 
 
 def check(verbose: bool = True) -> int:
+    # deferred: `neuromorphic` imports torch; a broken torch must be reported below, not
+    # crash this module's import
     from neuromorphic.engines.lava._compat import install
 
     install()

@@ -10,7 +10,8 @@
 
 Guide: docs/lm.md. Sub-modules: ``config``, ``model`` (AM-SNet), ``baselines``
 (the KV-cache Transformer), ``data`` (byte tokenizer, corpora), ``train``, ``tasks``
-(MQAR, selective copy), ``sample``, ``bench``, ``compare``, ``demo``.
+(MQAR, selective copy), ``sample``. The benchmarks, the variant comparison, the
+memory-task runner and the demo stage are applications: :mod:`astro_neuron.apps`.
 """
 
 from astro_neuron.lm.config import AMSNetConfig

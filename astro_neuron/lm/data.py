@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from astro_neuron.validate import choice
+
 __all__ = ["encode", "decode", "Corpus", "stdlib_corpus", "load_enwik8", "load_wikitext103",
            "load_text_file", "load_corpus", "CORPORA", "batch_for_step", "eval_windows"]
 
@@ -171,8 +173,7 @@ def load_text_file(path) -> Corpus:
 
 def load_corpus(name: str = "stdlib", path: Optional[str] = None) -> Corpus:
     """A corpus by name: ``stdlib`` (built in), ``enwik8``, ``wikitext103``, ``file``."""
-    if name not in CORPORA:
-        raise ValueError(f"corpus must be one of {CORPORA}, got {name!r}")
+    choice("corpus", name, CORPORA)
     if name == "stdlib":
         return stdlib_corpus(path or None)
     if not path:

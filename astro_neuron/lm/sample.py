@@ -8,6 +8,7 @@ import torch
 
 from astro_neuron.lm.data import decode, encode
 from astro_neuron.lm.train import load_model
+from astro_neuron.validate import positive_int
 
 __all__ = ["sample_text"]
 
@@ -19,8 +20,7 @@ def sample_text(checkpoint, prompt: str = "def ", max_new_tokens: int = 300,
 
     The prompt is read in parallel, then every new byte costs one recurrent step.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    positive_int("num_samples", num_samples)
     if not prompt:
         raise ValueError("prompt must not be empty (give at least one character)")
     model, _ = load_model(checkpoint, device)

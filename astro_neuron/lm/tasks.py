@@ -23,10 +23,14 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from astro_neuron.lm.model import LanguageModel
+from astro_neuron.lm.train import TrainConfig, lr_at, make_optimizer
+from astro_neuron.validate import choice
 
-__all__ = ["mqar_batch", "selective_copy_batch", "task_accuracy", "train_task", "TASK_MODELS"]
+__all__ = ["mqar_batch", "selective_copy_batch", "task_accuracy", "train_task", "TASKS",
+           "TASK_MODELS"]
 
 FILLER, SEP = 0, 255
 KEY0, VAL0, DATA0 = 1, 101, 1        # keys 1..100, values 101..200, copy data 1..n_symbols
@@ -90,7 +94,8 @@ def selective_copy_batch(batch_size: int, seq_len: int, n_tokens: int = 4,
     return idx, tgt
 
 
-_TASKS = {"mqar": mqar_batch, "copy": selective_copy_batch}
+#: the task generators by name (``train_task``, the memory-task runner)
+TASKS = {"mqar": mqar_batch, "copy": selective_copy_batch}
 
 
 @torch.no_grad()
@@ -115,12 +120,8 @@ def train_task(model: LanguageModel, task: str, seq_len: int, steps: int,
     """Train ``model`` on fresh batches of ``task``; batch = tokens_per_step / seq_len.
 
     ``task_kwargs`` go to the batch generator (``n_pairs``, ``n_tokens``, ...)."""
-    from tqdm.auto import tqdm
 
-    from astro_neuron.lm.train import TrainConfig, lr_at, make_optimizer
-
-    if task not in _TASKS:
-        raise ValueError(f"task must be one of {list(_TASKS)}, got {task!r}")
+    choice("task", task, TASKS)
     tc = TrainConfig(lr=lr, min_lr=lr / 10, warmup_steps=max(1, steps // 10), max_steps=steps,
                      weight_decay=0.0)
     opt = make_optimizer(model, tc)
@@ -132,7 +133,7 @@ def train_task(model: LanguageModel, task: str, seq_len: int, steps: int,
     for step in tqdm(range(steps), desc=desc or task, disable=not progress, leave=False):
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, tc)
-        x, y = _TASKS[task](B, seq_len, generator=g, **task_kwargs)
+        x, y = TASKS[task](B, seq_len, generator=g, **task_kwargs)
         _, loss = model(x.to(dev), y.to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -16,9 +16,11 @@ same global batch, so the run equals a single-process run with that batch.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
+import socket
 import threading
 import time
 import tomllib
@@ -28,11 +30,16 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
+from tqdm.auto import tqdm
 
 from astro_neuron.io import atomic_json, atomic_torch_save, load_checkpoint
 from astro_neuron.lm.config import AMSNetConfig, check_table, config_from_dict
 from astro_neuron.lm.data import CORPORA, Corpus, batch_for_step, eval_windows, load_corpus
 from astro_neuron.lm.model import LanguageModel, build_model
+from astro_neuron.validate import (
+    choice, non_negative_int, number_in_range, positive_int, positive_number,
+)
 
 __all__ = ["DataConfig", "TrainConfig", "RunConfig", "NonFiniteLoss", "train", "train_local_ddp",
            "evaluate",
@@ -49,8 +56,7 @@ class DataConfig:
     path: str = ""                  # the file / folder for enwik8, wikitext103, file
 
     def __post_init__(self) -> None:
-        if self.corpus not in CORPORA:
-            raise ValueError(f"data.corpus must be one of {CORPORA}, got {self.corpus!r}")
+        choice("data.corpus", self.corpus, CORPORA)
 
 
 @dataclass
@@ -74,21 +80,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_steps", "eval_interval", "eval_tokens", "ckpt_interval"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"train.{name} must be a positive integer, got {v!r}")
+            positive_int(f"train.{name}", getattr(self, name))
         for name in ("warmup_steps", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"train.{name} must be a non-negative integer, got {v!r}")
+            non_negative_int(f"train.{name}", getattr(self, name))
         for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "max_time_s"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                    or v < 0:
-                raise ValueError(f"train.{name} must be a finite number >= 0, got {v!r}")
-            setattr(self, name, float(v))
-        if self.lr <= 0:
-            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+            setattr(self, name, number_in_range(f"train.{name}", getattr(self, name), 0.0))
+        positive_number("train.lr", self.lr)
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"train.device must be 'auto', 'cpu' or 'cuda[:N]', got "
                              f"{self.device!r}")
@@ -283,8 +280,6 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
     (tests, compare). Raises :class:`NonFiniteLoss` on a NaN/Inf loss and
     ``KeyboardInterrupt`` after saving when interrupted.
     """
-    from tqdm.auto import tqdm
-
     tc, mc = run.train, run.model
     rank, world, local_rank = _dist_info()
     ddp = world > 1
@@ -450,13 +445,8 @@ def train_local_ddp(run: RunConfig, world_size: int = 2, corpus: Optional[Corpus
 
     The same as ``torchrun --nproc_per_node=N -m astro_neuron train ...``.
     """
-    import json
-    import socket
 
-    import torch.multiprocessing as mp
-
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size must be a positive int, got {world_size!r}")
+    positive_int("world_size", world_size)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -16,6 +16,7 @@ import torch
 from astro_neuron import plot
 from astro_neuron.io import atomic_write, load_checkpoint
 from astro_neuron.neuro.recording import Recording, record
+from astro_neuron.tasks import MemoryNet, delayed_recall
 
 __all__ = ["KINDS", "plot_recording", "record_memory_trial", "demo_plots"]
 
@@ -25,7 +26,7 @@ KINDS = {"raster": "raster.png", "membrane": "membrane.png", "astro": "astro_hea
 
 
 def _figure(rows: int, width: float = 9.0, row_height: float = 2.8):
-    try:
+    try:  # deferred: importing astro_neuron.neuro must not load matplotlib (slow)
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - matplotlib is a core dependency
         raise ImportError("plotting needs matplotlib: pip install matplotlib") from None
@@ -115,8 +116,6 @@ def record_memory_trial(net, seed: int = 0, label: Optional[int] = None) -> Reco
     membrane, astrocyte drive and state); the trial's cue class is ``label`` (default:
     drawn). ``info`` holds the task, the label, the network's answer and the epochs
     ("cue end", "recall") as events."""
-    from astro_neuron.tasks import delayed_recall
-
     task = net.task
     if label is not None and not 0 <= int(label) < task.n_classes:
         raise ValueError(f"label must be in [0, {task.n_classes}), got {label}")
@@ -140,8 +139,6 @@ def demo_plots(out_dir: Path, checkpoint: Path) -> list[Path]:
     save it as ``memory_run.npz`` (re-plot with ``astro-neuron plot``) and write
     ``memory_run_{raster,membrane,astro_heatmap,calcium,rates}.png``. Returns the PNG paths.
     """
-    from astro_neuron.tasks import MemoryNet
-
     ckpt = load_checkpoint(checkpoint, "memory-network checkpoint")
     missing = [k for k in ("task", "config", "state_dict") if k not in ckpt]
     if missing:

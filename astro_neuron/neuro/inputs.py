@@ -18,6 +18,8 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
+from astro_neuron.validate import positive_int
+
 __all__ = ["n_steps", "poisson", "step_current", "sine_current"]
 
 RateLike = Union[float, Tensor]
@@ -31,9 +33,7 @@ def _positive(name: str, v: float) -> float:
 
 
 def _count(name: str, v: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return v
+    return positive_int(name, v)
 
 
 def n_steps(duration_ms: float, dt_ms: float) -> int:

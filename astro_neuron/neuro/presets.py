@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Union
 
+from astro_neuron.amsu import AMSU
+
 __all__ = ["Preset", "PRESETS", "preset", "make_amsu"]
 
 
@@ -83,6 +85,4 @@ def make_amsu(in_features: int, n_neurons: int, preset_name: Union[str, Preset] 
               **kwargs):
     """An :class:`astro_neuron.AMSU` with the preset's time constants; ``kwargs`` are
     passed on and win over the preset."""
-    from astro_neuron.amsu import AMSU
-
     return AMSU(in_features, n_neurons, **{**preset(preset_name).amsu_kwargs(), **kwargs})

@@ -45,6 +45,7 @@ from astro_neuron.astrocytes import summary_label
 from astro_neuron.io import atomic_write
 from astro_neuron.neuro.population import TripartitePopulation
 from astro_neuron.neuro.traces import TRACE_KINDS, astro_trajectory
+from astro_neuron.validate import choice
 
 __all__ = ["FORMAT", "VERSION", "FIELDS", "Recording", "record", "load_recording"]
 
@@ -261,8 +262,7 @@ def record(module: nn.Module, x_seq: Tensor, *, current: Optional[Tensor] = None
     (default: the population's preset; ``"ms"`` for nonlinear astrocytes; else
     ``"step"``).
     """
-    if astro not in TRACE_KINDS:
-        raise ValueError(f"astro must be one of {TRACE_KINDS}, got {astro!r}")
+    choice("astro", astro, TRACE_KINDS)
     if not isinstance(x_seq, Tensor) or x_seq.dim() != 3:
         raise ValueError("x_seq must be a [T, B, in] tensor, got "
                          f"{list(x_seq.shape) if isinstance(x_seq, Tensor) else type(x_seq).__name__}")

@@ -21,6 +21,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from astro_neuron.validate import positive_int, positive_number
+
 __all__ = ["Territories"]
 
 
@@ -186,15 +188,13 @@ class Territories:
         if npos.dim() != 2 or apos.dim() != 2 or npos.shape[1] != apos.shape[1]:
             raise ValueError(f"neuron_pos [N, D] and astro_pos [A, D] need the same D, got "
                              f"{list(npos.shape)} and {list(apos.shape)}")
-        if not math.isfinite(radius) or radius <= 0:
-            raise ValueError(f"radius must be positive and finite, got {radius!r}")
+        positive_number("radius", radius)
         return cls(torch.cdist(apos, npos) <= radius)
 
 
 def _check_counts(n_neurons: int, n_astrocytes: int) -> None:
     for name, v in (("n_neurons", n_neurons), ("n_astrocytes", n_astrocytes)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        positive_int(name, v)
     if n_astrocytes > n_neurons:
         raise ValueError(f"n_astrocytes ({n_astrocytes}) exceeds n_neurons ({n_neurons})")
 

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from astro_neuron.astrocytes import astro_summary
 from astro_neuron.functional.amsu import AMSUOutput, AMSUParams, AMSUSpec, AMSUState, amsu_step
+from astro_neuron.validate import choice
 
 __all__ = ["TRACE_KINDS", "astro_trajectory"]
 
@@ -24,8 +25,7 @@ def astro_trajectory(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, s
     ``[T, B, A]`` (``keep="summary"``: :func:`~astro_neuron.astrocytes.astro_summary`)
     or ``[T, B, *H.shape[1:]]`` (``keep="full"``), ``None`` without astrocyte.
     """
-    if keep not in TRACE_KINDS:
-        raise ValueError(f"keep must be one of {TRACE_KINDS}, got {keep!r}")
+    choice("keep", keep, TRACE_KINDS)
     outs, trace = [], []
     for t in range(x_seq.shape[0]):
         out, state = amsu_step(x_seq[t], state, p, spec)

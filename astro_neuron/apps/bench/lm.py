@@ -29,7 +29,9 @@ from typing import Optional
 import torch
 
 from astro_neuron.lm.config import AMSNetConfig
+from astro_neuron.lm.data import stdlib_corpus
 from astro_neuron.lm.model import AMSNet, build_model
+from astro_neuron.lm.train import load_model, resolve_device
 
 __all__ = ["bench_generate", "bench_train", "decode_setup"]
 
@@ -40,8 +42,6 @@ def _sync(device: torch.device) -> None:
 
 
 def _prompt(n: int) -> torch.Tensor:
-    from astro_neuron.lm.data import stdlib_corpus
-
     return stdlib_corpus().val[:n].long()[None]
 
 
@@ -107,8 +107,6 @@ def _firing_rate(model: AMSNet, cache, tok) -> float:
 
 def _models(d_model, n_layer, n_head, checkpoint, device):
     if checkpoint:
-        from astro_neuron.lm.train import load_model
-
         am, _ = load_model(checkpoint, device)
         if am.config.arch != "amsnet":
             raise ValueError(f"--checkpoint must hold an AM-SNet, got arch {am.config.arch!r}")
@@ -136,8 +134,6 @@ def bench_generate(contexts=(512, 2048, 8192, 16384), d_model: int = 256, n_laye
     ``compile``: also time both models' decode steps under ``torch.compile``
     (columns ``*_compiled_ms``), interleaved with the eager ones.
     """
-    from astro_neuron.lm.train import resolve_device
-
     dev = resolve_device(device)
     torch.set_num_threads(threads)
     am, tf = _models(d_model, n_layer, n_head, checkpoint, dev)
@@ -281,8 +277,6 @@ def _rss_child(a: dict) -> None:
     cfg = dict(a["cfg"])
     cfg["tau_astro"] = tuple(cfg["tau_astro"])
     if a["arch"] == "amsnet" and a["checkpoint"]:
-        from astro_neuron.lm.train import load_model
-
         model, _ = load_model(a["checkpoint"])
     else:
         cfg["arch"] = "amsnet" if a["arch"] == "amsnet" else "transformer"
@@ -301,8 +295,6 @@ def bench_train(d_model: int = 128, n_layer: int = 2, block_size: int = 256,
                 batch_size: int = 8, repeats: int = 3, threads: int = 1,
                 device: str = "cpu") -> list[dict]:
     """Training tokens/s of AM-SNet's chunked form against its recurrent step loop."""
-    from astro_neuron.lm.train import resolve_device
-
     dev = resolve_device(device)
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -66,7 +66,7 @@ def _fwd_bwd_floor(weight: torch.Tensor, x: torch.Tensor) -> Callable[[], None]:
 
 
 def _fwd_bwd_spikingjelly(x: torch.Tensor, n: int) -> Optional[Callable[[], None]]:
-    try:
+    try:  # deferred: SpikingJelly is an optional comparison, imported only when benchmarked
         from spikingjelly.activation_based import layer, neuron, surrogate
     except Exception:
         return None
@@ -74,7 +74,7 @@ def _fwd_bwd_spikingjelly(x: torch.Tensor, n: int) -> Optional[Callable[[], None
                               neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(),
                                              step_mode="m"))
 
-    def run() -> None:
+    def run() -> None:  # deferred: as above, only when SpikingJelly is benchmarked
         from spikingjelly.activation_based import functional
         functional.reset_net(net)
         net.zero_grad(set_to_none=True)
@@ -84,7 +84,7 @@ def _fwd_bwd_spikingjelly(x: torch.Tensor, n: int) -> Optional[Callable[[], None
 
 
 def _fwd_bwd_snntorch(x: torch.Tensor, n: int) -> Optional[Callable[[], None]]:
-    try:
+    try:  # deferred: snnTorch is an optional comparison, imported only when benchmarked
         import snntorch
     except Exception:
         return None

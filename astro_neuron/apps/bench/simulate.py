@@ -25,7 +25,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
+from neuromorphic import engines
 from neuromorphic.randnet import random_network, random_spikes
 
 __all__ = ["bench_simulate", "TARGET_SPEEDUP"]
@@ -49,9 +51,6 @@ def bench_simulate(n_neurons: int = 256, n_layers: int = 2, steps: int = 1000,
     "table": str, "speedup": float | None, "speedup_end_to_end": float | None,
     "target_met": bool | None}`` (the speedups: the fast form as ``nm.simulate`` runs it,
     compiled engine with default threads, vs Lava's stepping)."""
-    import torch
-
-    from neuromorphic import engines
 
     if n_neurons % n_astrocytes:
         raise ValueError(f"--neurons ({n_neurons}) must be divisible by --astrocytes "

@@ -2,8 +2,8 @@
 
 Each module named in :data:`SECTIONS` (``astro_neuron/apps/cli/<name>.py``) defines
 ``register(commands, bench)`` and adds its sub-commands to ``commands`` and its
-benchmarks to ``bench`` (``astro-neuron bench <name>``). Modules import heavy
-packages (Lava, matplotlib, SpikingJelly) inside the command functions only.
+benchmarks to ``bench`` (``astro-neuron bench <name>``). Heavy optional packages (Lava,
+matplotlib, SpikingJelly) are imported only where they are used (docs/architecture.md).
 
 Errors a user can cause (bad arguments, missing or corrupt files, bad values) print
 one ``error:`` line and exit with status 2; ``--debug`` shows the traceback.
@@ -16,6 +16,8 @@ import importlib
 import os
 import sys
 
+from astro_neuron import __version__
+
 SECTIONS = ("core", "lm", "neuro", "neuromorphic")
 
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError,
@@ -23,8 +25,6 @@ _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from astro_neuron import __version__
-
     parser = argparse.ArgumentParser(
         prog="astro-neuron",
         description="Astrocyte-modulated spiking networks: train, compare, export, simulate.")

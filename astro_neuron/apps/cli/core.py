@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from astro_neuron.apps.demo import STAGES
+import torch
+
+from astro_neuron.apps.bench.scan import ScanBenchConfig, bench_scan, format_table
+from astro_neuron.apps.demo import STAGES, run_demo
+from astro_neuron.io import atomic_json
+from astro_neuron.validate import positive_int
 
 
 def register(commands, bench) -> None:
@@ -35,8 +40,6 @@ def register(commands, bench) -> None:
 
 
 def _demo(args) -> int:
-    from astro_neuron.apps.demo import run_demo
-
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress,
              stages=stages, threads=args.threads)
@@ -44,14 +47,9 @@ def _demo(args) -> int:
 
 
 def _bench_scan(args) -> int:
-    import torch
-
-    from astro_neuron.apps.bench.scan import ScanBenchConfig, bench_scan, format_table
-
     for name in ("batch", "neurons", "astrocytes", "d_key", "in_features", "chunk",
                  "repeats", "loop_repeats"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+        positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = ScanBenchConfig(batch=args.batch, lengths=tuple(args.lengths),
@@ -62,7 +60,5 @@ def _bench_scan(args) -> int:
     rows = bench_scan(cfg)
     print(format_table(rows, cfg))
     if args.json:
-        from astro_neuron.io import atomic_json
-
         atomic_json({"config": vars(cfg), "rows": rows}, args.json)
     return 0

@@ -6,6 +6,14 @@ from __future__ import annotations
 import os
 import sys
 
+from astro_neuron.apps.bench.lm import bench_generate, bench_train
+from astro_neuron.apps.compare import compare
+from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
+from astro_neuron.lm.data import load_corpus
+from astro_neuron.lm.sample import sample_text
+from astro_neuron.lm.train import NonFiniteLoss, evaluate, load_model, load_run_config, train
+from astro_neuron.validate import optional, positive_int
+
 
 def register(commands, bench) -> None:
     p = commands.add_parser(
@@ -106,8 +114,6 @@ def register(commands, bench) -> None:
 
 
 def _train(args) -> int:
-    from astro_neuron.lm.train import NonFiniteLoss, load_run_config, train
-
     over = list(args.overrides)
     if args.out:
         over.append(f"train.out_dir={_toml_str(args.out)}")
@@ -131,16 +137,12 @@ def _toml_str(s: str) -> str:
 
 
 def _eval(args) -> int:
-    from astro_neuron.lm.data import load_corpus
-    from astro_neuron.lm.train import evaluate, load_model
-
     model, ck = load_model(args.checkpoint, args.device)
     data = ck.get("run_config", {}).get("data", {"corpus": "stdlib", "path": ""})
     corpus = load_corpus(args.corpus or data["corpus"],
                          args.data_path if args.corpus or args.data_path else data["path"] or None)
     split = corpus.split(args.split)
-    if args.tokens is not None and args.tokens < 1:
-        raise ValueError(f"--tokens must be >= 1, got {args.tokens}")
+    optional(positive_int, "--tokens", args.tokens)
     bpb = evaluate(model, split, model.config.block_size, args.tokens or split.numel(),
                    batch_size=args.batch_size)
     print(f"{corpus.name} {args.split}: {bpb:.4f} bits per byte "
@@ -149,8 +151,6 @@ def _eval(args) -> int:
 
 
 def _generate(args) -> int:
-    from astro_neuron.lm.sample import sample_text
-
     for i, text in enumerate(sample_text(args.checkpoint, args.prompt, args.max_new_tokens,
                                          args.temperature, args.top_k, args.num_samples,
                                          args.seed, args.device)):
@@ -161,9 +161,6 @@ def _generate(args) -> int:
 
 
 def _compare(args) -> int:
-    from astro_neuron.apps.compare import compare
-    from astro_neuron.lm.train import load_run_config
-
     run = load_run_config(args.config, list(args.overrides))
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     compare(run, args.out, variants, progress=not args.no_progress)
@@ -175,14 +172,12 @@ def _ints(text: str, name: str) -> list[int]:
         vals = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
-    if not vals or any(v < 1 for v in vals):
-        raise ValueError(f"{name} must be positive integers, got {text!r}")
-    return vals
+    if not vals:
+        raise ValueError(f"{name} must be comma-separated integers, got {text!r}")
+    return [positive_int(f"each of {name}", v) for v in vals]
 
 
 def _memory_tasks(args) -> int:
-    from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
-
     lengths = _ints(args.lengths, "--lengths")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     tasks = ["mqar", "copy"] if args.task == "both" else [args.task]
@@ -194,8 +189,6 @@ def _memory_tasks(args) -> int:
 
 
 def _bench_generate(args) -> int:
-    from astro_neuron.apps.bench.lm import bench_generate
-
     bench_generate(_ints(args.contexts, "--contexts"), d_model=args.d_model,
                    n_layer=args.n_layer, n_head=args.n_head, tokens=args.tokens,
                    repeats=args.repeats, threads=args.threads, device=args.device,
@@ -204,8 +197,6 @@ def _bench_generate(args) -> int:
 
 
 def _bench_train(args) -> int:
-    from astro_neuron.apps.bench.lm import bench_train
-
     bench_train(d_model=args.d_model, n_layer=args.n_layer, block_size=args.block_size,
                 batch_size=args.batch_size, repeats=args.repeats, threads=args.threads,
                 device=args.device)

@@ -2,6 +2,12 @@
 (record one delayed-recall trial of a trained memory network into a run file)."""
 
 from __future__ import annotations
+from pathlib import Path
+
+from astro_neuron.io import load_checkpoint
+from astro_neuron.neuro import load_recording, plot_recording, record_memory_trial
+from astro_neuron.tasks import MemoryNet
+from astro_neuron.validate import int_in_range
 
 KIND_NAMES = ("raster", "membrane", "astro", "calcium", "rates", "tokens")
 
@@ -35,10 +41,6 @@ def register(commands, bench) -> None:
 
 
 def _plot(args) -> int:
-    from pathlib import Path
-
-    from astro_neuron.neuro import load_recording, plot_recording
-
     run = Path(args.run)
     rec = load_recording(run)
     kinds = None
@@ -47,8 +49,7 @@ def _plot(args) -> int:
         bad = [k for k in kinds if k not in KIND_NAMES]
         if bad:
             raise ValueError(f"--kinds: unknown {bad}; choose from {', '.join(KIND_NAMES)}")
-    if args.dpi < 20 or args.dpi > 600:
-        raise ValueError(f"--dpi must be in [20, 600], got {args.dpi}")
+    int_in_range("--dpi", args.dpi, 20, 600)
     out = Path(args.out) if args.out else run.with_name(run.stem + "_plots")
     paths = plot_recording(rec, out, sample=args.sample, prefix=args.prefix, kinds=kinds,
                            dpi=args.dpi)
@@ -60,12 +61,6 @@ def _plot(args) -> int:
 
 
 def _record(args) -> int:
-    from pathlib import Path
-
-    from astro_neuron.io import load_checkpoint
-    from astro_neuron.neuro import plot_recording, record_memory_trial
-    from astro_neuron.tasks import MemoryNet
-
     out = Path(args.out)
     if out.suffix != ".npz":
         raise ValueError(f"--out must name a .npz file, got {out}")

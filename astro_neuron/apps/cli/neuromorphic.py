@@ -1,5 +1,5 @@
 """Integer networks on the command line: ``quantize``, ``export``, ``simulate``,
-``bench simulate``. Heavy imports (neuromorphic, Lava) happen inside the commands.
+``bench simulate``. Lava is imported only by the engine that runs on it (neuromorphic.lava).
 
 Inputs:
 
@@ -14,8 +14,23 @@ Inputs:
 
 from __future__ import annotations
 
+import copy
+import json
 import sys
+import warnings
 from pathlib import Path
+
+import numpy as np
+import torch
+
+import neuromorphic as nm
+from astro_neuron.apps.bench.simulate import bench_simulate
+from astro_neuron.apps.demo.lava import finetune_qat, integer_accuracy
+from astro_neuron.io import atomic_json, atomic_write, load_checkpoint
+from astro_neuron.tasks import MemoryNet, RecallTask, delayed_recall, evaluate
+from astro_neuron.validate import non_negative_int, positive_int, probability
+from neuromorphic import pad_latency
+from neuromorphic.randnet import random_spikes
 
 
 def register(commands, bench) -> None:
@@ -74,14 +89,10 @@ def register(commands, bench) -> None:
 # ----------------------------------------------------------------- helpers
 
 def _positive(name: str, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"--{name} must be >= 1, got {value}")
+    positive_int(f"--{name}", value)
 
 
 def _load_memory_net(path: str):
-    from astro_neuron.io import load_checkpoint
-    from astro_neuron.tasks import MemoryNet
-
     ckpt = load_checkpoint(path, "MemoryNet checkpoint")
     for key in ("task", "config", "state_dict"):
         if key not in ckpt:
@@ -97,19 +108,9 @@ def _load_memory_net(path: str):
 # ----------------------------------------------------------------- quantize
 
 def _quantize(args) -> int:
-    import copy
-    import warnings
-
-    import torch
-
-    import neuromorphic as nm
-    from astro_neuron.tasks import delayed_recall, evaluate
-    from astro_neuron.apps.demo.lava import finetune_qat, integer_accuracy
-
     _positive("calib-samples", args.calib_samples)
     _positive("eval-samples", args.eval_samples)
-    if args.qat_steps < 0:
-        raise ValueError(f"--qat-steps must be >= 0, got {args.qat_steps}")
+    non_negative_int("--qat-steps", args.qat_steps)
     net = _load_memory_net(args.checkpoint)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".h5")
     torch.set_num_threads(1)
@@ -149,8 +150,6 @@ def _quantize(args) -> int:
 def _export(args) -> int:
     src = Path(args.source)
     if args.to == "nir":
-        import neuromorphic as nm
-
         if src.suffix == ".h5":
             raise ValueError("NIR export needs the float model: pass the MemoryNet checkpoint "
                              "(.pt), not the integer .h5 (NIR has no integer network nodes)")
@@ -159,12 +158,6 @@ def _export(args) -> int:
         graph = nm.export_nir(net.core, out, dt=args.dt)
         print(f"wrote {out}: NIR graph with nodes {list(graph.nodes)}")
         return 0
-    import json
-
-    import numpy as np
-
-    import neuromorphic as nm
-    from astro_neuron.io import atomic_json
 
     qnet = nm.load(src)
     out = Path(args.out) if args.out else src.with_suffix(".json")
@@ -195,8 +188,6 @@ def _export(args) -> int:
 # ----------------------------------------------------------------- simulate
 
 def _inputs(args, qnet):
-    import numpy as np
-
     if args.input:
         path = Path(args.input)
         if not path.is_file():
@@ -207,10 +198,6 @@ def _inputs(args, qnet):
             raise ValueError(f"{path} is not a readable .npy array ({exc})") from None
     task = qnet.meta.get("task") if isinstance(qnet.meta, dict) else None
     if isinstance(task, dict) and task.get("name") == "delayed_recall":
-        import torch
-
-        from astro_neuron.tasks import RecallTask, delayed_recall
-
         _positive("samples", args.samples)
         fields = {k: v for k, v in task.items() if k != "name"}
         try:
@@ -218,15 +205,12 @@ def _inputs(args, qnet):
         except Exception as exc:
             raise ValueError(f"the task stored in the file is invalid: {exc}") from None
         x, _ = delayed_recall(rt, args.samples, torch.Generator().manual_seed(args.seed))
-        from neuromorphic import pad_latency
 
         return pad_latency(x.numpy().astype(np.int64), qnet.latency), \
             f"{args.samples} delayed-recall sequences (seed {args.seed}) + {qnet.latency} " \
             "silent steps"
     _positive("steps", args.steps)
-    if not 0 <= args.rate <= 1:
-        raise ValueError(f"--rate must be a probability in [0, 1], got {args.rate}")
-    from neuromorphic.randnet import random_spikes
+    probability("--rate", args.rate)
 
     return random_spikes(args.seed, args.steps, args.samples, qnet.input_size,
                          qnet.input_levels, args.rate), \
@@ -234,10 +218,6 @@ def _inputs(args, qnet):
 
 
 def _simulate(args) -> int:
-    import numpy as np
-
-    import neuromorphic as nm
-
     qnet = nm.load(args.network)
     x, desc = _inputs(args, qnet)
     backends = [args.backend]
@@ -259,8 +239,6 @@ def _simulate(args) -> int:
             print(f"  {b} vs {args.backend}: {d}")
         print("backends agree bit for bit" if all_equal else "backends DIFFER")
     if args.save:
-        from astro_neuron.io import atomic_write
-
         r = results[args.backend]
         arrays = {f"spikes_{i}": s for i, s in enumerate(r.spikes)}
         arrays.update({f"{k}_{i}": v for i, st in enumerate(r.states) for k, v in st.items()})
@@ -278,8 +256,6 @@ def _simulate(args) -> int:
 # ----------------------------------------------------------------- bench
 
 def _bench_simulate(args) -> int:
-    from astro_neuron.apps.bench.simulate import bench_simulate
-
     for name in ("neurons", "layers", "steps", "astrocytes", "d_key", "inputs", "repeats",
                  "batch"):
         _positive(name.replace("_", "-"), getattr(args, name))

@@ -16,11 +16,18 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
+
+import neuromorphic as nm
+from neuromorphic import SaturationWarning
+from astro_neuron.io import load_checkpoint
+from astro_neuron.tasks import MemoryNet, delayed_recall, evaluate, fit_recall
+from neuromorphic.simulate import pad_latency, simulate
 
 __all__ = ["demo_stage", "integer_accuracy", "finetune_qat"]
 
@@ -28,8 +35,6 @@ __all__ = ["demo_stage", "integer_accuracy", "finetune_qat"]
 @torch.no_grad()
 def integer_accuracy(qnet, net, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
     """Accuracy of ``net.readout`` applied to the integer network's spikes."""
-    from neuromorphic.simulate import pad_latency, simulate
-
     correct = 0
     for i in range(0, y.shape[0], batch):
         xb = pad_latency(x[:, i:i + batch].numpy().astype(np.int64), qnet.latency)
@@ -44,8 +49,6 @@ def finetune_qat(qat, net, steps: int, batch_size: int = 32, lr: float = 1e-3, s
     """Fine-tune ``qat`` (the core) and ``net.readout`` on fresh delayed-recall batches
     (the task's training loop, :func:`astro_neuron.tasks.fit_recall`, at a constant
     learning rate)."""
-    from astro_neuron.tasks import fit_recall
-
     params = list(qat.parameters()) + list(net.readout.parameters())
     return fit_recall(params, net.task, lambda x: net.logits_from_spikes(qat(x, align=True)),
                       steps, batch_size, lr, seed, cosine=False, time_budget_s=time_budget_s,
@@ -56,12 +59,6 @@ def demo_stage(out_dir: Path, checkpoint: Path, quick: bool = False,
                progress: bool = True) -> dict:
     """Quantize (PTQ and QAT), save, simulate in Lava and the reference; print and return
     a summary. ``quick``: tiny settings for tests (seconds)."""
-    import warnings
-
-    import neuromorphic as nm
-    from astro_neuron.io import load_checkpoint
-    from astro_neuron.tasks import MemoryNet, delayed_recall, evaluate
-    from neuromorphic import SaturationWarning
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import torch
 
+from astro_neuron.lm.data import decode, encode, stdlib_corpus
+from astro_neuron.lm.train import load_model, load_run_config, train
+
 __all__ = ["demo_stage", "DEMO_OVERRIDES", "QUICK_OVERRIDES"]
 
 # a fixed 1000 steps (2M tokens; no time budget, so the result does not depend on machine
@@ -35,9 +38,6 @@ def demo_stage(out_dir: Path, quick: bool = False, progress: bool = True,
     :func:`astro_neuron.lm.train.load_model`, record spikes with
     :meth:`AMSNet.spike_record`.
     """
-    from astro_neuron.lm.data import decode, encode, stdlib_corpus
-    from astro_neuron.lm.train import load_run_config, train
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     work = out / "lm_run"
@@ -51,7 +51,6 @@ def demo_stage(out_dir: Path, quick: bool = False, progress: bool = True,
     train_s = time.perf_counter() - t0
     ckpt = out / "lm_amsnet.pt"
     (work / "ckpt.pt").replace(ckpt)
-    from astro_neuron.lm.train import load_model
 
     model, _ = load_model(ckpt)
     model.eval()

@@ -7,7 +7,6 @@ the model variants and the training loop are library code: :mod:`astro_neuron.lm
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ import torch
 from astro_neuron.io import atomic_json
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
-from astro_neuron.lm.tasks import _TASKS, TASK_MODELS, task_accuracy, train_task
+from astro_neuron.lm.tasks import TASK_MODELS, TASKS, task_accuracy, train_task
+from astro_neuron.validate import positive_number
 
 __all__ = ["run_memory_tasks", "format_rows"]
 
@@ -47,9 +47,7 @@ def run_memory_tasks(tasks=("mqar", "copy"), lengths=(64, 128, 256, 512, 1024),
     (1e-3: at 3e-3 the AM-SNet learned neither task, docs/lm.md).
     ``quick``: tiny settings for tests.
     """
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) \
-            or lr <= 0:
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    positive_number("lr", lr)
     bad = [m for m in models if m not in TASK_MODELS]
     if bad:
         raise ValueError(f"unknown model(s) {bad}; choose from {list(TASK_MODELS)}")
@@ -61,7 +59,7 @@ def run_memory_tasks(tasks=("mqar", "copy"), lengths=(64, 128, 256, 512, 1024),
     for task in tasks:
         for T in lengths:
             g = torch.Generator().manual_seed(10_000 + seed)
-            x_te, y_te = _TASKS[task](n_eval, T, generator=g)
+            x_te, y_te = TASKS[task](n_eval, T, generator=g)
             for name in models:
                 torch.manual_seed(seed)
                 opts = dict(TASK_MODELS[name])
@@ -101,7 +99,7 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    import matplotlib  # deferred: slow to import, only the plot needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
