@@ -62,7 +62,7 @@ def _import_lava_runtime() -> None:
         original(method, force=True)
 
     mp.set_start_method = set_start_method
-    try:
+    try:   # deferred: this function's purpose is the first import of Lava's runtime
         import lava.magma.runtime.runtime  # noqa: F401
     finally:
         mp.set_start_method = original
@@ -71,7 +71,7 @@ def _import_lava_runtime() -> None:
 def lava_available() -> tuple[bool, str]:
     """(True, "") when Lava imports (through the project's Python 3.11 hook)."""
     install_lava_compat()
-    try:
+    try:   # deferred: this function probes whether Lava (heavy, optional) imports
         _import_lava_runtime()
         import lava.magma.core.run_configs  # noqa: F401
     except Exception as exc:  # ImportError, or the 3.11 dataclass error without the hook
@@ -91,8 +91,8 @@ def _blockdiag(w: np.ndarray, batch: int) -> np.ndarray:
 
 
 def _sign_mode(name: str):
-    # Lava (lava-nc) is imported only when a Lava run starts: it is heavy (seconds) and
-    # optional, and its runtime fixes the multiprocessing start method on import
+    # deferred: Lava (lava-nc) is imported only when a Lava run starts: it is heavy
+    # (seconds) and optional, and its runtime fixes the multiprocessing start method
     from lava.utils.weightutils import SignMode
 
     return {"mixed": SignMode.MIXED, "excitatory": SignMode.EXCITATORY,
