@@ -100,7 +100,10 @@ class ATan(Surrogate):
         return torch.atan(math.pi / 2 * self.alpha * x) / math.pi + 0.5
 
     def derivative(self, x: Tensor) -> Tensor:
-        return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x) ** 2)
+        # in place on one fresh tensor: the backward of every spiking layer runs this
+        # over (T, B, N); five temporaries cost more than the arithmetic (issue 14)
+        t = torch.mul(x, math.pi / 2 * self.alpha)
+        return t.square_().add_(1).reciprocal_().mul_(self.alpha / 2)
 
 
 class Sigmoid(Surrogate):

@@ -103,10 +103,15 @@ def test_bench_generate_and_train(capsys):
                  "1", "--n-head", "2", "--tokens", "4", "--repeats", "1", "--no-rss"]) == 0
     out = capsys.readouterr().out
     assert "context 32" in out and "peak" not in out
-    assert main(["bench", "train", "--d-model", "16", "--n-layer", "1", "--block-size", "32",
-                 "--batch-size", "2", "--repeats", "1"]) == 0
+    assert main(["bench", "train", "--forms", "--d-models", "16", "--n-layer", "1",
+                 "--lengths", "32", "--tokens", "64", "--threads", "1", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "chunked (parallel, training)" in out and "step loop (reference)" in out
+    assert main(["bench", "train", "--d-models", "16", "--n-layer", "1", "--lengths", "32",
+                 "--tokens", "64", "--threads", "1", "--repeats", "1", "--peak-n", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "matmul peak" in out and "AM/TF" in out and "TF MFU" in out
+    assert "threads 1, d 16, T 32: AM/TF" in out          # the target line of the point
 
 
 def test_memory_tasks_quick(tmp_path, capsys):

@@ -13,8 +13,10 @@ is reported).
   real prompt (its cost depends on how many neurons fire), at position ``L``.
   ``compile=True`` also times both decode steps under ``torch.compile`` (the same
   treatment for both models; compile time is printed, not counted).
-* ``train``: training tokens/s (forward + backward) of the chunked form against the
-  recurrent loop of steps, on the same model and batch.
+* ``train``: training tokens/s (forward + backward) of AM-SNet, the same-size
+  Transformer and the astrocyte-off ablation over a grid of widths, lengths and
+  thread counts, with the model FLOPs utilisation against the machine's measured
+  fp32 matmul peak (``--forms``: the chunked form against the recurrent loop).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from astro_neuron.lm.data import stdlib_corpus
 from astro_neuron.lm.model import AMSNet, build_model
 from astro_neuron.lm.train import load_model, resolve_device
 
-__all__ = ["bench_generate", "bench_train", "decode_setup"]
+__all__ = ["bench_forms", "bench_generate", "bench_train", "decode_setup", "matmul_peak"]
 
 
 def _sync(device: torch.device) -> None:
@@ -291,7 +293,7 @@ def _rss_child(a: dict) -> None:
     print(int(hwm.split()[1]) / 1024)                       # kB -> MiB
 
 
-def bench_train(d_model: int = 128, n_layer: int = 2, block_size: int = 256,
+def bench_forms(d_model: int = 128, n_layer: int = 2, block_size: int = 256,
                 batch_size: int = 8, repeats: int = 3, threads: int = 1,
                 device: str = "cpu") -> list[dict]:
     """Training tokens/s of AM-SNet's chunked form against its recurrent step loop."""
@@ -302,7 +304,7 @@ def bench_train(d_model: int = 128, n_layer: int = 2, block_size: int = 256,
                        block_size=block_size)
     model = AMSNet(cfg).to(dev)
     x = torch.randint(0, 256, (batch_size, block_size), device=dev)
-    print(f"bench train: d_model={d_model}, n_layer={n_layer}, batch {batch_size} x "
+    print(f"bench train --forms: d_model={d_model}, n_layer={n_layer}, batch {batch_size} x "
           f"{block_size} tokens, forward + backward, {threads} thread(s), {dev}")
     modes = ("chunked", "recurrent", "loop")
     times: dict = {m: [] for m in modes}
@@ -330,3 +332,159 @@ def bench_train(d_model: int = 128, n_layer: int = 2, block_size: int = 256,
         print(f"{labels[r['mode']]:<34} {r['s_per_batch']:>9.3f} {r['tokens_per_s']:>10,.0f} "
               f"{base / r['tokens_per_s']:>10.2f}x")
     return rows
+
+
+def matmul_peak(threads: int, device, n: int = 2048, repeats: int = 5) -> float:
+    """Measured fp32 matrix-multiply peak (FLOP/s): the best of ``repeats`` products
+    of two ``n x n`` float32 matrices at ``threads`` threads."""
+    torch.set_num_threads(threads)
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+def scan_flops_per_token(cfg: AMSNetConfig) -> float:
+    """Training FLOPs per token of the AM-SNet's chunked astrocyte scans (all layers),
+    outside the 6 x parameters count: per astrocyte and token the forward runs the
+    intra-chunk products ``q k^T`` (2 C d_k) and ``S v`` (2 C d_v) over the full
+    ``C x C`` chunk, the inter-chunk read-out and the chunk's state update
+    (2 d_k d_v each); the backward twice the forward."""
+    if cfg.arch != "amsnet" or not cfg.astrocyte:
+        return 0.0
+    A = cfg.n_head
+    dk = dv = cfg.d_model // cfg.n_head
+    C = cfg.chunk_size
+    fwd = A * (2 * C * (dk + dv) + 4 * dk * dv)
+    return 3.0 * fwd * cfg.n_layer
+
+
+def attention_flops_per_token(cfg: AMSNetConfig, T: int) -> float:
+    """Training FLOPs per token of causal attention outside 6 x parameters:
+    ``q k^T`` and ``a v`` over the T/2 earlier positions on average, 2 d each, x3."""
+    if cfg.arch != "transformer":
+        return 0.0
+    return 3.0 * cfg.n_layer * 2 * 2 * cfg.d_model * T / 2
+
+
+TRAIN_TARGETS = "AM-SNet >= 1x the Transformer everywhere, >= 2x at T >= 1024; " \
+                "astrocyte <= 1.5x the astrocyte-off ablation (issue 14)"
+
+
+def bench_train(d_models=(64, 128, 256, 512), lengths=(256, 1024, 4096),
+                threads=(0, 1), n_layer: int = 2, tokens: int = 4096, repeats: int = 3,
+                device: str = "cpu", forms: bool = False, peak_n: int = 2048) -> list[dict]:
+    """Training tokens/s (forward + backward) of AM-SNet, the same-size Transformer and
+    the astrocyte-off ablation at every (d_model, T, threads); prints the table, the
+    ratios measured in the same run (models interleaved, median of ``repeats``), MFU
+    against the measured fp32 matmul peak at each thread count, and the targets.
+
+    ``threads``: thread counts; 0 is torch's default. A batch holds about ``tokens``
+    tokens (``max(1, tokens // T)`` sequences). ``forms``: instead, the chunked form
+    against the step loop (:func:`bench_forms`, first d_model and T, first thread count).
+    ``peak_n``: size of the square matrices of the peak measurement.
+    """
+    default_threads = torch.get_num_threads()
+    thr = [default_threads if t == 0 else t for t in threads]
+    if forms:
+        return bench_forms(d_model=d_models[0], n_layer=n_layer, block_size=lengths[0],
+                           batch_size=max(1, tokens // lengths[0]), repeats=repeats,
+                           threads=thr[0], device=device)
+    dev = resolve_device(device)
+    peaks = {t: matmul_peak(t, dev, peak_n) for t in sorted(set(thr))}
+    print(f"bench train: n_layer={n_layer}, ~{tokens} tokens per batch, forward + backward, "
+          f"median of {repeats} interleaved rounds, {dev}; measured fp32 matmul peak "
+          + ", ".join(f"{p / 1e9:.1f} GFLOP/s at {t} thread(s)" for t, p in peaks.items()))
+    archs = (("amsnet", {}), ("transformer", {"arch": "transformer"}),
+             ("astro_off", {"astrocyte": False}))
+    rows = []
+    for t in thr:
+        for d in d_models:
+            for T in lengths:
+                torch.set_num_threads(t)
+                B = max(1, tokens // T)
+                base = dict(n_layer=n_layer, d_model=d, n_head=max(1, d // 64), block_size=T)
+                models = {}
+                for name, extra in archs:
+                    torch.manual_seed(0)
+                    cfg = AMSNetConfig(**{**base, **extra})
+                    models[name] = build_model(cfg).to(dev)
+                x = torch.randint(0, 256, (B, T), device=dev)
+                times: dict = {name: [] for name in models}
+                for m in models.values():                    # warm-up
+                    _, loss = m(x, x)
+                    loss.backward()
+                for _ in range(repeats):
+                    for name, m in models.items():
+                        m.zero_grad(set_to_none=True)
+                        _sync(dev)
+                        t0 = time.perf_counter()
+                        _, loss = m(x, x)
+                        loss.backward()
+                        _sync(dev)
+                        times[name].append(time.perf_counter() - t0)
+                row = {"threads": t, "d_model": d, "T": T, "batch": B}
+                for name, m in models.items():
+                    tps = B * T / statistics.median(times[name])
+                    flops = (6.0 * m.num_params() + scan_flops_per_token(m.config)
+                             + attention_flops_per_token(m.config, T))
+                    row[f"{name}_params"] = m.num_params()
+                    row[f"{name}_tokens_per_s"] = tps
+                    row[f"{name}_spread"] = (max(times[name]) - min(times[name])) \
+                        / statistics.median(times[name])
+                    row[f"{name}_mfu"] = flops * tps / peaks[t]
+                row["am_vs_tf"] = row["amsnet_tokens_per_s"] / row["transformer_tokens_per_s"]
+                row["astro_cost"] = (row["astro_off_tokens_per_s"]
+                                     / row["amsnet_tokens_per_s"])
+                rows.append(row)
+                print(_train_row(row), flush=True)
+    print(_train_table(rows))
+    print(_train_targets(rows))
+    return rows
+
+
+def _train_row(r: dict) -> str:
+    return (f"  threads {r['threads']}, d_model {r['d_model']}, T {r['T']}: AM-SNet "
+            f"{r['amsnet_tokens_per_s']:,.0f} tok/s, Transformer "
+            f"{r['transformer_tokens_per_s']:,.0f}, astrocyte off "
+            f"{r['astro_off_tokens_per_s']:,.0f} (AM/TF {r['am_vs_tf']:.2f}x, "
+            f"astrocyte cost {r['astro_cost']:.2f}x)")
+
+
+def _train_table(rows: list[dict]) -> str:
+    head = (f"{'thr':>3} {'d':>4} {'T':>5} {'B':>3} {'AM tok/s':>9} {'TF tok/s':>9} "
+            f"{'off tok/s':>9} {'AM/TF':>6} {'astro':>6} {'AM MFU':>7} {'TF MFU':>7} "
+            f"{'AM par':>9} {'TF par':>9} {'off par':>9} {'spread':>6}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        spread = max(r[f"{n}_spread"] for n in ("amsnet", "transformer", "astro_off"))
+        lines.append(
+            f"{r['threads']:>3} {r['d_model']:>4} {r['T']:>5} {r['batch']:>3} "
+            f"{r['amsnet_tokens_per_s']:>9,.0f} {r['transformer_tokens_per_s']:>9,.0f} "
+            f"{r['astro_off_tokens_per_s']:>9,.0f} {r['am_vs_tf']:>5.2f}x "
+            f"{r['astro_cost']:>5.2f}x {100 * r['amsnet_mfu']:>6.1f}% "
+            f"{100 * r['transformer_mfu']:>6.1f}% {r['amsnet_params']:>9,} "
+            f"{r['transformer_params']:>9,} {r['astro_off_params']:>9,} {100 * spread:>5.0f}%")
+    lines.append("AM/TF: AM-SNet tokens/s over the Transformer's; astro: astrocyte-off "
+                 "tokens/s over AM-SNet's (the astrocyte's cost); MFU: (6 x params + "
+                 "scan or attention FLOPs) x tokens/s over the measured matmul peak; "
+                 "spread: (max - min) / median of the repeats, worst model")
+    return "\n".join(lines)
+
+
+def _train_targets(rows: list[dict]) -> str:
+    out = [f"targets ({TRAIN_TARGETS}):"]
+    for r in rows:
+        goal = 2.0 if r["T"] >= 1024 else 1.0
+        ok = round(r["am_vs_tf"], 2) >= goal and round(r["astro_cost"], 2) <= 1.5
+        out.append(f"  threads {r['threads']}, d {r['d_model']}, T {r['T']}: AM/TF "
+                   f"{r['am_vs_tf']:.2f}x (>= {goal:g}x), astrocyte {r['astro_cost']:.2f}x "
+                   f"(<= 1.5x): {'met' if ok else 'MISSED'}")
+    return "\n".join(out)

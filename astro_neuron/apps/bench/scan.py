@@ -3,8 +3,8 @@
 Speed goals are checked here, not in unit tests: every figure is a ratio of times
 measured in the same run, interleaved, so that load on a shared machine affects both
 sides alike. Each timing is a full forward + backward pass; the table reports the
-median and the minimum of the repeats (the minimum is the least disturbed by other
-processes).
+median and the minimum of the repeats; the ratios and ns/neuron-step use the medians
+(issue 14: a minimum flatters whichever form had one lucky repeat).
 """
 
 from __future__ import annotations
@@ -134,14 +134,14 @@ def bench_scan(cfg: ScanBenchConfig = ScanBenchConfig(), progress: bool = True) 
             times[name] = _time(fn, cfg.loop_repeats)
             times["chunked"] += _time(fast["chunked"], 1)  # keep the pair interleaved
             times["projections (floor)"] += _time(fast["projections (floor)"], 1)
-        chunk_min = min(times["chunked"])
-        floor_min = min(times["projections (floor)"])
+        chunk_med = statistics.median(times["chunked"])
+        floor_med = statistics.median(times["projections (floor)"])
         steps = T * cfg.batch * cfg.n_neurons
         for name, ts in times.items():
-            best = min(ts)
-            rows.append({"T": T, "form": name, "median_s": statistics.median(ts),
-                         "min_s": best, "ns_per_neuron_step": best / steps * 1e9,
-                         "x_chunked": best / chunk_min, "x_floor": best / floor_min})
+            med = statistics.median(ts)
+            rows.append({"T": T, "form": name, "median_s": med, "min_s": min(ts),
+                         "ns_per_neuron_step": med / steps * 1e9,
+                         "x_chunked": med / chunk_med, "x_floor": med / floor_med})
     return rows
 
 
@@ -160,10 +160,10 @@ def format_table(rows: list[dict], cfg: ScanBenchConfig) -> str:
     verdict = []
     for T in sorted({r["T"] for r in rows}):
         by = {r["form"]: r for r in rows if r["T"] == T}
-        speedup = by["step loop (reference)"]["min_s"] / by["chunked"]["min_s"]
+        speedup = by["step loop (reference)"]["x_chunked"]
         floor = by["chunked"]["x_floor"]
-        verdict.append(f"T={T}: chunked is {speedup:.1f}x faster than the step loop "
-                       f"(target >= 10x: {'met' if speedup >= 10 else 'MISSED'}), "
+        verdict.append(f"T={T} (medians): chunked is {speedup:.1f}x faster than the step "
+                       f"loop (target >= 10x: {'met' if speedup >= 10 else 'MISSED'}), "
                        f"{floor:.2f}x the projection floor "
-                       f"(target <= 2.5x: {'met' if floor <= 2.5 else 'MISSED'})")
+                       f"(target <= 2x, issue 14: {'met' if floor <= 2 else 'MISSED'})")
     return out + "\n" + "\n".join(verdict)

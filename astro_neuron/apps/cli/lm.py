@@ -12,7 +12,7 @@ from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
 from astro_neuron.lm.data import load_corpus
 from astro_neuron.lm.sample import sample_text
 from astro_neuron.lm.train import NonFiniteLoss, evaluate, load_model, load_run_config, train
-from astro_neuron.validate import optional, positive_int
+from astro_neuron.validate import non_negative_int, optional, positive_int
 
 
 def register(commands, bench) -> None:
@@ -102,13 +102,22 @@ def register(commands, bench) -> None:
                    help="also time both models' decode steps under torch.compile")
     b.set_defaults(func=_bench_generate)
 
-    b = bench.add_parser("train", help="training tokens/s: chunked form against the step loop")
-    b.add_argument("--d-model", type=int, default=128)
+    b = bench.add_parser("train", help="training tokens/s: AM-SNet vs Transformer vs "
+                         "astrocyte off, with MFU (--forms: chunked form vs step loop)")
+    b.add_argument("--d-models", type=int, nargs="+", default=[64, 128, 256, 512])
+    b.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096], metavar="T")
+    b.add_argument("--threads", type=int, nargs="+", default=[0, 1],
+                   help="thread counts to run (0: torch's default)")
     b.add_argument("--n-layer", type=int, default=2)
-    b.add_argument("--block-size", type=int, default=256)
-    b.add_argument("--batch-size", type=int, default=8)
+    b.add_argument("--tokens", type=int, default=4096,
+                   help="tokens per batch (batch = max(1, tokens // T))")
     b.add_argument("--repeats", type=int, default=3)
-    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--quick", action="store_true",
+                   help="d_model 64 and 128, T 256 and 1024, one thread, 2 repeats")
+    b.add_argument("--peak-n", type=int, default=2048,
+                   help="size of the square sgemm that measures the fp32 matmul peak")
+    b.add_argument("--forms", action="store_true",
+                   help="instead: the chunked form against the step loop (first d_model, T)")
     b.add_argument("--device", default="cpu")
     b.set_defaults(func=_bench_train)
 
@@ -197,8 +206,18 @@ def _bench_generate(args) -> int:
 
 
 def _bench_train(args) -> int:
-    bench_train(d_model=args.d_model, n_layer=args.n_layer, block_size=args.block_size,
-                batch_size=args.batch_size, repeats=args.repeats, threads=args.threads,
-                device=args.device)
+    if args.quick:
+        args.d_models, args.lengths, args.threads, args.repeats = [64, 128], [256, 1024], [1], 2
+    for name in ("d_models", "lengths"):
+        for v in getattr(args, name):
+            positive_int(f"--{name.replace('_', '-')}", v)
+    for v in args.threads:
+        non_negative_int("--threads", v)
+    for name in ("n_layer", "tokens", "repeats", "peak_n"):
+        positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
+    bench_train(d_models=tuple(args.d_models), lengths=tuple(args.lengths),
+                threads=tuple(args.threads), n_layer=args.n_layer, tokens=args.tokens,
+                repeats=args.repeats, device=args.device, forms=args.forms,
+                peak_n=args.peak_n)
     return 0
 
