@@ -8,39 +8,22 @@ Equations and options: docs/model.md.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 from astro_neuron.astrocytes import resolve_astro_model
+from astro_neuron.functional import amsu as F_amsu
 from astro_neuron.functional.amsu import (
-    AMSUOutput, AMSUParams, AMSUSpec, AMSUState, amsu_chunked, amsu_loop, amsu_recurrent,
-    amsu_step, init_state,
+    AMSUOutput, AMSUParams, AMSUSpec, AMSUState, amsu_step, init_state,
 )
+from astro_neuron.functional.finite import validation
+from astro_neuron.validate import choice, finite_number, positive_int, positive_number
 
 __all__ = ["AMSU", "MODES", "validation"]
 
-MODES = ("auto", "chunked", "recurrent", "loop")
-_CHECK_FINITE = [True]
-
-
-@contextmanager
-def validation(check_finite: bool):
-    """Turn the NaN/Inf check of layer inputs on or off (on by default).
-
-    The check costs one reduction per call (and a device sync on GPU)::
-
-        with astro_neuron.validation(check_finite=False):
-            y = layer(x)
-    """
-    old = _CHECK_FINITE[0]
-    _CHECK_FINITE[0] = bool(check_finite)
-    try:
-        yield
-    finally:
-        _CHECK_FINITE[0] = old
+MODES = F_amsu.FORMS
 
 
 TauLike = Union[float, Sequence[float], Tensor]
@@ -111,6 +94,10 @@ class AMSU(nn.Module):
         learn_threshold: learn ``theta`` (through its logarithm, so it stays > 0).
         detach_reset: do not backpropagate through the reset.
         chunk_size: chunk length of the parallel form.
+        readout_norm: ``"none"`` (``o = H^T q / sqrt(d_k)``) or ``"rms"``: each
+            astrocyte's read-out RMS-normalised over its ``d_v`` neurons before
+            ``g_astro`` (divisive gain control of the astrocyte's output; the
+            language model's choice).
     """
 
     def __init__(self, in_features: int, n_neurons: int, n_astrocytes: int = 4,
@@ -122,20 +109,19 @@ class AMSU(nn.Module):
                  rotary_base: float = 10000.0, dt: float = 1.0, astro_gain: float = 1.0,
                  bias: bool = True, learn_tau: bool = True, learn_threshold: bool = True,
                  detach_reset: bool = False, chunk_size: int = 64,
-                 rotary_fraction: float = 1.0, device=None, dtype=None) -> None:
+                 rotary_fraction: float = 1.0, readout_norm: str = "none",
+                 device=None, dtype=None) -> None:
         super().__init__()
-        dt = float(dt)
-        if not math.isfinite(dt) or dt <= 0:
-            raise ValueError(f"dt must be positive and finite, got {dt!r}")
+        dt = positive_number("dt", float(dt))
         model = resolve_astro_model(astro_model, dt)
         self.spec = AMSUSpec(
             in_features=in_features, n_neurons=n_neurons, n_astrocytes=n_astrocytes,
             d_key=d_key, reset=reset, synapse=synapse, spike_levels=spike_levels,
             astrocyte=astrocyte, neuron_path=neuron_path, spiking=spiking, rotary=rotary,
             rotary_base=rotary_base, rotary_fraction=rotary_fraction,
-            detach_reset=detach_reset, surrogate=surrogate, astro_model=model)
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+            detach_reset=detach_reset, surrogate=surrogate, astro_model=model,
+            readout_norm=readout_norm)
+        positive_int("chunk_size", chunk_size)
         self.dt = dt
         self.chunk_size = chunk_size
         self.astro_model = model if isinstance(model, str) else model.name
@@ -147,9 +133,8 @@ class AMSU(nn.Module):
         log_tau_mem = torch.log(_tau_tensor("tau_mem", tau_mem, (N,)))
         log_tau_astro = torch.log(_astro_taus(tau_astro, A, d_key))
         log_thr = torch.log(_tau_tensor("threshold", threshold, (N,)))
-        gain = torch.full((N,), float(astro_gain), dtype=torch.float64)
-        if not math.isfinite(float(astro_gain)):
-            raise ValueError(f"astro_gain must be finite, got {astro_gain!r}")
+        gain = torch.full((N,), finite_number("astro_gain", float(astro_gain)),
+                          dtype=torch.float64)
         self.log_tau_mem = nn.Parameter(log_tau_mem.to(**fk), requires_grad=learn_tau)
         self.log_tau_astro = nn.Parameter(log_tau_astro.to(**fk), requires_grad=learn_tau)
         self.log_threshold = nn.Parameter(log_thr.to(**fk), requires_grad=learn_threshold)
@@ -201,17 +186,6 @@ class AMSU(nn.Module):
                           dtype or self.weight.dtype)
 
     # ---------------------------------------------------------------- forward
-    def _check_finite(self, x: Tensor, state: Optional[AMSUState]) -> None:
-        if not _CHECK_FINITE[0] or not isinstance(x, Tensor) or not x.is_floating_point():
-            return
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("input contains NaN or Inf (disable this check with "
-                             "astro_neuron.validation(check_finite=False))")
-        if state is not None:
-            for name, t in (("state.u", state[0]), ("state.H", state[1])):
-                if isinstance(t, Tensor) and not bool(torch.isfinite(t).all()):
-                    raise ValueError(f"{name} contains NaN or Inf")
-
     def run(self, x_seq: Tensor, state: Optional[AMSUState] = None,
             mode: str = "auto") -> tuple[AMSUOutput, AMSUState]:
         """Run ``x_seq`` ``[T, B, in]``; return ``(AMSUOutput(spikes, u, o), state)``.
@@ -220,20 +194,11 @@ class AMSU(nn.Module):
         nonlinear astrocyte),
         ``"chunked"`` (parallel; an error with a reset), ``"recurrent"`` (exact loop
         with projections hoisted) or ``"loop"`` (the reference loop of steps).
+        All go through :func:`astro_neuron.functional.amsu.run` (NaN/Inf checked;
+        see :func:`astro_neuron.validation`).
         """
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self._check_finite(x_seq, state)
-        if mode == "auto":
-            parallel = self.spec.reset == "none" and (self.spec.linear_astro
-                                                      or not self.spec.astrocyte)
-            mode = "chunked" if parallel else "recurrent"
-        p = self.params()
-        if mode == "chunked":
-            return amsu_chunked(x_seq, state, p, self.spec, self.chunk_size)
-        if mode == "recurrent":
-            return amsu_recurrent(x_seq, state, p, self.spec)
-        return amsu_loop(x_seq, state, p, self.spec)
+        choice("mode", mode, MODES)
+        return F_amsu.run(x_seq, state, self.params(), self.spec, mode, self.chunk_size)
 
     def forward(self, x_seq: Tensor, state: Optional[AMSUState] = None,
                 return_state: bool = False, mode: str = "auto"):
@@ -249,8 +214,10 @@ class AMSU(nn.Module):
     def step_full(self, x_t: Tensor, state: Optional[AMSUState] = None
                   ) -> tuple[AMSUOutput, AMSUState]:
         """Like :meth:`step` but returns ``AMSUOutput(spikes, u, o)`` of ``[B, N]``."""
-        self._check_finite(x_t, state)
-        return amsu_step(x_t, state, self.params(), self.spec)
+        p = self.params()
+        out, new = amsu_step(x_t, state, p, self.spec)
+        F_amsu.check_run(x_t, state, p, out, new, seq=False)
+        return out, new
 
     def extra_repr(self) -> str:
         s = self.spec
@@ -258,7 +225,8 @@ class AMSU(nn.Module):
                  f"d_key={s.d_key}", f"reset={s.reset!r}", f"dt={self.dt}"]
         for name, default in (("synapse", "identity"), ("spike_levels", 1),
                               ("astrocyte", True), ("neuron_path", True), ("spiking", True),
-                              ("rotary", False), ("rotary_fraction", 1.0)):
+                              ("rotary", False), ("rotary_fraction", 1.0),
+                              ("readout_norm", "none")):
             if getattr(s, name) != default:
                 parts.append(f"{name}={getattr(s, name)!r}")
         if not s.linear_astro:

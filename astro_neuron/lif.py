@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from astro_neuron.amsu import MODES, TauLike, _tau_tensor
-from astro_neuron.functional.lif import LIFSpec, lif_chunked, lif_loop, lif_step
+from astro_neuron.functional import lif as F_lif
+from astro_neuron.functional.finite import check_finite, checking_finite
+from astro_neuron.functional.lif import LIFSpec, lif_step
+from astro_neuron.validate import choice, positive_int, positive_number
 
 __all__ = ["LIF"]
 
@@ -30,11 +32,8 @@ class LIF(nn.Module):
         super().__init__()
         self.spec = LIFSpec(n_neurons, reset=reset, spike_levels=spike_levels,
                             spiking=spiking, detach_reset=detach_reset, surrogate=surrogate)
-        dt = float(dt)
-        if not math.isfinite(dt) or dt <= 0:
-            raise ValueError(f"dt must be positive and finite, got {dt!r}")
-        self.dt = dt
-        self.chunk_size = int(chunk_size)
+        self.dt = positive_number("dt", float(dt))
+        self.chunk_size = positive_int("chunk_size", chunk_size)
         fk = {"device": device, "dtype": dtype or torch.get_default_dtype()}
         self.log_tau_mem = nn.Parameter(
             torch.log(_tau_tensor("tau_mem", tau_mem, (n_neurons,))).to(**fk),
@@ -57,15 +56,16 @@ class LIF(nn.Module):
 
     def run(self, x_seq: Tensor, u0: Optional[Tensor] = None,
             mode: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
-        """``(spikes, u before reset, u_T)`` for ``x_seq`` ``[T, B, ..., N]``."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if mode == "auto":
-            mode = "chunked" if self.spec.reset == "none" else "loop"
-        if mode == "chunked":
-            return lif_chunked(x_seq, u0, self.beta, self.threshold, self.spec,
-                               self.chunk_size)
-        return lif_loop(x_seq, u0, self.beta, self.threshold, self.spec)
+        """``(spikes, u before reset, u_T)`` for ``x_seq`` ``[T, B, ..., N]``.
+
+        ``mode``: ``"auto"`` (chunked without reset, else the loop), ``"chunked"``,
+        ``"loop"`` (``"recurrent"`` is the loop); through
+        :func:`astro_neuron.functional.lif.run` (NaN/Inf checked).
+        """
+        choice("mode", mode, MODES)
+        form = "loop" if mode == "recurrent" else mode
+        return F_lif.run(x_seq, u0, self.beta, self.threshold, self.spec, form,
+                         self.chunk_size)
 
     def forward(self, x_seq: Tensor, u0: Optional[Tensor] = None,
                 return_state: bool = False, mode: str = "auto"):
@@ -76,8 +76,13 @@ class LIF(nn.Module):
         """One step: ``(spikes, u after reset)``."""
         if u is None:
             u = torch.zeros_like(x_t)
-        s, _, u = lif_step(x_t, u, self.beta, self.threshold, self.spec)
-        return s, u
+        beta, thr = self.beta, self.threshold
+        s, _, u_next = lif_step(x_t, u, beta, thr, self.spec)
+        if checking_finite():
+            check_finite([("LIF decay beta", beta, False), ("LIF threshold", thr, False),
+                          ("LIF input", x_t, False), ("LIF state u (given)", u, False),
+                          ("LIF state u", u_next, False)])
+        return s, u_next
 
     def extra_repr(self) -> str:
         return (f"{self.spec.n_neurons}, reset={self.spec.reset!r}, dt={self.dt}, "

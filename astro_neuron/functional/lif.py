@@ -1,29 +1,43 @@
-"""A plain leaky integrate-and-fire layer (no astrocyte, no projection).
+"""A plain leaky integrate-and-fire layer (no astrocyte, no projection): the one
+definition and its forms.
 
 ``u_t = beta * u_{t-1} + x_t``; spikes and resets exactly as the AM-SU's
-(:func:`~.amsu.fire`, :func:`~.amsu.reset_membrane`), so an LIF layer equals an
-AM-SU with the astrocyte off fed with ``I_t = x_t``. Used for the language model's
-channel mixing, the plain-spiking baselines and Linear + LIF networks.
+(:func:`~astro_neuron.functional.amsu.fire`, :func:`~astro_neuron.functional.amsu.reset_membrane`),
+so an LIF layer equals an AM-SU with the astrocyte off fed with ``I_t = x_t``. Used
+for the language model's channel mixing, the plain-spiking baselines, the neurons of
+a tripartite population and Linear + LIF networks.
+
+* :func:`lif_step`    one step: the definition;
+* :func:`lif_loop`    the step applied T times: the reference;
+* :func:`lif_chunked` the parallel form (no reset only; :mod:`.scan`);
+* :func:`decode_step` the fused in-place step used for generation;
+* :func:`run`         the dispatcher (``form="auto"``: chunked without reset, else loop)
+  with the finiteness check.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
-from astro_neuron.functional.amsu import RESETS, _pos_int, fire, reset_membrane
+from astro_neuron.functional.amsu.spec import RESETS
+from astro_neuron.functional.amsu.step import fire, reset_membrane
+from astro_neuron.functional.finite import check_finite, checking_finite
 from astro_neuron.functional.scan import leaky_chunked, leaky_step
 from astro_neuron.functional.surrogate import ATan, as_surrogate
+from astro_neuron.validate import boolean, choice, positive_int
 
-__all__ = ["LIFSpec", "lif_step", "lif_loop", "lif_chunked"]
+__all__ = ["LIFSpec", "lif_step", "lif_loop", "lif_chunked", "decode_step", "run", "FORMS"]
+
+FORMS = ("auto", "chunked", "loop")
 
 
 @dataclass(frozen=True)
 class LIFSpec:
-    """Options of an LIF layer (same meaning as in :class:`~.amsu.AMSUSpec`)."""
+    """Options of an LIF layer (same meaning as in :class:`~astro_neuron.functional.amsu.AMSUSpec`)."""
 
     n_neurons: int
     reset: str = "none"
@@ -33,11 +47,17 @@ class LIFSpec:
     surrogate: Any = field(default_factory=ATan)
 
     def __post_init__(self) -> None:
-        _pos_int("n_neurons", self.n_neurons)
-        _pos_int("spike_levels", self.spike_levels)
-        if self.reset not in RESETS:
-            raise ValueError(f"reset must be one of {RESETS}, got {self.reset!r}")
+        positive_int("n_neurons", self.n_neurons)
+        positive_int("spike_levels", self.spike_levels)
+        choice("reset", self.reset, RESETS)
+        boolean("spiking", self.spiking)
+        boolean("detach_reset", self.detach_reset)
         object.__setattr__(self, "surrogate", as_surrogate(self.surrogate))
+
+    @property
+    def parallel(self) -> bool:
+        """True when the chunked (parallel) form is exact (no reset)."""
+        return self.reset == "none"
 
 
 def _check(x: Tensor, n: int, rank: int) -> None:
@@ -46,24 +66,51 @@ def _check(x: Tensor, n: int, rank: int) -> None:
     layout = "[T, B, ..., N]" if rank == 3 else "[B, ..., N]"
     if x.dim() < rank - 1 or x.shape[-1] != n:
         raise ValueError(f"input must be {layout} with N={n}, got shape {list(x.shape)}")
+    if x.device.type == "meta":
+        raise ValueError("input is on the 'meta' device, which holds shapes but no values; "
+                         "give a CPU or GPU tensor")
+
+
+def _start(x_seq: Tensor, u0: Optional[Tensor]) -> Tensor:
+    if u0 is None:
+        return x_seq.new_zeros(x_seq.shape[1:])
+    if not isinstance(u0, Tensor):
+        raise TypeError(f"the LIF state must be the membrane tensor u [B, ..., N], got "
+                        f"{type(u0).__name__}")
+    if u0.shape != x_seq.shape[1:]:
+        raise ValueError(f"the LIF state u must have shape {list(x_seq.shape[1:])} (one step "
+                         f"of the input), got {list(u0.shape)}")
+    return u0
 
 
 def lif_step(x: Tensor, u: Tensor, beta: Tensor, threshold: Tensor,
-             spec: LIFSpec) -> tuple[Tensor, Tensor, Tensor]:
-    """One step: returns ``(spikes, u before reset, u after reset)``."""
+             spec: LIFSpec, o: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """One step: returns ``(spikes, u before reset, u after reset)``.
+
+    ``o``: an optional drive added at the threshold only (spikes on ``u + o``, not
+    integrated): the astrocyte output of a tripartite population's neurons.
+    """
     u = leaky_step(u, x, beta)
-    s = fire(u, threshold, spec)
+    s = fire(u if o is None else u + o, threshold, spec)
     return s, u, reset_membrane(u, s, threshold, spec)
 
 
+def decode_step(x: Tensor, u: Tensor, beta: Tensor) -> Tensor:
+    """The fused decode form (generation): ``u = beta * u + x`` *in place*; returns ``u``
+    (spikes are ``fire(u, threshold, spec)``; no reset, as the language model's)."""
+    return u.mul_(beta).add_(x)
+
+
 def lif_loop(x_seq: Tensor, u0: Tensor | None, beta: Tensor, threshold: Tensor,
-             spec: LIFSpec) -> tuple[Tensor, Tensor, Tensor]:
-    """Reference loop: ``(spikes [T, ...], u before reset [T, ...], u_T)``."""
+             spec: LIFSpec, o: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Reference loop: ``(spikes [T, ...], u before reset [T, ...], u_T)``; ``o``
+    ``[T, ...]``: the drive at the threshold (see :func:`lif_step`)."""
     _check(x_seq, spec.n_neurons, 3)
-    u = torch.zeros_like(x_seq[0]) if u0 is None else u0
+    u = _start(x_seq, u0)
     ss, us = [], []
-    for x_t in x_seq.unbind(0):
-        s, u_pre, u = lif_step(x_t, u, beta, threshold, spec)
+    os_ = [None] * x_seq.shape[0] if o is None else o.unbind(0)
+    for x_t, o_t in zip(x_seq.unbind(0), os_):
+        s, u_pre, u = lif_step(x_t, u, beta, threshold, spec, o_t)
         ss.append(s)
         us.append(u_pre)
     if not ss:
@@ -72,11 +119,37 @@ def lif_loop(x_seq: Tensor, u0: Tensor | None, beta: Tensor, threshold: Tensor,
 
 
 def lif_chunked(x_seq: Tensor, u0: Tensor | None, beta: Tensor, threshold: Tensor,
-                spec: LIFSpec, chunk_size: int = 64) -> tuple[Tensor, Tensor, Tensor]:
+                spec: LIFSpec, chunk_size: int = 64, o: Optional[Tensor] = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
     """Parallel form of :func:`lif_loop` (no reset only)."""
     if spec.reset != "none":
         raise ValueError(f"the parallel (chunked) form is exact only without a reset, got "
                          f"reset={spec.reset!r}; use the loop")
     _check(x_seq, spec.n_neurons, 3)
-    u, u_T = leaky_chunked(x_seq, beta, u0, chunk_size)
-    return fire(u, threshold, spec), u, u_T
+    u, u_T = leaky_chunked(x_seq, beta, _start(x_seq, u0), chunk_size)
+    return fire(u if o is None else u + o, threshold, spec), u, u_T
+
+
+def run(x_seq: Tensor, u0: Optional[Tensor], beta: Tensor, threshold: Tensor, spec: LIFSpec,
+        form: str = "auto", chunk_size: int = 64, check: Optional[bool] = None,
+        name: str = "LIF", o: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Run ``x_seq`` ``[T, B, ..., N]`` from ``u0`` (None: zero) in one form:
+    ``(spikes, u before reset, u_T)``. ``form``: ``"auto"`` (chunked without reset,
+    else the loop), ``"chunked"`` or ``"loop"``. ``check``: the finiteness check (None:
+    the setting of :func:`astro_neuron.validation`). ``o``: the drive at the threshold
+    (see :func:`lif_step`)."""
+    choice("form", form, FORMS)
+    if form == "auto":
+        form = "chunked" if spec.parallel else "loop"
+    if form == "chunked":
+        positive_int("chunk_size", chunk_size)
+        out = lif_chunked(x_seq, u0, beta, threshold, spec, chunk_size, o)
+    else:
+        out = lif_loop(x_seq, u0, beta, threshold, spec, o)
+    if checking_finite(check):
+        s, u, u_T = out
+        check_finite([(f"{name} decay beta", beta, False), (f"{name} threshold", threshold, False),
+                      (f"{name} input", x_seq, True), (f"{name} state u (given)", u0, False),
+                      (f"{name} membrane u", u, True), (f"{name} spikes", s, True),
+                      (f"{name} final state u", u_T, False)])
+    return out

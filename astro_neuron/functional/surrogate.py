@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from astro_neuron.validate import positive_number
+
 __all__ = [
     "Surrogate", "ATan", "Sigmoid", "FastSigmoid", "SuperSpike", "Triangle",
     "heaviside", "as_surrogate", "spike",
@@ -76,10 +78,7 @@ class Surrogate:
 
 
 def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return value
+    return positive_number(name, float(value))
 
 
 class ATan(Surrogate):

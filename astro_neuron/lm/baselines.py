@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from astro_neuron.lm.config import AMSNetConfig
-from astro_neuron.lm.model import (
-    NORM_EPS, LanguageModel, RotaryTable, _as_inference, _compiled, _rms, check_idx,
-    rope_rows,
+from astro_neuron.lm.base import (
+    NORM_EPS, LanguageModel, RotaryTable, as_inference, check_idx, rms, rope_rows,
 )
 
 __all__ = ["Transformer", "KVCache"]
@@ -182,8 +181,10 @@ class Transformer(LanguageModel):
         """
         cache = self._check_cache(idx_t, cache, KVCache, compile)
         with torch.inference_mode():
-            idx_t = _as_inference(idx_t, compile)
-            return self._step(idx_t, cache, self._decode_tensors(), compile), cache
+            idx_t = as_inference(idx_t, compile)
+            logits = self._step(idx_t, cache, self._decode_tensors(), compile)
+        self._check_logits(logits, False, "logits of the step")
+        return logits, cache
 
     def _build_decode(self):
         cfg = self.config
@@ -209,7 +210,7 @@ class Transformer(LanguageModel):
         C, S = dec.rope.rows(t)
         # compiled: the first call specialises on t, the second makes t dynamic (one graph
         # for every later position; automatic dynamic shapes)
-        fn = _compiled(_transformer_step) if compiled else _transformer_step
+        fn = self.compiled(_transformer_step) if compiled else _transformer_step
         logits = fn(idx_t, C, S, cache.k, cache.v, t, dec.wte, dec.head, dec.eps, dec.layers,
                     dec.shape)
         cache.t = t + 1
@@ -227,7 +228,7 @@ def _transformer_step(idx_t: Tensor, C: Tensor, S: Tensor, Ks: list, Vs: list, t
     B = x.shape[0]
     inv_d = 1.0 / d
     for (w_qkv, w_proj, w_fc, w_fc2), K, V in zip(layers, Ks, Vs):
-        z = torch.mm(_rms(x, eps, inv_d), w_qkv)                        # (B, q|k|v)
+        z = torch.mm(rms(x, eps, inv_d), w_qkv)                        # (B, q|k|v)
         qk = z[:, :2 * d].view(B, 2, H, hd)
         swapped = qk.view(B, 2, H, 2, hd // 2).flip(3).view(B, 2, H, hd)
         qk = torch.addcmul(qk * C, swapped, S)                          # rotary at position t
@@ -236,8 +237,8 @@ def _transformer_step(idx_t: Tensor, C: Tensor, S: Tensor, Ks: list, Vs: list, t
         y = F.scaled_dot_product_attention(qk[:, 0].unsqueeze(2), K[:, :, :t + 1],
                                            V[:, :, :t + 1])             # (B, H, 1, hd)
         x = torch.addmm(x, y.view(B, d), w_proj)
-        x = torch.addmm(x, F.gelu(torch.mm(_rms(x, eps, inv_d), w_fc)), w_fc2)
-    return torch.mm(_rms(x, eps, inv_d), head)                          # (B, V)
+        x = torch.addmm(x, F.gelu(torch.mm(rms(x, eps, inv_d), w_fc)), w_fc2)
+    return torch.mm(rms(x, eps, inv_d), head)                          # (B, V)
 
 
 class _TDecode:

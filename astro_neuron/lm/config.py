@@ -11,6 +11,10 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from astro_neuron.validate import (
+    boolean, choice, finite_number, number_in_range, positive_int, positive_number, probability,
+)
+
 __all__ = ["AMSNetConfig", "ARCHS", "config_from_dict"]
 
 ARCHS = ("amsnet", "transformer")
@@ -50,13 +54,10 @@ class AMSNetConfig:
     init_std: float = 0.02          # std of embeddings and output projections (GPT-2 style)
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        choice("arch", self.arch, ARCHS)
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model", "ffn_mult",
                      "spike_levels", "chunk_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            positive_int(name, getattr(self, name))
         if self.d_model % self.n_head:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_head "
                              f"({self.n_head})")
@@ -71,30 +72,17 @@ class AMSNetConfig:
         self.tau_astro = (float(tau[0]), float(tau[1]))
         for name in ("tau_mem", "tau_ffn", "threshold", "surrogate_alpha", "init_std",
                      "synapse_init"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                    or v <= 0:
-                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
-            setattr(self, name, float(v))
+            setattr(self, name, positive_number(name, getattr(self, name)))
         lo, hi = self.tau_astro
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi < lo:
             raise ValueError(f"tau_astro=(low, high) needs 0 < low <= high, got {self.tau_astro}")
-        ag = self.astro_gain
-        if isinstance(ag, bool) or not isinstance(ag, (int, float)) or not math.isfinite(ag):
-            raise ValueError(f"astro_gain must be a finite number, got {ag!r}")
+        finite_number("astro_gain", self.astro_gain)
         for name in ("astrocyte", "neuron_path", "spiking", "astro_norm"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+            boolean(name, getattr(self, name))
         if not (self.astrocyte or self.neuron_path):
             raise ValueError("astrocyte=false and neuron_path=false leave the AM-SU no input")
-        rf = self.rotary_fraction
-        if isinstance(rf, bool) or not isinstance(rf, (int, float)) or not 0 <= rf <= 1:
-            raise ValueError(f"rotary_fraction must be a number in [0, 1], got {rf!r}")
-        self.rotary_fraction = float(rf)
-        rb = self.rotary_base
-        if isinstance(rb, bool) or not isinstance(rb, (int, float)) or not math.isfinite(rb) \
-                or rb <= 1:
-            raise ValueError(f"rotary_base must be a finite number > 1, got {rb!r}")
+        self.rotary_fraction = probability("rotary_fraction", self.rotary_fraction)
+        number_in_range("rotary_base", self.rotary_base, 1, lo_open=True)
 
     @property
     def head_size(self) -> int:

@@ -10,9 +10,10 @@ Built from the existing pieces, not a second copy of the equations (docs/model.m
   neuron in several territories receives the sum, each contact with its own
   learnable gain (initially ``1 / number of astrocytes contacting the neuron``);
 * the neurons are leaky integrators with the AM-SU's spike rule: ``u_t = beta u_{t-1}
-  + I_t`` and spikes ``Theta(u_t + o_t - theta)`` (:mod:`astro_neuron.functional`:
-  ``leaky_*``, ``fire``, ``reset_membrane``), parameters owned by an
-  :class:`~astro_neuron.LIF`.
+  + I_t`` and spikes ``Theta(u_t + o_t - theta)``: the LIF's forms
+  (:func:`astro_neuron.functional.lif.run` with the drive ``o``), parameters owned
+  by an :class:`~astro_neuron.LIF`; the astrocytes run through
+  :func:`astro_neuron.functional.amsu.run`.
 
 With :meth:`Territories.blocks` the population computes exactly what an
 :class:`~astro_neuron.AMSU` computes (tested); :meth:`TripartitePopulation.from_amsu`
@@ -28,15 +29,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from astro_neuron.amsu import AMSU, MODES
-from astro_neuron.functional.amsu import (
-    AMSUState, amsu_chunked, amsu_loop, amsu_recurrent, fire, reset_membrane,
-)
-from astro_neuron.functional.scan import leaky_chunked, leaky_step
+from astro_neuron.functional import amsu as F_amsu
+from astro_neuron.functional import lif as F_lif
+from astro_neuron.functional.amsu import AMSUState
 from astro_neuron.lif import LIF
 from astro_neuron.neuro.presets import Preset
 from astro_neuron.neuro.presets import preset as get_preset
 from astro_neuron.neuro.territories import Territories
 from astro_neuron.neuro.traces import TRACE_KINDS, astro_trajectory
+from astro_neuron.validate import choice, optional
 
 __all__ = ["TripartitePopulation", "PopulationOutput", "PopulationState"]
 
@@ -136,7 +137,8 @@ class TripartitePopulation(nn.Module):
 
     def _astro_mask(self, slots: Tensor, n_in: int, d_key: int,
                     conn: Optional[Tensor]) -> Tensor:
-        """Mask of the astrocytes' K | V | Q weight rows ``[A*d_k + A*m + A*d_k, n_in]``.
+        """Mask of the astrocytes' weight rows ``[A*d_k + A*m + A*d_k, n_in]`` (in the
+        order of ``spec.parts``: K | V | Q).
 
         Value slot ``(a, s)`` of neuron ``j`` senses the synapses ``i -> j`` of
         astrocyte ``a``'s territory; keys and queries sense every fibre that has a
@@ -149,7 +151,8 @@ class TripartitePopulation(nn.Module):
             v = v & conn.bool()[slots.clamp(min=0)]
             sense = v.any(1)
         kq = sense[:, None, :].expand(A, d_key, n_in).reshape(A * d_key, n_in)
-        mask = torch.cat([kq, v.reshape(A * m, n_in), kq])
+        rows = {"K": kq, "V": v.reshape(A * m, n_in), "Q": kq}
+        mask = torch.cat([rows[name] for name, _ in self.astrocytes.spec.parts])
         return mask.to(torch.get_default_dtype())
 
     # ------------------------------------------------------------ properties
@@ -206,10 +209,8 @@ class TripartitePopulation(nn.Module):
         ``trace``: ``"summary"`` or ``"full"`` also returns the astrocyte state of
         every step in ``PopulationOutput.astro`` (runs the astrocytes step by step).
         """
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if trace is not None and trace not in TRACE_KINDS:
-            raise ValueError(f"trace must be None or one of {TRACE_KINDS}, got {trace!r}")
+        choice("mode", mode, MODES)
+        optional(choice, "trace", trace, TRACE_KINDS)
         self._check_input(x_seq)
         T, B = x_seq.shape[:2]
         if state is None:
@@ -230,32 +231,19 @@ class TripartitePopulation(nn.Module):
         if trace is not None:
             out_a, astro_state, astro_trace = astro_trajectory(x_seq, state.astro, p_a, spec_a,
                                                                keep=trace)
-        elif mode == "chunked" or (mode == "auto" and spec_a.linear_astro):
-            out_a, astro_state = amsu_chunked(x_seq, state.astro, p_a, spec_a,
-                                              self.astrocytes.chunk_size)
-        elif mode == "loop":
-            out_a, astro_state = amsu_loop(x_seq, state.astro, p_a, spec_a)
         else:
-            out_a, astro_state = amsu_recurrent(x_seq, state.astro, p_a, spec_a)
+            out_a, astro_state = F_amsu.run(x_seq, state.astro, p_a, spec_a, mode,
+                                            self.astrocytes.chunk_size)
         o = self.route(out_a.o)                                        # [T, B, N]
 
         # neurons: leaky membrane, spikes on u + o
         I = F.linear(x_seq, self.synaptic_weight(), self.synapses.bias)
         if current is not None:
             I = I + self._check_current(current, T, B)
-        beta, thr = self.neurons.beta, self.neurons.threshold
-        if nspec.reset == "none" and mode in ("auto", "chunked"):
-            u, u_T = leaky_chunked(I, beta, state.u, self.neurons.chunk_size)
-            s = fire(u + o, thr, nspec)
-        else:
-            u_t, us, ss = state.u, [], []
-            for t in range(T):
-                u_t = leaky_step(u_t, I[t], beta)
-                s_t = fire(u_t + o[t], thr, nspec)
-                us.append(u_t)
-                ss.append(s_t)
-                u_t = reset_membrane(u_t, s_t, thr, nspec)
-            u, s, u_T = torch.stack(us), torch.stack(ss), u_t
+        # the neurons are LIFs whose threshold also sees the astrocyte output o
+        form = "chunked" if nspec.reset == "none" and mode in ("auto", "chunked") else "loop"
+        s, u, u_T = F_lif.run(I, state.u, self.neurons.beta, self.neurons.threshold, nspec,
+                              form, self.neurons.chunk_size, name="neurons", o=o)
         out = PopulationOutput(s, u, o, astro_trace)
         return out, PopulationState(u_T, astro_state)
 
@@ -281,8 +269,6 @@ class TripartitePopulation(nn.Module):
                              f"{list(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"input must be a floating-point tensor, got {x.dtype}")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("input contains NaN or Inf")
 
     def _check_current(self, current: Tensor, T: int, B: int) -> Tensor:
         if not isinstance(current, Tensor) or not current.is_floating_point():

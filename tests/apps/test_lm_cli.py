@@ -81,11 +81,9 @@ def test_compare_two_variants(tmp_path, capsys):
 def test_bench_generate_compile_columns(capsys, monkeypatch):
     """The --compile plumbing (columns, targets); torch.compile itself is tested in
     test_lm_decode.py, so here the "compiled" step is the eager one (no compile time)."""
-    import astro_neuron.lm.baselines as baselines
-    import astro_neuron.lm.model as model
+    from astro_neuron.lm.base import LanguageModel
 
-    for mod in (model, baselines):
-        monkeypatch.setattr(mod, "_compiled", lambda fn, **options: fn)
+    monkeypatch.setattr(LanguageModel, "compiled", lambda self, fn: fn)
     assert main(["bench", "generate", "--contexts", "16", "--d-model", "16", "--n-layer",
                  "1", "--n-head", "2", "--tokens", "4", "--repeats", "1", "--no-rss",
                  "--compile"]) == 0

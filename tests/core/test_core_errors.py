@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import astro_neuron as an
+from astro_neuron.functional.finite import NonFiniteError
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def layer():
     (dict(synapse="relu"), "synapse must be one of"),
     (dict(spike_levels=0), "spike_levels"),
     (dict(d_key=3, rotary=True), "even d_key"),
-    (dict(dt=0.0), "dt must be positive"),
+    (dict(dt=0.0), "dt must be a positive"),
     (dict(astro_model="lr94"), "astro_model"),
     (dict(n_astrocytes=0), "n_astrocytes"),
     (dict(chunk_size=0), "chunk_size"),
@@ -112,3 +113,85 @@ def test_functional_decay_out_of_range():
     with pytest.raises(ValueError, match=r"decay must lie in \[0, 1\]"):
         q = torch.randn(4, 1, 1, 2)
         astro_chunked(q, q, q, torch.tensor([[-0.1, 0.5]]))
+
+
+# ------------------------------------------------- no silent non-finite result; edges
+
+def test_huge_finite_input_raises_instead_of_spiking(layer):
+    """1e20 is finite, but the astrocyte's k v^T overflows float32: an error naming the
+    tensor and the step, not a tensor of spikes."""
+    with pytest.raises(NonFiniteError, match=r"astrocyte output o .*from step 0"):
+        layer(torch.full((4, 2, 5), 1e20))
+    with an.validation(check_finite=False):              # the one switch
+        layer(torch.full((4, 2, 5), 1e20))
+
+
+@pytest.mark.parametrize("mode", ["chunked", "recurrent", "loop"])
+def test_non_finite_input_names_the_first_bad_step(layer, mode):
+    x = torch.randn(6, 2, 5)
+    x[3, 1, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"input contains NaN or Inf from step 3 of 6"):
+        layer(x, mode=mode)
+    with pytest.raises(NonFiniteError, match="input"):
+        layer.step(x[3])
+
+
+def test_nan_weight_loaded_by_load_state_dict_is_named(layer):
+    sd = {k: v.clone() for k, v in layer.state_dict().items()}
+    sd["weight"][0, 0] = float("nan")
+    other = an.AMSU(5, 8, n_astrocytes=2, d_key=4)
+    other.load_state_dict(sd)
+    with pytest.raises(NonFiniteError, match="parameter weight"):
+        other(torch.randn(4, 2, 5))
+    lif = an.LIF(8)
+    with torch.no_grad():
+        lif.log_threshold[2] = float("nan")
+    with pytest.raises(NonFiniteError, match="LIF threshold"):
+        lif(torch.randn(4, 2, 8))
+
+
+def test_validation_switch_is_scoped_and_checked():
+    x = torch.full((3, 1, 5), float("nan"))
+    layer = an.AMSU(5, 8, n_astrocytes=2, d_key=4)
+    with an.validation(check_finite=False):
+        with an.validation(check_finite=True):
+            with pytest.raises(NonFiniteError):
+                layer(x)
+        layer(x)                                         # off again after the inner block
+    with pytest.raises(NonFiniteError):
+        layer(x)                                         # on again after the outer block
+    with pytest.raises(TypeError, match="check_finite"):
+        with an.validation(check_finite="no"):
+            pass
+
+
+@pytest.mark.parametrize("kw", [{}, {"reset": "subtract"}, {"astro_model": "li_rinzel"}])
+@pytest.mark.parametrize("mode", ["auto", "recurrent", "loop"])
+def test_no_time_steps_gives_empty_outputs_of_the_right_shape(kw, mode):
+    layer = an.AMSU(5, 8, n_astrocytes=2, d_key=4, **kw)
+    out, st = layer.run(torch.zeros(0, 3, 5), mode=mode)
+    for t in out:
+        assert t.shape == (0, 3, 8)
+    assert st.u.shape == (3, 8) and st.t == 0
+    lif = an.LIF(8, **({"reset": kw["reset"]} if "reset" in kw else {}))
+    s, u = lif(torch.zeros(0, 3, 8), return_state=True)
+    assert s.shape == (0, 3, 8) and u.shape == (3, 8)
+
+
+def test_meta_device_input_is_a_clear_error():
+    layer = an.AMSU(5, 8, n_astrocytes=2, d_key=4, device="meta")
+    with pytest.raises(ValueError, match="'meta' device"):
+        layer(torch.zeros(4, 2, 5, device="meta"))
+    with pytest.raises(ValueError, match="'meta' device"):
+        an.LIF(8)(torch.zeros(4, 2, 8, device="meta"))
+
+
+@pytest.mark.parametrize("state", [(torch.zeros(2, 8),), {"u": torch.zeros(2, 8)}],
+                         ids=["tuple(u,)", "dict"])
+def test_state_of_the_wrong_kind_is_a_type_error(layer, state):
+    with pytest.raises(TypeError, match=r"AMSUState\(u, H, t\)"):
+        layer(torch.zeros(4, 2, 5), state=state)
+    with pytest.raises(TypeError, match="AMSUState"):
+        layer.step(torch.zeros(2, 5), state)
+    with pytest.raises(TypeError, match="LIF state"):
+        an.LIF(8)(torch.zeros(4, 2, 8), state)

@@ -1,4 +1,6 @@
-"""The three forms of the AM-SU agree: step loop (reference), recurrent, chunked.
+"""Every form of the AM-SU agrees with the loop of steps (the reference): recurrent,
+chunked, the dispatcher, the streamed step and the fused decode step, for both
+read-outs (``readout_norm`` "none" and "rms"); the LIF's forms likewise.
 
 Outputs, final states, and gradients of every parameter and of the input, on random
 inputs, float32 and float64, several T / chunk sizes / batch sizes, with and without
@@ -18,7 +20,8 @@ import astro_neuron as an
 from astro_neuron.functional import (
     astro_chunked, astro_loop, leaky_chunked, leaky_loop, stable_chunk_size,
 )
-from forms import run_with_grads   # tests/helpers
+from astro_neuron.functional import fire
+from forms import decode_run, lif_run_with_grads, run_with_grads   # tests/helpers
 from tolerance import RTOL, assert_close
 
 
@@ -203,3 +206,143 @@ def test_chunked_astrocyte_backward_gradcheck(T, chunk, tiny):
         return astro_chunked(q, k, v, gamma, H0, chunk_size=chunk)
 
     assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+# ------------------------------------------------- every form of the unit, both read-outs
+
+FORM_CASES = [  # (T, chunk, B, rotary)
+    (1, 64, 1, False),
+    (9, 4, 2, True),
+    (70, 16, 3, True),
+]
+
+
+@pytest.mark.parametrize("readout_norm", ["none", "rms"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("T,chunk,B,rotary", FORM_CASES)
+def test_every_form_agrees_with_the_loop(readout_norm, dtype, T, chunk, B, rotary):
+    """step (streamed), recurrent, chunked, the dispatcher ``run`` and the fused decode
+    step against the loop of steps: outputs, final states, gradients."""
+    torch.manual_seed(T + B)
+    layer = make_layer(dtype, rotary=rotary, chunk_size=chunk, readout_norm=readout_norm)
+    x = torch.randn(T, B, 6, dtype=dtype)
+    st0 = layer.init_state(B)
+    st0 = an.AMSUState(torch.randn_like(st0.u), torch.randn_like(st0.H), 3)
+    ref, st_ref, g_ref = run_with_grads(layer, x, "loop", st0)
+    rtol = RTOL[dtype]
+    band = 1e-4 if dtype == torch.float32 else 1e-9
+    thr = layer.threshold.detach()
+    for mode in ("recurrent", "chunked", "auto"):
+        out, st, g = run_with_grads(layer, x, mode, st0)
+        assert_close(out.u, ref.u, dtype, f"{mode} u", rtol)
+        assert_close(out.o, ref.o, dtype, f"{mode} o", rtol)
+        spikes_agree(out.spikes, ref.spikes, ref.u + ref.o, thr, 1, band)
+        assert_close(st.u, st_ref.u, dtype, f"{mode} final u", rtol)
+        assert_close(st.H, st_ref.H, dtype, f"{mode} final H", rtol)
+        assert st.t == st_ref.t == 3 + T
+        for name, gr in g_ref.items():
+            assert_close(g[name], gr, dtype, f"{mode} grad {name}", rtol * 10)
+    # the step form, streamed
+    state, outs = st0, []
+    for t in range(T):
+        o_t, state = layer.step_full(x[t], state)
+        outs.append(o_t)
+    assert_close(torch.stack([o.u + o.o for o in outs]), ref.u + ref.o, dtype, "step drive", rtol)
+    assert_close(state.H, st_ref.H, dtype, "step final H", rtol)
+    # the fused decode step (inference only: no gradients)
+    y, u_T, H_T = decode_run(layer, x.detach(), st0)
+    assert_close(y, ref.u + ref.o, dtype, "decode drive", rtol)
+    spikes_agree(fire(y, thr, layer.spec), ref.spikes, ref.u + ref.o, thr, 1, band)
+    assert_close(u_T, st_ref.u, dtype, "decode final u", rtol)
+    assert_close(H_T, st_ref.H, dtype, "decode final H", rtol)
+
+
+@pytest.mark.parametrize("options", [
+    dict(neuron_path=False), dict(astrocyte=False), dict(spike_levels=3),
+    dict(synapse="sigmoid"), dict(bias=False), dict(rotary_fraction=0.5),
+], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("readout_norm", ["none", "rms"])
+def test_decode_step_options_f64(options, readout_norm):
+    if options.get("synapse") == "sigmoid":
+        pytest.skip("the fused decode step is the language model's: identity synapse")
+    torch.manual_seed(0)
+    layer = an.AMSU(5, 8, n_astrocytes=2, d_key=4, rotary=True, readout_norm=readout_norm,
+                    **options).double()
+    x = torch.randn(25, 2, 5, dtype=torch.float64)
+    ref, st_ref = layer.run(x, mode="loop")
+    y, u_T, H_T = decode_run(layer, x, layer.init_state(2))
+    assert_close(y, ref.u + ref.o, torch.float64, "decode drive")
+    assert_close(u_T, st_ref.u, torch.float64, "decode final u")
+    if H_T is not None:
+        assert_close(H_T, st_ref.H, torch.float64, "decode final H")
+
+
+def test_rms_readout_is_the_normalised_readout():
+    """readout_norm="rms": g_astro times each astrocyte's H^T q over its RMS (no
+    1/sqrt(d_k)); "none": H^T q / sqrt(d_k). Same weights, same H."""
+    torch.manual_seed(1)
+    a = an.AMSU(6, 12, n_astrocytes=3, d_key=4).double()
+    b = an.AMSU(6, 12, n_astrocytes=3, d_key=4, readout_norm="rms").double()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(10, 2, 6, dtype=torch.float64)
+    oa, sa = a.run(x)
+    ob, sb = b.run(x)
+    assert torch.equal(sa.H, sb.H) and torch.equal(oa.u, ob.u)
+    raw = (oa.o / (a.astro_gain / math.sqrt(4))).reshape(10, 2, 3, 4)
+    want = raw / raw.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt()
+    assert_close(ob.o, want.flatten(-2) * b.astro_gain, torch.float64, "rms read-out")
+    assert "readout_norm='rms'" in repr(b)
+    with pytest.raises(ValueError, match="readout_norm"):
+        an.AMSU(6, 12, n_astrocytes=3, d_key=4, readout_norm="layer")
+
+
+# ------------------------------------------------- the LIF's forms
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("T,chunk", [(1, 64), (13, 4), (200, 64)])
+def test_lif_forms_agree_with_the_loop(dtype, T, chunk):
+    torch.manual_seed(T)
+    layer = an.LIF(7, chunk_size=chunk).to(dtype)
+    with torch.no_grad():
+        layer.log_tau_mem.uniform_(0.0, 2.0)
+        layer.log_threshold.uniform_(-0.5, 0.5)
+    x = torch.randn(T, 3, 7, dtype=dtype) * 2
+    u0 = torch.randn(3, 7, dtype=dtype)
+    (s_ref, u_ref, uT_ref), g_ref = lif_run_with_grads(layer, x, "loop", u0)
+    band = 1e-4 if dtype == torch.float32 else 1e-9
+    for mode in ("chunked", "auto"):
+        (s, u, u_T), g = lif_run_with_grads(layer, x, mode, u0)
+        assert_close(u, u_ref, dtype, f"{mode} u")
+        spikes_agree(s, s_ref, u_ref, layer.threshold.detach(), 1, band)
+        assert_close(u_T, uT_ref, dtype, f"{mode} u_T")
+        for name, gr in g_ref.items():
+            assert_close(g[name], gr, dtype, f"{mode} grad {name}", RTOL[dtype] * 10)
+    u, ss = u0, []
+    for t in range(T):                                    # the step, streamed
+        s_t, u = layer.step(x[t], u)
+        ss.append(s_t)
+    assert torch.equal(torch.stack(ss), s_ref)
+    assert_close(u, uT_ref, dtype, "step u_T")
+
+
+@pytest.mark.parametrize("options", [dict(reset="subtract"), dict(reset="zero"),
+                                     dict(spike_levels=3), dict(spiking=False)],
+                         ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_lif_equals_amsu_without_astrocyte(options):
+    """The LIF is the AM-SU with the astrocyte off fed with I = x: both run the same
+    definition (every form, gradients included)."""
+    torch.manual_seed(4)
+    N, T = 6, 30
+    lif = an.LIF(N, **options).double()
+    amsu = an.AMSU(N, N, n_astrocytes=1, d_key=2, astrocyte=False, bias=False,
+                   **options).double()
+    with torch.no_grad():
+        amsu.weight.copy_(torch.eye(N))
+        amsu.log_tau_mem.copy_(lif.log_tau_mem)
+        amsu.log_threshold.copy_(lif.log_threshold)
+    x = torch.randn(T, 2, N, dtype=torch.float64) * 2
+    s, u, u_T = lif.run(x, mode="loop")
+    out, st = amsu.run(x, mode="loop")
+    assert torch.equal(s, out.spikes)
+    assert_close(u, out.u, torch.float64, "u")
+    assert_close(u_T, st.u, torch.float64, "u_T")

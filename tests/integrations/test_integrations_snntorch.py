@@ -18,6 +18,7 @@ from snntorch import surrogate as snn_surrogate
 from torch import nn
 
 import astro_neuron as an
+from astro_neuron.functional.finite import NonFiniteError
 from astro_neuron.integrations.snntorch import AstroLeaky, reset
 from astro_neuron.tasks import RecallTask, delayed_recall
 from tolerance import assert_close   # tests/helpers
@@ -321,3 +322,13 @@ def test_module_does_not_import_snntorch():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "torch.Size([1, 4])" in proc.stdout
+
+
+def test_non_finite_is_an_error_not_spikes():
+    """The cell runs the unit's forms, so it gets their finiteness check."""
+    cell = AstroLeaky(5, 8, n_astrocytes=2, d_key=4)
+    x = torch.full((3, 2, 5), 1e20)
+    with pytest.raises(NonFiniteError, match="contains NaN or Inf"):
+        cell(x[0])
+    with pytest.raises(NonFiniteError, match="contains NaN or Inf"):
+        cell.forward_sequence(x)

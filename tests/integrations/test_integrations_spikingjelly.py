@@ -18,6 +18,7 @@ from spikingjelly.activation_based import surrogate as sj_surrogate
 from torch import nn
 
 import astro_neuron as an
+from astro_neuron.functional.finite import NonFiniteError
 from astro_neuron.integrations.spikingjelly import AMSUNode
 from astro_neuron.tasks import RecallTask, delayed_recall
 from tolerance import assert_close   # tests/helpers
@@ -379,3 +380,12 @@ def test_missing_spikingjelly_gives_clear_error():
     assert "ImportError: astro_neuron.integrations.spikingjelly needs the 'spikingjelly'" \
         in proc.stderr
     assert "pip install" in proc.stderr
+
+
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_non_finite_is_an_error_not_spikes(step_mode):
+    """The node runs the unit's forms, so it gets their finiteness check."""
+    node = AMSUNode(5, 8, n_astrocytes=2, d_key=4, step_mode=step_mode)
+    x = torch.full((3, 2, 5), 1e20)
+    with pytest.raises(NonFiniteError, match="contains NaN or Inf"):
+        node(x if step_mode == "m" else x[0])

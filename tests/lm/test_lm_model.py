@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import astro_neuron as an
+from astro_neuron.functional.finite import NonFiniteError
 from astro_neuron.lm import AMSNet, AMSNetConfig, build_model
 from astro_neuron.functional.lif import LIFSpec
 from astro_neuron.functional.rotary import rotary
@@ -208,3 +210,38 @@ def test_bad_arguments_give_clear_errors():
             AMSNetConfig(**bad)
     with pytest.raises(ValueError, match="arch='amsnet'"):
         AMSNet(AMSNetConfig(arch="transformer"))
+
+
+# ------------------------------------------------- edges: no silent NaN, T = 0
+
+def test_block_runs_the_unit_with_the_rms_readout():
+    """The block's AM-SU is the one unit with readout_norm="rms" (cfg.astro_norm)."""
+    model = _model({})
+    assert all(b.amsu.spec.readout_norm == "rms" for b in model.blocks)
+    assert all(b.amsu.spec.readout_norm == "none" for b in _model({"astro_norm": False}).blocks)
+
+
+@pytest.mark.parametrize("name", ["amsnet", "transformer"])
+def test_nan_weight_is_named_in_forward_and_step(name):
+    model = _model(VARIANTS[name])
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    sd["wte.weight"][7] = float("nan")
+    model.load_state_dict(sd)
+    idx = torch.full((1, 5), 7)
+    with pytest.raises(NonFiniteError, match="parameter 'wte.weight'"):
+        model(idx)
+    with pytest.raises(NonFiniteError, match="parameter 'wte.weight'"):
+        model.step(idx[:, 0])
+    with pytest.raises(NonFiniteError, match="parameter 'wte.weight'"):
+        model.generate(idx, 3)
+    with an.validation(check_finite=False):
+        model(idx)
+
+
+@pytest.mark.parametrize("mode", ["chunked", "recurrent", "loop"])
+def test_empty_sequence_gives_empty_logits(mode):
+    model = _model({})
+    logits, loss = model(torch.zeros(2, 0, dtype=torch.long), mode=mode)
+    assert logits.shape == (2, 0, 256) and loss is None
+    with pytest.raises(ValueError, match="T = 0"):
+        model(torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, dtype=torch.long))

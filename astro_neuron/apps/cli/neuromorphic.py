@@ -1,5 +1,5 @@
 """Integer networks on the command line: ``quantize``, ``export``, ``simulate``,
-``bench simulate``. Lava is imported only by the engine that runs on it (neuromorphic.lava).
+``bench simulate``. Lava is imported only by the engine that runs on it (neuromorphic.engines.lava).
 
 Inputs:
 

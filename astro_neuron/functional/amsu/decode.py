@@ -1,0 +1,131 @@
+"""The fused one-step form of the AM-SU used for generation (token-by-token decoding).
+
+The same equations as :func:`~.step.dynamics_step` with the spikes left to the caller
+(the language model reads them out event by event), written for the smallest number
+of dispatches per token: the parameters are folded once into :class:`DecodeTensors`
+(:func:`fuse`: the projection transposed with its rows reordered I | V | K | Q so that
+one rotary turns K and Q together, an input gain folded in, the read-out scale ready),
+and :func:`decode_step` advances the state ``(u, H)`` *in place*. It runs eagerly or
+under ``torch.compile(fullgraph=True)`` (static shapes, no Python-side state).
+
+Rotary positions come in as the rows ``C, S`` of the position (:func:`rotary_rows`):
+``rotary(x, t) == x * C[t] + swap_halves(x) * S[t]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from astro_neuron.functional.amsu.spec import READOUT_EPS, AMSUParams, AMSUSpec, split_rows
+from astro_neuron.functional.rotary import rotary_angles
+
+__all__ = ["DECODE_ORDER", "DecodeShape", "DecodeTensors", "rms", "rotary_rows",
+           "decode_shape", "fuse", "decode_step"]
+
+DECODE_ORDER = ("I", "V", "K", "Q")         # K, Q adjacent: one rotary turns both
+
+
+class DecodeShape(NamedTuple):
+    """Static sizes and options of the decode step of one layer."""
+
+    N: int                              # neurons
+    A: int                              # astrocytes
+    dk: int                             # key size per astrocyte
+    dv: int                             # neurons per astrocyte
+    inv_dv: float                       # 1 / dv
+    n_I: int                            # rows of I in the fused projection (0: no neuron path)
+    kq0: int                            # first row of K in the fused projection
+    astro: bool                         # astrocyte on
+    rms: bool                           # readout_norm == "rms"
+
+
+class DecodeTensors(NamedTuple):
+    """Tensors of one layer's decode step (derived from the parameters, never trained)."""
+
+    w_in: Tensor                        # (in, P) = (W * in_gain)^T, columns I|V|K|Q
+    b_in: Optional[Tensor]              # (P,) bias of I (zeros for V, K, Q) or None
+    beta: Tensor                        # (N,) membrane decay
+    gamma: Tensor                       # (A, d_k, 1) astrocyte decays
+    o_scale: Tensor                     # (N,) g_astro (/ sqrt(d_k) without the rms read-out)
+    thr: Tensor                         # (N,) threshold
+    eps: Tensor                         # () READOUT_EPS in the layer's dtype
+
+
+def rms(x: Tensor, eps: Tensor, inv_n: float) -> Tensor:
+    """``F.rms_norm`` without gain over the last dim (``inv_n = 1 / x.shape[-1]``), in
+    4 dispatches instead of about 12 (a decode step runs several per token)."""
+    s = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    return x * torch.addcmul(eps, s, s, value=inv_n).rsqrt_()
+
+
+def rotary_rows(positions: Tensor, dim: int, base: float, dtype: torch.dtype,
+                n_rot: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """``C = [cos, cos]`` and ``S = [-sin, sin]`` rows ``(len(positions), dim)`` for the
+    rotary positions of :func:`decode_step`.
+
+    ``rotary(x, t, n_rot=n_rot) == x * C[t] + swap_halves(x) * S[t]``; the angles come
+    from :func:`~astro_neuron.functional.rotary.rotary_angles` (float64), the values
+    the parallel form uses (pairs not rotated: ``C = 1``, ``S = 0``).
+    """
+    cos, sin = rotary_angles(positions, dim, base, n_rot)
+    return torch.cat([cos, cos], -1).to(dtype), torch.cat([-sin, sin], -1).to(dtype)
+
+
+def decode_shape(spec: AMSUSpec) -> DecodeShape:
+    """The static part of :func:`decode_step` for layers of ``spec``."""
+    if not spec.linear_astro or spec.reset != "none":
+        raise ValueError("the fused decode step covers the linear astrocyte without reset "
+                         f"(got astro_model={spec.astro_model!r}, reset={spec.reset!r}); "
+                         "use amsu_step")
+    n_I = spec.n_neurons if spec.neuron_path else 0
+    return DecodeShape(spec.n_neurons, spec.n_astrocytes, spec.d_key, spec.d_value,
+                       1.0 / spec.d_value, n_I, n_I + spec.n_neurons, spec.astrocyte,
+                       spec.readout_norm == "rms")
+
+
+@torch.no_grad()
+def fuse(p: AMSUParams, spec: AMSUSpec, in_gain: Optional[Tensor] = None) -> DecodeTensors:
+    """Fold the parameters ``p`` of a layer into its decode tensors; ``in_gain`` ``(in,)``
+    multiplies the input (a preceding RMSNorm's gain folded into the weight)."""
+    rows = split_rows(p.weight, spec.parts)
+    blocks = [rows[n] for n in DECODE_ORDER if n in rows]
+    N = spec.n_neurons
+    b_in = None
+    if spec.neuron_path and p.bias is not None:
+        b_in = torch.cat([p.bias, p.bias.new_zeros(sum(r.shape[0] for r in blocks) - N)])
+    w = torch.cat(blocks)
+    w_in = (w * in_gain).t() if in_gain is not None else w.t().contiguous()
+    o_scale = p.astro_gain if spec.readout_norm == "rms" else p.astro_gain / math.sqrt(spec.d_key)
+    return DecodeTensors(
+        w_in=w_in, b_in=b_in, beta=p.beta.detach(),
+        gamma=p.gamma.detach()[..., None].contiguous(), o_scale=o_scale.detach(),
+        thr=p.threshold.detach(),
+        eps=torch.tensor(READOUT_EPS, dtype=p.weight.dtype, device=p.weight.device))
+
+
+def decode_step(x: Tensor, u: Tensor, H: Optional[Tensor], L: DecodeTensors, k: DecodeShape,
+                C: Optional[Tensor], S: Optional[Tensor]) -> Tensor:
+    """One step of one layer: ``x`` ``(B, in)`` -> the drive ``y = u + g_astro o`` ``(B, N)``
+    (spikes are ``fire(y, L.thr, spec)``). ``u`` ``(B, N)`` and ``H`` ``(B, A, d_k, d_v)``
+    advance in place; ``C, S`` ``(d_k,)``: rotary rows of this step's position (None: no rotary)."""
+    B = x.shape[0]
+    z = torch.mm(x, L.w_in) if L.b_in is None else torch.addmm(L.b_in, x, L.w_in)
+    if k.n_I:                                                      # z (B, P): I|V|K|Q
+        u.mul_(L.beta).add_(z[:, :k.n_I])                          # u = beta u + I
+    if not k.astro:
+        return u
+    v = z[:, k.n_I:k.kq0].view(B, k.A, 1, k.dv)
+    kq = z[:, k.kq0:].view(B, 2, k.A, k.dk)
+    if C is not None:                                              # rotary at position t
+        swapped = kq.view(B, 2, k.A, 2, k.dk // 2).flip(3).view(B, 2, k.A, k.dk)
+        kq = torch.addcmul(kq * C, swapped, S)
+    H.mul_(L.gamma).addcmul_(kq[:, 0].unsqueeze(-1), v)            # H = diag(g) H + k v^T
+    q = kq[:, 1].reshape(B * k.A, 1, k.dk)
+    o = torch.bmm(q, H.view(B * k.A, k.dk, k.dv))                  # H^T q (B A, 1, d_v)
+    if k.rms:
+        o = rms(o, L.eps, k.inv_dv)
+    return torch.addcmul(u, o.view(B, k.N), L.o_scale)             # u + g_astro o

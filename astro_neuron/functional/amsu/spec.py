@@ -1,0 +1,219 @@
+"""What an AM-SU layer is: its options (:class:`AMSUSpec`), its tensors
+(:class:`AMSUParams`), its state (:class:`AMSUState`) and what it emits
+(:class:`AMSUOutput`). The row layout of the fused input projection (I | K | V | Q) is
+written here once (:func:`projection_parts`, :func:`split_rows`); every form, the
+decode step and the integer export read it from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from astro_neuron.functional.rotary import rotary_dims
+from astro_neuron.functional.surrogate import ATan, as_surrogate
+from astro_neuron.validate import boolean, choice, number_in_range, positive_int
+
+__all__ = [
+    "RESETS", "SYNAPSES", "READOUT_NORMS", "READOUT_EPS", "projection_parts", "split_rows",
+    "AMSUSpec", "AMSUParams", "AMSUState", "AMSUOutput", "init_state", "check_state",
+]
+
+RESETS = ("none", "subtract", "zero")
+SYNAPSES = ("identity", "sigmoid")
+READOUT_NORMS = ("none", "rms")
+READOUT_EPS = 1e-5                 # epsilon of the "rms" read-out norm
+
+
+def projection_parts(n_neurons: int, n_astrocytes: int, d_key: int, neuron_path: bool = True,
+                     astrocyte: bool = True) -> tuple[tuple[str, int], ...]:
+    """Row blocks ``(name, rows)`` of an AM-SU layer's fused input projection, in order
+    I (neuron path), K, V, Q (astrocyte). The one definition of the layout, shared by
+    the float layer and the integer network (``neuromorphic``), so their weight
+    layouts cannot drift apart."""
+    N, A, dk = n_neurons, n_astrocytes, d_key
+    out = []
+    if neuron_path:
+        out.append(("I", N))
+    if astrocyte:
+        out += [("K", A * dk), ("V", N), ("Q", A * dk)]
+    return tuple(out)
+
+
+def split_rows(z: Tensor, parts, dim: int = 0) -> dict[str, Tensor]:
+    """``z`` split along ``dim`` into the named blocks of ``parts`` (``spec.parts``):
+    ``{"I": ..., "K": ..., "V": ..., "Q": ...}`` (views, no copy). Use it on the
+    weight (``dim=0``) or on projected activations (``dim=-1``)."""
+    names = [n for n, _ in parts]
+    return dict(zip(names, torch.split(z, [n for _, n in parts], dim=dim)))
+
+
+@dataclass(frozen=True)
+class AMSUSpec:
+    """Structure and options of one AM-SU layer (see docs/model.md, "Options").
+
+    The layer has ``n_neurons`` neurons split among ``n_astrocytes`` astrocytes;
+    astrocyte ``a`` serves ``d_value = n_neurons / n_astrocytes`` neurons and senses
+    in a ``d_key``-dimensional space.
+    """
+
+    in_features: int
+    n_neurons: int
+    n_astrocytes: int = 4
+    d_key: int = 16
+    reset: str = "none"            # "none" | "subtract" | "zero"
+    synapse: str = "identity"      # sigma of I_t = sigma(W_I x + b): "identity" | "sigmoid"
+    spike_levels: int = 1          # 1: binary spikes; L > 1: graded spikes in {0..L}
+    astrocyte: bool = True         # False: the "spiking neuron alone" ablation (o = 0)
+    neuron_path: bool = True       # False: the "astrocyte alone" ablation (u = 0)
+    spiking: bool = True           # False: the non-spiking twin (smooth surrogate step)
+    rotary: bool = False           # rotary positions on k, q (language model)
+    rotary_base: float = 10000.0
+    rotary_fraction: float = 1.0   # share of the d_k key channels rotated (partial rotary)
+    detach_reset: bool = False     # reset does not pass gradient through the spikes
+    surrogate: Any = field(default_factory=ATan)
+    # "linear" (the paper's astrocyte) or a nonlinear model object (sequential only) with
+    # state_shape(spec), init_state(spec, B, device, dtype) and step(H, k, v, q) -> (o_raw, H);
+    # see astro_neuron.astrocytes
+    astro_model: Any = "linear"
+    # "none": o = H^T q / sqrt(d_k); "rms": each astrocyte's read-out RMS-normalised over
+    # its d_v neurons (eps READOUT_EPS), no 1/sqrt(d_k); then g_astro in both cases
+    readout_norm: str = "none"
+
+    def __post_init__(self) -> None:
+        for name in ("in_features", "n_neurons", "n_astrocytes", "d_key", "spike_levels"):
+            positive_int(name, getattr(self, name))
+        if self.n_neurons % self.n_astrocytes:
+            raise ValueError(
+                f"n_neurons ({self.n_neurons}) must be divisible by n_astrocytes "
+                f"({self.n_astrocytes}): each astrocyte serves n_neurons / n_astrocytes neurons")
+        choice("reset", self.reset, RESETS)
+        choice("synapse", self.synapse, SYNAPSES)
+        choice("readout_norm", self.readout_norm, READOUT_NORMS)
+        for name in ("astrocyte", "neuron_path", "spiking", "rotary", "detach_reset"):
+            boolean(name, getattr(self, name))
+        if self.rotary and self.d_key % 2:
+            raise ValueError(f"rotary positions need an even d_key, got {self.d_key}")
+        if not (self.astrocyte or self.neuron_path):
+            raise ValueError("astrocyte=False and neuron_path=False leave the unit no input")
+        number_in_range("rotary_base", self.rotary_base, 1, lo_open=True)
+        number_in_range("rotary_fraction", self.rotary_fraction, 0, 1)
+        object.__setattr__(self, "surrogate", as_surrogate(self.surrogate))
+        if self.astro_model != "linear" and not all(
+                callable(getattr(self.astro_model, m, None))
+                for m in ("state_shape", "init_state", "step")):
+            raise ValueError("astro_model must be 'linear' or a nonlinear astrocyte model "
+                             f"(see astro_neuron.astrocytes), got {self.astro_model!r}")
+
+    @property
+    def linear_astro(self) -> bool:
+        """True for the paper's linear astrocyte (the parallel form applies)."""
+        return isinstance(self.astro_model, str)
+
+    @property
+    def parallel(self) -> bool:
+        """True when the chunked (parallel) form is exact: no reset, linear astrocyte."""
+        return self.reset == "none" and (self.linear_astro or not self.astrocyte)
+
+    @property
+    def rotary_dims(self) -> int:
+        """Key channels the rotary positions turn (0 without rotary; see
+        :func:`~astro_neuron.functional.rotary.rotary`)."""
+        return rotary_dims(self.d_key, self.rotary_fraction) if self.rotary else 0
+
+    @property
+    def d_value(self) -> int:
+        return self.n_neurons // self.n_astrocytes
+
+    @property
+    def parts(self) -> tuple[tuple[str, int], ...]:
+        """Row blocks of the fused input projection, in order: I, K, V, Q."""
+        return projection_parts(self.n_neurons, self.n_astrocytes, self.d_key,
+                                self.neuron_path, self.astrocyte)
+
+    @property
+    def proj_size(self) -> int:
+        return sum(n for _, n in self.parts)
+
+
+class AMSUParams(NamedTuple):
+    """Tensors of one layer, in the form the equations use."""
+
+    weight: Tensor               # [proj_size, in_features]: rows I | K | V | Q (spec.parts)
+    bias: Optional[Tensor]       # [N] synaptic bias b_I, or None
+    beta: Tensor                 # [N] membrane decay exp(-dt/tau_mem), in (0, 1]
+    gamma: Tensor                # [A, d_k] astrocyte decay exp(-dt/tau_astro), in (0, 1]
+    threshold: Tensor            # [N] firing threshold theta > 0
+    astro_gain: Tensor           # [N] per-neuron astrocyte gain g_astro
+
+
+class AMSUState(NamedTuple):
+    """Recurrent state; its size does not depend on T."""
+
+    u: Tensor                    # [B, N] membrane potential (after reset)
+    H: Optional[Tensor]          # [B, A, d_k, d_v] astrocyte state (None: astrocyte off)
+    t: int = 0                   # steps taken so far (rotary position of the next step)
+
+
+class AMSUOutput(NamedTuple):
+    """What a layer emits; each ``[T, B, N]`` (``[B, N]`` for one step)."""
+
+    spikes: Tensor               # s_t in {0..L}
+    u: Tensor                    # membrane u_t before reset (what the threshold saw)
+    o: Tensor                    # astrocyte output g_astro * o_t (0 when astrocyte off)
+
+
+def init_state(spec: AMSUSpec, batch_size: int, device=None,
+               dtype: torch.dtype = torch.float32) -> AMSUState:
+    """The zero state for ``batch_size`` sequences."""
+    u = torch.zeros(batch_size, spec.n_neurons, device=device, dtype=dtype)
+    H = None
+    if spec.astrocyte and not spec.linear_astro:
+        H = spec.astro_model.init_state(spec, batch_size, device, dtype)
+    elif spec.astrocyte:
+        H = torch.zeros(batch_size, spec.n_astrocytes, spec.d_key, spec.d_value,
+                        device=device, dtype=dtype)
+    return AMSUState(u, H, 0)
+
+
+def _shape(x) -> str:
+    return str(list(x.shape)) if isinstance(x, Tensor) else type(x).__name__
+
+
+def check_state(state: AMSUState, spec: AMSUSpec, batch: int, like: Tensor) -> None:
+    """Raise a clear error when ``state`` does not belong to this layer and input."""
+    if not isinstance(state, tuple) or len(state) != 3:
+        got = type(state).__name__
+        if isinstance(state, tuple):
+            got += f" of {len(state)} items"
+        raise TypeError(f"state must be an AMSUState(u, H, t) (from init_state or a "
+                        f"previous run), got {got}")
+    u, H, t = state
+    want_u = (batch, spec.n_neurons)
+    if not isinstance(u, Tensor) or tuple(u.shape) != want_u:
+        raise ValueError(f"state.u must have shape {list(want_u)} [batch, n_neurons], got "
+                         f"{_shape(u)}: is this state from another layer or batch size?")
+    if spec.astrocyte:
+        want_H = (batch, spec.n_astrocytes, spec.d_key, spec.d_value)
+        layout = "[batch, n_astrocytes, d_key, d_value]"
+        if not spec.linear_astro:
+            want_H = (batch, *spec.astro_model.state_shape(spec))
+            layout = f"[batch, variables, n_astrocytes, d_key, d_value] ({spec.astro_model.name})"
+        if not isinstance(H, Tensor) or tuple(H.shape) != want_H:
+            raise ValueError(f"state.H must have shape {list(want_H)} {layout}, got "
+                             f"{_shape(H) if H is not None else None}: is this state from "
+                             "another layer?")
+    elif H is not None:
+        raise ValueError("state.H must be None for a layer without astrocyte")
+    if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+        raise TypeError(f"state.t must be a non-negative int, got {t!r}")
+    for name, ten in (("state.u", u), ("state.H", H)):
+        if ten is None:
+            continue
+        if ten.dtype != like.dtype:
+            raise TypeError(f"{name} has dtype {ten.dtype} but the input has {like.dtype}")
+        if ten.device != like.device:
+            raise ValueError(f"{name} is on {ten.device} but the input is on {like.device}")

@@ -1,0 +1,160 @@
+"""The definition of the AM-SU: one step, in four pieces (equations: docs/model.md).
+
+* :func:`project`        ``x -> (I, k, v, q)``: the fused input projection, split by
+  ``spec.parts`` (I | K | V | Q);
+* :func:`readout`        the astrocyte's output ``g_astro * o`` from ``H^T q``
+  (scaled by ``1/sqrt(d_k)``, or RMS-normalised per astrocyte with ``readout_norm="rms"``);
+* :func:`fire`           spikes of the drive ``u + o``;
+* :func:`reset_membrane` the reset after spikes.
+
+:func:`dynamics_step` composes them into one step from projected inputs; every other
+form (:mod:`.naive`, :mod:`.chunk`, :mod:`.decode`) computes the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from astro_neuron.functional.amsu.spec import (
+    READOUT_EPS, AMSUOutput, AMSUParams, AMSUSpec, AMSUState,
+)
+from astro_neuron.functional.rotary import rotary
+from astro_neuron.functional.scan import astro_read, astro_step, leaky_step
+
+__all__ = ["project", "readout", "fire", "reset_membrane", "dynamics_step"]
+
+
+class _LinearSplit(torch.autograd.Function):
+    """``x W^T`` split along the output features, with a backward that accumulates
+    ``grad_x`` block by block (``addmm_``) and writes each block of ``grad_W`` in
+    place, instead of first concatenating the blocks' gradients (a full-size copy)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, sizes):  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.sizes = sizes
+        return tuple(F.linear(x, weight).split(sizes, dim=-1))
+
+    @staticmethod
+    def backward(ctx, *grads):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        x2 = x.reshape(-1, x.shape[-1])
+        need_x, need_w = ctx.needs_input_grad[:2]
+        gx = None
+        gw = torch.zeros_like(weight) if need_w else None
+        off = 0
+        for g, n in zip(grads, ctx.sizes):
+            if g is not None:
+                g2 = g.reshape(-1, n)
+                w = weight[off:off + n]
+                if need_x:
+                    gx = g2 @ w if gx is None else gx.addmm_(g2, w)
+                if need_w:
+                    torch.mm(g2.t(), x2, out=gw[off:off + n])
+            off += n
+        if need_x:
+            gx = torch.zeros_like(x) if gx is None else gx.reshape(x.shape)
+        return gx, gw, None
+
+
+def project(x: Tensor, p: AMSUParams, spec: AMSUSpec):
+    """Input projections of ``x`` ``[..., in]`` -> ``(I, k, v, q)``.
+
+    ``I`` ``[..., N]`` (None without neuron path); ``k, q`` ``[..., A, d_k]`` and
+    ``v`` ``[..., A, d_v]`` (None without astrocyte).
+    """
+    sizes = [n for _, n in spec.parts]
+    if len(sizes) == 1:
+        z = (F.linear(x, p.weight),)
+    else:
+        z = _LinearSplit.apply(x, p.weight, sizes)
+    chunks = dict(zip((name for name, _ in spec.parts), z))
+    lead = x.shape[:-1]
+    A = spec.n_astrocytes
+    I = chunks.get("I")
+    if I is not None:
+        if p.bias is not None:
+            I = I + p.bias
+        if spec.synapse == "sigmoid":
+            I = torch.sigmoid(I)
+    k = v = q = None
+    if spec.astrocyte:
+        k = chunks["K"].reshape(*lead, A, spec.d_key)
+        v = chunks["V"].reshape(*lead, A, spec.d_value)
+        q = chunks["Q"].reshape(*lead, A, spec.d_key)
+    return I, k, v, q
+
+
+def readout(o_raw: Tensor, p: AMSUParams, spec: AMSUSpec) -> Tensor:
+    """The astrocyte output ``g_astro * o`` ``[..., N]`` from ``H^T q`` ``[..., A, d_v]``.
+
+    ``readout_norm="none"``: ``o = H^T q / sqrt(d_k)``; ``"rms"``: each astrocyte's
+    ``d_v`` outputs divided by their root mean square (eps :data:`READOUT_EPS`), so the
+    read-out stays O(1) however many tokens a slow astrocyte has summed.
+    """
+    if spec.readout_norm == "rms":
+        return F.rms_norm(o_raw, (spec.d_value,), eps=READOUT_EPS).flatten(-2) * p.astro_gain
+    return o_raw.flatten(-2) * (p.astro_gain / math.sqrt(spec.d_key))
+
+
+def fire(y: Tensor, threshold: Tensor, spec) -> Tensor:
+    """Spikes of the drive ``y = u + o``: ``sum_l Theta(y - l * theta)``, l = 1..L.
+
+    Binary (L = 1) is ``Theta(y - theta)`` with the strict ``>``; graded spikes count
+    the levels crossed (equal to ``clamp(floor(y/theta), 0, L)`` except exactly on
+    a level, where the strict comparison does not count it). The non-spiking twin
+    replaces each step by the surrogate's smooth primitive.
+
+    ``spec`` is any neuron spec (:class:`AMSUSpec`, :class:`~astro_neuron.functional.lif.LIFSpec`):
+    it supplies ``surrogate``, ``spiking`` and ``spike_levels``.
+    """
+    sg = spec.surrogate
+    f = sg if spec.spiking else sg.primitive
+    s = f(y - threshold)
+    for level in range(2, spec.spike_levels + 1):
+        s = s + f(y - level * threshold)
+    return s
+
+
+def reset_membrane(u: Tensor, s: Tensor, threshold: Tensor, spec) -> Tensor:
+    """Reset after spikes ``s``: none, subtract ``s * theta``, or set to zero.
+
+    ``spec`` supplies ``reset`` and ``detach_reset``.
+    """
+    if spec.reset == "none":
+        return u
+    sd = s.detach() if spec.detach_reset else s
+    if spec.reset == "subtract":
+        return u - sd * threshold
+    return u * (1 - sd.clamp(max=1))
+
+
+def dynamics_step(I: Optional[Tensor], k: Optional[Tensor], v: Optional[Tensor],
+                  q: Optional[Tensor], state: AMSUState, p: AMSUParams,
+                  spec: AMSUSpec) -> tuple[AMSUOutput, AMSUState]:
+    """One step of the unit from already-projected inputs (``[B, ...]``)."""
+    if spec.neuron_path:
+        u = leaky_step(state.u, I, p.beta)
+    else:
+        u = state.u
+    H = state.H
+    if spec.astrocyte:
+        if spec.rotary:
+            k = rotary(k[None], state.t, spec.rotary_base, spec.rotary_dims)[0]
+            q = rotary(q[None], state.t, spec.rotary_base, spec.rotary_dims)[0]
+        if spec.linear_astro:
+            H = astro_step(H, k, v, p.gamma)
+            o = astro_read(H, q)
+        else:
+            o, H = spec.astro_model.step(H, k, v, q)
+        o = readout(o, p, spec)
+    else:
+        o = torch.zeros_like(u)
+    s = fire(u + o, p.threshold, spec)
+    u_next = reset_membrane(u, s, p.threshold, spec) if spec.neuron_path else u
+    return AMSUOutput(s, u, o), AMSUState(u_next, H, state.t + 1)
