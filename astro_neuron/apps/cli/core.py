@@ -8,6 +8,7 @@ from astro_neuron.apps.bench.scan import ScanBenchConfig, bench_scan, format_tab
 from astro_neuron.apps.cli import args as A
 from astro_neuron.apps.convert import convert_pickle_checkpoint
 from astro_neuron.apps.demo import STAGES, run_demo
+from astro_neuron.functional.finite import validation
 from astro_neuron.io import atomic_json
 
 # Upper bounds of the benchmark's sizes: beyond them a run would take hours; memory is
@@ -58,6 +59,8 @@ def register(commands, bench) -> None:
     b.add_argument("--no-frameworks", action="store_true",
                    help="skip the SpikingJelly / snnTorch comparison")
     b.add_argument("--json", default=None, type=A.out_file("--json"), help="also write the rows to this JSON file")
+    b.add_argument("--no-check-finite", action="store_true",
+                   help="time the forms without their NaN/Inf checks (astro_neuron.validation)")
     b.set_defaults(func=_bench_scan)
 
 
@@ -90,7 +93,8 @@ def _bench_scan(args) -> int:
                           d_key=args.d_key, in_features=args.in_features,
                           chunk_size=args.chunk, repeats=args.repeats,
                           loop_repeats=args.loop_repeats, frameworks=not args.no_frameworks)
-    rows = bench_scan(cfg)
+    with validation(check_finite=not args.no_check_finite):
+        rows = bench_scan(cfg)
     print(format_table(rows, cfg))
     if args.json:
         atomic_json({"config": vars(cfg), "rows": rows}, args.json)

@@ -11,6 +11,7 @@ from astro_neuron.apps.bench.lm import bench_generate, bench_train
 from astro_neuron.apps.cli import args as A
 from astro_neuron.apps.compare import compare
 from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
+from astro_neuron.functional.finite import validation
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.data import load_corpus
 from astro_neuron.lm.sample import sample_text
@@ -150,6 +151,8 @@ def register(commands, bench) -> None:
                    help="skip the peak-RSS measurement in fresh processes (CPU)")
     b.add_argument("--compile", action="store_true",
                    help="also time both models' decode steps under torch.compile")
+    b.add_argument("--no-check-finite", action="store_true",
+                   help="time without the NaN/Inf checks (astro_neuron.validation)")
     b.set_defaults(func=_bench_generate)
 
     b = bench.add_parser("train", help="training tokens/s: AM-SNet vs Transformer vs "
@@ -257,10 +260,11 @@ def _bench_generate(args) -> int:
         L, d, n = max(args.contexts) + args.tokens + 8, args.d_model, args.n_layer
         A.check_fits(f"bench generate (context {max(args.contexts)}, d_model {d}, {n} layers)",
                      4.0 * (2 * n * L * d + 2 * (2 * 256 * d + 12 * n * d * d)), args.device)
-    bench_generate(args.contexts, d_model=args.d_model,
-                   n_layer=args.n_layer, n_head=args.n_head, tokens=args.tokens,
-                   repeats=args.repeats, threads=args.threads, device=args.device,
-                   checkpoint=args.checkpoint, rss=not args.no_rss, compile=args.compile)
+    with validation(check_finite=not args.no_check_finite):
+        bench_generate(args.contexts, d_model=args.d_model,
+                       n_layer=args.n_layer, n_head=args.n_head, tokens=args.tokens,
+                       repeats=args.repeats, threads=args.threads, device=args.device,
+                       checkpoint=args.checkpoint, rss=not args.no_rss, compile=args.compile)
     return 0
 
 
