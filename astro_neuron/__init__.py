@@ -13,10 +13,6 @@ Lava or matplotlib at import time; the adapters import them where they are used.
 
 __version__ = "0.1.0"
 
-from astro_neuron import _lava_compat as _lava_compat
-
-_lava_compat.install()  # lets `import lava` work on Python 3.11 after `import astro_neuron`
-
 from astro_neuron import functional, surrogate  # noqa: E402
 from astro_neuron.amsu import AMSU, validation  # noqa: E402
 from astro_neuron.lif import LIF  # noqa: E402

@@ -17,16 +17,17 @@ Quick use::
 counts ``[T, B, n_in]``. The integer semantics: docs/neuromorphic.md.
 """
 
-from astro_neuron import _lava_compat as _lava_compat
+from neuromorphic.engines.lava._compat import install as _install_lava_compat
 
-_lava_compat.install()  # `import lava` works on Python 3.11 after `import neuromorphic`
+_install_lava_compat()  # `import lava` works on Python 3.11 after `import neuromorphic`
 
 from neuromorphic.fileio import FORMAT, FORMAT_VERSION, load, save  # noqa: E402
-from neuromorphic.network import (  # noqa: E402
-    AMSULayer, LIFLayer, QuantizedNetwork, Synapse,
+from neuromorphic.nir import export_nir  # noqa: E402
+from neuromorphic.spec import (  # noqa: E402
+    AMSULayer, LIFLayer, QuantizedNetwork, Synapse, check_spikes,
 )
-from neuromorphic.quantize import (  # noqa: E402
-    QATNetwork, SaturationWarning, calibrate, check_spikes, prepare_qat, quantize,
+from neuromorphic.convert import (  # noqa: E402
+    QATNetwork, SaturationWarning, calibrate, prepare_qat, quantize,
 )
 from neuromorphic.simulate import (  # noqa: E402
     BACKENDS, Difference, SimResult, compare, pad_latency, simulate,
@@ -39,9 +40,3 @@ __all__ = [
     "check_spikes", "export_nir",
 ]
 
-
-def export_nir(model, path=None, dt: float = 1e-4):
-    """Export the float model to NIR where NIR can express it (see :mod:`neuromorphic.nir`)."""
-    from neuromorphic.nir import export_nir as _export
-
-    return _export(model, path, dt=dt)

@@ -1,6 +1,7 @@
 """The integer network file: HDF5 (h5py), versioned, self-describing, checksummed.
 
-Layout (docs/neuromorphic.md, "The file")::
+Layout (docs/neuromorphic.md, "The file"); the neuron fields are those of the layer's
+table in :mod:`neuromorphic.spec.fields`, in its order::
 
     /                      attrs: format, format_version, producer, dt, time_unit,
                                   input_size, input_levels, n_layers, checksum, meta (JSON)
@@ -8,99 +9,47 @@ Layout (docs/neuromorphic.md, "The file")::
                                   ("input", "layer0"), ("layer0", "layer1"), ...
     /layers/<i>            attrs: type ("amsu" | "lif"), name
     /layers/<i>/synapse    dataset weight [P, n_in] int16;
-                           attrs weight_exp, sign_mode, num_weight_bits, num_message_bits
-    /layers/<i>/neuron     datasets: the integer arrays (du, vth, bias_mant, ...);
-                           attrs: the integer scalars and flags (shifts, reset, ...)
+                           attrs weight_exp, num_weight_bits, num_message_bits, sign_mode
+    /layers/<i>/neuron     attrs: the int fields, flags (0/1) and choices;
+                           datasets (int32): the array fields present
     /layers/<i>/bits       attrs: the width of every quantity (must equal this format's)
     /layers/<i>/scale      attrs: power-of-two exponents for reading states as floats
 
 Writing is atomic (a temporary file in the same folder, then a rename). Loading
-reads every field, checks presence, dtype, shape and range against the format and
+reads every field, checks presence, dtype, shape and range against the schema and
 names the first bad field in a ``ValueError``; it then checks a SHA-256 checksum
-over the canonical content, so a corrupted value that happens to stay in range is
-still caught. Nothing half-built ever leaves :func:`load`.
+over the canonical content (:func:`neuromorphic.spec.canonical_digest`), so a
+corrupted value that happens to stay in range is still caught. The metadata are not
+in the checksum: the task description the command line builds inputs from is
+validated instead (:func:`neuromorphic.spec.check_task`). Nothing half-built ever
+leaves :func:`load`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
-from neuromorphic.network import (
-    BIAS_MANT_BITS, DECAY_SHIFT, GAIN_BITS, STATE_BITS, VTH_BITS, VTH_SHIFT,
-    AMSULayer, LIFLayer, QuantizedNetwork, Synapse,
+from astro_neuron import __version__
+from astro_neuron.io import atomic_write
+from neuromorphic.spec import (
+    BITS, FORMAT, FORMAT_VERSION, LAYER_TYPES, SYNAPSE_FIELDS, QuantizedNetwork, Synapse,
+    canonical_digest, check_task,
 )
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save", "load", "canonical_digest"]
 
-FORMAT = "astro-neuron/integer-snn"
-FORMAT_VERSION = 1
-
-BITS = {"state": STATE_BITS, "decay": DECAY_SHIFT, "weight": 8, "threshold": VTH_BITS,
-        "threshold_shift": VTH_SHIFT, "bias_mant": BIAS_MANT_BITS, "bias_exp": 3, "gain": GAIN_BITS}
-
-_AMSU_ARRAYS = ("du", "bias_mant", "bias_exp", "vth", "dH", "gain")
-_AMSU_SCALARS = ("n_neurons", "n_astrocytes", "d_key", "spike_levels", "operand_bits",
-                 "shift_i", "shift_k", "shift_v", "shift_q", "shift_kv", "shift_r", "shift_o")
-_AMSU_FLAGS = ("neuron_path", "astrocyte")
-_LIF_SCALARS = ("n_neurons", "du", "dv", "vth")
-_LIF_ARRAYS = ("bias_mant", "bias_exp")
-
-
-# ----------------------------------------------------------------- canonical content
-
-def _canonical(net: QuantizedNetwork) -> list:
-    """Everything the dynamics depend on, in a fixed order (meta excluded)."""
-    items: list = [("format", FORMAT, FORMAT_VERSION), ("input", net.input_size,
-                   net.input_levels, repr(float(net.dt)))]
-    for i, l in enumerate(net.layers):
-        s = l.synapse
-        items.append((f"layer{i}", l.kind, l.name, s.weight_exp, s.sign_mode, s.num_weight_bits,
-                      s.num_message_bits, sorted(l.scale.items())))
-        items.append(np.ascontiguousarray(s.weight, dtype=np.int64))
-        if isinstance(l, LIFLayer):
-            items.append(tuple(int(getattr(l, k)) for k in _LIF_SCALARS))
-            arrays = _LIF_ARRAYS
-        else:
-            items.append(tuple(int(getattr(l, k)) for k in _AMSU_SCALARS) +
-                         tuple(bool(getattr(l, k)) for k in _AMSU_FLAGS) + (l.reset,))
-            arrays = _AMSU_ARRAYS
-        for k in arrays:
-            a = getattr(l, k)
-            items.append((k, None) if a is None else np.ascontiguousarray(a, dtype=np.int64))
-    return items
-
-
-def canonical_digest(net: QuantizedNetwork) -> str:
-    """SHA-256 of the canonical content: equal digests <=> equal integer networks."""
-    h = hashlib.sha256()
-    for item in _canonical(net):
-        if isinstance(item, np.ndarray):
-            h.update(repr(item.shape).encode())
-            h.update(item.tobytes())
-        else:
-            h.update(repr(item).encode())
-    return h.hexdigest()
+_SYN_ATTRS = tuple(f for f in SYNAPSE_FIELDS if f.kind != "array")
 
 
 # ----------------------------------------------------------------- save
 
-def _producer() -> str:
-    from astro_neuron import __version__
-
-    return f"astro-neuron {__version__}"
-
-
 def save(net: QuantizedNetwork, path) -> Path:
     """Write ``net`` to ``path`` (HDF5) atomically; returns the path."""
-    import h5py
-
-    from astro_neuron.io import atomic_write
-
     if not isinstance(net, QuantizedNetwork):
         raise TypeError(f"save() takes a QuantizedNetwork, got {type(net).__name__}")
     path = Path(path)
@@ -113,7 +62,7 @@ def save(net: QuantizedNetwork, path) -> Path:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["producer"] = _producer()
+            f.attrs["producer"] = f"astro-neuron {__version__}"
             f.attrs["dt"] = float(net.dt)
             f.attrs["time_unit"] = "step of the source model (unit of its time constants)"
             f.attrs["input_size"] = int(net.input_size)
@@ -129,26 +78,17 @@ def save(net: QuantizedNetwork, path) -> Path:
                 lg.attrs["type"] = l.kind
                 lg.attrs["name"] = l.name
                 sg = lg.create_group("synapse")
-                sg.create_dataset("weight", data=l.synapse.weight.astype(np.int16))
-                for k in ("weight_exp", "num_weight_bits", "num_message_bits"):
-                    sg.attrs[k] = int(getattr(l.synapse, k))
-                sg.attrs["sign_mode"] = l.synapse.sign_mode
+                w = SYNAPSE_FIELDS[0]
+                sg.create_dataset(w.name, data=l.synapse.weight.astype(w.file_dtype))
+                for fd in _SYN_ATTRS:
+                    _write_attr(sg, fd, getattr(l.synapse, fd.name))
                 ng = lg.create_group("neuron")
-                if isinstance(l, LIFLayer):
-                    for k in _LIF_SCALARS:
-                        ng.attrs[k] = int(getattr(l, k))
-                    arrays = _LIF_ARRAYS
-                else:
-                    for k in _AMSU_SCALARS:
-                        ng.attrs[k] = int(getattr(l, k))
-                    for k in _AMSU_FLAGS:
-                        ng.attrs[k] = int(bool(getattr(l, k)))
-                    ng.attrs["reset"] = l.reset
-                    arrays = _AMSU_ARRAYS
-                for k in arrays:
-                    a = getattr(l, k)
-                    if a is not None:
-                        ng.create_dataset(k, data=np.asarray(a, dtype=np.int32))
+                for fd in _ordered(l.FIELDS):
+                    value = getattr(l, fd.name)
+                    if fd.kind != "array":
+                        _write_attr(ng, fd, value)
+                    elif value is not None:
+                        ng.create_dataset(fd.name, data=np.asarray(value, dtype=fd.file_dtype))
                 bg = lg.create_group("bits")
                 for k, v in BITS.items():
                     bg.attrs[k] = v
@@ -158,6 +98,21 @@ def save(net: QuantizedNetwork, path) -> Path:
             f.attrs["checksum"] = canonical_digest(net)
 
     return atomic_write(path, write)
+
+
+_KIND_ORDER = {"int": 0, "flag": 1, "choice": 2, "array": 3}
+
+
+def _ordered(fields: tuple) -> list:
+    """The file's order: ints, flags, choices, arrays (each in table order)."""
+    return sorted(fields, key=lambda f: _KIND_ORDER[f.kind])
+
+
+def _write_attr(group, fd, value) -> None:
+    if fd.kind == "choice":
+        group.attrs[fd.name] = value
+    else:
+        group.attrs[fd.name] = int(value)
 
 
 # ----------------------------------------------------------------- load
@@ -204,9 +159,13 @@ class _Reader:
             if val.shape not in ((), (1,)):
                 self.fail(field, f"must be a scalar, got an array of shape {list(val.shape)}")
             val = val.reshape(())[()]
-        if kind == "int":
+        if kind in ("int", "flag"):
             if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, np.integer)):
                 self.fail(field, f"must be an integer, got {val!r} ({type(val).__name__})")
+            if kind == "flag":
+                if int(val) not in (0, 1):
+                    self.fail(field, f"must be 0 or 1, got {int(val)}")
+                return bool(val)
             return int(val)
         if kind == "float":
             if isinstance(val, (bool, np.bool_)) or not isinstance(val, (int, float, np.integer,
@@ -231,6 +190,13 @@ class _Reader:
             return name in self.f
         except Exception:
             return False
+
+    def field(self, group: str, fd) -> Any:
+        """One declared field of ``group`` (an absent array reads as None)."""
+        if fd.kind == "array":
+            name = f"{group}/{fd.name}"
+            return self.array(name) if self.has(name) else None
+        return self.attr(group, fd.name, "str" if fd.kind == "choice" else fd.kind)
 
 
 def _read(r: _Reader) -> tuple[QuantizedNetwork, str]:
@@ -287,30 +253,18 @@ def _read(r: _Reader) -> tuple[QuantizedNetwork, str]:
             r.fail(f"{g}/scale", f"cannot be read ({exc})")
         scale = {k: r.attr(f"{g}/scale", k, "int") for k in scale_keys}
         sy = f"{g}/synapse"
-        syn = Synapse(r.array(f"{sy}/weight"), weight_exp=r.attr(sy, "weight_exp", "int"),
-                      sign_mode=r.attr(sy, "sign_mode", "str"),
-                      num_weight_bits=r.attr(sy, "num_weight_bits", "int"),
-                      num_message_bits=r.attr(sy, "num_message_bits", "int"))
-        nb = f"{g}/neuron"
-        if typ == "lif":
-            kw: dict[str, Any] = {k: r.attr(nb, k, "int") for k in _LIF_SCALARS}
-            kw.update({k: r.array(f"{nb}/{k}") for k in _LIF_ARRAYS})
-            layers.append(LIFLayer(syn, name=name, scale=scale, **kw))
-        elif typ == "amsu":
-            kw = {k: r.attr(nb, k, "int") for k in _AMSU_SCALARS}
-            for k in _AMSU_FLAGS:
-                v = r.attr(nb, k, "int")
-                if v not in (0, 1):
-                    r.fail(f"{nb}/{k}", f"must be 0 or 1, got {v}")
-                kw[k] = bool(v)
-            kw["reset"] = r.attr(nb, "reset", "str")
-            for k in _AMSU_ARRAYS:
-                kw[k] = r.array(f"{nb}/{k}") if r.has(f"{nb}/{k}") else None
-            layers.append(AMSULayer(syn, name=name, scale=scale, **kw))
-        else:
-            r.fail(f"{g}/type", f"must be 'amsu' or 'lif', got {typ!r}")
+        syn = Synapse(r.array(f"{sy}/weight"), **{fd.name: r.field(sy, fd) for fd in _SYN_ATTRS})
+        if typ not in LAYER_TYPES:
+            r.fail(f"{g}/type", f"must be one of {sorted(LAYER_TYPES)}, got {typ!r}")
+        cls = LAYER_TYPES[typ]
+        kw = {fd.name: r.field(f"{g}/neuron", fd) for fd in cls.FIELDS}
+        layers.append(cls(syn, name=name, scale=scale, **kw))
     net = QuantizedNetwork(tuple(layers), input_size=input_size, input_levels=input_levels,
                            dt=dt, meta=meta)
+    try:
+        check_task(meta.get("task"), net.input_size)
+    except ValueError as exc:
+        r.fail("meta", str(exc))
     return net, checksum
 
 
@@ -319,10 +273,9 @@ def load(path) -> QuantizedNetwork:
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the
     field for anything else wrong: not HDF5, truncated, wrong format or version,
-    missing field, wrong dtype or shape, out-of-range value, checksum mismatch.
+    missing field, wrong dtype or shape, out-of-range value, a task description out of
+    bounds or not matching the network, checksum mismatch.
     """
-    import h5py
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"integer network file not found: {path}")
@@ -335,7 +288,7 @@ def load(path) -> QuantizedNetwork:
         with f:
             try:
                 net, checksum = _read(_Reader(f, path))
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:
                 msg = str(exc)
                 if not msg.startswith(str(path)):
                     msg = f"{path}: {msg}"

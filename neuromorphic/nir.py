@@ -31,13 +31,15 @@ from typing import Optional
 import numpy as np
 from torch import nn
 
-from neuromorphic.graph import LayerRef, extract_layers
+from astro_neuron import validate
+from astro_neuron.io import atomic_write
+from neuromorphic.convert.graph import LayerRef, extract_layers
 
 __all__ = ["export_nir"]
 
 
 def _import_nir():
-    try:
+    try:   # deferred: nir is an optional extra; only an export needs it
         import nir
     except ImportError as exc:  # pragma: no cover - nir is a dev/extra dependency
         raise ImportError("NIR export needs the 'nir' package: pip install 'astro-neuron[nir]' "
@@ -96,8 +98,7 @@ def export_nir(model: nn.Module, path: Optional[Path] = None, dt: float = 1e-4):
     Raises ``ValueError`` naming the first layer NIR cannot express.
     """
     nir = _import_nir()
-    if not (isinstance(dt, (int, float)) and np.isfinite(dt) and dt > 0):
-        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
+    dt = validate.positive_number("dt (seconds)", dt)
     refs = extract_layers(model, prefer_stock_lif=False)
     nodes = {"input": nir.Input(input_type={"input": np.array([refs[0].n_in])})}
     edges, prev = [], "input"
@@ -110,7 +111,5 @@ def export_nir(model: nn.Module, path: Optional[Path] = None, dt: float = 1e-4):
     edges.append((prev, "output"))
     graph = nir.NIRGraph(nodes=nodes, edges=edges)
     if path is not None:
-        from astro_neuron.io import atomic_write
-
         atomic_write(Path(path), lambda tmp: nir.write(tmp, graph))
     return graph

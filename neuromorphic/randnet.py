@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from neuromorphic.network import AMSULayer, LIFLayer, QuantizedNetwork, Synapse, message_bits
+from neuromorphic.spec import AMSULayer, LIFLayer, QuantizedNetwork, Synapse, message_bits
 
 __all__ = ["random_network", "random_spikes"]
 

@@ -1,11 +1,12 @@
-"""``nm.simulate``: run an integer network on one of three backends, and compare runs.
+"""``nm.simulate``: run an integer network on one of the engines, and compare runs.
 
-* ``"reference"``: the NumPy reference (fast form), :mod:`neuromorphic.reference`;
-* ``"torch"``: the quantization-aware torch view, :mod:`neuromorphic.torch_view`;
-* ``"lava"``: Lava processes with ``Loihi2SimCfg(select_tag="fixed_pt")``.
+* ``"reference"``: the fast form of the specification (numba, else NumPy);
+* ``"torch"``: the quantization-aware torch view;
+* ``"lava"``: Lava processes with ``Loihi2SimCfg(select_tag="fixed_pt")``;
+* ``"step"``, ``"numpy"``, ``"numba"``: one engine by name (:mod:`neuromorphic.engines`).
 
-All three return the same integers: :func:`compare` says whether two runs agree bit
-for bit and where they first differ.
+All return the same integers: :func:`compare` says whether two runs agree bit for bit
+and where they first differ.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import Optional
 
 import numpy as np
 
-from neuromorphic.network import QuantizedNetwork
+from astro_neuron import validate
+from neuromorphic.engines import ENGINES, engine
+from neuromorphic.spec import QuantizedNetwork, check_spikes
 
-__all__ = ["BACKENDS", "SimResult", "simulate", "compare", "Difference", "pad_latency"]
+__all__ = ["BACKENDS", "ENGINES", "SimResult", "simulate", "compare", "Difference", "pad_latency"]
 
-BACKENDS = ("reference", "torch", "lava")
+BACKENDS = ("reference", "torch", "lava")   # the three a comparison runs; any of ENGINES works
 
 
 @dataclass
@@ -59,8 +62,6 @@ def pad_latency(x: np.ndarray, latency: int) -> np.ndarray:
 
 
 def _prepare(net: QuantizedNetwork, x_seq) -> tuple[np.ndarray, bool]:
-    from neuromorphic.quantize import check_spikes
-
     if not isinstance(net, QuantizedNetwork):
         raise TypeError(f"simulate() runs a QuantizedNetwork (from nm.quantize or nm.load), "
                         f"got {type(net).__name__}")
@@ -76,28 +77,20 @@ def simulate(net: QuantizedNetwork, x_seq, backend: str = "reference",
              record_states: bool = True, lava_batch: Optional[int] = None) -> SimResult:
     """Run ``net`` on input spikes ``x_seq`` (``[T, B, n_in]`` or ``[T, n_in]``).
 
-    ``backend``: ``"reference"`` | ``"torch"`` | ``"lava"``. ``record_states=False``
+    ``backend``: ``"reference"`` | ``"torch"`` | ``"lava"`` (or an engine of
+    :data:`ENGINES`). ``record_states=False``
     returns spikes only. ``lava_batch``: how many sequences one Lava graph simulates
     at once (block-diagonal synapses; default: as many as keep the synapse matrix at
     most 2**22 elements, up to 16).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    run = engine(validate.choice("backend", backend, ENGINES))
     x, squeeze = _prepare(net, x_seq)
     t0 = time.perf_counter()
     info: dict = {}
-    if backend == "reference":
-        from neuromorphic.reference import run
-
-        out = run(net, x, record_states=record_states)
-    elif backend == "torch":
-        from neuromorphic.torch_view import run_torch
-
-        out = run_torch(net, x, record_states=record_states)
+    if backend == "lava":
+        out = run(net, x, record_states, max_batch=lava_batch, timings=info)
     else:
-        from neuromorphic.lava.runner import run_lava
-
-        out = run_lava(net, x, record_states=record_states, max_batch=lava_batch, timings=info)
+        out = run(net, x, record_states)
     seconds = time.perf_counter() - t0
     spikes, states = out.spikes, out.states
     if squeeze:

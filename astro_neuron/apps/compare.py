@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from astro_neuron.io import atomic_json
-from astro_neuron.lm.config import config_from_dict
+from astro_neuron.lm.config import AMSNetConfig, config_from_dict
 from astro_neuron.lm.data import load_corpus
 from astro_neuron.lm.train import RunConfig, train
 
@@ -50,6 +50,16 @@ def _variant_run(base: RunConfig, changes: dict, out_dir: Path) -> RunConfig:
 def compare(base: RunConfig, out_dir, variants: Optional[list[str]] = None,
             progress: bool = True, corpus=None, plot: bool = True) -> list[dict]:
     """Train each variant of ``base`` for ``base.train.max_steps``; returns result rows."""
+    # The variants are changes from the AM-SNet config: a base that is already a
+    # Transformer or an ablation would be trained under the wrong name ("AM-SNet").
+    changed = [f"model.{k}={v!r}" for k, v in (("arch", base.model.arch),
+                                                ("astrocyte", base.model.astrocyte),
+                                                ("neuron_path", base.model.neuron_path),
+                                                ("spiking", base.model.spiking))
+               if v != getattr(AMSNetConfig, k)]
+    if changed:
+        raise ValueError(f"compare builds each variant from the AM-SNet config; remove "
+                         f"{', '.join(changed)} and pick variants with --variants")
     names = list(VARIANTS) if variants is None else list(variants)
     bad = [n for n in names if n not in VARIANTS]
     if bad:

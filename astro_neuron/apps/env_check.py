@@ -13,11 +13,11 @@ from importlib import metadata
 
 
 def check(verbose: bool = True) -> int:
-    # deferred: `astro_neuron` imports torch; a broken torch must be reported below, not
+    # deferred: `neuromorphic` imports torch; a broken torch must be reported below, not
     # crash this module's import
-    from astro_neuron import _lava_compat
+    from neuromorphic.engines.lava._compat import install
 
-    _lava_compat.install()
+    install()
     mods = [
         ("torch", "torch"),
         ("numpy", "numpy"),

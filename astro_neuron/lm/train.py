@@ -63,6 +63,8 @@ class DataConfig:
     path: str = ""                  # the file / folder for enwik8, wikitext103, file
 
     def __post_init__(self) -> None:
+        if not isinstance(self.path, str):
+            raise ValueError(f"data.path must be a string, got {self.path!r}")
         choice("data.corpus", self.corpus, CORPORA)
 
 
@@ -93,6 +95,15 @@ class TrainConfig:
         for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip", "max_time_s"):
             setattr(self, name, number_in_range(f"train.{name}", getattr(self, name), 0.0))
         positive_number("train.lr", self.lr)
+        if self.min_lr > self.lr:
+            raise ValueError(f"train.min_lr ({self.min_lr:g}) must not exceed train.lr "
+                             f"({self.lr:g}): the cosine decay goes from lr down to min_lr")
+        for name in ("beta1", "beta2"):
+            if getattr(self, name) >= 1:
+                raise ValueError(f"train.{name} must be < 1, got {getattr(self, name)!r}")
+        for name in ("out_dir", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"train.{name} must be a string, got {getattr(self, name)!r}")
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"train.device must be 'auto', 'cpu' or 'cuda[:N]', got "
                              f"{self.device!r}")
@@ -165,12 +176,17 @@ def load_run_config(path=None, overrides: Optional[list[str]] = None) -> RunConf
     if path is None:
         path = default_config_path()
     p = Path(path)
-    if not p.is_file() and not p.suffix:
+    if p.is_dir():
+        raise IsADirectoryError(f"config {p} is a folder; give a TOML file or a built-in "
+                                "name (default, tiny, compare)")
+    if not p.exists() and not p.suffix and len(p.parts) == 1:
         p = default_config_path(str(path))
     if not p.is_file():
         raise FileNotFoundError(f"config file not found: {p}")
     try:
-        d = tomllib.loads(p.read_text())
+        d = tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{p} is not a TOML config (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{p} is not valid TOML: {exc}") from None
     return RunConfig.from_dict(apply_overrides(d, overrides or []))

@@ -36,12 +36,14 @@ def test_shipped_configs_load_and_overrides_apply():
         run = load_run_config(name)
         assert isinstance(run, RunConfig)
     run = load_run_config("default", ["model.d_model=64", "model.tau_astro=[5.0, 50.0]",
-                                      "train.lr=1e-4", "data.corpus=stdlib", "train.out_dir=x"])
+                                      "train.lr=1e-4", "train.min_lr=1e-5", "data.corpus=stdlib",
+                                      "train.out_dir=x"])
     assert run.model.d_model == 64 and run.model.tau_astro == (5.0, 50.0)
     assert run.train.lr == 1e-4 and run.train.out_dir == "x"
     for bad, match in ((["model.d_model"], "table.key=value"), (["foo.bar=1"], "table must be"),
                        (["model.colour=1"], "unknown model config key"),
-                       (["train.lr=-1"], "train.lr"), (["data.corpus=x"], "data.corpus")):
+                       (["train.lr=-1"], "train.lr"), (["data.corpus=x"], "data.corpus"),
+                       (["train.lr=1e-4"], "train.min_lr")):   # default min_lr 3e-4 > lr
         with pytest.raises(ValueError, match=match):
             load_run_config("tiny", bad)
     with pytest.raises(FileNotFoundError, match="built-in"):

@@ -8,8 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from neuromorphic import reference as R
-from neuromorphic.network import STATE_MAX, AMSULayer, QuantizedNetwork, Synapse
+from neuromorphic import engines
+from neuromorphic.engines import RunOutput, jit_available, numba_fast
+from neuromorphic.engines import step as S
+from neuromorphic.engines.common import available_cpus
+from neuromorphic.spec import STATE_MAX, AMSULayer, QuantizedNetwork, Synapse
 from neuromorphic.randnet import random_network, random_spikes
 
 ENGINES = ("numba", "numpy")
@@ -17,7 +20,12 @@ KINDS = [["amsu"], ["amsu", "lif"], ["amsu-off", "amsu", "amsu-only"], ["lif", "
          ["amsu", "amsu"], ["amsu-only", "lif", "amsu-off"]]
 
 
-def _assert_same(step: R.RunOutput, fast: R.RunOutput, what: str = "") -> None:
+def _fast(net, x, record_states=True, engine="reference", **options):
+    """The fast form of the specification on ``engine`` (numba or numpy)."""
+    return engines.engine(engine)(net, x, record_states, **options)
+
+
+def _assert_same(step: RunOutput, fast: RunOutput, what: str = "") -> None:
     assert len(step.spikes) == len(fast.spikes)
     for i in range(len(step.spikes)):
         np.testing.assert_array_equal(step.spikes[i], fast.spikes[i], err_msg=f"{what} {i} s")
@@ -31,7 +39,7 @@ def _assert_same(step: R.RunOutput, fast: R.RunOutput, what: str = "") -> None:
 
 def test_numba_engine_is_available():
     """numba is a dependency: the compiled engine must import, not silently fall back."""
-    ok, why = R.jit_available()
+    ok, why = jit_available()
     assert ok, why
 
 
@@ -49,12 +57,12 @@ def test_engines_equal_step_form_on_random_networks(seed):
                          input_levels=int(rng.choice([1, 2, 3])))
     B = 1 + seed % 3
     x = random_spikes(seed, 105, B, net.input_size, net.input_levels, rate=0.4)
-    step = R.run_steps(net, x)
+    step = S.run(net, x)
     assert sum(int(s.sum()) for s in step.spikes) > 0, "test network never spikes"
-    outs = {e: R.run(net, x, count_saturation=True, engine=e) for e in ENGINES}
+    outs = {e: _fast(net, x, count_saturation=True, engine=e) for e in ENGINES}
     # the compiled engine split over threads: by sequence (B >= threads) or by astrocyte
     # / neuron (B < threads), in uneven parts
-    outs.update({f"numba, {n} threads": R.run(net, x, count_saturation=True, engine="numba",
+    outs.update({f"numba, {n} threads": _fast(net, x, count_saturation=True, engine="numba",
                                               threads=n) for n in (1, 2, 3)})
     for e, out in outs.items():
         _assert_same(step, out, e)
@@ -88,9 +96,9 @@ def _saturating_network(seed: int) -> QuantizedNetwork:
 def test_engines_equal_step_form_when_everything_saturates(seed):
     net = _saturating_network(seed)
     x = random_spikes(seed, 150, 2, 12, 3, rate=0.5)
-    step = R.run_steps(net, x)
-    outs = {e: R.run(net, x, count_saturation=True, engine=e) for e in ENGINES}
-    outs["numba, 3 threads"] = R.run(net, x, count_saturation=True, engine="numba", threads=3)
+    step = S.run(net, x)
+    outs = {e: _fast(net, x, count_saturation=True, engine=e) for e in ENGINES}
+    outs["numba, 3 threads"] = _fast(net, x, count_saturation=True, engine="numba", threads=3)
     for e, out in outs.items():
         _assert_same(step, out, e)
         assert out.saturation == outs["numpy"].saturation, e
@@ -118,25 +126,25 @@ def test_float64_synaptic_sums():
                           bias_mant=np.zeros(N, np.int64), bias_exp=np.zeros(N, np.int64),
                           shift_i=10, vth=rng.integers(5, 60, N))
         net = QuantizedNetwork((layer,), input_size=n_in, input_levels=255)
-        assert R._prepared(net.layers[0], 255)["dtype"] == np.float64
-        step = R.run_steps(net, x)
+        assert numba_fast.prepared(net, 0, 255)["dtype"] == np.float64
+        step = S.run(net, x)
         assert step.spikes[0].sum() > 0
         for e in ENGINES:
-            _assert_same(step, R.run(net, x, engine=e), f"{e} exp {exp}")
+            _assert_same(step, _fast(net, x, engine=e), f"{e} exp {exp}")
 
 
 def test_float32_sums_are_chosen_when_exact():
     net = random_network(3, sizes=[16], kinds=["amsu"])
     x = random_spikes(3, 20, 1, net.input_size)
-    assert R._prepared(net.layers[0], 1)["dtype"] == np.float32
+    assert numba_fast.prepared(net, 0, 1)["dtype"] == np.float32
 
 
 def test_shift_pair_is_shr():
     x = np.arange(-300, 301, dtype=np.int64)
     for n in range(-5, 9):
-        half, scale = R._shift_pair(n)
+        half, scale = numba_fast._shift_pair(n)
         np.testing.assert_array_equal(np.floor((x + half) * scale).astype(np.int64),
-                                      R.shr(x, n), err_msg=f"n={n}")
+                                      S.shr(x, n), err_msg=f"n={n}")
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -144,9 +152,9 @@ def test_spikes_only_and_short_runs(engine):
     net = random_network(5, sizes=[8, 6], kinds=["amsu", "lif"], reset="zero")
     for T in (1, 2, 7):
         x = random_spikes(T, T, 3, net.input_size)
-        step = R.run_steps(net, x)
-        _assert_same(step, R.run(net, x, engine=engine), f"T={T}")
-        spikes_only = R.run(net, x, record_states=False, engine=engine)
+        step = S.run(net, x)
+        _assert_same(step, _fast(net, x, engine=engine), f"T={T}")
+        spikes_only = _fast(net, x, record_states=False, engine=engine)
         assert spikes_only.states == [{}, {}]
         for a, b in zip(step.spikes, spikes_only.spikes):
             np.testing.assert_array_equal(a, b)
@@ -155,9 +163,9 @@ def test_spikes_only_and_short_runs(engine):
 def test_numba_batch_chunking_equals_one_pass(monkeypatch):
     net = random_network(2, sizes=[16, 8], kinds=["amsu", "amsu"])
     x = random_spikes(2, 40, 5, net.input_size)
-    full = R.run(net, x, count_saturation=True, engine="numba")
-    monkeypatch.setattr(R, "_CHUNK_ELEMENTS", 40 * 40)   # pieces of one or two sequences
-    parts = R.run(net, x, count_saturation=True, engine="numba")
+    full = _fast(net, x, count_saturation=True, engine="numba")
+    monkeypatch.setattr(engines.common, "CHUNK_ELEMENTS", 40 * 40)   # pieces of one or two sequences
+    parts = _fast(net, x, count_saturation=True, engine="numba")
     _assert_same(full, parts)
     assert full.saturation == parts.saturation
 
@@ -166,10 +174,10 @@ def test_engine_and_threads_arguments_are_checked():
     net = random_network(0)
     x = np.zeros((3, 1, net.input_size), dtype=np.int64)
     with pytest.raises(ValueError, match="engine"):
-        R.run(net, x, engine="fortran")
+        _fast(net, x, engine="fortran")
     for bad in (0, -2, 1.5, True, "2"):
         with pytest.raises(ValueError, match="threads"):
-            R.run(net, x, threads=bad)
+            _fast(net, x, threads=bad)
 
 
 def test_default_threads_follow_the_work():
@@ -177,5 +185,5 @@ def test_default_threads_follow_the_work():
     same numbers, checked above)."""
     small = random_network(0, sizes=[16], kinds=["amsu"])
     big = random_network(0, n_in=64, sizes=[256], kinds=["amsu"], n_astrocytes=8, d_key=16)
-    assert R._default_threads(small.layers[0], 100, 1) == 1
-    assert R._default_threads(big.layers[0], 1000, 1) == min(R._available_cpus(), 8)
+    assert numba_fast.default_threads(small.layers[0], 100, 1) == 1
+    assert numba_fast.default_threads(big.layers[0], 1000, 1) == min(available_cpus(), 8)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import neuromorphic as nm
-from neuromorphic.graph import float_network, float_reference
+from neuromorphic.convert.graph import float_network, float_reference
 from neuromorphic.randnet import random_network, random_spikes
 
 pytestmark = [pytest.mark.lava, pytest.mark.timeout(180)]
@@ -91,7 +91,7 @@ def test_lava_after_multithreaded_torch(monkeypatch):
 def test_lava_floating_pt_matches_float_model(random_model):
     """The float network in Lava (stock Dense/LIF floating_pt + AMSUNeuron floating_pt)
     against the float torch model run in float64 with the synapses' one-step delay."""
-    from neuromorphic.lava.runner import run_lava
+    from neuromorphic.engines.lava import run_lava
 
     torch.manual_seed(0)
     import astro_neuron as an

@@ -12,7 +12,7 @@ import torch
 
 import astro_neuron as an
 import neuromorphic as nm
-from neuromorphic.network import STATE_MAX
+from neuromorphic.spec import STATE_MAX
 
 
 def _x(T=40, B=4, n=6, rate=0.4, seed=0):

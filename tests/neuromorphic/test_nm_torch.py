@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import neuromorphic as nm
-from neuromorphic.network import AMSULayer, LIFLayer
+from neuromorphic.spec import AMSULayer, LIFLayer
 from neuromorphic.randnet import random_network, random_spikes
 
 N_MODELS = 24
@@ -37,7 +37,7 @@ def test_torch_view_equals_reference_on_random_quantized_models(seed, random_mod
     tor = nm.simulate(qnet, x, backend="torch")
     _assert_identical(tor, ref)
     steps = nm.simulate(qnet, x, backend="reference")   # and the reference's step form:
-    from neuromorphic.reference import run_steps
+    from neuromorphic.engines.step import run as run_steps
 
     spec = run_steps(qnet, x.numpy().astype(np.int64))
     for i, s in enumerate(spec.spikes):
@@ -128,7 +128,7 @@ def test_qat_fine_tuning_changes_the_integers(random_model):
 
 
 def test_ste_rounding_has_identity_gradient():
-    from neuromorphic.torch_view import shr, ste_floor, ste_round, ste_trunc
+    from neuromorphic.engines.torch_view import shr, ste_floor, ste_round, ste_trunc
 
     x = torch.tensor([-2.5, -1.5, 0.5, 1.5, 2.7], dtype=torch.float64, requires_grad=True)
     for f in (ste_round, ste_floor, ste_trunc):

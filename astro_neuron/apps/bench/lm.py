@@ -34,6 +34,7 @@ from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.data import stdlib_corpus
 from astro_neuron.lm.model import AMSNet, build_model
 from astro_neuron.lm.train import load_model, resolve_device
+from astro_neuron.validate import positive_int
 
 __all__ = ["bench_forms", "bench_generate", "bench_train", "decode_setup", "matmul_peak"]
 
@@ -136,6 +137,9 @@ def bench_generate(contexts=(512, 2048, 8192, 16384), d_model: int = 256, n_laye
     ``compile``: also time both models' decode steps under ``torch.compile``
     (columns ``*_compiled_ms``), interleaved with the eager ones.
     """
+    contexts = [positive_int("each context", L) for L in contexts]
+    for name, value in (("tokens", tokens), ("repeats", repeats), ("threads", threads)):
+        positive_int(name, value)
     dev = resolve_device(device)
     torch.set_num_threads(threads)
     am, tf = _models(d_model, n_layer, n_head, checkpoint, dev)
@@ -297,6 +301,9 @@ def bench_forms(d_model: int = 128, n_layer: int = 2, block_size: int = 256,
                 batch_size: int = 8, repeats: int = 3, threads: int = 1,
                 device: str = "cpu") -> list[dict]:
     """Training tokens/s of AM-SNet's chunked form against its recurrent step loop."""
+    for name, value in (("batch_size", batch_size), ("repeats", repeats),
+                        ("threads", threads)):
+        positive_int(name, value)
     dev = resolve_device(device)
     torch.set_num_threads(threads)
     torch.manual_seed(0)

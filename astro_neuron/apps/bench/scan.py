@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from astro_neuron.amsu import AMSU
+from astro_neuron.validate import positive_int
 
 __all__ = ["ScanBenchConfig", "bench_scan", "format_table"]
 
@@ -106,6 +107,13 @@ def _fwd_bwd_snntorch(x: torch.Tensor, n: int) -> Optional[Callable[[], None]]:
 
 def bench_scan(cfg: ScanBenchConfig = ScanBenchConfig(), progress: bool = True) -> list[dict]:
     """Run the benchmark; returns one row per (T, form)."""
+    for name in ("batch", "n_neurons", "n_astrocytes", "d_key", "in_features", "chunk_size",
+                 "repeats", "loop_repeats"):
+        positive_int(name, getattr(cfg, name))
+    if not cfg.lengths:
+        raise ValueError("lengths must hold at least one sequence length")
+    for T in cfg.lengths:
+        positive_int("each length", T)
     torch.manual_seed(cfg.seed)
     layer = AMSU(cfg.in_features, cfg.n_neurons, n_astrocytes=cfg.n_astrocytes,
                  d_key=cfg.d_key, chunk_size=cfg.chunk_size)

@@ -10,7 +10,7 @@ form. Rows:
   from numba's cache happens in an untimed warm-up run, and is printed) with its
   default threads (the CPUs available, for large enough layers) and on one thread,
   and with its NumPy engine;
-* the step form (:func:`neuromorphic.reference.run_steps`, the specification);
+* the step form (:func:`neuromorphic.engines.step.run`, the specification);
 * the torch view (float64, one thread);
 * Lava ``fixed_pt``: "stepping" times steps 2..T (scaled to T); "end to end" adds
   building, compiling, starting the worker processes, reading back and stopping.
@@ -27,10 +27,8 @@ import time
 import numpy as np
 import torch
 
-from neuromorphic import reference
-from neuromorphic.lava.runner import run_lava
+from neuromorphic import engines
 from neuromorphic.randnet import random_network, random_spikes
-from neuromorphic.torch_view import run_torch
 
 __all__ = ["bench_simulate", "TARGET_SPEEDUP"]
 
@@ -62,39 +60,39 @@ def bench_simulate(n_neurons: int = 256, n_layers: int = 2, steps: int = 1000,
     x = random_spikes(1, steps, batch, n_in, 1, rate=0.1)
     rows = []
     notes = []
-    jit_ok, why = reference.jit_available()
+    jit_ok, why = engines.jit_available()
     if jit_ok:
         t0 = time.perf_counter()
-        reference.run(net, x[:2], record_states=False, engine="numba")    # compile or load
+        engines.engine("numba")(net, x[:2], record_states=False)    # compile or load
         notes.append(f"numba engine: compile or cache load {time.perf_counter() - t0:.2f} s "
                      f"(untimed warm-up)")
-        n_thr = max(reference._default_threads(l, steps, batch) for l in net.layers)
-        t_fast, fast = _best(lambda: reference.run(net, x, record_states=False,
-                                                   engine="numba"), repeats)
+        n_thr = max(engines.numba_fast.default_threads(l, steps, batch) for l in net.layers)
+        t_fast, fast = _best(lambda: engines.engine("numba")(net, x, record_states=False),
+                             repeats)
         rows.append((f"reference fast form (numba, {n_thr} thr)", t_fast, fast.spikes))
         if n_thr > 1:
-            t_one, one = _best(lambda: reference.run(net, x, record_states=False,
-                                                     engine="numba", threads=1), repeats)
+            t_one, one = _best(lambda: engines.engine("numba")(net, x, record_states=False,
+                                                             threads=1), repeats)
             rows.append(("reference fast form (numba, 1 thr)", t_one, one.spikes))
     else:
         notes.append(f"numba engine: not available ({why})")
-    t_np, fast_np = _best(lambda: reference.run(net, x, record_states=False, engine="numpy"),
+    t_np, fast_np = _best(lambda: engines.engine("numpy")(net, x, record_states=False),
                           repeats)
     rows.append(("reference fast form (NumPy)", t_np, fast_np.spikes))
     if not jit_ok:
         t_fast = t_np
-    t_step, step = _best(lambda: reference.run_steps(net, x, record_states=False), 1)
+    t_step, step = _best(lambda: engines.engine("step")(net, x, record_states=False), 1)
     rows.append(("reference step form (spec)", t_step, step.spikes))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     lava_rows = []
     try:
-        t_torch, tor = _best(lambda: run_torch(net, x, record_states=False), 1)
+        t_torch, tor = _best(lambda: engines.engine("torch")(net, x, record_states=False), 1)
         rows.append(("torch view (float64, 1 thread)", t_torch, tor.spikes))
         if lava:
             timings: dict = {}
             t0 = time.perf_counter()
-            lav = run_lava(net, x, record_states=False, timings=timings)
+            lav = engines.engine("lava")(net, x, record_states=False, timings=timings)
             t_total = time.perf_counter() - t0
             # per step: the stepping phase (steps 2..T) scaled to T steps
             t_lava = timings["step_s"] * steps / max(1, steps - 1)

@@ -3,16 +3,54 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
 from astro_neuron.apps.bench.lm import bench_generate, bench_train
+from astro_neuron.apps.cli import args as A
 from astro_neuron.apps.compare import compare
 from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
+from astro_neuron.functional.finite import validation
+from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.data import load_corpus
 from astro_neuron.lm.sample import sample_text
-from astro_neuron.lm.train import NonFiniteLoss, evaluate, load_model, load_run_config, train
-from astro_neuron.validate import non_negative_int, optional, positive_int
+from astro_neuron.lm.train import NonFiniteLoss, evaluate, load_model, load_run_config, \
+    resolve_device, train
+
+# Upper bounds of sizes the commands accept (beyond them a run takes days); memory is
+# estimated separately before anything is allocated (_lm_bytes, A.check_fits).
+_BIG = 1 << 20
+_TEMP_MIN, _TEMP_MAX = 1e-3, 1e3
+
+
+def _temperature(text: str) -> float:
+    """0 (greedy) or a number in [1e-3, 1e3]: below, logits / T overflow float32 and the
+    softmax turns to NaN (1e-45 did); above, sampling is uniform noise."""
+    t = A.number(0.0, name="--temperature")(text)
+    if t != 0 and not _TEMP_MIN <= t <= _TEMP_MAX:
+        raise argparse.ArgumentTypeError(
+            f"--temperature must be 0 (greedy) or in [{_TEMP_MIN:g}, {_TEMP_MAX:g}], got {t!r}")
+    return t
+
+
+def _lm_bytes(cfg, batch: int, training: bool = True) -> float:
+    """An estimate (bytes) of the peak memory a language model run adds: weights (with
+    gradient and AdamW moments when training) plus what one batch keeps for the backward
+    pass (float32): per token, the logits and their softmax and loss (16 V), and per
+    layer the residual stream and the channel-mixing layer (d (17 + 5 ffn_mult)); plus
+    the chunked form's astrocyte states. Fitted above two measured runs (CPU, peak RSS
+    less the 224 MiB of the imports; `train --config tiny`, 1 step): block 4096 x batch
+    8, d 64: 1025 MiB measured, 1114 estimated; block 2048 x batch 32, d 128: 3109 MiB
+    measured, 3463 estimated."""
+    d, L, V, T = cfg.d_model, cfg.n_layer, cfg.vocab_size, cfg.block_size
+    params = 2 * V * d + L * (4 + 2 * cfg.ffn_mult) * d * d
+    chunks = -(-T // cfg.chunk_size)
+    acts = batch * T * (16 * V + L * d * (17 + 5 * cfg.ffn_mult)) \
+        + L * batch * cfg.n_head * cfg.head_size ** 2 * chunks
+    if not training:
+        acts = batch * T * (2 * V + 4 * d)
+    return 4.0 * ((4 if training else 1) * params + acts)
 
 
 def register(commands, bench) -> None:
@@ -22,35 +60,40 @@ def register(commands, bench) -> None:
                     "overrides, e.g. `astro-neuron train model.d_model=128 train.max_steps=500`.")
     p.add_argument("overrides", nargs="*", metavar="TABLE.KEY=VALUE",
                    help="config overrides, values in TOML syntax (model.arch=transformer)")
-    p.add_argument("--config", default="default",
+    p.add_argument("--config", default="default", type=A.config_name,
                    help="TOML file, or a built-in name: default, tiny, compare (default: default)")
-    p.add_argument("--out", help="output folder (sets train.out_dir)")
+    p.add_argument("--out", type=A.out_dir("--out"), help="output folder (sets train.out_dir)")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/ckpt.safetensors (same model, seed and batch size)")
-    p.add_argument("--device", help="cpu, cuda, cuda:N or auto (sets train.device)")
+    p.add_argument("--device", type=A.device(allow_auto=True),
+                   help="cpu, cuda, cuda:N or auto (sets train.device)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_train)
 
     p = commands.add_parser("eval", help="bits per byte of a checkpoint on a split")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", type=A.in_file("checkpoint"))
     p.add_argument("--split", default="val", choices=("train", "val", "test"))
-    p.add_argument("--tokens", type=int, default=None,
+    p.add_argument("--tokens", type=A.pos_int(name="--tokens"), default=None,
                    help="evaluate the first N tokens of the split (default: all)")
-    p.add_argument("--corpus", help="corpus (default: the one the checkpoint trained on)")
-    p.add_argument("--data-path", help="file/folder for enwik8, wikitext103, file")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--corpus",
+                   help="corpus (default: the one the checkpoint trained on)")
+    p.add_argument("--data-path", type=A.in_path("--data-path"),
+                   help="file/folder for enwik8, wikitext103, file")
+    p.add_argument("--batch-size", type=A.int_range(1, 1 << 16, "--batch-size"), default=16)
+    p.add_argument("--device", default="cpu", type=A.device())
     p.set_defaults(func=_eval)
 
     p = commands.add_parser("generate", help="sample text from a checkpoint")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", type=A.in_file("checkpoint"))
     p.add_argument("--prompt", default="def ", help="text to continue (default: 'def ')")
-    p.add_argument("--max-new-tokens", type=int, default=300)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-new-tokens", type=A.int_range(0, _BIG, "--max-new-tokens"),
+                   default=300)
+    p.add_argument("--temperature", type=_temperature, default=0.8,
+                   help=f"0: greedy; else in [{_TEMP_MIN:g}, {_TEMP_MAX:g}] (default 0.8)")
+    p.add_argument("--top-k", type=A.int_range(1, _BIG, "--top-k"), default=None)
+    p.add_argument("--num-samples", type=A.int_range(1, 4096, "--num-samples"), default=1)
+    p.add_argument("--seed", type=A.seed("--seed"), default=0)
+    p.add_argument("--device", default="cpu", type=A.device())
     p.set_defaults(func=_generate)
 
     p = commands.add_parser(
@@ -58,8 +101,9 @@ def register(commands, bench) -> None:
         description="Trains each variant for the same number of tokens on the same batches; "
                     "prints validation bits/byte and tokens/s, saves loss curves as a PNG.")
     p.add_argument("overrides", nargs="*", metavar="TABLE.KEY=VALUE")
-    p.add_argument("--config", default="compare", help="TOML file or built-in name")
-    p.add_argument("--out", default="out/compare", help="output folder")
+    p.add_argument("--config", default="compare", type=A.config_name,
+                   help="TOML file or built-in name")
+    p.add_argument("--out", default="out/compare", type=A.out_dir("--out"), help="output folder")
     p.add_argument("--variants", help="comma-separated subset of: AM-SNet, astrocyte off, "
                    "neuron path off, non-spiking twin, Transformer")
     p.add_argument("--no-progress", action="store_true")
@@ -68,58 +112,67 @@ def register(commands, bench) -> None:
     p = commands.add_parser(
         "memory-tasks", help="MQAR and selective copy: accuracy against sequence length")
     p.add_argument("--task", default="both", choices=("mqar", "copy", "both"))
-    p.add_argument("--lengths", default="64,128,256,512,1024",
+    p.add_argument("--lengths", default=[64, 128, 256, 512, 1024],
+                   type=A.int_list(1, 1 << 16, "--lengths"),
                    help="comma-separated sequence lengths")
     p.add_argument("--models", default="AM-SNet,astrocyte off,Transformer",
                    help="comma-separated: AM-SNet, astrocyte off, Transformer, "
                         "AM-SNet plain read-out")
-    p.add_argument("--steps", type=int, default=300, help="training steps per model and length")
-    p.add_argument("--lr", type=float, default=1e-3,
+    p.add_argument("--steps", type=A.int_range(1, 10**7, "--steps"), default=300,
+                   help="training steps per model and length")
+    p.add_argument("--lr", type=A.number(0.0, 10.0, lo_open=True, name="--lr"), default=1e-3,
                    help="peak learning rate of every model (default 1e-3; docs/lm.md)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--n-layer", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="out/memory-tasks")
+    p.add_argument("--batch-size", type=A.int_range(1, 1 << 16, "--batch-size"), default=32)
+    p.add_argument("--d-model", type=A.int_range(2, 8192, "--d-model"), default=64)
+    p.add_argument("--n-layer", type=A.int_range(1, 256, "--n-layer"), default=2)
+    p.add_argument("--seed", type=A.seed("--seed"), default=0)
+    p.add_argument("--out", default="out/memory-tasks", type=A.out_dir("--out"))
     p.add_argument("--quick", action="store_true", help="tiny settings (seconds)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_memory_tasks)
 
     b = bench.add_parser(
         "generate", help="per-token generation latency and memory: AM-SNet vs KV-cache Transformer")
-    b.add_argument("--contexts", default="512,2048,8192,16384")
-    b.add_argument("--d-model", type=int, default=256)
-    b.add_argument("--n-layer", type=int, default=4)
-    b.add_argument("--n-head", type=int, default=4)
-    b.add_argument("--tokens", type=int, default=64, help="timed tokens per (model, context)")
-    b.add_argument("--repeats", type=int, default=5, help="interleaved repeats (median)")
-    b.add_argument("--checkpoint", help="an AM-SNet checkpoint to time (its trained spikes); "
+    b.add_argument("--contexts", default=[512, 2048, 8192, 16384],
+                   type=A.int_list(1, 1 << 24, "--contexts"))
+    b.add_argument("--d-model", type=A.int_range(2, 8192, "--d-model"), default=256)
+    b.add_argument("--n-layer", type=A.int_range(1, 256, "--n-layer"), default=4)
+    b.add_argument("--n-head", type=A.int_range(1, 256, "--n-head"), default=4)
+    b.add_argument("--tokens", type=A.int_range(1, 1 << 16, "--tokens"), default=64,
+                   help="timed tokens per (model, context)")
+    b.add_argument("--repeats", type=A.int_range(1, 1000, "--repeats"), default=5,
+                   help="interleaved repeats (median)")
+    b.add_argument("--checkpoint", type=A.in_file("--checkpoint"), help="an AM-SNet checkpoint to time (its trained spikes); "
                    "default: a freshly initialised model")
-    b.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--threads", type=A.int_range(1, 1024, "--threads"), default=1,
+                   help="torch threads (default 1)")
+    b.add_argument("--device", default="cpu", type=A.device())
     b.add_argument("--no-rss", action="store_true",
                    help="skip the peak-RSS measurement in fresh processes (CPU)")
     b.add_argument("--compile", action="store_true",
                    help="also time both models' decode steps under torch.compile")
+    b.add_argument("--no-check-finite", action="store_true",
+                   help="time without the NaN/Inf checks (astro_neuron.validation)")
     b.set_defaults(func=_bench_generate)
 
     b = bench.add_parser("train", help="training tokens/s: AM-SNet vs Transformer vs "
                          "astrocyte off, with MFU (--forms: chunked form vs step loop)")
-    b.add_argument("--d-models", type=int, nargs="+", default=[64, 128, 256, 512])
-    b.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096], metavar="T")
-    b.add_argument("--threads", type=int, nargs="+", default=[0, 1],
+    b.add_argument("--d-models", type=A.int_range(2, 8192, "--d-models"), nargs="+",
+                   default=[64, 128, 256, 512])
+    b.add_argument("--lengths", type=A.int_range(1, _BIG, "--lengths"), nargs="+", default=[256, 1024, 4096], metavar="T")
+    b.add_argument("--threads", type=A.int_range(0, 1024, "--threads"), nargs="+", default=[0, 1],
                    help="thread counts to run (0: torch's default)")
-    b.add_argument("--n-layer", type=int, default=2)
-    b.add_argument("--tokens", type=int, default=4096,
+    b.add_argument("--n-layer", type=A.int_range(1, 256, "--n-layer"), default=2)
+    b.add_argument("--tokens", type=A.int_range(1, 1 << 24, "--tokens"), default=4096,
                    help="tokens per batch (batch = max(1, tokens // T))")
-    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--repeats", type=A.int_range(1, 1000, "--repeats"), default=3)
     b.add_argument("--quick", action="store_true",
                    help="d_model 64 and 128, T 256 and 1024, one thread, 2 repeats")
-    b.add_argument("--peak-n", type=int, default=2048,
+    b.add_argument("--peak-n", type=A.int_range(1, 1 << 15, "--peak-n"), default=2048,
                    help="size of the square sgemm that measures the fp32 matmul peak")
     b.add_argument("--forms", action="store_true",
                    help="instead: the chunked form against the step loop (first d_model, T)")
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--device", default="cpu", type=A.device())
     b.set_defaults(func=_bench_train)
 
 
@@ -130,6 +183,7 @@ def _train(args) -> int:
     if args.device:
         over.append(f"train.device={_toml_str(args.device)}")
     run = load_run_config(args.config, over)
+    _check_run_fits(run)
     try:
         s = train(run, resume=args.resume, progress=not args.no_progress)
     except NonFiniteLoss as exc:
@@ -142,17 +196,28 @@ def _train(args) -> int:
     return 0
 
 
+def _check_run_fits(run) -> None:
+    """Refuse a training run whose estimated memory exceeds what the device has free."""
+    mc, tc = run.model, run.train
+    A.check_writable_dir(tc.out_dir, "train.out_dir")
+    dev = str(resolve_device(tc.device))
+    A.check_fits(f"training {mc.arch} (d_model {mc.d_model}, {mc.n_layer} layers, batch "
+                 f"{tc.batch_size} x block_size {mc.block_size})",
+                 _lm_bytes(mc, tc.batch_size), dev)
+
+
 def _toml_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _eval(args) -> int:
     model, ck = load_model(args.checkpoint, args.device)
+    A.check_fits(f"evaluation (batch {args.batch_size} x block_size {model.config.block_size})",
+                 _lm_bytes(model.config, args.batch_size, training=False), args.device)
     data = ck.get("run_config", {}).get("data", {"corpus": "stdlib", "path": ""})
     corpus = load_corpus(args.corpus or data["corpus"],
                          args.data_path if args.corpus or args.data_path else data["path"] or None)
     split = corpus.split(args.split)
-    optional(positive_int, "--tokens", args.tokens)
     bpb = evaluate(model, split, model.config.block_size, args.tokens or split.numel(),
                    batch_size=args.batch_size)
     print(f"{corpus.name} {args.split}: {bpb:.4f} bits per byte "
@@ -172,23 +237,14 @@ def _generate(args) -> int:
 
 def _compare(args) -> int:
     run = load_run_config(args.config, list(args.overrides))
+    _check_run_fits(run)
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     compare(run, args.out, variants, progress=not args.no_progress)
     return 0
 
 
-def _ints(text: str, name: str) -> list[int]:
-    try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
-    if not vals:
-        raise ValueError(f"{name} must be comma-separated integers, got {text!r}")
-    return [positive_int(f"each of {name}", v) for v in vals]
-
-
 def _memory_tasks(args) -> int:
-    lengths = _ints(args.lengths, "--lengths")
+    lengths = args.lengths
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     tasks = ["mqar", "copy"] if args.task == "both" else [args.task]
     run_memory_tasks(tasks, lengths, models, steps=args.steps, batch_size=args.batch_size,
@@ -199,23 +255,30 @@ def _memory_tasks(args) -> int:
 
 
 def _bench_generate(args) -> int:
-    bench_generate(_ints(args.contexts, "--contexts"), d_model=args.d_model,
-                   n_layer=args.n_layer, n_head=args.n_head, tokens=args.tokens,
-                   repeats=args.repeats, threads=args.threads, device=args.device,
-                   checkpoint=args.checkpoint, rss=not args.no_rss, compile=args.compile)
+    if args.checkpoint is None:
+        # The Transformer's KV cache at the longest context, and both models' weights.
+        L, d, n = max(args.contexts) + args.tokens + 8, args.d_model, args.n_layer
+        A.check_fits(f"bench generate (context {max(args.contexts)}, d_model {d}, {n} layers)",
+                     4.0 * (2 * n * L * d + 2 * (2 * 256 * d + 12 * n * d * d)), args.device)
+    with validation(check_finite=not args.no_check_finite):
+        bench_generate(args.contexts, d_model=args.d_model,
+                       n_layer=args.n_layer, n_head=args.n_head, tokens=args.tokens,
+                       repeats=args.repeats, threads=args.threads, device=args.device,
+                       checkpoint=args.checkpoint, rss=not args.no_rss, compile=args.compile)
     return 0
 
 
 def _bench_train(args) -> int:
     if args.quick:
         args.d_models, args.lengths, args.threads, args.repeats = [64, 128], [256, 1024], [1], 2
-    for name in ("d_models", "lengths"):
-        for v in getattr(args, name):
-            positive_int(f"--{name.replace('_', '-')}", v)
-    for v in args.threads:
-        non_negative_int("--threads", v)
-    for name in ("n_layer", "tokens", "repeats", "peak_n"):
-        positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
+    # The largest model at each length, with its batch (max(1, tokens // T)).
+    need = max(_lm_bytes(AMSNetConfig(n_layer=args.n_layer, d_model=d,
+                                      n_head=max(1, d // 64), block_size=T),
+                         max(1, args.tokens // T))
+               for d in (max(args.d_models),) for T in args.lengths)
+    A.check_fits(f"bench train (d_model {max(args.d_models)}, lengths {args.lengths}, "
+                 f"{args.tokens} tokens per batch)", need + 8.0 * args.peak_n ** 2,
+                 args.device)
     bench_train(d_models=tuple(args.d_models), lengths=tuple(args.lengths),
                 threads=tuple(args.threads), n_layer=args.n_layer, tokens=args.tokens,
                 repeats=args.repeats, device=args.device, forms=args.forms,

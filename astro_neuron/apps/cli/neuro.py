@@ -6,7 +6,8 @@ from pathlib import Path
 
 from astro_neuron.neuro import load_recording, plot_recording, record_memory_trial
 from astro_neuron.tasks import MemoryNet
-from astro_neuron.validate import int_in_range
+
+from astro_neuron.apps.cli import args as A
 
 KIND_NAMES = ("raster", "membrane", "astro", "calcium", "rates", "tokens")
 
@@ -17,24 +18,26 @@ def register(commands, bench) -> None:
                      "histograms of a recorded run file (.npz)",
         description="Writes PNGs of a run file made by astro_neuron.neuro.record(...).save() "
                     "or `astro-neuron record`. Format: docs/neuroscience.md.")
-    p.add_argument("run", help="recorded run file (.npz)")
-    p.add_argument("--out", default=None,
+    p.add_argument("run", type=A.in_file("recording"), help="recorded run file (.npz)")
+    p.add_argument("--out", default=None, type=A.out_dir("--out"),
                    help="output folder (default: <run file name>_plots next to the file)")
-    p.add_argument("--sample", type=int, default=0, help="batch element to draw (default 0)")
+    p.add_argument("--sample", type=A.nonneg_int(name="--sample"), default=0, help="batch element to draw (default 0)")
     p.add_argument("--kinds", default=None,
                    help=f"comma-separated subset of {','.join(KIND_NAMES)} "
                         "(default: all the file has data for)")
     p.add_argument("--prefix", default="", help="prefix of the PNG names")
-    p.add_argument("--dpi", type=int, default=110)
+    p.add_argument("--dpi", type=A.int_range(20, 600, "--dpi"), default=110)
     p.set_defaults(func=_plot)
 
     r = commands.add_parser(
         "record", help="record one delayed-recall trial of a trained memory network "
                        "(e.g. out/demo/memory_amsu.safetensors) into a run file")
-    r.add_argument("checkpoint", help="MemoryNet checkpoint (.safetensors)")
-    r.add_argument("--out", required=True, help="run file to write (.npz)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the trial's input")
-    r.add_argument("--label", type=int, default=None, help="cue class of the trial")
+    r.add_argument("checkpoint", type=A.in_file("checkpoint"), help="MemoryNet checkpoint (.safetensors)")
+    r.add_argument("--out", required=True, type=A.out_file("--out", suffix=".npz"),
+                   help="run file to write (.npz)")
+    r.add_argument("--seed", type=A.seed("--seed"), default=0, help="seed of the trial's input")
+    r.add_argument("--label", type=A.nonneg_int(name="--label"), default=None,
+                   help="cue class of the trial")
     r.add_argument("--plot", action="store_true", help="also write the PNGs next to it")
     r.set_defaults(func=_record)
 
@@ -48,7 +51,6 @@ def _plot(args) -> int:
         bad = [k for k in kinds if k not in KIND_NAMES]
         if bad:
             raise ValueError(f"--kinds: unknown {bad}; choose from {', '.join(KIND_NAMES)}")
-    int_in_range("--dpi", args.dpi, 20, 600)
     out = Path(args.out) if args.out else run.with_name(run.stem + "_plots")
     paths = plot_recording(rec, out, sample=args.sample, prefix=args.prefix, kinds=kinds,
                            dpi=args.dpi)

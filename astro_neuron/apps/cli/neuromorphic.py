@@ -1,5 +1,5 @@
 """Integer networks on the command line: ``quantize``, ``export``, ``simulate``,
-``bench simulate``. Lava is imported only by the engine that runs on it (neuromorphic.lava).
+``bench simulate``. Lava is imported only by the engine that runs on it (neuromorphic.engines.lava).
 
 Inputs:
 
@@ -25,73 +25,82 @@ import torch
 
 import neuromorphic as nm
 from astro_neuron.apps.bench.simulate import bench_simulate
+from astro_neuron.apps.cli import args as A
 from astro_neuron.apps.demo.lava import finetune_qat, integer_accuracy
 from astro_neuron.io import atomic_json, atomic_write
 from astro_neuron.tasks import MemoryNet, RecallTask, delayed_recall, evaluate
-from astro_neuron.validate import non_negative_int, positive_int, probability
 from neuromorphic import pad_latency
 from neuromorphic.randnet import random_spikes
+
+_BIG = 1 << 20
 
 
 def register(commands, bench) -> None:
     p = commands.add_parser(
         "quantize", help="MemoryNet checkpoint -> integer network file (.h5), PTQ or QAT")
-    p.add_argument("checkpoint", help="MemoryNet checkpoint (.safetensors), e.g. "
-                                   "out/demo/memory_amsu.safetensors")
-    p.add_argument("--out", help="output .h5 (default: the checkpoint's name with .h5)")
-    p.add_argument("--qat-steps", type=int, default=0,
+    p.add_argument("checkpoint", type=A.in_file("checkpoint"),
+                   help="MemoryNet checkpoint (.safetensors), e.g. out/demo/memory_amsu.safetensors")
+    p.add_argument("--out", type=A.out_file("--out"),
+                   help="output .h5 (default: the checkpoint's name with .h5)")
+    p.add_argument("--qat-steps", type=A.int_range(0, 10**6, "--qat-steps"), default=0,
                    help="quantization-aware fine-tuning steps before export (default 0: PTQ)")
-    p.add_argument("--calib-samples", type=int, default=64, help="calibration sequences")
-    p.add_argument("--eval-samples", type=int, default=256, help="sequences for the accuracy")
-    p.add_argument("--operand-bits", type=int, default=8, help="width of k, v, q (2..16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calib-samples", type=A.int_range(1, 1 << 16, "--calib-samples"),
+                   default=64, help="calibration sequences")
+    p.add_argument("--eval-samples", type=A.int_range(1, 1 << 16, "--eval-samples"),
+                   default=256, help="sequences for the accuracy")
+    p.add_argument("--operand-bits", type=A.int_range(2, 16, "--operand-bits"), default=8,
+                   help="width of k, v, q (2..16)")
+    p.add_argument("--seed", type=A.seed("--seed"), default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_quantize)
 
     p = commands.add_parser("export", help="write a network as NIR (float) or JSON (integers)")
-    p.add_argument("source", help="a MemoryNet checkpoint (.safetensors) for --to nir; an integer "
+    p.add_argument("source", type=A.in_file("source"), help="a MemoryNet checkpoint (.safetensors) for --to nir; an integer "
                                   "network (.h5) for --to json")
     p.add_argument("--to", choices=("nir", "json"), required=True)
-    p.add_argument("--out", help="output file (default: the source's name with .nir/.json)")
-    p.add_argument("--dt", type=float, default=1e-4,
+    p.add_argument("--out", type=A.out_file("--out"),
+                   help="output file (default: the source's name with .nir/.json)")
+    p.add_argument("--dt", type=A.number(0.0, 1e6, lo_open=True, name="--dt"), default=1e-4,
                    help="NIR time step in seconds (default 1e-4, as snnTorch/SpikingJelly read)")
     p.set_defaults(func=_export)
 
     p = commands.add_parser("simulate", help="run an integer network (.h5) on a backend")
-    p.add_argument("network", help="integer network file (.h5)")
+    p.add_argument("network", type=A.in_file("integer network file"),
+                   help="integer network file (.h5)")
     p.add_argument("--backend", choices=("reference", "lava", "torch"), default="reference")
     p.add_argument("--compare", action="store_true",
                    help="also run the other backends and report whether they agree bit for bit")
-    p.add_argument("--input", help=".npy input spikes [T, n_in] or [T, B, n_in]")
-    p.add_argument("--samples", type=int, default=4, help="sequences drawn from the stored task")
-    p.add_argument("--steps", type=int, default=200, help="steps of random input (no task)")
-    p.add_argument("--rate", type=float, default=0.1, help="spike probability of random input")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input", type=A.in_file("--input"),
+                   help=".npy input spikes [T, n_in] or [T, B, n_in]")
+    p.add_argument("--samples", type=A.int_range(1, 1 << 16, "--samples"), default=4,
+                   help="sequences drawn from the stored task")
+    p.add_argument("--steps", type=A.int_range(1, _BIG, "--steps"), default=200,
+                   help="steps of random input (no task)")
+    p.add_argument("--rate", type=A.number(0.0, 1.0, name="--rate"), default=0.1,
+                   help="spike probability of random input")
+    p.add_argument("--seed", type=A.seed("--seed"), default=0)
     p.add_argument("--no-states", action="store_true", help="record spikes only")
-    p.add_argument("--save", help="write spikes and states to this .npz")
+    p.add_argument("--save", type=A.out_file("--save"),
+                   help="write spikes and states to this .npz")
     p.set_defaults(func=_simulate)
 
     b = bench.add_parser("simulate", help="steps/s of the NumPy reference vs Lava fixed_pt")
-    b.add_argument("--neurons", type=int, default=256)
-    b.add_argument("--layers", type=int, default=2)
-    b.add_argument("--steps", type=int, default=1000)
-    b.add_argument("--astrocytes", type=int, default=8)
-    b.add_argument("--d-key", type=int, default=16)
-    b.add_argument("--inputs", type=int, default=64)
+    b.add_argument("--neurons", type=A.int_range(1, 1 << 16, "--neurons"), default=256)
+    b.add_argument("--layers", type=A.int_range(1, 64, "--layers"), default=2)
+    b.add_argument("--steps", type=A.int_range(1, _BIG, "--steps"), default=1000)
+    b.add_argument("--astrocytes", type=A.int_range(1, 1024, "--astrocytes"), default=8)
+    b.add_argument("--d-key", type=A.int_range(1, 1024, "--d-key"), default=16)
+    b.add_argument("--inputs", type=A.int_range(1, 1 << 16, "--inputs"), default=64)
     b.add_argument("--kind", choices=("amsu", "lif"), default="amsu",
                    help="layer kind: AM-SU (own Lava process) or stock Lava LIF")
-    b.add_argument("--batch", type=int, default=1,
+    b.add_argument("--batch", type=A.int_range(1, 4096, "--batch"), default=1,
                    help="sequences per run (Lava: one graph, block-diagonal synapses)")
-    b.add_argument("--repeats", type=int, default=3, help="best of N for the reference")
+    b.add_argument("--repeats", type=A.int_range(1, 1000, "--repeats"), default=3, help="best of N for the reference")
     b.add_argument("--quick", action="store_true", help="tiny settings (tests)")
     b.set_defaults(func=_bench_simulate)
 
 
 # ----------------------------------------------------------------- helpers
-
-def _positive(name: str, value: int) -> None:
-    positive_int(f"--{name}", value)
-
 
 def _load_memory_net(path: str):
     return MemoryNet.load(path, "MemoryNet checkpoint")
@@ -100,9 +109,6 @@ def _load_memory_net(path: str):
 # ----------------------------------------------------------------- quantize
 
 def _quantize(args) -> int:
-    _positive("calib-samples", args.calib_samples)
-    _positive("eval-samples", args.eval_samples)
-    non_negative_int("--qat-steps", args.qat_steps)
     net = _load_memory_net(args.checkpoint)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".h5")
     torch.set_num_threads(1)
@@ -191,19 +197,21 @@ def _inputs(args, qnet):
             raise ValueError(f"{path} is not a readable .npy array ({exc})") from None
     task = qnet.meta.get("task") if isinstance(qnet.meta, dict) else None
     if isinstance(task, dict) and task.get("name") == "delayed_recall":
-        _positive("samples", args.samples)
         fields = {k: v for k, v in task.items() if k != "name"}
         try:
             rt = RecallTask(**fields)
         except Exception as exc:
             raise ValueError(f"the task stored in the file is invalid: {exc}") from None
+        # The inputs (float32 drawn, int64 kept) and the recorded spikes and states.
+        n_out = sum(layer.n_out for layer in qnet.layers)
+        A.check_fits(f"simulate ({args.samples} sequences of {rt.T} steps x {rt.n_in} "
+                     "inputs, from the task stored in the file)",
+                     float(args.samples) * (rt.T + qnet.latency) * (12 * rt.n_in + 32 * n_out))
         x, _ = delayed_recall(rt, args.samples, torch.Generator().manual_seed(args.seed))
 
         return pad_latency(x.numpy().astype(np.int64), qnet.latency), \
             f"{args.samples} delayed-recall sequences (seed {args.seed}) + {qnet.latency} " \
             "silent steps"
-    _positive("steps", args.steps)
-    probability("--rate", args.rate)
 
     return random_spikes(args.seed, args.steps, args.samples, qnet.input_size,
                          qnet.input_levels, args.rate), \
@@ -249,12 +257,15 @@ def _simulate(args) -> int:
 # ----------------------------------------------------------------- bench
 
 def _bench_simulate(args) -> int:
-    for name in ("neurons", "layers", "steps", "astrocytes", "d_key", "inputs", "repeats",
-                 "batch"):
-        _positive(name.replace("_", "-"), getattr(args, name))
     if args.quick:
         args.neurons, args.steps, args.layers, args.inputs = 32, 50, 2, 16
         args.astrocytes, args.d_key = 2, 4
+    # int64 weights (Lava's graph: block-diagonal over the batch) and the recorded
+    # spikes and states of every step.
+    B, N, L = args.batch, args.neurons, args.layers
+    A.check_fits(f"bench simulate ({L} layers of {N} neurons, batch {B}, {args.steps} steps)",
+                 8.0 * (L * (B * N) * B * max(N, args.inputs) * 5
+                        + 4 * args.steps * B * (N * L + args.inputs)))
     res = bench_simulate(n_neurons=args.neurons, n_layers=args.layers, steps=args.steps,
                          n_astrocytes=args.astrocytes, d_key=args.d_key, n_in=args.inputs,
                          kind=args.kind, repeats=args.repeats, batch=args.batch)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 import neuromorphic as nm
+from neuromorphic import SaturationWarning
 from astro_neuron.tasks import MemoryNet, delayed_recall, evaluate, fit_recall
-from neuromorphic.quantize import SaturationWarning
 from neuromorphic.simulate import pad_latency, simulate
 
 __all__ = ["demo_stage", "integer_accuracy", "finetune_qat"]

@@ -18,7 +18,7 @@ from astro_neuron.io import atomic_json
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
 from astro_neuron.lm.tasks import TASK_MODELS, TASKS, task_accuracy, train_task
-from astro_neuron.validate import positive_number
+from astro_neuron.validate import optional, positive_int, positive_number
 
 __all__ = ["run_memory_tasks", "format_rows"]
 
@@ -48,6 +48,11 @@ def run_memory_tasks(tasks=("mqar", "copy"), lengths=(64, 128, 256, 512, 1024),
     ``quick``: tiny settings for tests.
     """
     positive_number("lr", lr)
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("d_model", d_model),
+                        ("n_layer", n_layer), ("n_head", n_head), ("n_eval", n_eval)):
+        positive_int(name, value)
+    optional(positive_int, "tokens_per_step", tokens_per_step)
+    lengths = [positive_int("length", T) for T in lengths]
     bad = [m for m in models if m not in TASK_MODELS]
     if bad:
         raise ValueError(f"unknown model(s) {bad}; choose from {list(TASK_MODELS)}")

@@ -14,7 +14,7 @@ populations hold ``B`` copies, so one compile serves the whole batch.
 
 ``fixed_pt`` runs the integer network (``Loihi2SimCfg(select_tag="fixed_pt")``, with
 Dense's and LIF's bit-accurate models); ``floating_pt`` runs the float network of a
-torch model (:class:`neuromorphic.graph.FloatNetwork`).
+torch model (:class:`neuromorphic.convert.graph.FloatNetwork`).
 
 Lava starts one OS process per Lava process with ``fork``; torch's worker threads in
 the parent can deadlock a forked child, so every run holds torch at one thread
@@ -23,16 +23,19 @@ the parent can deadlock a forked child, so every run holds torch at one thread
 
 from __future__ import annotations
 
-import contextlib
+import multiprocessing as mp
 import sys
 import time
 from typing import Optional
 
 import numpy as np
 
-from neuromorphic.network import LIFLayer, QuantizedNetwork
+from neuromorphic.engines.common import RunOutput, check_input, single_torch_thread
+from neuromorphic.engines.lava._compat import install as install_lava_compat
+from neuromorphic.spec import AMSU_FIELDS, QuantizedNetwork
+from neuromorphic.spec.fields import shape_of
 
-__all__ = ["run_lava", "single_torch_thread", "lava_available"]
+__all__ = ["run", "run_lava", "lava_available", "auto_batch"]
 
 
 _LAVA_MP = "lava.magma.runtime.message_infrastructure.multiprocessing"
@@ -47,8 +50,6 @@ def _import_lava_runtime() -> None:
     import we let an already-'fork' context pass and otherwise force 'fork', the only
     method Lava's runtime supports.
     """
-    import multiprocessing as mp
-
     if _LAVA_MP in sys.modules:
         return
     original = mp.set_start_method
@@ -61,7 +62,7 @@ def _import_lava_runtime() -> None:
         original(method, force=True)
 
     mp.set_start_method = set_start_method
-    try:
+    try:   # deferred: this function's purpose is the first import of Lava's runtime
         import lava.magma.runtime.runtime  # noqa: F401
     finally:
         mp.set_start_method = original
@@ -69,10 +70,8 @@ def _import_lava_runtime() -> None:
 
 def lava_available() -> tuple[bool, str]:
     """(True, "") when Lava imports (through the project's Python 3.11 hook)."""
-    from astro_neuron import _lava_compat
-
-    _lava_compat.install()
-    try:
+    install_lava_compat()
+    try:   # deferred: this function probes whether Lava (heavy, optional) imports
         _import_lava_runtime()
         import lava.magma.core.run_configs  # noqa: F401
     except Exception as exc:  # ImportError, or the 3.11 dataclass error without the hook
@@ -87,26 +86,13 @@ def _import_lava():
             f"the Lava backend needs lava-nc 0.10.0 (install it with scripts/install.sh): {why}")
 
 
-@contextlib.contextmanager
-def single_torch_thread():
-    """Hold torch at one intra-op thread while Lava forks its workers (if torch is loaded)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _blockdiag(w: np.ndarray, batch: int) -> np.ndarray:
     return np.kron(np.eye(batch, dtype=w.dtype), w) if batch > 1 else w
 
 
 def _sign_mode(name: str):
+    # deferred: Lava (lava-nc) is imported only when a Lava run starts: it is heavy
+    # (seconds) and optional, and its runtime fixes the multiprocessing start method
     from lava.utils.weightutils import SignMode
 
     return {"mixed": SignMode.MIXED, "excitatory": SignMode.EXCITATORY,
@@ -114,10 +100,11 @@ def _sign_mode(name: str):
 
 
 def _build_fixed(net: QuantizedNetwork, batch: int):
+    # deferred: Lava is heavy and optional (see _sign_mode)
     from lava.proc.dense.process import Dense
     from lava.proc.lif.process import LIF
 
-    from neuromorphic.lava.procs.amsu.process import AMSUNeuron
+    from neuromorphic.engines.lava.procs.amsu.process import AMSUNeuron
 
     pairs = []
     for i, layer in enumerate(net.layers):
@@ -127,36 +114,29 @@ def _build_fixed(net: QuantizedNetwork, batch: int):
                       sign_mode=_sign_mode(syn.sign_mode),
                       num_message_bits=int(syn.num_message_bits), name=f"dense{i}")
         N = layer.n_neurons
-        if isinstance(layer, LIFLayer):
+        if layer.kind == "lif":
             neu = LIF(shape=(batch * N,), du=int(layer.du), dv=int(layer.dv), vth=int(layer.vth),
                       bias_mant=np.tile(layer.bias_mant, batch).astype(np.int32),
                       bias_exp=np.tile(layer.bias_exp, batch).astype(np.int32),
                       name=f"lif{i}")
         else:
-            z = np.zeros(N, dtype=np.int32)
-            neu = AMSUNeuron(
-                batch=batch, n_neurons=N, n_astrocytes=layer.n_astrocytes, d_key=layer.d_key,
-                neuron_path=layer.neuron_path, astrocyte=layer.astrocyte, reset=layer.reset,
-                spike_levels=layer.spike_levels, operand_bits=layer.operand_bits,
-                du=z if layer.du is None else layer.du.astype(np.int32),
-                bias_mant=z if layer.bias_mant is None else layer.bias_mant.astype(np.int32),
-                bias_exp=z if layer.bias_exp is None else layer.bias_exp.astype(np.int32),
-                vth=layer.vth.astype(np.int32),
-                dH=np.zeros((layer.n_astrocytes, layer.d_key), np.int32) if layer.dH is None
-                else layer.dH.astype(np.int32),
-                gain=z if layer.gain is None else layer.gain.astype(np.int32),
-                shift_i=layer.shift_i, shift_k=layer.shift_k, shift_v=layer.shift_v,
-                shift_q=layer.shift_q, shift_kv=layer.shift_kv, shift_r=layer.shift_r,
-                shift_o=layer.shift_o, name=f"amsu{i}")
+            kw = {f.name: getattr(layer, f.name) for f in AMSU_FIELDS if f.kind != "array"}
+            for f in AMSU_FIELDS:
+                if f.kind == "array":
+                    v = getattr(layer, f.name)
+                    kw[f.name] = np.zeros(shape_of(f.shape, layer.sizes()), np.int32) \
+                        if v is None else v.astype(np.int32)
+            neu = AMSUNeuron(batch=batch, name=f"amsu{i}", **kw)
         pairs.append((dense, neu, layer))
     return pairs
 
 
 def _build_float(fnet, batch: int):
+    # deferred: Lava is heavy and optional (see _sign_mode)
     from lava.proc.dense.process import Dense
     from lava.proc.lif.process import LIF
 
-    from neuromorphic.lava.procs.amsu.process import AMSUNeuron
+    from neuromorphic.engines.lava.procs.amsu.process import AMSUNeuron
 
     pairs = []
     for i, layer in enumerate(fnet.layers):
@@ -192,16 +172,14 @@ def auto_batch(net, cap: int = 16) -> int:
 
 def run_lava(net, x: np.ndarray, record_states: bool = True, tag: str = "fixed_pt",
              max_batch: Optional[int] = None, timings: Optional[dict] = None):
-    """Run ``net`` on Lava's CPU simulator; returns a :class:`~neuromorphic.reference.RunOutput`.
+    """Run ``net`` on Lava's CPU simulator; returns a :class:`~neuromorphic.engines.RunOutput`.
 
     ``net``: a :class:`QuantizedNetwork` (``tag="fixed_pt"``) or a
-    :class:`~neuromorphic.graph.FloatNetwork` (``tag="floating_pt"``). ``x``
+    :class:`~neuromorphic.convert.graph.FloatNetwork` (``tag="floating_pt"``). ``x``
     ``[T, B, n_in]`` input spikes. Batches larger than ``max_batch`` (default
     :func:`auto_batch`) run as several graphs, one after the other. ``record_states`` adds a ``VarWire`` on every state Var.
     ``timings`` (a dict) receives ``build_s``, ``run_s`` and ``steps``.
     """
-    from neuromorphic.reference import RunOutput
-
     _import_lava()
     if tag not in ("fixed_pt", "floating_pt"):
         raise ValueError(f"tag must be 'fixed_pt' or 'floating_pt', got {tag!r}")
@@ -232,14 +210,13 @@ def _run_one(net, x: np.ndarray, record_states: bool, tag: str, timings):
     over a channel sized for the whole run. (``Var.get()``, which ``io.sink.RingBuffer``
     and ``Monitor`` need, transfers one element per message: seconds per thousand steps.)
     """
+    # deferred: Lava is heavy and optional (see _sign_mode)
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.extractor import (
         Extractor, PyLoihiExtractorModel, PyLoihiVarWireModel, VarWire,
     )
     from lava.proc.io.source import RingBuffer as Source
-
-    from neuromorphic.reference import RunOutput
 
     T, B = x.shape[:2]
     t0 = time.perf_counter()
@@ -303,3 +280,11 @@ def _cast(a: np.ndarray, fixed: bool) -> np.ndarray:
     if not np.array_equal(r, a):
         raise RuntimeError("Lava returned non-integer values from a fixed_pt run")
     return r.astype(np.int64)
+
+
+def run(net, x: np.ndarray, record_states: bool = True, max_batch: Optional[int] = None,
+        timings: Optional[dict] = None) -> RunOutput:
+    """The engine entry point: ``net`` on Lava's ``fixed_pt`` models (bit-accurate)."""
+    if not isinstance(net, QuantizedNetwork):
+        raise TypeError(f"fixed_pt runs a QuantizedNetwork, got {type(net).__name__}")
+    return run_lava(net, check_input(net, x), record_states, "fixed_pt", max_batch, timings)

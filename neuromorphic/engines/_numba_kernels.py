@@ -1,11 +1,11 @@
 """The compiled time loops of the reference's fast form (numba).
 
-:func:`neuromorphic.reference.run` splits a layer into what does not depend on the
+:func:`neuromorphic.engines.numba_fast.run` splits a layer into what does not depend on the
 layer's own state (the synaptic sums of all steps: one matrix product, done in NumPy)
 and the per-step recurrence (requantization, decay rounded toward zero, saturation,
 the astrocyte's ``k v^T`` and ``H^T q``, thresholds, resets). The recurrence is written
 here as plain loops over steps and elements, compiled by numba: each step is the same
-arithmetic as :func:`neuromorphic.reference.amsu_step` / :func:`~neuromorphic.reference.lif_step`,
+arithmetic as :func:`neuromorphic.engines.step.amsu_step` / :func:`~neuromorphic.engines.step.lif_step`,
 in the same order, on float64 values that hold integers.
 
 Why float64 and not int64: every value of the integer network stays below ``2**52``
@@ -28,7 +28,7 @@ The saturation counters add comparisons (0 or 1) rather than branch: clipping is
 and irregular in real networks, and mispredicted branches cost more than the
 arithmetic (with branches, one benchmark layer took 8.1 ms instead of 3.5 ms).
 
-The synaptic input ``buf`` may be float32: :func:`neuromorphic.reference.run` uses it
+The synaptic input ``buf`` may be float32: :func:`neuromorphic.engines.numba_fast.run` uses it
 when every sum is below ``2**24`` (float32-exact), which halves the matrix product's
 time; values are widened to float64 on load. Tests check the fast form against the
 step form bit for bit, spikes, states and saturation counts.

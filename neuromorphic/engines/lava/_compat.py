@@ -8,7 +8,7 @@ defaults to ``field(default_factory=ByteEncoder)`` in memory when (and only when
 that one module is imported. Site-packages are left untouched, the module is always
 compiled from source (no stale ``.pyc``), and on Python 3.10 the hook does nothing.
 
-``install()`` is called by ``import astro_neuron`` and ``import neuromorphic``; call
+``install()`` is called by ``import neuromorphic``; call
 it yourself before ``import lava`` if you import Lava first.
 """
 

@@ -8,9 +8,9 @@ through (STE); saturations are ``clamp`` (no gradient outside the range); spikes
 the layer's surrogate gradient on ``(y - l*theta) * 2**scale_u`` (the float units of
 the membrane), so training sees the same gradient scale as the float model.
 
-Used by :class:`neuromorphic.quantize.QATNetwork` (parameters computed from the float
+Used by :class:`neuromorphic.convert.qat.QATNetwork` (parameters computed from the float
 model on every forward) and by ``nm.simulate(..., backend="torch")`` (parameters
-from a :class:`~neuromorphic.network.QuantizedNetwork`).
+from a :class:`~neuromorphic.spec.QuantizedNetwork`).
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ import torch
 from torch import Tensor
 
 from astro_neuron.functional.surrogate import ATan
-from neuromorphic.network import (
+from neuromorphic.engines.common import RunOutput, single_torch_thread
+from neuromorphic.spec import (
     ACT_SHIFT, DECAY_UNITY, STATE_MAX, VTH_SHIFT, AMSULayer, LIFLayer, QuantizedNetwork,
 )
 
 __all__ = ["ste_round", "ste_floor", "ste_trunc", "shr", "LayerTensors", "layer_forward",
-           "network_forward", "tensors_from_layer"]
+           "network_forward", "tensors_from_layer", "run"]
 
 F64 = torch.float64
 
@@ -57,7 +58,7 @@ def ste_trunc(x: Tensor) -> Tensor:
 
 
 def shr(x: Tensor, n: int) -> Tensor:
-    """Requantizing shift (reference.shr): right by n rounding half up; n < 0: left."""
+    """Requantizing shift (engines.step.shr): right by n rounding half up; n < 0: left."""
     if n > 0:
         return ste_floor((x + float(1 << (n - 1))) / float(1 << n))
     if n < 0:
@@ -100,7 +101,7 @@ def tensors_from_layer(layer, surrogate=None) -> LayerTensors:
     t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
     syn_w = t(layer.synapse.effective_weight())
     scale = 2.0 ** layer.scale.get("u", 0)
-    if isinstance(layer, LIFLayer):
+    if layer.kind == "lif":
         bias = t(np.asarray(layer.bias_mant, np.int64) << np.asarray(layer.bias_exp, np.int64))
         return LayerTensors(layer, syn_w, bias, t(layer.du), t(layer.vth), dv=t(layer.dv),
                             surrogate=surrogate, spike_scale=scale)
@@ -235,12 +236,8 @@ def network_forward(layers: list[LayerTensors], x: Tensor, record: bool = True):
     return spikes, states
 
 
-def run_torch(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True):
+def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True) -> RunOutput:
     """``nm.simulate(backend="torch")``: the stored integers through this module."""
-    from neuromorphic.reference import RunOutput
-
-    from neuromorphic.lava.runner import single_torch_thread   # (no Lava import)
-
     xt = torch.as_tensor(np.asarray(x, dtype=np.float64))
     # many small per-step ops: one thread avoids pool contention on busy machines
     with torch.no_grad(), single_torch_thread():

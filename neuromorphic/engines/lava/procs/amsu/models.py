@@ -6,7 +6,7 @@ The fixed-point model follows the conventions of Lava's bit-accurate LIF
 strict ``>``. The operations a stock LIF does not have (the astrocyte's products,
 requantizing shifts, graded spikes) are written out below with named constants;
 docs/neuromorphic.md states each one. This file is an implementation of its own,
-not a call into ``neuromorphic.reference``: the tests compare the two.
+not a call into ``neuromorphic.engines.step``: the tests compare the two.
 """
 
 import numpy as np
@@ -18,7 +18,13 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from neuromorphic.lava.procs.amsu.process import AMSUNeuron
+from neuromorphic.engines.lava.procs.amsu.process import AMSUNeuron
+from neuromorphic.spec.fields import AMSU_FIELDS, field_map
+from neuromorphic.spec.widths import (
+    DECAY_SHIFT, MAX_LEVELS, STATE_BITS, VTH_SHIFT, message_bits,
+)
+
+_F = field_map(AMSU_FIELDS)   # widths of the parameter Vars: the schema's
 
 _RESET_NONE, _RESET_SUBTRACT, _RESET_ZERO = "none", "subtract", "zero"
 
@@ -61,25 +67,25 @@ class _AMSUBase(PyLoihiProcessModel):
 class PyAMSUModelFixed(_AMSUBase):
     """Integer AM-SU, step by step (docs/neuromorphic.md, "AM-SU step")."""
 
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=8)
-    u: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
-    H: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
-    du: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
-    dH: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
-    vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
-    bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=13)
-    bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=3)
-    gain: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=8)
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=STATE_BITS)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=message_bits(MAX_LEVELS))
+    u: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=STATE_BITS)
+    H: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=STATE_BITS)
+    du: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=_F["du"].bits)
+    dH: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=_F["dH"].bits)
+    vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=_F["vth"].bits)
+    bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=_F["bias_mant"].bits)
+    bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=_F["bias_exp"].bits)
+    gain: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=_F["gain"].bits)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
         # Widths (the same as Lava's LIF where the LIF has the quantity).
-        self.state_bits = 24
+        self.state_bits = STATE_BITS
         self.state_limit = 2 ** (self.state_bits - 1) - 1   # saturate to +-(2^23 - 1)
-        self.decay_shift = 12
+        self.decay_shift = DECAY_SHIFT
         self.decay_unity = 2 ** self.decay_shift
-        self.vth_shift = 6
+        self.vth_shift = VTH_SHIFT
         self.operand_limit = 2 ** (int(self.proc_params["operand_bits"]) - 1) - 1
         p = self.proc_params
         self.shift = {k: int(p[f"shift_{k}"]) for k in ("i", "k", "v", "q", "kv", "r", "o")}

@@ -30,8 +30,10 @@ import torch
 from torch import nn
 
 from astro_neuron.amsu import AMSU
-from astro_neuron.functional.amsu import AMSUParams, AMSUState, dynamics_step
+from astro_neuron.functional.amsu import AMSUParams, amsu_step, init_state
+from astro_neuron.functional.lif import lif_step
 from astro_neuron.lif import LIF
+from neuromorphic.engines.common import RunOutput
 
 __all__ = ["LayerRef", "extract_layers", "FloatLayer", "FloatNetwork", "float_network",
            "float_reference", "delay"]
@@ -122,6 +124,11 @@ def _check_amsu(where: str, m: AMSU) -> None:
     if not s.spiking:
         _unsupported(where, "AMSU spiking=False (the non-spiking twin) emits no spikes to "
                             "quantize")
+    norm = getattr(s, "readout_norm", "none")
+    if norm != "none":
+        _unsupported(where, f"AMSU readout_norm={norm!r} has no integer form (an RMS "
+                            "normalisation of the read-out is not integer-expressible); the "
+                            "integer export needs readout_norm='none'")
 
 
 def _lif_fits_stock(lin: nn.Linear, lif: LIF) -> bool:
@@ -268,12 +275,10 @@ def float_reference(model: nn.Module, x_seq, synaptic_delay: bool = True):
     """Run the float model in float64 the way the Lava graph runs it.
 
     With ``synaptic_delay`` every layer sees its input one step late (Lava's Dense).
-    Returns a :class:`~neuromorphic.reference.RunOutput` of float arrays with the
+    Returns a :class:`~neuromorphic.engines.RunOutput` of float arrays with the
     same state names as the Lava run (``a``: the Dense buffer, ``u``/``H`` after the
     step; for stock-LIF layers ``u`` is the input current and ``v`` the membrane).
     """
-    from neuromorphic.reference import RunOutput
-
     refs = extract_layers(model)
     x = torch.as_tensor(np.asarray(x_seq), dtype=torch.float64)
     spikes, states = [], []
@@ -283,7 +288,7 @@ def float_reference(model: nn.Module, x_seq, synaptic_delay: bool = True):
         a = delay(buf) if synaptic_delay else buf
         st = {"a": buf}
         if ref.amsu is not None:
-            s, st_more = _amsu_float_loop(ref.amsu, a)
+            s, st_more = _amsu_float_loop(ref.amsu, delay(x) if synaptic_delay else x)
         else:
             s, st_more = _lif_float_loop(ref, a)
         st.update(st_more)
@@ -293,30 +298,16 @@ def float_reference(model: nn.Module, x_seq, synaptic_delay: bool = True):
     return RunOutput(spikes, states)
 
 
-def _amsu_float_loop(m: AMSU, a: torch.Tensor):
-    """The float AM-SU step (astro_neuron.functional.dynamics_step) on projected input."""
+def _amsu_float_loop(m: AMSU, x: torch.Tensor):
+    """The float AM-SU (:func:`astro_neuron.functional.amsu.amsu_step`, the one definition)
+    step by step on the (delayed) input spikes; returns spikes and the states after each
+    step (``u`` after the reset, ``H``)."""
     spec = m.spec
-    p = AMSUParams(m.weight.detach().double(), None if m.bias is None else m.bias.detach().double(),
-                   m.beta.detach().double(), m.gamma.detach().double(),
-                   m.threshold.detach().double(), m.astro_gain.detach().double())
-    T, B = a.shape[:2]
-    chunks = dict(zip((n for n, _ in spec.parts),
-                      torch.split(a, [n for _, n in spec.parts], dim=-1)))
-    A = spec.n_astrocytes
-    I = chunks.get("I")
-    if I is not None and p.bias is not None:
-        I = I + p.bias
-    state = AMSUState(torch.zeros(B, spec.n_neurons, dtype=torch.float64),
-                      torch.zeros(B, A, spec.d_key, spec.d_value, dtype=torch.float64)
-                      if spec.astrocyte else None, 0)
+    p = AMSUParams(*(None if t is None else t.detach().double() for t in m.params()))
+    state = init_state(spec, x.shape[1], dtype=torch.float64)
     ss, us, Hs = [], [], []
-    for t in range(T):
-        k = v = q = None
-        if spec.astrocyte:
-            k = chunks["K"][t].reshape(B, A, spec.d_key)
-            v = chunks["V"][t].reshape(B, A, spec.d_value)
-            q = chunks["Q"][t].reshape(B, A, spec.d_key)
-        out, state = dynamics_step(None if I is None else I[t], k, v, q, state, p, spec)
+    for t in range(x.shape[0]):
+        out, state = amsu_step(x[t], state, p, spec)
         ss.append(out.spikes)
         us.append(state.u)
         if spec.astrocyte:
@@ -332,8 +323,6 @@ def _amsu_float_loop(m: AMSU, a: torch.Tensor):
 def _lif_float_loop(ref: LayerRef, a: torch.Tensor):
     """Linear + LIF: ``u`` = the current (``W s + b`` as Lava's LIF current with du=1
     for stock layers), membrane after reset."""
-    from astro_neuron.functional.lif import lif_step
-
     lif = ref.lif
     b = ref.linear.bias.detach().double() if ref.linear.bias is not None else 0.0
     beta, th = lif.beta.detach().double(), lif.threshold.detach().double()

@@ -1,0 +1,41 @@
+"""The widths of the integer network (docs/neuromorphic.md, "Widths"): the one source of
+these numbers for the schema, the engines, the converter and the Lava models."""
+
+from __future__ import annotations
+
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "STATE_BITS", "STATE_MAX", "DECAY_SHIFT", "DECAY_UNITY",
+    "VTH_BITS", "VTH_SHIFT", "ACT_SHIFT", "BIAS_MANT_BITS", "BIAS_EXP_BITS", "BIAS_EXP_MAX",
+    "GAIN_BITS", "WEIGHT_BITS", "WEIGHT_EXP_RANGE", "SHIFT_RANGE", "OPERAND_BITS_RANGE",
+    "MAX_LEVELS", "MAX_UNITS", "SIGN_MODES", "RESETS", "EXACT_BITS", "message_bits",
+]
+
+# the file format these widths belong to (neuromorphic.fileio); it changes only if the bytes do
+FORMAT = "astro-neuron/integer-snn"
+FORMAT_VERSION = 1
+
+STATE_BITS = 24                    # u, v, H, r, o: signed 24-bit
+STATE_MAX = 2 ** (STATE_BITS - 1) - 1
+DECAY_SHIFT = 12                   # decays are 12-bit: x * (4096 - d) >> 12, toward zero
+DECAY_UNITY = 1 << DECAY_SHIFT
+VTH_BITS = 17                      # threshold mantissa, unsigned; effective vth << 6
+VTH_SHIFT = 6
+ACT_SHIFT = 6                      # stock LIF: synaptic input << 6
+BIAS_MANT_BITS = 13                # signed; effective bias = mant << exp
+BIAS_EXP_BITS = 3
+BIAS_EXP_MAX = (1 << BIAS_EXP_BITS) - 1
+GAIN_BITS = 8                      # astrocyte gain, signed, symmetric
+WEIGHT_BITS = 8                    # Dense weight mantissas
+WEIGHT_EXP_RANGE = (-8, 7)         # Dense weight_exp (4-bit signed field)
+SHIFT_RANGE = (-24, 40)            # requantization shifts of the AM-SU
+OPERAND_BITS_RANGE = (2, 16)       # width of k, v, q before the products
+MAX_LEVELS = 255                   # graded spikes / input values: at most 8 message bits
+MAX_UNITS = 1 << 20                # neurons of a layer, inputs of a network
+SIGN_MODES = ("mixed", "excitatory", "inhibitory")
+RESETS = ("none", "subtract", "zero")
+EXACT_BITS = 52                    # every intermediate stays below 2**52 (float64-exact)
+
+
+def message_bits(levels: int) -> int:
+    """Lava ``num_message_bits`` for spikes in ``{0..levels}``: 0 means binary."""
+    return 0 if levels <= 1 else int(levels).bit_length()
