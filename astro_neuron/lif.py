@@ -9,7 +9,6 @@ from torch import Tensor, nn
 
 from astro_neuron.amsu import MODES, TauLike, _tau_tensor
 from astro_neuron.functional import lif as F_lif
-from astro_neuron.functional.finite import check_finite, checking_finite
 from astro_neuron.functional.lif import LIFSpec, lif_step
 from astro_neuron.validate import choice, positive_int, positive_number
 
@@ -77,12 +76,9 @@ class LIF(nn.Module):
         if u is None:
             u = torch.zeros_like(x_t)
         beta, thr = self.beta, self.threshold
-        s, _, u_next = lif_step(x_t, u, beta, thr, self.spec)
-        if checking_finite():
-            check_finite([("LIF decay beta", beta, False), ("LIF threshold", thr, False),
-                          ("LIF input", x_t, False), ("LIF state u (given)", u, False),
-                          ("LIF state u", u_next, False)])
-        return s, u_next
+        out = lif_step(x_t, u, beta, thr, self.spec)
+        F_lif.check_run(x_t, u, beta, thr, out, seq=False)
+        return out[0], out[2]
 
     def extra_repr(self) -> str:
         return (f"{self.spec.n_neurons}, reset={self.spec.reset!r}, dt={self.dt}, "

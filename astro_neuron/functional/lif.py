@@ -30,7 +30,7 @@ from astro_neuron.functional.scan import leaky_chunked, leaky_step
 from astro_neuron.functional.surrogate import ATan, as_surrogate
 from astro_neuron.validate import boolean, choice, positive_int
 
-__all__ = ["LIFSpec", "lif_step", "lif_loop", "lif_chunked", "decode_step", "run", "FORMS"]
+__all__ = ["LIFSpec", "lif_step", "lif_loop", "lif_chunked", "decode_step", "run", "check_run", "FORMS"]
 
 FORMS = ("auto", "chunked", "loop")
 
@@ -146,10 +146,18 @@ def run(x_seq: Tensor, u0: Optional[Tensor], beta: Tensor, threshold: Tensor, sp
         out = lif_chunked(x_seq, u0, beta, threshold, spec, chunk_size, o)
     else:
         out = lif_loop(x_seq, u0, beta, threshold, spec, o)
-    if checking_finite(check):
-        s, u, u_T = out
-        check_finite([(f"{name} decay beta", beta, False), (f"{name} threshold", threshold, False),
-                      (f"{name} input", x_seq, True), (f"{name} state u (given)", u0, False),
-                      (f"{name} membrane u", u, True), (f"{name} spikes", s, True),
-                      (f"{name} final state u", u_T, False)])
+    check_run(x_seq, u0, beta, threshold, out, check, name)
     return out
+
+
+def check_run(x, u0: Optional[Tensor], beta: Tensor, threshold: Tensor, out: tuple,
+              check: Optional[bool] = None, name: str = "LIF", seq: bool = True) -> None:
+    """The finiteness check of a LIF run (``seq=False``: one step ``[B, ..., N]``):
+    parameters, input and state in, then spikes, membrane and state out."""
+    if not checking_finite(check):
+        return
+    s, u, u_T = out
+    check_finite([(f"{name} decay beta", beta, False), (f"{name} threshold", threshold, False),
+                  (f"{name} input", x, seq), (f"{name} state u (given)", u0, False),
+                  (f"{name} membrane u", u, seq), (f"{name} spikes", s, seq),
+                  (f"{name} final state u", u_T, False)])
