@@ -25,6 +25,9 @@ PIP=("$PY" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install -c "$C" "torch==2.13.0"
 # 2. the two packages whose metadata pip cannot satisfy here.
 "${PIP[@]}" install -c "$C" --no-deps --ignore-requires-python "lava-nc==0.10.0" "spikingjelly==2.0.0"
+# NEST 3.10.0 (the engine for large tripartite networks): its manylinux wheel declares
+# cython, which it does not need to run; --no-deps keeps the install small.
+"${PIP[@]}" install -c "$C" --no-deps "nest-simulator==3.10.0"
 # 3. the project and every runtime/test dependency.
 "${PIP[@]}" install -c "$C" -e ".[dev]"
 # 4. a short check that the stack imports (Lava through the project's 3.11 hook).

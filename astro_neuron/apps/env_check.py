@@ -27,6 +27,12 @@ def check(verbose: bool = True) -> int:
         ("matplotlib", "matplotlib"),
         ("h5py", "h5py"),
         ("safetensors", "safetensors.torch"),
+        ("lm-eval", "lm_eval"),
+        ("peft", "peft"),
+        ("elephant", "elephant"),
+        ("neo", "neo"),
+        ("pynwb", "pynwb"),
+        ("nest-simulator", "nest"),
         ("astro-neuron", "astro_neuron"),
     ]
     failed = 0
