@@ -19,8 +19,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from astro_neuron.lm.chat import ChatSession, builtin_dialogues
 from astro_neuron.lm.finetune import FinetuneConfig, assistant_loss, finetune, load_finetuned
 from astro_neuron.lm.train import CKPT_NAME, LN2, load_lm_checkpoint, load_run_config, train

@@ -36,7 +36,6 @@ import ast
 import json
 import re
 import sysconfig
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -44,8 +43,10 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from astro_neuron.io import atomic_write
+from astro_neuron.lm.base import sample
 from astro_neuron.lm.data import _split_of, _stdlib_files, encode
-from astro_neuron.validate import non_negative_int, positive_int
+from astro_neuron.validate import non_negative_int, number_in_range, optional, positive_int
 
 __all__ = ["IGNORE", "USER", "ASSISTANT", "END_OF_TURN", "ROLES", "Dialogue", "check_dialogue",
            "render", "prompt_text", "encode_dialogue", "load_jsonl", "save_jsonl",
@@ -191,7 +192,6 @@ class ChatSession:
 
     def __init__(self, model, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_k: Optional[int] = None, seed: int = 0) -> None:
-        from astro_neuron.validate import number_in_range, optional
         positive_int("max_new_tokens", max_new_tokens)
         number_in_range("temperature", temperature, 0)
         optional(positive_int, "top_k", top_k)
@@ -220,7 +220,6 @@ class ChatSession:
 
     def reply(self, user: str) -> str:
         """The model's answer to one user turn (the template's blank line removed)."""
-        from astro_neuron.lm.base import sample
         if not isinstance(user, str) or not user.strip():
             raise ValueError("a user turn must be non-empty text")
         user = " ".join(user.strip().split("\n\n"))
@@ -276,7 +275,6 @@ def load_jsonl(path) -> list[Dialogue]:
 
 def save_jsonl(dialogues: Iterable[Dialogue], path) -> Path:
     """Write conversations as JSONL (the format :func:`load_jsonl` reads)."""
-    from astro_neuron.io import atomic_write
     text = "".join(json.dumps({"messages": check_dialogue(d)}, ensure_ascii=False) + "\n"
                    for d in dialogues)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

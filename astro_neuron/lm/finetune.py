@@ -32,7 +32,7 @@ from astro_neuron.lm.chat import (
     IGNORE, Dialogue, batch_for_step, builtin_dialogues, collate, load_jsonl,
 )
 from astro_neuron.lm.lora import (
-    ADAPTER_NAME, add_lora, base_digest, load_adapter, lora_modules, lora_parameters,
+    ADAPTER_NAME, add_lora, apply_adapter, base_digest, load_adapter, lora_modules, lora_parameters,
     remove_lora, save_adapter,
 )
 from astro_neuron.lm.train import (
@@ -40,7 +40,7 @@ from astro_neuron.lm.train import (
     resolve_device, save_lm_checkpoint,
 )
 from astro_neuron.validate import (
-    non_negative_int, number_in_range, optional, positive_int, positive_number,
+    non_negative_int, number_in_range, positive_int, positive_number,
 )
 
 __all__ = ["FinetuneConfig", "finetune", "assistant_loss", "load_chat_data",
@@ -297,12 +297,12 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True,
         bar.close()
     if interrupted:
         save(step)
-        print(f"interrupted ({signal.Signals(stop.signum).name}): checkpoint saved at step {step} in {ckpt_path}; continue with --resume")
+        print(f"interrupted ({signal.Signals(stop.signum).name}): checkpoint saved at step "
+              f"{step} in {ckpt_path}; continue with --resume")
         raise TrainingStopped(stop.signum)
     model.eval()
     save_adapter(adapter_path, model, {"finetune": asdict(cfg), "step": step,
-                                       "heldout_loss_before": before,
-                                       "evals": evals})
+                                       "heldout_loss_before": before, "evals": evals})
     merged_path = None
     if merged:
         base_cfg = base_ck.get("run_config")
@@ -323,7 +323,6 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True,
 def load_finetuned(checkpoint, adapter=None, device: str = "cpu", merged: bool = True):
     """The base model of ``checkpoint`` with the adapter at ``adapter`` (a file or the
     folder of a fine-tuning run) added, merged by default; returns ``(model, meta)``."""
-    from astro_neuron.lm.lora import apply_adapter
     model, _ = load_lm_checkpoint(checkpoint, device)
     meta = {}
     if adapter is not None:

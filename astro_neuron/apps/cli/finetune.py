@@ -4,10 +4,12 @@ Transformer, before and after fine-tuning) (docs/lm.md, "Dialogue fine-tuning").
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from astro_neuron.apps.cli import args as A
+from astro_neuron.apps.finetune_compare import finetune_compare
+from astro_neuron.lm.chat import ChatSession
+from astro_neuron.lm.finetune import FinetuneConfig, finetune, load_finetuned
 from astro_neuron.lm.train import LN2, NonFiniteLoss
 
 _BIG = 1 << 20
@@ -98,7 +100,6 @@ def register(commands, bench) -> None:
 
 
 def _finetune(args) -> int:
-    from astro_neuron.lm.finetune import FinetuneConfig, finetune
     A.check_writable_dir(args.out, "--out")
     cfg = FinetuneConfig(base=str(args.base), data=args.data, heldout=args.heldout,
                          out_dir=str(args.out), rank=args.rank,
@@ -122,8 +123,6 @@ def _finetune(args) -> int:
 
 
 def _chat(args) -> int:
-    from astro_neuron.lm.chat import ChatSession
-    from astro_neuron.lm.finetune import load_finetuned
     model, _ = load_finetuned(args.checkpoint, args.adapter, args.device)
     session = ChatSession(model, args.max_new_tokens, args.temperature, args.top_k, args.seed)
     interactive = sys.stdin.isatty()
@@ -146,7 +145,6 @@ def _chat(args) -> int:
 
 
 def _compare(args) -> int:
-    from astro_neuron.apps.finetune_compare import finetune_compare
     finetune_compare(args.out, base_steps=args.base_steps, steps=args.steps,
                      n_answers=args.answers, quick=args.quick, seed=args.seed,
                      progress=not args.no_progress)
