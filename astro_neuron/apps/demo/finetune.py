@@ -16,7 +16,7 @@ from astro_neuron.lm.train import LN2, load_lm_checkpoint
 
 __all__ = ["demo_stage", "DEMO_STEPS", "QUICK_STEPS"]
 
-DEMO_STEPS, QUICK_STEPS = 150, 4
+DEMO_STEPS, QUICK_STEPS = 100, 4
 
 
 def demo_stage(out_dir: Path, base_ckpt: Path, quick: bool = False, progress: bool = True,
