@@ -244,10 +244,11 @@ def load_adapter(path, what: str = "adapter") -> tuple[dict, dict[str, Tensor]]:
 def apply_adapter(model: nn.Module, path, merged: bool = True, what: str = "adapter",
                   check_base: bool = True) -> dict:
     """Add the adapters saved at ``path`` to ``model`` (checked: the same base weights,
-    targets, shapes); ``merged=True`` folds them in for decoding. Returns the metadata."""
+    unless ``check_base=False``; targets; shapes); ``merged=True`` folds them in for
+    decoding. Returns the metadata."""
     meta, tensors = load_adapter(path, what)
-    if check_base and lora_modules(model):
-        raise ValueError("the model already has LoRA adapters")
+    if lora_modules(model):
+        raise ValueError("the model already has LoRA adapters (remove_lora first)")
     digest = base_digest(model)
     if check_base and digest != meta["base_sha256"]:
         raise CheckpointError(f"{what} {path} was trained on other base weights (SHA-256 "
