@@ -28,6 +28,7 @@ when a function is called (importing them takes about 1.5 s).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from typing import Mapping, NamedTuple, Optional, Sequence
@@ -66,6 +67,14 @@ class EpochRates(NamedTuple):
     groups: list
     epochs: list
     unit: str
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Elephant 1.1.1 passes ``copy=`` to quantities 0.16, which warns on every call."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*'copy' argument in Quantity is deprecated")
+        yield
 
 
 def _pq():
@@ -202,8 +211,9 @@ def _histogram(rec: Recording, trains: list, b: float, n: int, t0: float) -> Rat
     from elephant.statistics import time_histogram
     unit = time_quantity(rec)
     t1 = t0 + n * b                         # the trains span [t0, t1) (spike_trains' window)
-    h = time_histogram(trains, bin_size=b * unit, t_start=t0 * unit, t_stop=t1 * unit,
-                       output="rate")
+    with _quiet():
+        h = time_histogram(trains, bin_size=b * unit, t_start=t0 * unit, t_stop=t1 * unit,
+                           output="rate")
     rate = _rate_values(h, rec).reshape(-1)
     return Rate(t0 + b * np.arange(n), rate, rate_unit(rec), b, len(trains))
 
@@ -333,9 +343,10 @@ def spike_count_correlation(rec: Recording, population: str, bin_width: float,
     trains = spike_trains(rec, population, sample, neurons, (t0, t1))
     if len(trains) < 2:
         raise ValueError("correlations need at least 2 neurons")
-    binned = BinnedSpikeTrain(trains, bin_size=b * unit, t_start=t0 * unit, t_stop=t1 * unit)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        binned = BinnedSpikeTrain(trains, bin_size=b * unit, t_start=t0 * unit,
+                                  t_stop=t1 * unit)
         return np.asarray(correlation_coefficient(binned), dtype=np.float64)
 
 
