@@ -269,8 +269,9 @@ def isi(rec: Recording, population: str, sample: int = 0, neurons=None) -> list[
     """Inter-spike intervals of each neuron (``elephant.statistics.isi``), in
     ``rec.time_unit``; an empty array for a neuron with fewer than two spikes."""
     from elephant.statistics import isi as _isi
-    return [np.asarray(_isi(st).magnitude, dtype=np.float64)
-            for st in spike_trains(rec, population, sample, neurons)]
+    with _quiet():
+        return [np.asarray(_isi(st).magnitude, dtype=np.float64)
+                for st in spike_trains(rec, population, sample, neurons)]
 
 
 def cv(rec: Recording, population: str, sample: int = 0, neurons=None,
@@ -430,7 +431,10 @@ def decoding_accuracy(features, labels, folds: int = 5, seed: int = 0) -> float:
     if not np.isfinite(X).all():
         raise ValueError("features contain NaN or Inf")
     folds = positive_int("folds", folds)
-    smallest = np.unique(y, return_counts=True)[1].min()
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise ValueError(f"decoding needs at least 2 classes, got {classes.tolist()}")
+    smallest = counts.min()
     if folds < 2 or smallest < folds:
         raise ValueError(f"{folds}-fold cross-validation needs >= {folds} samples of every "
                          f"class (smallest class has {smallest}) and folds >= 2")
