@@ -31,6 +31,7 @@ HEAVY = {
                   "and the command line start without it",
     "nir": "optional extra [nir]",
     "nirtorch": "optional extra [nir]",
+    "nest": "NEST 3.10: optional simulator, about 1 s to import, prints a banner",
 }
 
 # (file, imported module) pairs deferred on purpose that are not a heavy dependency.
