@@ -332,7 +332,7 @@ def epoch_bars(mean, sem=None, ax=None, groups: Optional[Sequence] = None,
     ax.set_xticklabels(epochs)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"firing rate ({unit})")
-    ax.legend(fontsize="small", ncols=min(G, 4))
+    ax.legend(fontsize="small", ncols=min(G, 2))
     if title:
         ax.set_title(title)
     return ax

@@ -170,7 +170,8 @@ def raster_psth_figure(rec: Recording, sample: int = 0, populations=None,
     shown = [n for n in ([groups] if groups else spiking) if n != "input"] or list(spiking)
     for n in shown:
         r = analysis.psth(rec, n, b)
-        plot.psth(r.times, r.rate, ax=ax2, bin_width=b, unit=r.unit,
+        color = f"C{list(spiking).index(n)}" if groups is None else "k"   # as in the raster
+        plot.psth(r.times, r.rate, ax=ax2, bin_width=b, unit=r.unit, color=color,
                   time_unit=rec.time_unit, label=n, epochs=ep if n == shown[0] else None)
     trials = f"{rec.batch_size} trials, " if rec.batch_size > 1 else ""
     tu = "steps" if rec.time_unit == "step" else rec.time_unit
