@@ -438,12 +438,13 @@ FIGURES: dict[str, tuple[str, Callable, str]] = {
 def write_gallery(out_dir, *, checkpoint=None, train_steps: int = 60,
                   only: Optional[list[str]] = None, dpi: int = 90, seed: int = 0,
                   progress: bool = True, save_recordings: bool = False,
-                  small: bool = False) -> list[Path]:
+                  small: bool = False, summary: Optional[dict] = None) -> list[Path]:
     """Run the experiments and write every figure of :data:`FIGURES` (or ``only``
     those) as PNG into ``out_dir``; return the paths. ``save_recordings`` also writes
     the recordings (``stimulus.npz``, ``memory.npz``, ``ei_on.npz``, ``ei_off.npz``).
     ``small``: fewer trials (stimulus 4, memory 48) and dt = 1 ms for the E/I network,
-    for tests; the gallery's figures are drawn without it."""
+    for tests; the gallery's figures are drawn without it. ``summary``: a dict that
+    receives the experiments' key numbers (rates per epoch, accuracies)."""
     out_dir = Path(out_dir)
     names = list(FIGURES) if only is None else list(only)
     bad = [n for n in names if n not in FIGURES]
@@ -463,6 +464,8 @@ def write_gallery(out_dir, *, checkpoint=None, train_steps: int = 60,
         recs["memory"], _ = memory_experiment(checkpoint, train_steps, seed=seed,
                                               n_trials=48 if small else 96)
         bar.update()
+    if summary is not None:
+        summary.update(_summary(recs))
     if save_recordings:
         for k, r in recs.items():
             if k == "ei":
@@ -479,3 +482,34 @@ def write_gallery(out_dir, *, checkpoint=None, train_steps: int = 60,
         bar.update()
     bar.close()
     return paths
+
+
+def _summary(recs: dict) -> dict:
+    """Key numbers of the experiments (printed by ``astro-neuron figures``)."""
+    out = {}
+    if "ei" in recs:
+        for cond in ("on", "off"):
+            er = analysis.epoch_rates(recs["ei"][cond], "E", groups=[0] * recs["ei"][cond][
+                "E"]["spikes"].shape[2])
+            out[f"ei: E rate (Hz) per epoch, astrocytes {cond}"] = dict(
+                zip(er.epochs, np.round(er.mean[0], 2).tolist()))
+    if "stimulus" in recs:
+        r = recs["stimulus"]
+        er = analysis.epoch_rates(r, "population", groups=[0] * r["population"]["spikes"].shape[2])
+        out["stimulus: population rate (Hz) per epoch"] = dict(
+            zip(er.epochs, np.round(er.mean[0], 2).tolist()))
+        cvs = np.concatenate([analysis.cv(r, "population", s) for s in range(r.batch_size)])
+        out["stimulus: median CV of ISIs"] = round(float(np.nanmedian(cvs)), 3)
+    if "memory" in recs:
+        r = recs["memory"]
+        out["memory: recall accuracy of the trained read-out (512 trials)"] = round(
+            r.info["accuracy"], 3)
+        labels = np.asarray(r.info["labels"])
+        row = _delay_end_row(r)
+        a = int(r.info["epochs"]["delay"][1] / r.dt)
+        out["memory: decoding accuracy at the end of the delay, spikes (last 20 steps)"] = round(
+            analysis.decoding_accuracy(r["amsu"]["spikes"][a - 20:a].sum(0), labels), 3)
+        out["memory: decoding accuracy at the end of the delay, astrocyte state H"] = round(
+            analysis.decoding_accuracy(r["amsu"]["H"][row].reshape(len(labels), -1), labels), 3)
+        out["memory: chance"] = round(1.0 / r.info["task"]["n_classes"], 3)
+    return out

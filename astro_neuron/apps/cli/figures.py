@@ -53,11 +53,14 @@ def _figures(args) -> int:
     if args.only:
         only = [k.strip() for k in args.only.split(",") if k.strip()]
     t0 = time.perf_counter()
+    summary: dict = {}
     paths = write_gallery(args.out, checkpoint=args.checkpoint, train_steps=args.train_steps,
                           only=only, dpi=args.dpi, seed=args.seed,
-                          save_recordings=args.save_recordings)
+                          save_recordings=args.save_recordings, summary=summary)
     for path in paths:
         print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+    for key, value in summary.items():
+        print(f"{key}: {value}")
     print(f"{len(paths)} figures in {time.perf_counter() - t0:.0f} s")
     return 0
 
