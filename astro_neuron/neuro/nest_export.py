@@ -85,6 +85,15 @@ def network_spec(net: Network, run: Optional[NetworkRun] = None) -> dict:
     """Everything NEST needs, as plain arrays: the content of ``net.npz``."""
     check_exportable(net)
     spec: dict = {"dt": net.dt, "groups": [], "projections": [], "astro": []}
+
+    def replay(name, trains):
+        for j, tr in enumerate(trains):
+            if len(tr) and tr[0] < 2 * net.dt - 1e-9:
+                raise ValueError(f"source {name!r} fibre {j} spikes at {tr[0]} ms: NEST replays "
+                                 f"spikes through parrot neurons one step late, so spikes before "
+                                 f"2 dt = {2 * net.dt} ms cannot be exported")
+            arrays[f"spikes/{name}/{j}"] = tr
+
     arrays: dict = {}
     for g in net.groups.values():
         if isinstance(g, NeuronGroup):
@@ -96,14 +105,11 @@ def network_spec(net: Network, run: Optional[NetworkRun] = None) -> dict:
         else:
             entry = {"name": g.name, "n": g.n, "type": "source"}
             if run is not None and g.name in run.spikes:
-                times = run.spike_times(g.name)
                 entry["replay"] = True
-                for j, tr in enumerate(times):
-                    arrays[f"spikes/{g.name}/{j}"] = tr
+                replay(g.name, run.spike_times(g.name))
             elif g.spike_times is not None:
                 entry["replay"] = True
-                for j, tr in enumerate(g.spike_times):
-                    arrays[f"spikes/{g.name}/{j}"] = tr
+                replay(g.name, g.spike_times)
             else:
                 entry.update(replay=False, rate=g.rate_hz.tolist(), start=g.window[0],
                              stop=g.window[1])
@@ -171,7 +177,7 @@ def _build(nest, spec: dict, arrays: dict, record_V: bool):
         tgt = np.asarray(nodes[p["post"]].tolist())[post]
         syn = {"weight": w, "delay": np.full(w.size, p["delay"])}
         if "tsodyks" in p:
-            syn.update(synapse_model="tsodyks2_synapse", u=0.0, x=1.0, **p["tsodyks"])
+            syn.update(synapse_model="tsodyks2_synapse", u=p["tsodyks"]["U"], x=1.0, **p["tsodyks"])
         nest.Connect(src, tgt, "one_to_one", syn)
     for a in spec["astro"]:
         astro_ids = np.asarray(nodes[a["name"]].tolist())

@@ -45,7 +45,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from astro_neuron.functional.li_rinzel import CA, H_GATE, IP3, LiRinzel, li_rinzel_advance
-from astro_neuron.neuro.synapses import Gliotransmission, TsodyksMarkram
+from astro_neuron.neuro.synapses import Gliotransmission, TsodyksMarkram, tm_release
 from astro_neuron.neuro.territories import Territories
 from astro_neuron.validate import choice, positive_int, positive_number, probability
 
@@ -229,7 +229,7 @@ class LiRinzelAstrocyte:
         import torch
         p = replace(self.cell, dt=dt)
         y = torch.from_numpy(st["y"])[None]                         # [1, 3, A]
-        d = torch.as_tensor(np.broadcast_to(np.asarray(drive, np.float64), st["y"].shape[1:]))
+        d = torch.as_tensor(np.broadcast_to(np.asarray(drive, np.float64), st["y"].shape[1:]).copy())
         with torch.no_grad():
             y = li_rinzel_advance(y, d[None].clone(), p)
         st["y"] = y[0].numpy()
@@ -543,7 +543,8 @@ class Network:
         """``{pre group: [A, n_pre]}`` weight with which each astrocyte senses each
         fibre: ``sense_weight`` where the fibre has an excitatory synapse onto a neuron
         of the astrocyte's territory (and, with ``territories.inputs``, is one of its
-        fibres); with ``sense="pre+post"`` also ``{target: territory mask}``."""
+        fibres); with ``sense="pre+post"`` the contacted neurons' spikes add
+        ``sense_weight`` more (``{target: ...}``)."""
         terr = g.territories.neurons.numpy()                          # [A, N]
         out: dict = {}
         for pr in self.projections:
@@ -554,7 +555,9 @@ class Network:
                 s &= g.territories.inputs.numpy()
             out[pr.pre] = np.maximum(out.get(pr.pre, 0.0), s * g.sense_weight)
         if g.sense == "pre+post":
-            out[g.target] = np.maximum(out.get(g.target, 0.0), terr * g.sense_weight)
+            # the contacted neurons' own spikes, sensed at their post-synaptic side (in
+            # addition to their pre-synaptic terminals, if these are in the territory)
+            out[g.target] = out.get(g.target, 0.0) + terr * g.sense_weight
         return out
 
     def _delay_steps(self, d: float) -> int:
@@ -865,18 +868,15 @@ def _simulate(net: Network, duration_ms: float, record_V: bool, astro_on: bool,
             if p.synapse is not None:
                 q = tm[i]
                 h = (n + 1) * dt - q["last"][cols]
-                ef, ed = p.synapse.decays(h)
                 U = p.synapse.U
                 if astro_on and p.post in glio_of:
                     gam = sum(ast[k]["mean"].T @ ast[k]["gamma"] for k in glio_of[p.post])
                     gam = gam / len(glio_of[p.post])
                     U = net.astro[glio_of[p.post][0]].glio.u_eff(p.synapse.U, gam)[:, None]
-                u0, x0 = q["u"][:, cols], q["x"][:, cols]
-                x1 = 1.0 + (x0 - x0 * u0 - 1.0) * ed[None]
-                u1 = U + u0 * (1.0 - U) * ef[None]
+                u1, x1, r = tm_release(q["u"][:, cols], q["x"][:, cols], h[None], U, p.synapse)
                 q["u"][:, cols], q["x"][:, cols] = u1, x1
                 q["last"][cols] = (n + 1) * dt
-                W = W * (u1 * x1)
+                W = W * r
             tslot = (n + net._delay_steps(p.delay)) % L
             inp = W.sum(1)
             key = "ex" if groups[p.pre].kind == "excitatory" else "in"

@@ -12,8 +12,9 @@ pre-synaptic spike, ``h`` ms after the previous one::
     r_n = u_n x_n          (the fraction released: the spike's efficacy)
 
 and the post-synaptic neuron receives ``weight * r_n``. With ``u = 0, x = 1`` before
-the first spike, the first spike releases ``U``. This is NEST's ``tsodyks2_synapse``
-with ``u = 0`` (the export sets it so).
+the first spike, the first spike releases ``U``. NEST 3.10's ``tsodyks2_synapse``
+started with ``u = U, x = 1`` sends the same efficacies (checked with NEST's
+``weight_recorder``: equal to the last digit; the export sets ``u = U``).
 
 **Gliotransmitter modulation** (De Pitta et al. 2011; the Brian2 examples of Stimberg
 et al. 2019): pre-synaptic receptors bound by gliotransmitter, a fraction
@@ -34,7 +35,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-__all__ = ["TsodyksMarkram", "Gliotransmission", "tm_events", "tm_events_ode"]
+__all__ = ["TsodyksMarkram", "Gliotransmission", "tm_release", "tm_events", "tm_events_ode"]
 
 
 def _check_fields(obj, positive=(), non_negative=(), unit=()) -> None:
@@ -104,6 +105,17 @@ class Gliotransmission:
     def u_eff(self, U: float, gamma):
         """Resting release probability with receptor occupancy ``gamma``."""
         return (1.0 - gamma) * U + self.alpha * gamma
+
+
+def tm_release(u, x, h_ms, U, p: TsodyksMarkram):
+    """One pre-synaptic spike on synapses with state ``(u, x)`` (the values after the
+    previous spike's update), ``h_ms`` after that spike, resting release probability
+    ``U`` (a number or per synapse): returns ``(u_new, x_new, r)``. Vectorised form of
+    the event equations (the network uses it; tested against :func:`tm_events`)."""
+    ef, ed = p.decays(h_ms)
+    x_new = 1.0 + (x - x * u - 1.0) * ed
+    u_new = U + u * (1.0 - U) * ef
+    return u_new, x_new, u_new * x_new
 
 
 def tm_events(spike_times_ms, p: TsodyksMarkram, U_eff=None) -> np.ndarray:
