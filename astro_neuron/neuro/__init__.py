@@ -6,8 +6,11 @@
 * :mod:`.inputs`       Poisson spike trains and injected currents in Hz / ms
 * :mod:`.recording`    record spikes, membranes and astrocyte states; save / load run files
 * :mod:`.figures`      write the plots of a recording (and of the demo's memory network)
+* :mod:`.analysis`     PSTH, ISI / CV, Fano, correlations, epoch rates (Elephant / Neo)
+* :mod:`.export`       a recording as a ``neo.Block`` or an NWB file (pynwb), and back
+* :mod:`.gallery`      the paper figures of docs/gallery.md (``astro-neuron figures``)
 
-Nothing here imports matplotlib or SpikingJelly at import time.
+Nothing here imports matplotlib, SpikingJelly, Elephant, Neo or pynwb at import time.
 """
 
 from astro_neuron.neuro.figures import demo_plots, plot_recording, record_memory_trial
