@@ -31,6 +31,11 @@ HEAVY = {
                   "and the command line start without it",
     "nir": "optional extra [nir]",
     "nirtorch": "optional extra [nir]",
+    "elephant": "imports scikit-learn and scipy.stats (seconds); only neuro.analysis uses it",
+    "neo": "with quantities, only neuro.analysis / neuro.export build spike trains",
+    "quantities": "only neuro.analysis / neuro.export need physical units",
+    "pynwb": "seconds to import; only the NWB export uses it",
+    "sklearn": "seconds to import; only neuro.analysis.decoding_accuracy uses it",
 }
 
 # (file, imported module) pairs deferred on purpose that are not a heavy dependency.

@@ -30,6 +30,7 @@ from typing import Optional
 import numpy as np
 
 from astro_neuron.io import atomic_write
+from astro_neuron.neuro.analysis import spike_times, spike_trains, time_quantity
 from astro_neuron.neuro.recording import FORMAT, TRACE_FIELDS, Recording
 from astro_neuron.validate import positive_number
 
@@ -56,10 +57,9 @@ def _check(rec) -> Recording:
 
 def to_neo(rec: Recording, name: str = "astro-neuron recording"):
     """The recording as a ``neo.Block`` (see the module docstring)."""
-    import neo
+    import neo  # deferred: Neo and quantities load only for an export
     import quantities as pq
 
-    from astro_neuron.neuro.analysis import spike_trains, time_quantity
     rec = _check(rec)
     tq = time_quantity(rec)
     units = {"threshold": pq.dimensionless, "uM": pq.uM, "a.u.": pq.dimensionless}
@@ -134,7 +134,7 @@ def save_nwb(rec: Recording, path, *, step_s: Optional[float] = None,
     The astro-neuron metadata (``dt``, ``attrs``, ``info``) is kept as JSON in the
     file's ``notes`` so that :func:`load_nwb` restores the recording exactly.
     """
-    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries  # deferred: pynwb takes seconds to import
     rec = _check(rec)
     path = Path(path)
     if path.suffix != ".nwb":
@@ -164,7 +164,6 @@ def save_nwb(rec: Recording, path, *, step_s: Optional[float] = None,
     if spiking:
         nwb.add_unit_column("population", "population (layer) of the neuron")
         nwb.add_unit_column("neuron", "index of the neuron in its population")
-    from astro_neuron.neuro.analysis import spike_times
     for p in spiking:
         ids = rec.neuron_ids(p)
         per_sample = [spike_times(rec, p, s) for s in range(rec.batch_size)]
@@ -201,7 +200,7 @@ def save_nwb(rec: Recording, path, *, step_s: Optional[float] = None,
 def load_nwb(path) -> Recording:
     """Read an NWB file written by :func:`save_nwb` back into a :class:`Recording`
     (spikes rebuilt from the ``Units`` table, traces from the ``TimeSeries``)."""
-    from pynwb import NWBHDF5IO
+    from pynwb import NWBHDF5IO  # deferred: pynwb takes seconds to import
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"NWB file not found: {path}")

@@ -16,8 +16,10 @@ import torch
 
 from astro_neuron import plot
 from astro_neuron.io import atomic_write
+from astro_neuron.neuro import analysis
 from astro_neuron.neuro.recording import Recording, record
 from astro_neuron.tasks import MemoryNet, delayed_recall
+from astro_neuron.validate import positive_int
 
 __all__ = ["KINDS", "plot_recording", "record_memory_trial", "record_memory_trials",
            "demo_plots", "psth_bin", "u_unit"]
@@ -61,8 +63,7 @@ def u_unit(rec: Recording, population: str) -> str:
 
 
 def _epochs(rec: Recording) -> dict:
-    from astro_neuron.neuro.analysis import epochs
-    ep = epochs(rec)
+    ep = analysis.epochs(rec)
     return {} if list(ep) == ["run"] else ep
 
 
@@ -152,7 +153,6 @@ def raster_psth_figure(rec: Recording, sample: int = 0, populations=None,
     batch samples, in bins of ``bin_width`` (default :func:`psth_bin`). ``groups``:
     the name of one population whose neurons are coloured by astrocyte territory.
     Returns ``(Figure, [raster Axes, PSTH Axes])``."""
-    from astro_neuron.neuro import analysis
     spiking = populations or _with(rec, "spikes")
     ep = _epochs(rec)
     fig, (ax, ax2) = _figure(2, row_height=1.6, ratios=[2.2, 1], sharex=True)
@@ -214,7 +214,6 @@ def record_memory_trials(net, n_trials: int, seed: int = 0, astro: str = "summar
     """Record ``n_trials`` delayed-recall trials of ``net`` as one batch: ``info``
     holds each trial's cue class (``labels``), the network's answers
     (``predictions``), the epochs cue / delay / recall and the task."""
-    from astro_neuron.validate import positive_int
     n_trials = positive_int("n_trials", n_trials)
     task = net.task
     g = torch.Generator().manual_seed(seed)

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from astro_neuron import plot
 from astro_neuron.io import atomic_write
 from astro_neuron.neuro import analysis
+from astro_neuron.neuro.circuits import ei_network
 from astro_neuron.neuro.figures import (
     _epochs, _figure, psth_bin, raster_psth_figure, record_memory_trials, u_unit,
 )
@@ -113,7 +114,6 @@ def ei_experiment(astro: str = "li_rinzel", dt: float = 0.5, seed: int = 0) -> d
     silenced (same seed, so the same connections and input). Returns ``{"on": rec,
     "off": rec, "run_on": NetworkRun, "net": Network}``; the recordings carry each E
     neuron's threshold (mV) and territory."""
-    from astro_neuron.neuro.circuits import ei_network
     out = {}
     for cond, on in (("on", True), ("off", False)):
         net = ei_network(astro, dt=dt, seed=seed)
@@ -327,7 +327,7 @@ def fig_statistics(rec: Recording):
     ax.legend(fontsize="small")
     c = analysis.spike_count_correlation(rec, pop, 20.0)
     ax = axes[1, 1]
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # deferred: only drawing needs matplotlib
     im = ax.imshow(np.where(np.eye(len(c), dtype=bool), np.nan, c), vmin=-1, vmax=1,
                    cmap=colormaps["RdBu_r"].with_extremes(bad="0.6"), interpolation="nearest")
     fig.colorbar(im, ax=ax, label="Pearson r of counts (20 ms bins)")
