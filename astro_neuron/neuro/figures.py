@@ -62,6 +62,15 @@ def u_unit(rec: Recording, population: str) -> str:
     return rec.attrs.get(population, {}).get("u_unit") or "x threshold"
 
 
+def _most_active(spikes, n: int, k: int = 5) -> list[int]:
+    """The ``k`` columns with the most spikes (in index order); the first ``k`` when
+    there are no spikes."""
+    if spikes is None:
+        return list(range(min(n, k)))
+    counts = (spikes != 0).sum(0)
+    return sorted(int(j) for j in counts.argsort(kind="stable")[::-1][:k])
+
+
 def _epochs(rec: Recording) -> dict:
     ep = analysis.epochs(rec)
     return {} if list(ep) == ["run"] else ep
@@ -115,13 +124,17 @@ def plot_recording(rec: Recording, out_dir, sample: int = 0, prefix: str = "",
             fig, axes = _figure(len(with_u))
             for ax, n in zip(axes, with_u):
                 o = rec.get(n, "o", sample)
+                s = rec.get(n, "spikes", sample)
                 plot.membrane(rec.get(n, "u", sample), ax=ax, dt=dt, time_unit=unit,
-                              threshold=rec.thresholds(n), o=o, every=rec.every,
-                              spikes=rec.get(n, "spikes", sample), names=rec.neuron_ids(n),
-                              unit=u_unit(rec, n),
-                              title=f"{n}: membrane {'u + astrocyte drive o' if o is not None else 'u'}"
-                                    " against each neuron's threshold (dashed)")
-                plot.mark_events(ax, events)
+                              threshold=rec.thresholds(n), o=o, every=rec.every, spikes=s,
+                              names=rec.neuron_ids(n), unit=u_unit(rec, n),
+                              neurons=_most_active(s, rec.get(n, "u", sample).shape[1]),
+                              title=f"{n}: {'u + o' if o is not None else 'u'} of the most "
+                                    "active neurons vs each one's threshold (dashed)")
+                if _epochs(rec):
+                    plot.shade_epochs(ax, _epochs(rec))
+                else:
+                    plot.mark_events(ax, events)
         elif k in ("astro", "calcium"):
             fig, axes = _figure(len(with_astro))
             for ax, n in zip(axes, with_astro):
@@ -166,7 +179,7 @@ def raster_psth_figure(rec: Recording, sample: int = 0, populations=None,
     if not ep:
         plot.mark_events(ax, rec.info.get("events") or {})
     ax.set_xlabel("")
-    b = bin_width or psth_bin(rec)
+    b = bin_width or psth_bin(rec, 60 if rec.batch_size > 1 else 30)
     shown = [n for n in ([groups] if groups else spiking) if n != "input"] or list(spiking)
     for n in shown:
         r = analysis.psth(rec, n, b)
