@@ -144,18 +144,31 @@ class LinearAstrocyte:
     The state ``c`` (the "calcium-like" trace) is in units of sensed spike weight: a
     sensed spike of weight 1 adds 1, which then decays with ``tau`` ms.
 
-    SIC (pA, before the contact's weight): ``SIC_scale * max(c - SIC_th, 0)``."""
+    SIC (pA, before the contact's weight): ``min(SIC_scale * max(c - SIC_th, 0),
+    SIC_max)``. The state has no ceiling; ``SIC_max`` (default none) caps the current
+    the way the Li-Rinzel SIC is capped by bounded calcium and its logarithm, which
+    keeps a recurrent network whose astrocytes sense its own excitatory synapses from
+    running away (docs/neuroscience.md, "Which astrocyte")."""
 
     tau: float = 2000.0       # ms
     SIC_th: float = 1.0       # sensed spike weight
     SIC_scale: float = 1.0    # pA per unit of c above SIC_th
+    SIC_max: float = math.inf  # pA, ceiling of the SIC
 
     name = "linear"
     signal = "c"
     signal_unit = "sensed spike weight"
 
     def __post_init__(self) -> None:
-        _check_numbers(self, positive=("tau",), non_negative=("SIC_th", "SIC_scale"))
+        v = self.SIC_max
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
+            raise ValueError(f"LinearAstrocyte.SIC_max must be >= 0 (inf: none), got {v!r}")
+        for k in ("tau", "SIC_th", "SIC_scale"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or v < 0 or (k == "tau" and v == 0):
+                raise ValueError(f"LinearAstrocyte.{k} must be a finite number "
+                                 f"{'> 0' if k == 'tau' else '>= 0'}, got {v!r}")
 
     def init(self, A: int) -> dict:
         return {"c": np.zeros(A)}
@@ -167,7 +180,7 @@ class LinearAstrocyte:
         return st["c"]
 
     def sic(self, st: dict) -> np.ndarray:
-        return self.SIC_scale * np.maximum(st["c"] - self.SIC_th, 0.0)
+        return np.minimum(self.SIC_scale * np.maximum(st["c"] - self.SIC_th, 0.0), self.SIC_max)
 
 
 @dataclass(frozen=True)
@@ -607,6 +620,7 @@ class NetworkRun:
     I_sic: dict
     astro: dict
     kinds: dict
+    thresholds: dict = field(default_factory=dict)   # neuron group -> V_th (mV)
 
     def times(self) -> np.ndarray:
         """Time (ms) at the end of each step ``[T]``: the stamps NEST gives."""
@@ -628,8 +642,10 @@ class NetworkRun:
 
     def to_recording(self, info: Optional[dict] = None):
         """A :class:`~astro_neuron.neuro.Recording` (batch of one): per neuron group
-        ``spikes`` and ``u`` (the membrane potential, mV, attrs ``u_unit``), per
-        astrocyte group ``astro`` (its calcium signal), sources as ``spikes``."""
+        ``spikes`` and ``u`` (the membrane potential, mV, attrs ``u_unit`` and
+        ``threshold``: V_th, or V_peak for AdEx), per astrocyte group ``astro`` (its
+        calcium signal), sources as ``spikes``. A Recording puts step ``n`` at time
+        ``n dt`` (the start of the step), the run at ``(n+1) dt`` (its end)."""
         from astro_neuron.neuro.recording import Recording
         pops, attrs = {}, {}
         for name, s in self.spikes.items():
@@ -638,6 +654,8 @@ class NetworkRun:
             if name in self.V:
                 pops[name]["u"] = self.V[name][:, None].astype(np.float32)
                 attrs[name]["u_unit"] = "mV"
+                if name in self.thresholds:
+                    attrs[name]["threshold"] = float(self.thresholds[name])
         for name, d in self.astro.items():
             key = "Ca" if "Ca" in d else "c"
             pops[name] = {"astro": d[key][:, None].astype(np.float32)}
@@ -892,4 +910,5 @@ def _simulate(net: Network, duration_ms: float, record_V: bool, astro_on: bool,
                 abuf[k][(n + s["d"]) % L] += drive
 
     kinds = {k: g.kind for k, g in groups.items()}
-    return NetworkRun(dt, T, spikes, V_rec, S_rec, A_rec, kinds)
+    thr = {k: g.params.V_th if g.model == "lif" else g.params.V_peak for k, g in neurons.items()}
+    return NetworkRun(dt, T, spikes, V_rec, S_rec, A_rec, kinds, thr)
