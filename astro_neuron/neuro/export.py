@@ -40,12 +40,15 @@ _NOTES_PREFIX = "astro-neuron recording metadata (JSON): "
 
 
 def trace_unit(rec: Recording, population: str, field: str) -> str:
-    """Unit of a trace field: ``"threshold"`` (u, o: multiples of the neuron's
-    threshold), ``"uM"`` (Li-Rinzel calcium) or ``"a.u."``."""
+    """Unit of a trace field: ``attrs["u_unit"]`` (e.g. ``"mV"``) or ``"threshold"``
+    for ``u`` and ``o`` (multiples of the neuron's threshold); ``"uM"`` for a calcium
+    astrocyte (Li-Rinzel, or an ``astro_label`` in µM); else ``"a.u."``."""
+    at = rec.attrs.get(population, {})
     if field in ("u", "o"):
-        return "threshold"
-    if field in ("astro", "H") and rec.attrs.get(population, {}).get("astro_model") == "li_rinzel":
-        return "uM" if field == "astro" else "a.u."
+        return at.get("u_unit") or "threshold"
+    if field == "astro" and (at.get("astro_model") == "li_rinzel"
+                             or "µM" in str(at.get("astro_label", ""))):
+        return "uM"
     return "a.u."
 
 
@@ -62,7 +65,8 @@ def to_neo(rec: Recording, name: str = "astro-neuron recording"):
 
     rec = _check(rec)
     tq = time_quantity(rec)
-    units = {"threshold": pq.dimensionless, "uM": pq.uM, "a.u.": pq.dimensionless}
+    units = {"threshold": pq.dimensionless, "uM": pq.uM, "a.u.": pq.dimensionless,
+             "mV": pq.mV}
     block = neo.Block(name=name, dt=rec.dt, time_unit=rec.time_unit, every=rec.every,
                       n_steps=rec.T, info=json.dumps(rec.info))
     groups = {p: neo.Group(name=p, **{k: v for k, v in _plain(rec.attrs.get(p, {})).items()})
@@ -84,7 +88,7 @@ def to_neo(rec: Recording, name: str = "astro-neuron recording"):
                     continue
                 a = arrs[f][:, s]
                 sig = neo.AnalogSignal(a.reshape(a.shape[0], -1),
-                                       units=units[trace_unit(rec, p, f)],
+                                       units=units.get(trace_unit(rec, p, f), pq.dimensionless),
                                        sampling_period=rec.dt * rec.every * tq,
                                        t_start=0 * tq, name=f"{p}_{f}", population=p,
                                        field=f, unit_name=trace_unit(rec, p, f),
