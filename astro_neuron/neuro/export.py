@@ -13,9 +13,10 @@
   recording in steps needs ``step_s`` (the duration of one step in seconds).
   Written atomically. :func:`load_nwb` reads such a file back into a ``Recording``.
 
-Units: the membrane ``u`` and drive ``o`` are in units of the neuron's threshold
-(dimensionless, NWB unit ``"threshold"``); the astrocyte summary is in µM for the
-Li-Rinzel model (mean Ca2+) and arbitrary units (``|H|``) for the linear model.
+Units (:func:`trace_unit`): the AM-SU's membrane ``u`` and drive ``o`` are in units of
+the neuron's threshold (dimensionless, NWB unit ``"threshold"``), a network's membrane
+in its ``attrs["u_unit"]`` (mV); the astrocyte summary is in µM for calcium (Li-Rinzel)
+and arbitrary units otherwise (``|H|`` of the linear model).
 """
 
 from __future__ import annotations
