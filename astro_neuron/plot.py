@@ -227,7 +227,7 @@ def membrane(u, ax=None, dt: float = 1.0, neurons: Optional[Sequence[int]] = Non
     ax.set_xlabel(_time_label(dt, time_unit))
     ax.set_ylabel(f"u + o ({unit})" if o is not None else f"membrane u ({unit})")
     if idx:
-        ax.legend(loc="upper right", fontsize="small")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     if title:
         ax.set_title(title)
     return ax
@@ -332,7 +332,7 @@ def epoch_bars(mean, sem=None, ax=None, groups: Optional[Sequence] = None,
     ax.set_xticklabels(epochs)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"firing rate ({unit})")
-    ax.legend(fontsize="small", ncols=min(G, 4))
+    ax.legend(fontsize="small", ncols=min(G, 2))
     if title:
         ax.set_title(title)
     return ax

@@ -32,6 +32,11 @@ HEAVY = {
     "nir": "optional extra [nir]",
     "nirtorch": "optional extra [nir]",
     "nest": "NEST 3.10: optional simulator, about 1 s to import, prints a banner",
+    "elephant": "imports scikit-learn and scipy.stats (seconds); only neuro.analysis uses it",
+    "neo": "with quantities, only neuro.analysis / neuro.export build spike trains",
+    "quantities": "only neuro.analysis / neuro.export need physical units",
+    "pynwb": "seconds to import; only the NWB export uses it",
+    "sklearn": "seconds to import; only neuro.analysis.decoding_accuracy uses it",
 }
 
 # (file, imported module) pairs deferred on purpose that are not a heavy dependency.

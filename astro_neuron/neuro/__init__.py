@@ -10,8 +10,11 @@
                        delays, Tsodyks-Markram synapses, linear and Li-Rinzel astrocytes with
                        SIC and gliotransmission; :mod:`.circuits` the E/I preset;
                        :mod:`.synapses` short-term plasticity; :mod:`.nest_export` NEST 3.10
+* :mod:`.analysis`     PSTH, ISI / CV, Fano, correlations, epoch rates (Elephant / Neo)
+* :mod:`.export`       a recording as a ``neo.Block`` or an NWB file (pynwb), and back
+* :mod:`.gallery`      the paper figures of docs/gallery.md (``astro-neuron figures``)
 
-Nothing here imports matplotlib or SpikingJelly at import time.
+Nothing here imports matplotlib, SpikingJelly, Elephant, Neo or pynwb at import time.
 """
 
 from astro_neuron.neuro.figures import demo_plots, plot_recording, record_memory_trial

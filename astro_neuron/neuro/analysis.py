@@ -78,7 +78,7 @@ def _quiet():
 
 
 def _pq():
-    import quantities as pq
+    import quantities as pq  # deferred: loaded with Neo/Elephant, only when analysing
     return pq
 
 
@@ -177,7 +177,7 @@ def spike_trains(rec: Recording, population: str, sample: int = 0, neurons=None,
     """One ``neo.SpikeTrain`` per (chosen) neuron of one ``sample``, over the run
     (``t_start = 0``, ``t_stop = T dt``) or ``window = (t0, t1)``, annotated with the
     population, the neuron's index in it and the sample."""
-    import neo
+    import neo  # deferred: Neo is needed only when spike trains are built
     unit = time_quantity(rec)
     t0, t1 = _window(rec, window)
     ids = rec.neuron_ids(population)
@@ -208,7 +208,7 @@ def _bin(rec: Recording, bin_width: float, t0: float, t1: float) -> tuple[float,
 
 
 def _histogram(rec: Recording, trains: list, b: float, n: int, t0: float) -> Rate:
-    from elephant.statistics import time_histogram
+    from elephant.statistics import time_histogram  # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
     unit = time_quantity(rec)
     t1 = t0 + n * b                         # the trains span [t0, t1) (spike_trains' window)
     with _quiet():
@@ -268,7 +268,7 @@ def condition_average(rec: Recording, population: str, bin_width: float, labels=
 def isi(rec: Recording, population: str, sample: int = 0, neurons=None) -> list[np.ndarray]:
     """Inter-spike intervals of each neuron (``elephant.statistics.isi``), in
     ``rec.time_unit``; an empty array for a neuron with fewer than two spikes."""
-    from elephant.statistics import isi as _isi
+    from elephant.statistics import isi as _isi  # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
     with _quiet():
         return [np.asarray(_isi(st).magnitude, dtype=np.float64)
                 for st in spike_trains(rec, population, sample, neurons)]
@@ -279,7 +279,7 @@ def cv(rec: Recording, population: str, sample: int = 0, neurons=None,
     """Coefficient of variation of each neuron's inter-spike intervals (std / mean,
     ``elephant.statistics.cv``; 0 for a regular train, 1 for a Poisson one). NaN for
     a neuron with fewer than ``min_spikes`` spikes (at least 3: two intervals)."""
-    from elephant.statistics import cv as _cv
+    from elephant.statistics import cv as _cv  # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
     min_spikes = positive_int("min_spikes", min_spikes)
     if min_spikes < 3:
         raise ValueError(f"min_spikes must be >= 3 (a CV needs two intervals), got {min_spikes}")
@@ -299,7 +299,7 @@ def fano_factor(rec: Recording, population: str, samples=None, neurons=None,
     that width inside ``window``, pooled over ``samples`` (one long trial is enough).
     NaN for a neuron that never fires.
     """
-    from elephant.statistics import fanofactor
+    from elephant.statistics import fanofactor  # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
     samples = _samples(rec, samples)
     t0, t1 = _window(rec, window)
     unit = time_quantity(rec)
@@ -335,7 +335,7 @@ def spike_count_correlation(rec: Recording, population: str, bin_width: float,
     """Pairwise Pearson correlation ``[N, N]`` of the neurons' spike counts in bins of
     ``bin_width`` (``elephant.spike_train_correlation.correlation_coefficient`` of a
     ``BinnedSpikeTrain``); NaN rows and columns for neurons without spikes."""
-    from elephant.conversion import BinnedSpikeTrain
+    from elephant.conversion import BinnedSpikeTrain  # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
     from elephant.spike_train_correlation import correlation_coefficient
     t0, t1 = _window(rec, window)
     b, n = _bin(rec, bin_width, t0, t1)
@@ -419,6 +419,7 @@ def decoding_accuracy(features, labels, folds: int = 5, seed: int = 0) -> float:
     ``LogisticRegression`` on standardised ``features`` ``[B, F]``) predicting
     ``labels`` ``[B]`` (stratified ``folds``-fold). Chance is ``1 / n_classes`` for
     balanced labels."""
+    # deferred: scikit-learn takes seconds to import; only decoding uses it
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline

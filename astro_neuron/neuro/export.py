@@ -13,9 +13,10 @@
   recording in steps needs ``step_s`` (the duration of one step in seconds).
   Written atomically. :func:`load_nwb` reads such a file back into a ``Recording``.
 
-Units: the membrane ``u`` and drive ``o`` are in units of the neuron's threshold
-(dimensionless, NWB unit ``"threshold"``); the astrocyte summary is in µM for the
-Li-Rinzel model (mean Ca2+) and arbitrary units (``|H|``) for the linear model.
+Units (:func:`trace_unit`): the AM-SU's membrane ``u`` and drive ``o`` are in units of
+the neuron's threshold (dimensionless, NWB unit ``"threshold"``), a network's membrane
+in its ``attrs["u_unit"]`` (mV); the astrocyte summary is in µM for calcium (Li-Rinzel)
+and arbitrary units otherwise (``|H|`` of the linear model).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Optional
 import numpy as np
 
 from astro_neuron.io import atomic_write
+from astro_neuron.neuro.analysis import spike_times, spike_trains, time_quantity
 from astro_neuron.neuro.recording import FORMAT, TRACE_FIELDS, Recording
 from astro_neuron.validate import positive_number
 
@@ -39,12 +41,15 @@ _NOTES_PREFIX = "astro-neuron recording metadata (JSON): "
 
 
 def trace_unit(rec: Recording, population: str, field: str) -> str:
-    """Unit of a trace field: ``"threshold"`` (u, o: multiples of the neuron's
-    threshold), ``"uM"`` (Li-Rinzel calcium) or ``"a.u."``."""
+    """Unit of a trace field: ``attrs["u_unit"]`` (e.g. ``"mV"``) or ``"threshold"``
+    for ``u`` and ``o`` (multiples of the neuron's threshold); ``"uM"`` for a calcium
+    astrocyte (Li-Rinzel, or an ``astro_label`` in µM); else ``"a.u."``."""
+    at = rec.attrs.get(population, {})
     if field in ("u", "o"):
-        return "threshold"
-    if field in ("astro", "H") and rec.attrs.get(population, {}).get("astro_model") == "li_rinzel":
-        return "uM" if field == "astro" else "a.u."
+        return at.get("u_unit") or "threshold"
+    if field == "astro" and (at.get("astro_model") == "li_rinzel"
+                             or "µM" in str(at.get("astro_label", ""))):
+        return "uM"
     return "a.u."
 
 
@@ -56,13 +61,13 @@ def _check(rec) -> Recording:
 
 def to_neo(rec: Recording, name: str = "astro-neuron recording"):
     """The recording as a ``neo.Block`` (see the module docstring)."""
-    import neo
+    import neo  # deferred: Neo and quantities load only for an export
     import quantities as pq
 
-    from astro_neuron.neuro.analysis import spike_trains, time_quantity
     rec = _check(rec)
     tq = time_quantity(rec)
-    units = {"threshold": pq.dimensionless, "uM": pq.uM, "a.u.": pq.dimensionless}
+    units = {"threshold": pq.dimensionless, "uM": pq.uM, "a.u.": pq.dimensionless,
+             "mV": pq.mV}
     block = neo.Block(name=name, dt=rec.dt, time_unit=rec.time_unit, every=rec.every,
                       n_steps=rec.T, info=json.dumps(rec.info))
     groups = {p: neo.Group(name=p, **{k: v for k, v in _plain(rec.attrs.get(p, {})).items()})
@@ -84,7 +89,7 @@ def to_neo(rec: Recording, name: str = "astro-neuron recording"):
                     continue
                 a = arrs[f][:, s]
                 sig = neo.AnalogSignal(a.reshape(a.shape[0], -1),
-                                       units=units[trace_unit(rec, p, f)],
+                                       units=units.get(trace_unit(rec, p, f), pq.dimensionless),
                                        sampling_period=rec.dt * rec.every * tq,
                                        t_start=0 * tq, name=f"{p}_{f}", population=p,
                                        field=f, unit_name=trace_unit(rec, p, f),
@@ -134,7 +139,7 @@ def save_nwb(rec: Recording, path, *, step_s: Optional[float] = None,
     The astro-neuron metadata (``dt``, ``attrs``, ``info``) is kept as JSON in the
     file's ``notes`` so that :func:`load_nwb` restores the recording exactly.
     """
-    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries  # deferred: pynwb takes seconds to import
     rec = _check(rec)
     path = Path(path)
     if path.suffix != ".nwb":
@@ -164,7 +169,6 @@ def save_nwb(rec: Recording, path, *, step_s: Optional[float] = None,
     if spiking:
         nwb.add_unit_column("population", "population (layer) of the neuron")
         nwb.add_unit_column("neuron", "index of the neuron in its population")
-    from astro_neuron.neuro.analysis import spike_times
     for p in spiking:
         ids = rec.neuron_ids(p)
         per_sample = [spike_times(rec, p, s) for s in range(rec.batch_size)]
@@ -201,7 +205,7 @@ def save_nwb(rec: Recording, path, *, step_s: Optional[float] = None,
 def load_nwb(path) -> Recording:
     """Read an NWB file written by :func:`save_nwb` back into a :class:`Recording`
     (spikes rebuilt from the ``Units`` table, traces from the ``TimeSeries``)."""
-    from pynwb import NWBHDF5IO
+    from pynwb import NWBHDF5IO  # deferred: pynwb takes seconds to import
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"NWB file not found: {path}")

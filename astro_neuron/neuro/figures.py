@@ -16,8 +16,10 @@ import torch
 
 from astro_neuron import plot
 from astro_neuron.io import atomic_write
+from astro_neuron.neuro import analysis
 from astro_neuron.neuro.recording import Recording, record
 from astro_neuron.tasks import MemoryNet, delayed_recall
+from astro_neuron.validate import positive_int
 
 __all__ = ["KINDS", "plot_recording", "record_memory_trial", "record_memory_trials",
            "demo_plots", "psth_bin", "u_unit"]
@@ -60,9 +62,17 @@ def u_unit(rec: Recording, population: str) -> str:
     return rec.attrs.get(population, {}).get("u_unit") or "x threshold"
 
 
+def _most_active(spikes, n: int, k: int = 5) -> list[int]:
+    """The ``k`` columns with the most spikes (in index order); the first ``k`` when
+    there are no spikes."""
+    if spikes is None:
+        return list(range(min(n, k)))
+    counts = (spikes != 0).sum(0)
+    return sorted(int(j) for j in counts.argsort(kind="stable")[::-1][:k])
+
+
 def _epochs(rec: Recording) -> dict:
-    from astro_neuron.neuro.analysis import epochs
-    ep = epochs(rec)
+    ep = analysis.epochs(rec)
     return {} if list(ep) == ["run"] else ep
 
 
@@ -114,13 +124,17 @@ def plot_recording(rec: Recording, out_dir, sample: int = 0, prefix: str = "",
             fig, axes = _figure(len(with_u))
             for ax, n in zip(axes, with_u):
                 o = rec.get(n, "o", sample)
+                s = rec.get(n, "spikes", sample)
                 plot.membrane(rec.get(n, "u", sample), ax=ax, dt=dt, time_unit=unit,
-                              threshold=rec.thresholds(n), o=o, every=rec.every,
-                              spikes=rec.get(n, "spikes", sample), names=rec.neuron_ids(n),
-                              unit=u_unit(rec, n),
-                              title=f"{n}: membrane {'u + astrocyte drive o' if o is not None else 'u'}"
-                                    " against each neuron's threshold (dashed)")
-                plot.mark_events(ax, events)
+                              threshold=rec.thresholds(n), o=o, every=rec.every, spikes=s,
+                              names=rec.neuron_ids(n), unit=u_unit(rec, n),
+                              neurons=_most_active(s, rec.get(n, "u", sample).shape[1]),
+                              title=f"{n}: {'u + o' if o is not None else 'u'} of the most "
+                                    "active neurons vs each one's threshold (dashed)")
+                if _epochs(rec):
+                    plot.shade_epochs(ax, _epochs(rec))
+                else:
+                    plot.mark_events(ax, events)
         elif k in ("astro", "calcium"):
             fig, axes = _figure(len(with_astro))
             for ax, n in zip(axes, with_astro):
@@ -152,7 +166,6 @@ def raster_psth_figure(rec: Recording, sample: int = 0, populations=None,
     batch samples, in bins of ``bin_width`` (default :func:`psth_bin`). ``groups``:
     the name of one population whose neurons are coloured by astrocyte territory.
     Returns ``(Figure, [raster Axes, PSTH Axes])``."""
-    from astro_neuron.neuro import analysis
     spiking = populations or _with(rec, "spikes")
     ep = _epochs(rec)
     fig, (ax, ax2) = _figure(2, row_height=1.6, ratios=[2.2, 1], sharex=True)
@@ -166,11 +179,12 @@ def raster_psth_figure(rec: Recording, sample: int = 0, populations=None,
     if not ep:
         plot.mark_events(ax, rec.info.get("events") or {})
     ax.set_xlabel("")
-    b = bin_width or psth_bin(rec)
+    b = bin_width or psth_bin(rec, 60 if rec.batch_size > 1 else 30)
     shown = [n for n in ([groups] if groups else spiking) if n != "input"] or list(spiking)
     for n in shown:
         r = analysis.psth(rec, n, b)
-        plot.psth(r.times, r.rate, ax=ax2, bin_width=b, unit=r.unit,
+        color = f"C{list(spiking).index(n)}" if groups is None else "k"   # as in the raster
+        plot.psth(r.times, r.rate, ax=ax2, bin_width=b, unit=r.unit, color=color,
                   time_unit=rec.time_unit, label=n, epochs=ep if n == shown[0] else None)
     trials = f"{rec.batch_size} trials, " if rec.batch_size > 1 else ""
     tu = "steps" if rec.time_unit == "step" else rec.time_unit
@@ -213,7 +227,6 @@ def record_memory_trials(net, n_trials: int, seed: int = 0, astro: str = "summar
     """Record ``n_trials`` delayed-recall trials of ``net`` as one batch: ``info``
     holds each trial's cue class (``labels``), the network's answers
     (``predictions``), the epochs cue / delay / recall and the task."""
-    from astro_neuron.validate import positive_int
     n_trials = positive_int("n_trials", n_trials)
     task = net.task
     g = torch.Generator().manual_seed(seed)

@@ -1,7 +1,15 @@
 """The paper figures of docs/gallery.md, drawn by ``astro-neuron figures --out DIR``.
 
-Two small experiments, each recorded once, then drawn with :mod:`astro_neuron.plot`
+Three small experiments, each recorded once, then drawn with :mod:`astro_neuron.plot`
 and analysed with :mod:`astro_neuron.neuro.analysis` (Elephant):
+
+* **ei**: the E/I network of :func:`astro_neuron.neuro.circuits.ei_network` (160
+  excitatory and 40 inhibitory LIF neurons in mV / pA, 4 Li-Rinzel astrocytes with
+  SIC over the excitatory neurons, 100 Poisson fibres at 20 Hz switched on from 200 to
+  1200 ms, dt 0.5 ms, 2 s), run with the astrocytes acting and silenced: rasters of E
+  and I with PSTH, the excitatory rate with and without astrocytes beside their
+  calcium and SIC, membranes in mV against the threshold with the SIC, rates per
+  territory and epoch;
 
 * **stimulus**: a :class:`~astro_neuron.neuro.TripartitePopulation` (40 neurons, 4
   astrocytes over overlapping territories, 50 Poisson fibres at 15 Hz, 30 Hz during a
@@ -30,6 +38,7 @@ from tqdm.auto import tqdm
 from astro_neuron import plot
 from astro_neuron.io import atomic_write
 from astro_neuron.neuro import analysis
+from astro_neuron.neuro.circuits import ei_network
 from astro_neuron.neuro.figures import (
     _epochs, _figure, psth_bin, raster_psth_figure, record_memory_trials, u_unit,
 )
@@ -93,6 +102,124 @@ def memory_experiment(checkpoint=None, train_steps: int = 60, n_trials: int = 96
     rec = record_memory_trials(net, n_trials, seed=seed + 1, astro="full", every=5)
     rec.info["accuracy"] = acc
     return rec, acc
+
+
+#: the epochs of :func:`ei_experiment`, in ms
+EI_EPOCHS = {"before": (0.0, 200.0), "input": (200.0, 1200.0), "after": (1200.0, 2000.0)}
+
+
+def ei_experiment(astro: str = "li_rinzel", dt: float = 0.5, seed: int = 0) -> dict:
+    """Run the E/I network (:func:`~astro_neuron.neuro.circuits.ei_network`) for 2 s
+    with its input on during :data:`EI_EPOCHS` ``"input"``, astrocytes acting and
+    silenced (same seed, so the same connections and input). Returns ``{"on": rec,
+    "off": rec, "run_on": NetworkRun, "net": Network}``; the recordings carry each E
+    neuron's threshold (mV) and territory."""
+    out = {}
+    for cond, on in (("on", True), ("off", False)):
+        net = ei_network(astro, dt=dt, seed=seed)
+        net.groups["ext"].window = EI_EPOCHS["input"]
+        run = net.simulate(EI_EPOCHS["after"][1], astro_on=on)
+        rec = run.to_recording(info={"epochs": {k: list(v) for k, v in EI_EPOCHS.items()},
+                                     "experiment": f"ei, astrocytes {cond}"})
+        for g in ("E", "I"):
+            n = rec[g]["spikes"].shape[2]
+            rec.attrs[g].setdefault("thresholds", [net.groups[g].params.V_th] * n)
+        terr = net.astro["astro"].territories
+        rec.attrs["E"].setdefault("territory", _first_astrocyte(terr))
+        out[cond], out[f"run_{cond}"], out["net"] = rec, run, net
+    return out
+
+
+def _first_astrocyte(terr: Territories) -> list[int]:
+    mask = terr.neurons
+    first = mask.to(torch.int8).argmax(0)
+    return torch.where(mask.any(0), first, torch.full_like(first, -1)).tolist()
+
+
+# ---------------------------------------------------------------- E/I figures
+
+def fig_ei_raster(ei: dict):
+    """E/I network: input fibres, excitatory and inhibitory neurons named, the
+    epochs shaded, and the PSTH of E and I (astrocytes acting)."""
+    fig, _ = raster_psth_figure(ei["on"], populations=["ext", "E", "I"], bin_width=20.0,
+                                title="E/I network with Li-Rinzel astrocytes: 100 Poisson "
+                                      "fibres (ext), 160 E, 40 I")
+    return fig
+
+
+def fig_ei_astro(ei: dict):
+    """The excitatory rate with astrocytes acting and silenced (same network and
+    input), the astrocytes' calcium, and the slow inward current they send."""
+    on, off, run = ei["on"], ei["off"], ei["run_on"]
+    ep = _epochs(on)
+    fig, axes = _figure(3, row_height=1.7, sharex=True)
+    for rec, lab, c in ((on, "astrocytes acting", "C3"), (off, "astrocytes silenced", "0.4")):
+        r = analysis.population_rate(rec, "E", 20.0)
+        plot.psth(r.times, r.rate, ax=axes[0], bin_width=20.0, unit=r.unit, label=lab,
+                  color=c, time_unit="ms", epochs=ep if rec is on else None)
+    axes[0].set_title("excitatory population rate (bins of 20 ms)")
+    plot.shade_epochs(axes[0], {}, names=False)
+    label = on.attrs["astro"].get("astro_label", "Ca (µM)")
+    plot.calcium_traces(on.get("astro", "astro"), ax=axes[1], dt=on.dt, time_unit="ms",
+                        label=label, title="astrocytes' calcium")
+    sic = run.I_sic["E"]                                          # [T, n_E] pA
+    terr = np.asarray(on.attrs["E"]["territory"])
+    t = np.arange(sic.shape[0]) * on.dt
+    for a in sorted(set(terr.tolist())):
+        axes[2].plot(t, sic[:, terr == a].mean(1), lw=1.0, label=f"territory {a}")
+    axes[2].set_ylabel("SIC (pA)")
+    axes[2].set_xlabel("time (ms)")
+    axes[2].set_title("slow inward current into the E neurons (mean per territory)")
+    axes[2].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    for ax in axes[1:]:
+        plot.shade_epochs(ax, ep, names=False)
+    for ax in axes[:2]:
+        ax.set_xlabel("")
+    return fig
+
+
+def fig_ei_membrane(ei: dict, neurons=(0, 50, 100)):
+    """Membrane potential (mV) of three E neurons against each one's threshold
+    (dashed), spikes as ticks above it, and the SIC each receives."""
+    rec, run = ei["on"], ei["run_on"]
+    fig, (ax, ax2) = _figure(2, row_height=2.0, ratios=[1.6, 1], sharex=True)
+    V, s = rec.get("E", "u"), rec.get("E", "spikes")
+    thr = rec.thresholds("E")
+    plot.membrane(V, ax=ax, dt=rec.dt, time_unit="ms", neurons=list(neurons), threshold=thr,
+                  unit="mV", title="V of 3 excitatory neurons; ticks: their spikes (a LIF "
+                                   "resets at threshold)")
+    cols = [ln.get_color() for ln in ax.get_lines() if ln.get_label().startswith("neuron")]
+    for c, j in zip(cols, neurons):
+        ts = np.nonzero(s[:, j])[0] * rec.dt
+        ax.vlines(ts, thr[j] + 1.0, thr[j] + 4.0, color=c, lw=1.0)
+    ax.set_ylabel("V (mV)")
+    ax.set_xlabel("")
+    plot.shade_epochs(ax, _epochs(rec))
+    t = np.arange(run.I_sic["E"].shape[0]) * rec.dt
+    for c, j in zip(cols, neurons):
+        ax2.plot(t, run.I_sic["E"][:, j], color=c, lw=1.0)
+    ax2.set_ylabel("SIC (pA)")
+    ax2.set_xlabel("time (ms)")
+    ax2.set_title("slow inward current from the astrocytes")
+    plot.shade_epochs(ax2, _epochs(rec), names=False)
+    return fig
+
+
+def fig_ei_territory_rates(ei: dict):
+    """Excitatory rate per astrocyte territory and epoch, astrocytes acting and
+    silenced (mean over the territory's neurons, error bars: SEM over neurons)."""
+    fig, axes = _figure(1, width=9.0, row_height=3.0)
+    fig.clear()
+    axes = fig.subplots(1, 2)
+    for ax, cond in zip(axes, ("on", "off")):
+        er = analysis.epoch_rates(ei[cond], "E")
+        plot.epoch_bars(er.mean, er.sem, ax=ax, groups=er.groups, epochs=er.epochs,
+                        unit=er.unit, title=f"astrocytes {'acting' if cond == 'on' else 'silenced'}")
+    top = max(ax.get_ylim()[1] for ax in axes)                     # one scale for both
+    for ax in axes:
+        ax.set_ylim(0, top)
+    axes[1].set_ylabel("")
+    return fig
 
 
 # ---------------------------------------------------------------- stimulus figures
@@ -200,7 +327,7 @@ def fig_statistics(rec: Recording):
     ax.legend(fontsize="small")
     c = analysis.spike_count_correlation(rec, pop, 20.0)
     ax = axes[1, 1]
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # deferred: only drawing needs matplotlib
     im = ax.imshow(np.where(np.eye(len(c), dtype=bool), np.nan, c), vmin=-1, vmax=1,
                    cmap=colormaps["RdBu_r"].with_extremes(bad="0.6"), interpolation="nearest")
     fig.colorbar(im, ax=ax, label="Pearson r of counts (20 ms bins)")
@@ -293,6 +420,10 @@ def fig_decoding(rec: Recording):
 
 #: file name -> (experiment, function, caption)
 FIGURES: dict[str, tuple[str, Callable, str]] = {
+    "ei_raster_psth.png": ("ei", fig_ei_raster, fig_ei_raster.__doc__),
+    "ei_astrocytes.png": ("ei", fig_ei_astro, fig_ei_astro.__doc__),
+    "ei_membrane.png": ("ei", fig_ei_membrane, fig_ei_membrane.__doc__),
+    "ei_territory_rates.png": ("ei", fig_ei_territory_rates, fig_ei_territory_rates.__doc__),
     "raster_psth.png": ("stimulus", fig_raster_psth, fig_raster_psth.__doc__),
     "territories.png": ("stimulus", fig_territories, fig_territories.__doc__),
     "membrane.png": ("stimulus", fig_membrane, fig_membrane.__doc__),
@@ -306,10 +437,14 @@ FIGURES: dict[str, tuple[str, Callable, str]] = {
 
 def write_gallery(out_dir, *, checkpoint=None, train_steps: int = 60,
                   only: Optional[list[str]] = None, dpi: int = 90, seed: int = 0,
-                  progress: bool = True, save_recordings: bool = False) -> list[Path]:
+                  progress: bool = True, save_recordings: bool = False,
+                  small: bool = False, summary: Optional[dict] = None) -> list[Path]:
     """Run the experiments and write every figure of :data:`FIGURES` (or ``only``
     those) as PNG into ``out_dir``; return the paths. ``save_recordings`` also writes
-    the recordings (``stimulus.npz``, ``memory.npz``)."""
+    the recordings (``stimulus.npz``, ``memory.npz``, ``ei_on.npz``, ``ei_off.npz``).
+    ``small``: fewer trials (stimulus 4, memory 48) and dt = 1 ms for the E/I network,
+    for tests; the gallery's figures are drawn without it. ``summary``: a dict that
+    receives the experiments' key numbers (rates per epoch, accuracies)."""
     out_dir = Path(out_dir)
     names = list(FIGURES) if only is None else list(only)
     bad = [n for n in names if n not in FIGURES]
@@ -319,15 +454,25 @@ def write_gallery(out_dir, *, checkpoint=None, train_steps: int = 60,
     recs = {}
     bar = tqdm(total=len(needed) + len(names), desc="figures", disable=not progress,
                leave=False)
+    if "ei" in needed:
+        recs["ei"] = ei_experiment(dt=1.0 if small else 0.5, seed=seed)
+        bar.update()
     if "stimulus" in needed:
-        recs["stimulus"] = stimulus_experiment(seed=seed)
+        recs["stimulus"] = stimulus_experiment(n_trials=4 if small else 20, seed=seed)
         bar.update()
     if "memory" in needed:
-        recs["memory"], _ = memory_experiment(checkpoint, train_steps, seed=seed)
+        recs["memory"], _ = memory_experiment(checkpoint, train_steps, seed=seed,
+                                              n_trials=48 if small else 96)
         bar.update()
+    if summary is not None:
+        summary.update(_summary(recs))
     if save_recordings:
         for k, r in recs.items():
-            r.save(out_dir / f"{k}.npz")
+            if k == "ei":
+                r["on"].save(out_dir / "ei_on.npz")
+                r["off"].save(out_dir / "ei_off.npz")
+            else:
+                r.save(out_dir / f"{k}.npz")
     paths = []
     for n in names:
         exp, fn, _ = FIGURES[n]
@@ -337,3 +482,34 @@ def write_gallery(out_dir, *, checkpoint=None, train_steps: int = 60,
         bar.update()
     bar.close()
     return paths
+
+
+def _summary(recs: dict) -> dict:
+    """Key numbers of the experiments (printed by ``astro-neuron figures``)."""
+    out = {}
+    if "ei" in recs:
+        for cond in ("on", "off"):
+            er = analysis.epoch_rates(recs["ei"][cond], "E", groups=[0] * recs["ei"][cond][
+                "E"]["spikes"].shape[2])
+            out[f"ei: E rate (Hz) per epoch, astrocytes {cond}"] = dict(
+                zip(er.epochs, np.round(er.mean[0], 2).tolist()))
+    if "stimulus" in recs:
+        r = recs["stimulus"]
+        er = analysis.epoch_rates(r, "population", groups=[0] * r["population"]["spikes"].shape[2])
+        out["stimulus: population rate (Hz) per epoch"] = dict(
+            zip(er.epochs, np.round(er.mean[0], 2).tolist()))
+        cvs = np.concatenate([analysis.cv(r, "population", s) for s in range(r.batch_size)])
+        out["stimulus: median CV of ISIs"] = round(float(np.nanmedian(cvs)), 3)
+    if "memory" in recs:
+        r = recs["memory"]
+        out["memory: recall accuracy of the trained read-out (512 trials)"] = round(
+            r.info["accuracy"], 3)
+        labels = np.asarray(r.info["labels"])
+        row = _delay_end_row(r)
+        a = int(r.info["epochs"]["delay"][1] / r.dt)
+        out["memory: decoding accuracy at the end of the delay, spikes (last 20 steps)"] = round(
+            analysis.decoding_accuracy(r["amsu"]["spikes"][a - 20:a].sum(0), labels), 3)
+        out["memory: decoding accuracy at the end of the delay, astrocyte state H"] = round(
+            analysis.decoding_accuracy(r["amsu"]["H"][row].reshape(len(labels), -1), labels), 3)
+        out["memory: chance"] = round(1.0 / r.info["task"]["n_classes"], 3)
+    return out

@@ -169,3 +169,19 @@ def test_neo_block_holds_the_arrays():
     assert [g.name for g in block.groups] == ["input", "population"]
     assert len(block.groups[1].spiketrains) == 20                       # 10 neurons x 2 trials
     assert list(seg.events[0].labels) == ["go"] and float(seg.epochs[0].durations[1]) == 30.0
+
+
+def test_biological_network_recording_exports_with_its_units(tmp_path):
+    from pynwb import NWBHDF5IO
+
+    from astro_neuron.neuro.circuits import ei_network
+    net = ei_network("li_rinzel", n_exc=8, n_inh=2, n_ext=20, dt=0.5)
+    rec = net.simulate(60.0).to_recording()
+    path = save_nwb(rec, tmp_path / "ei.nwb")
+    with NWBHDF5IO(str(path), "r") as io:
+        acq = io.read().acquisition
+        assert acq["E_u"].unit == "mV" and acq["astro_astro"].unit == "uM"
+    _assert_same(rec, load_nwb(path))
+    import quantities as pq
+    sig = next(a for a in to_neo(rec).segments[0].analogsignals if a.name == "E_u")
+    assert sig.units == pq.mV

@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 
 from astro_neuron.apps.cli import args as A
+from astro_neuron.neuro import load_recording
+from astro_neuron.neuro.export import save_nwb
+from astro_neuron.neuro.gallery import FIGURES, write_gallery
 
 
 def register(commands, bench) -> None:
-    from astro_neuron.neuro.gallery import FIGURES
-
     p = commands.add_parser(
         "figures", help="draw every figure of the gallery (docs/gallery.md) into a folder",
         description="Runs two small experiments (a tripartite population with a stimulus, "
@@ -48,23 +49,23 @@ def register(commands, bench) -> None:
 
 
 def _figures(args) -> int:
-    from astro_neuron.neuro.gallery import write_gallery
     only = None
     if args.only:
         only = [k.strip() for k in args.only.split(",") if k.strip()]
     t0 = time.perf_counter()
+    summary: dict = {}
     paths = write_gallery(args.out, checkpoint=args.checkpoint, train_steps=args.train_steps,
                           only=only, dpi=args.dpi, seed=args.seed,
-                          save_recordings=args.save_recordings)
+                          save_recordings=args.save_recordings, summary=summary)
     for path in paths:
         print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
+    for key, value in summary.items():
+        print(f"{key}: {value}")
     print(f"{len(paths)} figures in {time.perf_counter() - t0:.0f} s")
     return 0
 
 
 def _export_nwb(args) -> int:
-    from astro_neuron.neuro import load_recording
-    from astro_neuron.neuro.export import save_nwb
     rec = load_recording(args.run)
     path = save_nwb(rec, Path(args.out), step_s=args.step_s)
     n = sum(a["spikes"].shape[2] for a in rec.populations.values() if "spikes" in a)
