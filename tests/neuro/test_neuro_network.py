@@ -216,6 +216,14 @@ def test_connection_rules_and_dales_law():
         Network(dt=1.0).poisson("x", 3, 2000.0)
     with pytest.raises(ValueError, match="territories cover"):
         net.astrocytes("A", "E", Territories.tiled(30, 3))
+    with pytest.raises(ValueError, match=r"weight must be a number or \[n_post, n_pre\]"):
+        net.connect("ext", "E", "all_to_all", weight=np.ones((3, 3)))
+    with pytest.raises(ValueError, match="weight contains NaN"):
+        net.connect("ext", "E", "all_to_all", weight=float("nan"))
+    with pytest.raises(ValueError, match="V_init"):
+        net.neurons("X", 3, V_init=[1.0, 2.0])
+    with pytest.raises(ValueError, match="no group"):
+        net.connect("nope", "E", "all_to_all")
 
 
 # ---------------------------------------------------------------- the preset
