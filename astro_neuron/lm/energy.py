@@ -208,7 +208,12 @@ def transformer_ops(cfg: AMSNetConfig, positions: Tensor, hidden: Optional[int] 
 
 
 def _tokens(model: LanguageModel, text) -> Tensor:
-    idx = encode(text)[None] if isinstance(text, str) else text
+    if isinstance(text, str):
+        if not text:
+            raise ValueError("count_ops needs at least one token of text, got ''")
+        idx = encode(text)[None]
+    else:
+        idx = text
     check_idx(idx, model.config.vocab_size, "text")
     if idx.shape[1] == 0:
         raise ValueError("count_ops needs at least one token of text")

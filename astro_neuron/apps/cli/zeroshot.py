@@ -58,7 +58,7 @@ def register(commands, bench) -> None:
 
 def _lm_eval(args) -> int:
     # deferred: lm_eval and datasets take about 2.5 s to import; only these commands use them
-    from astro_neuron.lm import harness
+    import astro_neuron.lm.harness as harness
     from lm_eval.__main__ import cli_evaluate
 
     rest = list(args.lm_eval_args)
@@ -85,7 +85,7 @@ def _lm_eval(args) -> int:
 
 def _zeroshot(args) -> int:
     # deferred: lm_eval and datasets take about 2.5 s to import; only these commands use them
-    from astro_neuron.lm import harness
+    import astro_neuron.lm.harness as harness
 
     tasks: list = []
     for name in (t.strip() for t in args.tasks.split(",") if t.strip()):
