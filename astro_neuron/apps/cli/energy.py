@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import neuromorphic as nm
 from astro_neuron.apps.cli import args as A
+from astro_neuron.apps.cli.neuromorphic import _inputs as integer_inputs
 from astro_neuron.io import atomic_json
 from astro_neuron.lm.data import stdlib_corpus
 from astro_neuron.lm.energy import E_AC_PJ, E_MAC_PJ, count_ops
 from astro_neuron.lm.model import build_model
 from astro_neuron.lm.train import load_model
 from neuromorphic.energy import synaptic_ops
-from neuromorphic.randnet import random_spikes
 
 
 def register(commands, bench) -> None:
@@ -39,6 +39,11 @@ def register(commands, bench) -> None:
                    help=f"pJ per multiply-accumulate (default {E_MAC_PJ}, 45 nm)")
     p.add_argument("--e-ac", type=A.number(0.0, 1e6, name="--e-ac"), default=E_AC_PJ,
                    help=f"pJ per accumulate (default {E_AC_PJ}, 45 nm)")
+    p.add_argument("--input", type=A.in_file("--input"),
+                   help="integer network: input spikes .npy ([T, n_in] or [T, B, n_in]); "
+                        "default: the task stored in the file, else random spikes")
+    p.add_argument("--samples", type=A.int_range(1, 1 << 16, "--samples"), default=4,
+                   help="integer network: sequences of the stored task or random input")
     p.add_argument("--steps", type=A.int_range(1, 1 << 20, "--steps"), default=200,
                    help="integer network: steps of random input spikes (default 200)")
     p.add_argument("--rate", type=A.number(0.0, 1.0, name="--rate"), default=0.1,
@@ -84,10 +89,9 @@ def _energy(args) -> int:
 
 def _integer(args) -> int:
     net = nm.load(args.file)
-    x = random_spikes(args.seed, args.steps, 1, net.input_size, net.input_levels, args.rate)
+    x, desc = integer_inputs(args, net)            # as `astro-neuron simulate` draws them
     rows = synaptic_ops(net, x)
-    print(f"{args.file}: {len(net.layers)} layer(s); input: {args.steps} steps of random "
-          f"spikes (rate {args.rate}, seed {args.seed}); per step:")
+    print(f"{args.file}: {len(net.layers)} layer(s); input: {desc}; per step and sequence:")
     print(f"  {'layer':<10} {'kind':<5} {'spikes in':>10} {'SynOps':>10} {'SynOps w!=0':>12} "
           f"{'neuron ops':>11} {'astro ops':>10} {'spikes out':>11}")
     for r in rows:
@@ -98,7 +102,7 @@ def _integer(args) -> int:
     print(f"  total SynOps per step {total:.1f}; astrocyte integer ops per step "
           f"{sum(r.astro_ops for r in rows):.0f}")
     if args.json:
-        atomic_json({"file": str(args.file), "steps": args.steps, "rate": args.rate,
+        atomic_json({"file": str(args.file), "input": desc,
                      "layers": [vars(r) for r in rows]}, args.json)
         print(f"wrote {args.json}")
     return 0
