@@ -95,8 +95,11 @@ def _zeroshot(args) -> int:
                              "--piqa / --sciq")
         tasks.append(harness.builtin_task(name))
     for fmt in ("piqa", "sciq"):
-        for i, path in enumerate(getattr(args, fmt)):
-            tasks.append(harness.local_task(fmt, path, f"{fmt}_local_{i}:{Path(path).stem}"))
+        for path in getattr(args, fmt):
+            name = Path(path).stem                  # the file's name, made unique
+            while name in {t["task"] for t in tasks}:
+                name += "_"
+            tasks.append(harness.local_task(fmt, path, name))
     if not tasks:
         raise ValueError("no task: give --tasks, --piqa or --sciq")
     lm = harness.AstroNeuronLM(checkpoint=str(args.checkpoint), device=args.device)
