@@ -42,3 +42,13 @@ def test_zeroshot_errors_are_one_line(tmp_path, capsys):
     assert "no task" in capsys.readouterr().err
     assert main(["zeroshot", str(ckpt), "--piqa", str(tmp_path / "none.jsonl")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_bench_zeroshot_agrees_with_one_pass_per_choice(tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt = save_lm_checkpoint(tmp_path / "m.safetensors",
+                              build_model(AMSNetConfig(n_layer=1, d_model=32, n_head=2)))
+    assert main(["bench", "zeroshot", str(ckpt), "--task", "stdlib_piqa", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "64 choices of 32 contexts" in out and "speed-up" in out
+    assert float(out.rsplit("difference", 1)[1]) < 1e-3

@@ -4,16 +4,23 @@
   ``astro-neuron`` model registered (lm-eval 0.4.13 has no plugin entry point, so
   the plain ``lm_eval`` program cannot see it) and the built-in tasks on its path;
 * ``astro-neuron zeroshot CHECKPOINT``: the built-in or your local PIQA/SciQ-format
-  files, one table of acc and acc_norm.
+  files, one table of acc and acc_norm;
+* ``astro-neuron bench zeroshot CHECKPOINT``: the adapter's log-likelihoods (each
+  context read once, its state copied per choice) against one forward pass per
+  choice, timed interleaved in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
 import yaml
 
 from astro_neuron.apps.cli import args as A
@@ -54,6 +61,14 @@ def register(commands, bench) -> None:
                    help="write the results (acc, acc_norm, stderr per task) as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_zeroshot)
+
+    b = bench.add_parser(
+        "zeroshot", help="multiple-choice scoring: state reused per context vs a pass per choice")
+    b.add_argument("checkpoint", type=A.in_file("checkpoint"))
+    b.add_argument("--task", default="stdlib_sciq", choices=_BUILTIN)
+    b.add_argument("--repeats", type=A.int_range(1, 100, "--repeats"), default=3)
+    b.add_argument("--threads", type=A.int_range(1, 1024, "--threads"), default=1)
+    b.set_defaults(func=_bench_zeroshot)
 
 
 def _lm_eval(args) -> int:
@@ -128,3 +143,58 @@ def summarize(res: dict, chance: dict) -> list[dict]:
                      "acc_norm": r["acc_norm,none"], "acc_norm_stderr": r["acc_norm_stderr,none"],
                      "chance": chance[task]})
     return rows
+
+
+def _bench_zeroshot(args) -> int:
+    # deferred: lm_eval and datasets take about 2.5 s to import; only these commands use them
+    import astro_neuron.lm.harness as harness
+
+    torch.set_num_threads(args.threads)
+    lm = harness.AstroNeuronLM(checkpoint=str(args.checkpoint), progress=False)
+    task = harness.builtin_task(args.task)
+    fmt = "piqa" if harness.chance(task) == 0.5 else "sciq"
+    reqs = []
+    with open(task["dataset_kwargs"]["data_files"]["validation"], encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            if fmt == "piqa":
+                ctx, choices = f"Question: {d['goal']}\nAnswer:", [d["sol1"], d["sol2"]]
+            else:
+                ctx = f"{d['support'].lstrip()}\nQuestion: {d['question']}\nAnswer:"
+                choices = [d["distractor1"], d["distractor2"], d["distractor3"],
+                           d["correct_answer"]]
+            for c in choices:
+                ce, co = lm._encode_pair(ctx, " " + c)
+                reqs.append(((ctx, " " + c), ce, co))
+
+    def per_choice() -> list[float]:                # the obvious way: one pass per choice
+        out = []
+        with torch.inference_mode():
+            for _, ce, co in reqs:
+                idx = torch.tensor(ce + co, device=lm.model.wte.weight.device)[None]
+                lp = F.log_softmax(lm.model(idx)[0][0].double(), -1)
+                pos = torch.arange(len(ce) - 1, idx.shape[1] - 1, device=idx.device)
+                out.append(float(lp[pos, idx[0, pos + 1]].sum()))
+        return out
+
+    def shared() -> list[float]:
+        return [r[0] for r in lm._loglikelihood_tokens(reqs, disable_tqdm=True)]
+
+    diff = max(abs(a - b) for a, b in zip(per_choice(), shared()))
+    times: dict = {"per choice": [], "shared state": []}
+    for _ in range(args.repeats):                   # interleaved
+        for name, fn in (("per choice", per_choice), ("shared state", shared)):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    n_ctx = len({r[0][0] for r in reqs})
+    print(f"{args.task}: {len(reqs)} choices of {n_ctx} contexts (mean context "
+          f"{sum(len(r[1]) for r in reqs) / len(reqs):.0f} bytes, choice "
+          f"{sum(len(r[2]) for r in reqs) / len(reqs):.1f}); {lm.model.config.arch}, "
+          f"{args.threads} thread(s), best of {args.repeats}")
+    for name, ts in times.items():
+        print(f"  {name:<13} {min(ts):7.2f} s")
+    print(f"  speed-up of the shared state: "
+          f"{min(times['per choice']) / min(times['shared state']):.2f}x; largest "
+          f"log-likelihood difference {diff:.1e}")
+    return 0
