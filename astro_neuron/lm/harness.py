@@ -120,8 +120,8 @@ class AstroNeuronLM(TemplateLM):
         model: instead of ``checkpoint``, a model object (``AMSNet`` or ``Transformer``).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (default ``cpu``; a CUDA device
             without a GPU falls back to the CPU with a warning, as lm_eval's ``hf`` model).
-        batch_size: contexts whose continuations are scored at once are never split;
-            this caps how many continuations advance together (default 64).
+        batch_size: how many choices of one context advance together, one ``step``
+            per byte (default 64; lm_eval's ``--batch_size``, 1 unless given).
         prefill_length: longest span read in one parallel pass; the rest of a longer
             rolling document is read token by token on the state (default 4096).
         progress: show progress bars.
@@ -190,7 +190,7 @@ class AstroNeuronLM(TemplateLM):
 
     # ---------------------------------------------------------------- reading
     def _read(self, tokens: list[int]) -> tuple[Tensor, Any, Tensor]:
-        """Read ``tokens`` (one sequence): ``(logits (T, V) float, cache, last (1, V))``
+        """Read ``tokens`` (one sequence): ``(logits (T, V) float64, cache, last (1, V))``
         where ``logits[i]`` predicts token ``i + 1``; the first ``prefill_length``
         tokens in one parallel pass, the rest one step each."""
         idx = torch.tensor(tokens, dtype=torch.long, device=self._device)
