@@ -29,6 +29,7 @@ mean over the positions of the text.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -45,6 +46,7 @@ __all__ = ["E_AC_PJ", "E_MAC_PJ", "LayerOps", "OpsReport", "count_ops", "amsnet_
 
 E_AC_PJ = 0.9               # one 32-bit float addition, 45 nm (Horowitz 2014)
 E_MAC_PJ = 4.6              # one 32-bit float multiply (3.7 pJ) + add (0.9 pJ)
+KNOWN_PARTS = {"I", "K", "V", "Q"}      # rows of the AM-SU's projection the counts know
 
 
 @dataclass
@@ -136,8 +138,14 @@ def amsnet_ops(model: LanguageModel, amsu_spikes: list[Tensor], ffn_spikes: list
         p = f"block{i}."
         out.append(_norm(p + "norm1", d))
         bias = N if (spec.neuron_path and block.amsu.bias is not None) else 0
+        names = [name for name, _ in spec.parts]
+        unknown = sorted(set(names) - KNOWN_PARTS)
+        if unknown:          # a new option of the unit: its projection counts, the rest not
+            warnings.warn(f"operation counts know the AM-SU's I, K, V, Q; rows {unknown} of "
+                          "its projection are counted, what the unit does with them is not",
+                          stacklevel=3)
         out.append(LayerOps(p + "amsu.proj", mac=spec.proj_size * spec.in_features, add=bias,
-                            note="I|K|V|Q of the real-valued input"))
+                            note="|".join(names) + " of the real-valued input"))
         if spec.neuron_path:
             out.append(LayerOps(p + "amsu.membrane", mac=N, note="u = beta u + I"))
         if spec.astrocyte:
