@@ -186,12 +186,10 @@ def fig_ei_membrane(ei: dict, neurons=(0, 50, 100)):
     V, s = rec.get("E", "u"), rec.get("E", "spikes")
     thr = rec.thresholds("E")
     plot.membrane(V, ax=ax, dt=rec.dt, time_unit="ms", neurons=list(neurons), threshold=thr,
-                  unit="mV", title="V of 3 excitatory neurons; ticks: their spikes (a LIF "
-                                   "resets at threshold)")
+                  unit="mV", spikes=s, spike_marks="ticks",
+                  title="V of 3 excitatory neurons; ticks: their spikes (a LIF resets at "
+                        "threshold)")
     cols = [ln.get_color() for ln in ax.get_lines() if ln.get_label().startswith("neuron")]
-    for c, j in zip(cols, neurons):
-        ts = np.nonzero(s[:, j])[0] * rec.dt
-        ax.vlines(ts, thr[j] + 1.0, thr[j] + 4.0, color=c, lw=1.0)
     ax.set_ylabel("V (mV)")
     ax.set_xlabel("")
     plot.shade_epochs(ax, _epochs(rec))
