@@ -31,6 +31,7 @@ HEAVY = {
                   "and the command line start without it",
     "nir": "optional extra [nir]",
     "nirtorch": "optional extra [nir]",
+    "nest": "NEST 3.10: optional simulator, about 1 s to import, prints a banner",
     "elephant": "imports scikit-learn and scipy.stats (seconds); only neuro.analysis uses it",
     "neo": "with quantities, only neuro.analysis / neuro.export build spike trains",
     "quantities": "only neuro.analysis / neuro.export need physical units",

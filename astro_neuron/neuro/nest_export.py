@@ -25,6 +25,7 @@ NEST prints a banner on import; the import here sets ``PYNEST_QUIET`` first.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -52,7 +53,7 @@ def import_nest():
     nest-simulator==3.10.0``)."""
     os.environ.setdefault("PYNEST_QUIET", "1")
     try:
-        import nest
+        import nest  # deferred: NEST is optional, ~1 s to import and prints a banner
     except ImportError as exc:
         raise ImportError("NEST is not installed: scripts/install.sh installs it "
                           "(pip install --no-deps nest-simulator==3.10.0)") from exc
@@ -287,6 +288,10 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     nest.ResetKernel()
+    try:
+        nest.verbosity = nest.VerbosityLevel.ERROR
+    except AttributeError:
+        pass
     nest.local_num_threads = args.threads
     with np.load(HERE / "{name}.npz", allow_pickle=False) as z:
         arrays = {{k: z[k] for k in z.files}}
@@ -313,7 +318,6 @@ def write_nest_script(net: Network, folder, duration_ms: float, name: str = "net
                       run: Optional[NetworkRun] = None) -> Path:
     """Write ``folder/name.npz`` (the network) and ``folder/name.py`` (a NEST script that
     runs it, with MPI too: ``mpirun -np 4 python name.py``); return the script's path."""
-    import inspect
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = network_spec(net, run)

@@ -43,8 +43,11 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Optional, Sequence, Union
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from astro_neuron.functional.li_rinzel import CA, H_GATE, IP3, LiRinzel, li_rinzel_advance
+from astro_neuron.neuro.recording import Recording
 from astro_neuron.neuro.synapses import Gliotransmission, TsodyksMarkram, tm_release
 from astro_neuron.neuro.territories import Territories
 from astro_neuron.validate import choice, positive_int, positive_number, probability
@@ -239,7 +242,6 @@ class LiRinzelAstrocyte:
 
     def advance_reference(self, st: dict, drive, dt: float) -> None:
         """The same step through the project's torch implementation (the reference)."""
-        import torch
         p = replace(self.cell, dt=dt)
         y = torch.from_numpy(st["y"])[None]                         # [1, 3, A]
         d = torch.as_tensor(np.broadcast_to(np.asarray(drive, np.float64), st["y"].shape[1:]).copy())
@@ -646,7 +648,6 @@ class NetworkRun:
         ``threshold``: V_th, or V_peak for AdEx), per astrocyte group ``astro`` (its
         calcium signal), sources as ``spikes``. A Recording puts step ``n`` at time
         ``n dt`` (the start of the step), the run at ``(n+1) dt`` (its end)."""
-        from astro_neuron.neuro.recording import Recording
         pops, attrs = {}, {}
         for name, s in self.spikes.items():
             pops[name] = {"spikes": s[:, None].astype(np.float32)}
@@ -780,7 +781,6 @@ def _simulate(net: Network, duration_ms: float, record_V: bool, astro_on: bool,
 
     it = range(T)
     if progress:
-        from tqdm import tqdm
         it = tqdm(it, desc="simulate", unit="step", mininterval=1.0)
     for n in it:
         slot = n % L
