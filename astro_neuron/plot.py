@@ -87,7 +87,7 @@ def _pick(n: int, chosen: Optional[Sequence[int]], limit: int, what: str) -> lis
 
 def group_colors(n: int):
     """``n`` distinguishable colours (matplotlib's tab10, then tab20)."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # deferred: only drawing needs matplotlib
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
 
@@ -299,7 +299,7 @@ def psth(times, rate, ax=None, bin_width: Optional[float] = None, unit: str = "H
     if epochs:
         shade_epochs(ax, epochs, names=False)
     edges = np.append(times, times[-1] + bin_width)
-    from matplotlib.patches import StepPatch
+    from matplotlib.patches import StepPatch  # deferred: only drawing needs matplotlib
     earlier = any(isinstance(p, StepPatch) for p in ax.patches)     # another rate drawn here
     prev_top = ax.get_ylim()[1] if earlier else 0.0
     ax.stairs(rate, edges, label=label, color=color, lw=1.2)

@@ -212,7 +212,8 @@ def fig_ei_territory_rates(ei: dict):
     for ax, cond in zip(axes, ("on", "off")):
         er = analysis.epoch_rates(ei[cond], "E")
         plot.epoch_bars(er.mean, er.sem, ax=ax, groups=er.groups, epochs=er.epochs,
-                        unit=er.unit, title=f"astrocytes {'acting' if cond == 'on' else 'silenced'}")
+                        unit=er.unit,
+                        title=f"astrocytes {'acting' if cond == 'on' else 'silenced'}")
     top = max(ax.get_ylim()[1] for ax in axes)                     # one scale for both
     for ax in axes:
         ax.set_ylim(0, top)
@@ -274,8 +275,10 @@ def fig_stacked(rec: Recording):
     names = sorted(set(terr.tolist()))
     v = rec.get("population", "u") + rec.get("population", "o")
     unit = u_unit(rec, "population")
-    plot.stacked_traces(v, ax=ax, dt=rec.dt * rec.every, traces=pick, unit=unit, colors=[cols[names.index(terr[j])] for j in pick],
-        time_unit=rec.time_unit, title="u + o of 2 neurons per territory (colour: territory)")
+    plot.stacked_traces(v, ax=ax, dt=rec.dt * rec.every, traces=pick, unit=unit,
+                        colors=[cols[names.index(terr[j])] for j in pick],
+                        time_unit=rec.time_unit,
+                        title="u + o of 2 neurons per territory (colour: territory)")
     ax.set_ylabel("neuron")
     ax.set_xlabel("")
     label = rec.attrs["population"].get("astro_label", "astrocyte state")
