@@ -87,7 +87,7 @@ def _pick(n: int, chosen: Optional[Sequence[int]], limit: int, what: str) -> lis
 
 def group_colors(n: int):
     """``n`` distinguishable colours (matplotlib's tab10, then tab20)."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # deferred: only drawing needs matplotlib
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
 
@@ -169,7 +169,8 @@ def raster(spikes, ax=None, dt: float = 1.0, labels: Optional[Sequence[str]] = N
 def membrane(u, ax=None, dt: float = 1.0, neurons: Optional[Sequence[int]] = None,
              threshold=None, spikes=None, time_unit: Optional[str] = None,
              title: str = "", max_traces: int = 5, o=None, every: int = 1,
-             names: Optional[Sequence] = None, unit: str = "x threshold"):
+             names: Optional[Sequence] = None, unit: str = "x threshold",
+             spike_marks: str = "dots"):
     """Membrane traces of the chosen ``neurons`` (columns; default the first
     ``max_traces``), one line each.
 
@@ -180,8 +181,13 @@ def membrane(u, ax=None, dt: float = 1.0, neurons: Optional[Sequence[int]] = Non
     of a drawn neuron with a dot on its trace; ``every``: the traces hold every
     ``every``-th step of the spikes' steps (``record(..., every=k)``), so ``T_s`` may be
     up to ``every`` times longer. ``names``: the neurons' labels (default ``neuron j``);
-    ``unit``: of the membrane (the y axis).
+    ``unit``: of the membrane (the y axis). ``spike_marks``: ``"dots"`` on the trace
+    (the AM-SU records ``u`` before its reset, so a spike sits above threshold) or
+    ``"ticks"`` above the neuron's threshold (for a membrane recorded after its reset,
+    as a LIF in mV is, where the trace never shows the crossing).
     """
+    if spike_marks not in ("dots", "ticks"):
+        raise ValueError(f"spike_marks must be 'dots' or 'ticks', got {spike_marks!r}")
     u = _array("u", u)
     dt = _check_dt(dt)
     every = int(every)
@@ -215,7 +221,13 @@ def membrane(u, ax=None, dt: float = 1.0, neurons: Optional[Sequence[int]] = Non
     for j in idx:
         name = f"neuron {j}" if names is None else f"neuron {names[j]}"
         line, = ax.plot(t, v[:, j], lw=0.9, label=name)
-        if s is not None:
+        if s is not None and spike_marks == "ticks":
+            top = thr[j] if thr is not None else float(v[:, idx].max())
+            span = float(np.ptp(v[:, idx])) or 1.0
+            ts = np.nonzero(s[:, j])[0]
+            ax.vlines(ts * dt, top + 0.04 * span, top + 0.14 * span, color=line.get_color(),
+                      lw=1.0)
+        elif s is not None:
             ts = np.nonzero(s[:, j])[0]
             ts = ts[ts % every == 0]                   # steps whose trace was kept
             ax.plot(ts * dt, v[ts // every, j], ".", color=line.get_color(), ms=4)
@@ -287,7 +299,7 @@ def psth(times, rate, ax=None, bin_width: Optional[float] = None, unit: str = "H
     if epochs:
         shade_epochs(ax, epochs, names=False)
     edges = np.append(times, times[-1] + bin_width)
-    from matplotlib.patches import StepPatch
+    from matplotlib.patches import StepPatch  # deferred: only drawing needs matplotlib
     earlier = any(isinstance(p, StepPatch) for p in ax.patches)     # another rate drawn here
     prev_top = ax.get_ylim()[1] if earlier else 0.0
     ax.stairs(rate, edges, label=label, color=color, lw=1.2)

@@ -208,7 +208,8 @@ def _bin(rec: Recording, bin_width: float, t0: float, t1: float) -> tuple[float,
 
 
 def _histogram(rec: Recording, trains: list, b: float, n: int, t0: float) -> Rate:
-    from elephant.statistics import time_histogram  # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
+    # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
+    from elephant.statistics import time_histogram
     unit = time_quantity(rec)
     t1 = t0 + n * b                         # the trains span [t0, t1) (spike_trains' window)
     with _quiet():
@@ -268,7 +269,8 @@ def condition_average(rec: Recording, population: str, bin_width: float, labels=
 def isi(rec: Recording, population: str, sample: int = 0, neurons=None) -> list[np.ndarray]:
     """Inter-spike intervals of each neuron (``elephant.statistics.isi``), in
     ``rec.time_unit``; an empty array for a neuron with fewer than two spikes."""
-    from elephant.statistics import isi as _isi  # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
+    # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
+    from elephant.statistics import isi as _isi
     with _quiet():
         return [np.asarray(_isi(st).magnitude, dtype=np.float64)
                 for st in spike_trains(rec, population, sample, neurons)]
@@ -279,7 +281,8 @@ def cv(rec: Recording, population: str, sample: int = 0, neurons=None,
     """Coefficient of variation of each neuron's inter-spike intervals (std / mean,
     ``elephant.statistics.cv``; 0 for a regular train, 1 for a Poisson one). NaN for
     a neuron with fewer than ``min_spikes`` spikes (at least 3: two intervals)."""
-    from elephant.statistics import cv as _cv  # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
+    # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
+    from elephant.statistics import cv as _cv
     min_spikes = positive_int("min_spikes", min_spikes)
     if min_spikes < 3:
         raise ValueError(f"min_spikes must be >= 3 (a CV needs two intervals), got {min_spikes}")
@@ -299,7 +302,8 @@ def fano_factor(rec: Recording, population: str, samples=None, neurons=None,
     that width inside ``window``, pooled over ``samples`` (one long trial is enough).
     NaN for a neuron that never fires.
     """
-    from elephant.statistics import fanofactor  # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
+    # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
+    from elephant.statistics import fanofactor
     samples = _samples(rec, samples)
     t0, t1 = _window(rec, window)
     unit = time_quantity(rec)
@@ -335,7 +339,8 @@ def spike_count_correlation(rec: Recording, population: str, bin_width: float,
     """Pairwise Pearson correlation ``[N, N]`` of the neurons' spike counts in bins of
     ``bin_width`` (``elephant.spike_train_correlation.correlation_coefficient`` of a
     ``BinnedSpikeTrain``); NaN rows and columns for neurons without spikes."""
-    from elephant.conversion import BinnedSpikeTrain  # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
+    # deferred: Elephant imports scikit-learn and scipy.stats (seconds)
+    from elephant.conversion import BinnedSpikeTrain
     from elephant.spike_train_correlation import correlation_coefficient
     t0, t1 = _window(rec, window)
     b, n = _bin(rec, bin_width, t0, t1)

@@ -129,6 +129,7 @@ def plot_recording(rec: Recording, out_dir, sample: int = 0, prefix: str = "",
                               threshold=rec.thresholds(n), o=o, every=rec.every, spikes=s,
                               names=rec.neuron_ids(n), unit=u_unit(rec, n),
                               neurons=_most_active(s, rec.get(n, "u", sample).shape[1]),
+                              spike_marks="ticks" if "u_unit" in rec.attrs.get(n, {}) else "dots",
                               title=f"{n}: {'u + o' if o is not None else 'u'} of the most "
                                     "active neurons vs each one's threshold (dashed)")
                 if _epochs(rec):

@@ -186,12 +186,10 @@ def fig_ei_membrane(ei: dict, neurons=(0, 50, 100)):
     V, s = rec.get("E", "u"), rec.get("E", "spikes")
     thr = rec.thresholds("E")
     plot.membrane(V, ax=ax, dt=rec.dt, time_unit="ms", neurons=list(neurons), threshold=thr,
-                  unit="mV", title="V of 3 excitatory neurons; ticks: their spikes (a LIF "
-                                   "resets at threshold)")
+                  unit="mV", spikes=s, spike_marks="ticks",
+                  title="V of 3 excitatory neurons; ticks: their spikes (a LIF resets at "
+                        "threshold)")
     cols = [ln.get_color() for ln in ax.get_lines() if ln.get_label().startswith("neuron")]
-    for c, j in zip(cols, neurons):
-        ts = np.nonzero(s[:, j])[0] * rec.dt
-        ax.vlines(ts, thr[j] + 1.0, thr[j] + 4.0, color=c, lw=1.0)
     ax.set_ylabel("V (mV)")
     ax.set_xlabel("")
     plot.shade_epochs(ax, _epochs(rec))
@@ -214,7 +212,8 @@ def fig_ei_territory_rates(ei: dict):
     for ax, cond in zip(axes, ("on", "off")):
         er = analysis.epoch_rates(ei[cond], "E")
         plot.epoch_bars(er.mean, er.sem, ax=ax, groups=er.groups, epochs=er.epochs,
-                        unit=er.unit, title=f"astrocytes {'acting' if cond == 'on' else 'silenced'}")
+                        unit=er.unit,
+                        title=f"astrocytes {'acting' if cond == 'on' else 'silenced'}")
     top = max(ax.get_ylim()[1] for ax in axes)                     # one scale for both
     for ax in axes:
         ax.set_ylim(0, top)
@@ -276,8 +275,10 @@ def fig_stacked(rec: Recording):
     names = sorted(set(terr.tolist()))
     v = rec.get("population", "u") + rec.get("population", "o")
     unit = u_unit(rec, "population")
-    plot.stacked_traces(v, ax=ax, dt=rec.dt * rec.every, traces=pick, unit=unit, colors=[cols[names.index(terr[j])] for j in pick],
-        time_unit=rec.time_unit, title="u + o of 2 neurons per territory (colour: territory)")
+    plot.stacked_traces(v, ax=ax, dt=rec.dt * rec.every, traces=pick, unit=unit,
+                        colors=[cols[names.index(terr[j])] for j in pick],
+                        time_unit=rec.time_unit,
+                        title="u + o of 2 neurons per territory (colour: territory)")
     ax.set_ylabel("neuron")
     ax.set_xlabel("")
     label = rec.attrs["population"].get("astro_label", "astrocyte state")

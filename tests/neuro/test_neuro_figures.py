@@ -66,6 +66,12 @@ def test_membrane_u_plus_o_every_spike_above_its_own_threshold(rec):
     ax = plot.membrane(u[::4], o=o[::4], spikes=s, every=4, neurons=[0], dt=1.0)
     assert len([ln for ln in ax.get_lines() if ln.get_linestyle() == "None"][0].get_xdata()) \
         == int((s[::4, 0] != 0).sum())
+    ax = plot.membrane(u, threshold=thr, spikes=s, neurons=[0, 1], spike_marks="ticks")
+    ticks = ax.collections                             # one LineCollection per neuron
+    assert [len(c.get_segments()) for c in ticks] == [int(s[:, 0].sum()), int(s[:, 1].sum())]
+    assert all(seg[0, 1] > thr[j] for j, c in enumerate(ticks) for seg in c.get_segments())
+    with pytest.raises(ValueError, match="spike_marks must be"):
+        plot.membrane(u, spike_marks="stars")
     with pytest.raises(ValueError, match="threshold must be a number or one per neuron"):
         plot.membrane(u, threshold=[1.0, 2.0])
     with pytest.raises(ValueError, match="o .* and u .* differ"):

@@ -43,7 +43,8 @@ def register(commands, bench) -> None:
     e.add_argument("run", type=A.in_file("recording"), help="recorded run file (.npz)")
     e.add_argument("--out", required=True, type=A.out_file("--out", suffix=".nwb"),
                    help="NWB file to write (.nwb)")
-    e.add_argument("--step-s", type=A.number(0.0, None, lo_open=True, name="--step-s"), default=None,
+    e.add_argument("--step-s", type=A.number(0.0, None, lo_open=True, name="--step-s"),
+                   default=None,
                    help="seconds per step, for recordings in steps (NWB keeps seconds)")
     e.set_defaults(func=_export_nwb)
 
