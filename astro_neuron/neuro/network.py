@@ -398,7 +398,11 @@ class Network:
         elif isinstance(V_init, tuple) and len(V_init) == 2:
             v = self.rng.uniform(V_init[0], V_init[1], n)
         else:
-            v = np.broadcast_to(np.asarray(V_init, dtype=np.float64), (n,)).copy()
+            try:
+                v = np.broadcast_to(np.asarray(V_init, dtype=np.float64), (n,)).copy()
+            except (ValueError, TypeError):
+                raise ValueError(f"V_init must be a number, [n] = [{n}] or (low, high), got "
+                                 f"{V_init!r}") from None
         if not np.isfinite(v).all():
             raise ValueError("V_init contains NaN or Inf")
         g = NeuronGroup(name, n, params, kind, v)
@@ -412,7 +416,10 @@ class Network:
         self._new_name(name)
         n = positive_int("n", n)
         choice("kind", kind, KINDS)
-        r = np.broadcast_to(np.asarray(rate_hz, dtype=np.float64), (n,)).copy()
+        try:
+            r = np.broadcast_to(np.asarray(rate_hz, dtype=np.float64), (n,)).copy()
+        except (ValueError, TypeError):
+            raise ValueError(f"rate_hz must be a number or [n] = [{n}], got {rate_hz!r}") from None
         if not np.isfinite(r).all() or (r < 0).any():
             raise ValueError("rate_hz must be finite and >= 0")
         if r.max() * self.dt / 1000.0 > 1.0:
@@ -454,7 +461,7 @@ class Network:
         one step. ``synapse``: ``None`` (static) or a :class:`TsodyksMarkram`.
         """
         if pre not in self.groups:
-            raise KeyError(f"no group {pre!r} (have {sorted(self.groups)})")
+            raise ValueError(f"connect: no group {pre!r} (have {sorted(self.groups)})")
         tgt = self.groups.get(post)
         if not isinstance(tgt, NeuronGroup):
             raise ValueError(f"connect: post must be a neuron group, got {post!r}")
@@ -491,7 +498,11 @@ class Network:
                 raise ValueError(f"mask must have shape [{n_post}, {n_pre}], got {list(m.shape)}")
         if same and not allow_autapses:
             np.fill_diagonal(m, False)
-        w = np.broadcast_to(np.asarray(weight, dtype=np.float64), (n_post, n_pre))
+        try:
+            w = np.broadcast_to(np.asarray(weight, dtype=np.float64), (n_post, n_pre))
+        except (ValueError, TypeError):
+            raise ValueError(f"weight must be a number or [n_post, n_pre] = [{n_post}, {n_pre}], "
+                             f"got shape {list(np.shape(weight))}") from None
         if not np.isfinite(w).all():
             raise ValueError("weight contains NaN or Inf")
         sign = 1.0 if src.kind == "excitatory" else -1.0
