@@ -352,4 +352,4 @@ def builtin_dialogues(split: str = "train", root: Optional[str] = None) -> list[
     data = _builtin(root)
     if not data[split]:
         raise ValueError(f"no documented functions found for split {split!r}")
-    return [list(d) for d in data[split]]
+    return [[dict(m) for m in d] for d in data[split]]     # copies: the cache stays intact
