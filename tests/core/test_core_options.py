@@ -80,7 +80,7 @@ def _decode(layer, x, st0):
 
 @pytest.mark.parametrize("options", OPTIONS, ids=_id)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("T,chunk,B", [(1, 64, 1), (23, 8, 2), (70, 64, 2)])
+@pytest.mark.parametrize("T,chunk,B", [(1, 64, 1), (23, 8, 2), (40, 16, 2)])
 def test_option_every_form_agrees_with_the_loop(options, dtype, T, chunk, B):
     torch.manual_seed(T + B)
     layer = _layer(dtype, chunk_size=chunk, **options)
@@ -171,7 +171,8 @@ def test_gated_scan_gradcheck(T, chunk):
     H0 = torch.randn(B, A, dk, dv, generator=g)
     args = [t.double().requires_grad_(True) for t in (q, k, v, lg, H0)]
     assert torch.autograd.gradcheck(
-        lambda *a: astro_gated_chunked(*a, chunk_size=chunk), args, eps=1e-6, atol=1e-6)
+        lambda *a: astro_gated_chunked(*a, chunk_size=chunk), args, eps=1e-6, atol=1e-6,
+        fast_mode=True)
 
 
 def test_retention_gate_values():
