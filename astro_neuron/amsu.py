@@ -42,9 +42,18 @@ def _tau_tensor(name: str, value: TauLike, shape: tuple[int, ...]) -> Tensor:
     return t.clone()
 
 
-def _astro_taus(tau_astro, A: int, dk: int) -> Tensor:
+TAU_ASTRO_INITS = ("retnet",)
+
+
+def _astro_taus(tau_astro, A: int, dk: int, dt: float = 1.0) -> Tensor:
     """``tau_astro``: a number, a ``(low, high)`` tuple/list spread log-uniformly over
-    the d_k key channels of every astrocyte, or a full ``[A, d_k]`` tensor."""
+    the d_k key channels of every astrocyte, ``"retnet"`` (astrocyte ``a`` decays by
+    ``1 - 2^(-5-a)`` per step, all its channels alike: RetNet's per-head decays), or a
+    full ``[A, d_k]`` tensor."""
+    if isinstance(tau_astro, str):
+        choice("tau_astro", tau_astro, TAU_ASTRO_INITS)
+        gamma = 1.0 - 2.0 ** (-5.0 - torch.arange(A, dtype=torch.float64))
+        return (-dt / torch.log(gamma))[:, None].expand(A, dk).clone()
     if isinstance(tau_astro, (tuple, list)) and len(tau_astro) == 2:
         lo, hi = (float(x) for x in tau_astro)
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi < lo:
@@ -68,7 +77,10 @@ class AMSU(nn.Module):
         d_key: the astrocyte's sensing dimension ``d_k``.
         tau_mem: membrane time constant(s), same unit as ``dt``; number or ``[N]``.
         tau_astro: astrocyte time constants: ``(low, high)`` spreads them
-            log-uniformly over each astrocyte's key channels; or a number; or ``[A, d_k]``.
+            log-uniformly over each astrocyte's key channels (choose ``high`` of the
+            order of the longest span to remember); ``"retnet"``: astrocyte ``a``
+            decays by ``1 - 2^(-5-a)`` per step (RetNet's per-head decays); or a number;
+            or ``[A, d_k]``.
         threshold: firing threshold ``theta`` (number or ``[N]``), > 0.
         surrogate: spike gradient: ``astro_neuron.surrogate.*`` (default ``ATan()``) or
             any SpikingJelly / snnTorch surrogate callable.
@@ -98,6 +110,18 @@ class AMSU(nn.Module):
             astrocyte's read-out RMS-normalised over its ``d_v`` neurons before
             ``g_astro`` (divisive gain control of the astrocyte's output; the
             language model's choice).
+        conv_size: taps ``K`` of the pre-synaptic delay line on what the astrocyte
+            senses: ``k_t, v_t <- sum_{j<K} w_j * (k, v)_{t-j}``, a learned per-channel
+            causal filter (Zoology's "short convolution"); 1 (default): none, the paper.
+            Its last ``K - 1`` inputs are part of the state (``AMSUState.conv``).
+        retention: ``"fixed"`` (default, the paper: decay ``gamma``), ``"gated"``
+            (``gamma * g_t``, an input-dependent retention
+            ``g_t = sigmoid(W_G x_t + b_G) ** (1 / gate_temperature)``: activity-dependent
+            uptake, GLA's gate) or ``"selective"`` (the same, and the write scaled by
+            ``1 - g_t``: what is retained is not overwritten, as in Mamba).
+        gate_temperature: the gate's temperature (GLA: 16).
+        gate_bias: initial ``b_G``; larger keeps more at the start
+            (``g = sigmoid(b) ** (1/temperature)``).
     """
 
     def __init__(self, in_features: int, n_neurons: int, n_astrocytes: int = 4,
@@ -110,7 +134,8 @@ class AMSU(nn.Module):
                  bias: bool = True, learn_tau: bool = True, learn_threshold: bool = True,
                  detach_reset: bool = False, chunk_size: int = 64,
                  rotary_fraction: float = 1.0, readout_norm: str = "none",
-                 device=None, dtype=None) -> None:
+                 conv_size: int = 1, retention: str = "fixed", gate_temperature: float = 16.0,
+                 gate_bias: float = 0.0, device=None, dtype=None) -> None:
         super().__init__()
         dt = positive_number("dt", float(dt))
         model = resolve_astro_model(astro_model, dt)
@@ -120,7 +145,8 @@ class AMSU(nn.Module):
             astrocyte=astrocyte, neuron_path=neuron_path, spiking=spiking, rotary=rotary,
             rotary_base=rotary_base, rotary_fraction=rotary_fraction,
             detach_reset=detach_reset, surrogate=surrogate, astro_model=model,
-            readout_norm=readout_norm)
+            readout_norm=readout_norm, conv_size=conv_size, retention=retention,
+            gate_temperature=gate_temperature)
         positive_int("chunk_size", chunk_size)
         self.dt = dt
         self.chunk_size = chunk_size
@@ -131,7 +157,7 @@ class AMSU(nn.Module):
         self.weight = nn.Parameter(torch.empty(self.spec.proj_size, in_features, **fk))
         self.bias = nn.Parameter(torch.empty(N, **fk)) if (bias and neuron_path) else None
         log_tau_mem = torch.log(_tau_tensor("tau_mem", tau_mem, (N,)))
-        log_tau_astro = torch.log(_astro_taus(tau_astro, A, d_key))
+        log_tau_astro = torch.log(_astro_taus(tau_astro, A, d_key, dt))
         log_thr = torch.log(_tau_tensor("threshold", threshold, (N,)))
         gain = torch.full((N,), finite_number("astro_gain", float(astro_gain)),
                           dtype=torch.float64)
@@ -139,15 +165,30 @@ class AMSU(nn.Module):
         self.log_tau_astro = nn.Parameter(log_tau_astro.to(**fk), requires_grad=learn_tau)
         self.log_threshold = nn.Parameter(log_thr.to(**fk), requires_grad=learn_threshold)
         self.astro_gain = nn.Parameter(gain.to(**fk))
+        spec = self.spec
+        self.conv = None
+        if spec.conv_size > 1:                  # taps [K, A*d_k + N], row j: lag j
+            self.conv = nn.Parameter(torch.empty(spec.conv_size, spec.d_conv, **fk))
+        self.gate_bias = None
+        self._gate_bias0 = finite_number("gate_bias", float(gate_bias))
+        if spec.gated:
+            self.gate_bias = nn.Parameter(torch.empty(A, d_key, **fk))
         self.reset_parameters()
 
     # ---------------------------------------------------------------- parameters
     def reset_parameters(self) -> None:
-        """Weights uniform in +-1/sqrt(in_features) (as ``nn.Linear``), bias too."""
+        """Weights uniform in +-1/sqrt(in_features) (as ``nn.Linear``), bias too; the
+        delay line's taps uniform in +-1/sqrt(conv_size) (as a depthwise ``nn.Conv1d``);
+        the gate bias ``gate_bias``."""
         bound = 1.0 / math.sqrt(self.spec.in_features)
         nn.init.uniform_(self.weight, -bound, bound)
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
+        if self.conv is not None:
+            b = 1.0 / math.sqrt(self.spec.conv_size)
+            nn.init.uniform_(self.conv, -b, b)
+        if self.gate_bias is not None:
+            nn.init.constant_(self.gate_bias, self._gate_bias0)
 
     @property
     def tau_mem(self) -> Tensor:
@@ -177,11 +218,12 @@ class AMSU(nn.Module):
     def params(self) -> AMSUParams:
         """The layer's tensors in the form the functional API takes."""
         return AMSUParams(self.weight, self.bias, self.beta, self.gamma, self.threshold,
-                          self.astro_gain)
+                          self.astro_gain, self.conv, self.gate_bias)
 
     # ---------------------------------------------------------------- state
     def init_state(self, batch_size: int, device=None, dtype=None) -> AMSUState:
-        """The zero state ``AMSUState(u [B, N], H [B, A, d_k, d_v], t=0)``."""
+        """The zero state ``AMSUState(u [B, N], H [B, A, d_k, d_v], t=0, conv)``
+        (``conv`` ``[B, conv_size - 1, A*d_k + N]``, None without delay line)."""
         return init_state(self.spec, batch_size, device or self.weight.device,
                           dtype or self.weight.dtype)
 
@@ -226,7 +268,8 @@ class AMSU(nn.Module):
         for name, default in (("synapse", "identity"), ("spike_levels", 1),
                               ("astrocyte", True), ("neuron_path", True), ("spiking", True),
                               ("rotary", False), ("rotary_fraction", 1.0),
-                              ("readout_norm", "none")):
+                              ("readout_norm", "none"), ("conv_size", 1),
+                              ("retention", "fixed")):
             if getattr(s, name) != default:
                 parts.append(f"{name}={getattr(s, name)!r}")
         if not s.linear_astro:

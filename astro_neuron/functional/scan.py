@@ -37,7 +37,7 @@ from torch import Tensor
 __all__ = [
     "leaky_step", "leaky_loop", "leaky_chunked",
     "astro_step", "astro_read", "astro_loop", "astro_chunked",
-    "stable_chunk_size",
+    "astro_gated_loop", "astro_gated_chunked", "GATED_CHUNK", "stable_chunk_size",
 ]
 
 _LOG_DECAY_FLOOR = -1.0e4  # log of a decay of exactly 0: exp(-1e4 * d) == 0 for d >= 1
@@ -435,5 +435,84 @@ def astro_chunked(q: Tensor, k: Tensor, v: Tensor, decay: Tensor,
     outs = []
     for start, stop, cc in _split_time(T, c):
         o, H = _astro_chunks(q[start:stop], k[start:stop], v[start:stop], lam, H, cc)
+        outs.append(o)
+    return (outs[0] if len(outs) == 1 else torch.cat(outs)), H
+
+
+# ---------------------------------------------------------------- input-dependent retention
+
+GATED_CHUNK = 16   # largest chunk of the gated scan: its intra-chunk decays are [C, C, d_k]
+
+
+def astro_gated_loop(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor,
+                     H0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Reference: ``H_t = diag(exp(log_decay_t)) H_{t-1} + k_t v_t^T``, ``o_t = H_t^T q_t``,
+    with a decay per step: ``log_decay`` ``[T, B, A, d_k]`` (<= 0). Returns
+    ``(o_seq [T, B, A, d_v], H_T)``."""
+    T, B, A, dk = q.shape
+    H = q.new_zeros(B, A, dk, v.shape[-1]) if H0 is None else H0
+    out = []
+    for q_t, k_t, v_t, l_t in zip(q.unbind(0), k.unbind(0), v.unbind(0), log_decay.unbind(0)):
+        H = astro_step(H, k_t, v_t, torch.exp(l_t))
+        out.append(astro_read(H, q_t))
+    return (torch.stack(out) if out else q.new_zeros(0, B, A, v.shape[-1])), H
+
+
+def _gated_chunks(q: Tensor, k: Tensor, v: Tensor, lg: Tensor, H: Tensor,
+                  c: int) -> tuple[Tensor, Tensor]:
+    """:func:`astro_gated_chunked` over ``T = n * c`` steps (differentiated by autograd).
+
+    Per chunk, ``b_i = sum_{s <= i} lg_s`` (cumulative log-decay from the chunk's start,
+    <= 0 and non-increasing). Every exponent is <= 0: intra-chunk ``exp(b_i - b_j)``
+    for ``i >= j`` (the pairs ``i < j`` are masked *before* the exponential), inter-chunk
+    ``q_i exp(b_i)`` against the chunk's starting state, carry ``exp(b_last - b_j)``.
+    Nothing can overflow, whatever the gate does (no ``gamma^-t`` factorisation).
+    """
+    T, B, A, dk = q.shape
+    dv = v.shape[-1]
+    n = T // c
+
+    def chunks(z: Tensor) -> Tensor:                      # (T, B, A, d) -> (B, A, n, C, d)
+        return z.reshape(n, c, B, A, z.shape[-1]).permute(2, 3, 0, 1, 4)
+
+    qc, kc, vc = chunks(q), chunks(k), chunks(v)
+    b = chunks(lg).cumsum(3)                                             # (B, A, n, C, dk)
+    mask = torch.ones(c, c, dtype=torch.bool, device=q.device).tril_()
+    diff = (b.unsqueeze(4) - b.unsqueeze(3)).masked_fill(~mask[..., None], -math.inf)
+    S = torch.einsum("banid,banjd,banijd->banij", qc, kc, torch.exp(diff))
+    o = torch.matmul(S, vc)                                              # intra-chunk
+    last = b[:, :, :, -1:]                                               # (B, A, n, 1, dk)
+    kd = kc * torch.exp(last - b)                                        # decay to chunk end
+    dH = torch.matmul(kd.transpose(-1, -2), vc)                          # (B, A, n, dk, dv)
+    g = torch.exp(last).squeeze(3).unsqueeze(-1)                         # (B, A, n, dk, 1)
+    qb = qc * torch.exp(b)
+    starts = []
+    for m in range(n):                                   # carry: one short scan over chunks
+        starts.append(H)
+        H = g[:, :, m] * H + dH[:, :, m]
+    o = o + torch.matmul(qb, torch.stack(starts, 2))                     # inter-chunk
+    return o.permute(2, 3, 0, 1, 4).reshape(T, B, A, dv), H
+
+
+def astro_gated_chunked(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor,
+                        H0: Tensor | None = None,
+                        chunk_size: int = GATED_CHUNK) -> tuple[Tensor, Tensor]:
+    """Parallel form of :func:`astro_gated_loop` (same arguments and results).
+
+    Chunks of at most :data:`GATED_CHUNK` steps: the intra-chunk decays are held
+    explicitly, ``exp(b_i - b_j)`` per key channel (``[C, C, d_k]`` per chunk), so only
+    exponents <= 0 appear and the form is finite for any gate and any ``T``. Cost
+    O(T * C * d_k * d_v); the chunk starts are carried by a short scan over ``T / C``.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    T, B, A, dk = q.shape
+    H = q.new_zeros(B, A, dk, v.shape[-1]) if H0 is None else H0
+    if T == 0:
+        return q.new_zeros(0, B, A, v.shape[-1]), H
+    lg = log_decay.clamp(max=0.0)
+    outs = []
+    for start, stop, cc in _split_time(T, min(chunk_size, GATED_CHUNK)):
+        o, H = _gated_chunks(q[start:stop], k[start:stop], v[start:stop], lg[start:stop], H, cc)
         outs.append(o)
     return (outs[0] if len(outs) == 1 else torch.cat(outs)), H

@@ -132,8 +132,9 @@ class AstroLeaky(nn.Module):
     def detach_hidden(self) -> None:
         """Detach the stored state from the graph (truncated BPTT with ``init_hidden``)."""
         if self.state is not None:
-            u, H, t = self.state
-            self.state = AMSUState(u.detach(), None if H is None else H.detach(), t)
+            u, H, t, conv = AMSUState(*self.state)
+            self.state = AMSUState(u.detach(), None if H is None else H.detach(), t,
+                                   None if conv is None else conv.detach())
 
     def _start(self, state: Optional[AMSUState], batch: int, what: str) -> Optional[AMSUState]:
         if not self.init_hidden:
@@ -177,8 +178,9 @@ class AstroLeaky(nn.Module):
         # .to() / .double() / .cuda() move the stored state along with the parameters
         out = super()._apply(fn, *args, **kwargs)
         if self.state is not None:
-            u, H, t = self.state
-            self.state = AMSUState(fn(u), None if H is None else fn(H), t)
+            u, H, t, conv = AMSUState(*self.state)
+            self.state = AMSUState(fn(u), None if H is None else fn(H), t,
+                                   None if conv is None else fn(conv))
         return out
 
     def extra_repr(self) -> str:

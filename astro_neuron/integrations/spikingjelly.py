@@ -111,6 +111,8 @@ class AMSUNode(_sj_neuron.BaseNode):
         # BaseNode registered "v" (the membrane); add the astrocyte and the clock.
         self.register_memory("H", 0.0)
         self.register_memory("t", 0)
+        if self.amsu.spec.conv_size > 1:
+            self.register_memory("conv", None)    # the delay line (AMSUState.conv)
 
     @classmethod
     def from_amsu(cls, layer: AMSU, step_mode: str = "s",
@@ -190,9 +192,14 @@ class AMSUNode(_sj_neuron.BaseNode):
         self._check_rank(x, step_mode)
         batch = x.shape[1] if step_mode == "m" else x.shape[0]
         spec = self.amsu.spec
-        v, H, t = states
+        v, H, t = states[:3]
+        conv = states[3] if len(states) > 3 else None
         if not isinstance(v, Tensor) or tuple(v.shape) != (batch, spec.n_neurons):
-            return tuple(self.amsu.init_state(batch, device=x.device, dtype=x.dtype))
+            n = 4 if spec.conv_size > 1 else 3          # the delay line: a 4th memory
+            return tuple(self.amsu.init_state(batch, device=x.device, dtype=x.dtype))[:n]
+        if spec.conv_size > 1:
+            conv = conv.to(device=x.device, dtype=x.dtype) if isinstance(conv, Tensor) else \
+                self.amsu.init_state(batch, device=x.device, dtype=x.dtype).conv
         v = v.to(device=x.device, dtype=x.dtype)
         if not spec.astrocyte:
             H = None
@@ -200,7 +207,7 @@ class AMSUNode(_sj_neuron.BaseNode):
             H = H.to(device=x.device, dtype=x.dtype)
         else:
             H = self.amsu.init_state(batch, device=x.device, dtype=x.dtype).H
-        return (v, H, t)
+        return (v, H, t) + ((conv,) if spec.conv_size > 1 else ())
 
     def single_step_functional_forward(self, inputs: tuple, states: tuple, **kwargs):
         """One AM-SU step: ``((x [B, in],), (v, H, t))`` -> ``((spikes [B, N],), (v, H, t))``.
@@ -209,13 +216,13 @@ class AMSUNode(_sj_neuron.BaseNode):
         """
         _no_kwargs(kwargs)
         out, new = self.amsu.step_full(inputs[0], AMSUState(*states))
-        return (out.spikes,), tuple(new)
+        return (out.spikes,), tuple(new)[:len(states)]
 
     def multi_step_functional_forward(self, inputs: tuple, states: tuple, **kwargs):
         """T steps at once: chunked parallel form without reset, recurrent with one."""
         _no_kwargs(kwargs)
         out, new = self._run_seq(inputs[0], states)
-        return (out.spikes,), tuple(new)
+        return (out.spikes,), tuple(new)[:len(states)]
 
     def _run_seq(self, x_seq: Tensor, states: tuple) -> tuple[AMSUOutput, AMSUState]:
         return self.amsu.run(x_seq, AMSUState(*states), mode="auto")
@@ -228,7 +235,7 @@ class AMSUNode(_sj_neuron.BaseNode):
         _no_kwargs(kwargs)
         states = self.materialize_states((x_seq, *args), tuple(self._memories.values()), "m")
         out, new = self._run_seq(x_seq, states)
-        for name, value in zip(self._memories, new, strict=True):
+        for name, value in zip(self._memories, tuple(new)[:len(self._memories)], strict=True):
             self._memories[name] = value
         spec = self.amsu.spec
         self.v_seq = (reset_membrane(out.u, out.spikes, self.amsu.threshold, spec)

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from astro_neuron.functional.amsu import RETENTIONS
 from astro_neuron.validate import (
     boolean, choice, finite_number, number_in_range, positive_int, positive_number, probability,
 )
@@ -18,6 +19,7 @@ from astro_neuron.validate import (
 __all__ = ["AMSNetConfig", "ARCHS", "config_from_dict"]
 
 ARCHS = ("amsnet", "transformer")
+TAU_ASTRO_INITS = ("retnet",)       # named decay initialisations (astro_neuron.AMSU's)
 
 
 @dataclass
@@ -33,7 +35,8 @@ class AMSNetConfig:
     ffn_mult: int = 4               # channel-mixing width = ffn_mult * d_model spiking neurons
     tau_mem: float = 2.0            # AM-SU membrane time constant (tokens)
     tau_astro: tuple = (10.0, 1000.0)  # astrocyte time constants (tokens), log-spread over
-                                       # each astrocyte's key channels
+                                       # each astrocyte's key channels; or "retnet"
+                                       # (astrocyte a decays by 1 - 2^(-5-a), RetNet's)
     tau_ffn: float = 2.0            # time constant of the channel-mixing LIF neurons (tokens)
     threshold: float = 1.0          # initial firing threshold theta (learned)
     spike_levels: int = 1           # 1: binary spikes; L > 1: graded spikes in {0..L}
@@ -51,6 +54,12 @@ class AMSNetConfig:
     rotary_fraction: float = 1.0    # share of the astrocyte's d_k key/query channels rotated
                                     # (partial rotary; the Transformer always rotates all)
     chunk_size: int = 64            # chunk length of the parallel (chunked) form
+    conv_size: int = 1              # taps of the AM-SU's pre-synaptic delay line on k, v
+                                    # (Zoology's short convolution); 1: none (docs/model.md)
+    retention: str = "fixed"        # astrocyte retention: "fixed" (the paper), "gated"
+                                    # (input-dependent, GLA) or "selective" (docs/model.md)
+    gate_temperature: float = 16.0  # temperature of the retention gate
+    gate_bias: float = 0.0          # initial bias of the retention gate
     init_std: float = 0.02          # std of embeddings and output projections (GPT-2 style)
 
     def __post_init__(self) -> None:
@@ -65,23 +74,33 @@ class AMSNetConfig:
             raise ValueError(f"rotary positions need an even head size, got d_model/n_head = "
                              f"{self.d_model // self.n_head}")
         tau = self.tau_astro
-        if isinstance(tau, (int, float)) and not isinstance(tau, bool):
+        if isinstance(tau, str):
+            choice("tau_astro", tau, TAU_ASTRO_INITS)
+        elif isinstance(tau, (int, float)) and not isinstance(tau, bool):
             tau = (float(tau), float(tau))
-        if not isinstance(tau, (tuple, list)) or len(tau) != 2:
-            raise ValueError(f"tau_astro must be a number or a (low, high) pair, got {tau!r}")
-        self.tau_astro = (float(tau[0]), float(tau[1]))
+        if not isinstance(tau, (tuple, list, str)) or (not isinstance(tau, str) and len(tau) != 2):
+            raise ValueError(f"tau_astro must be a number, a (low, high) pair or 'retnet', "
+                             f"got {tau!r}")
+        if not isinstance(tau, str):
+            self.tau_astro = (float(tau[0]), float(tau[1]))
         for name in ("tau_mem", "tau_ffn", "threshold", "surrogate_alpha", "init_std",
                      "synapse_init"):
             setattr(self, name, positive_number(name, getattr(self, name)))
-        lo, hi = self.tau_astro
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi < lo:
-            raise ValueError(f"tau_astro=(low, high) needs 0 < low <= high, got {self.tau_astro}")
+        if not isinstance(self.tau_astro, str):
+            lo, hi = self.tau_astro
+            if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi < lo:
+                raise ValueError(f"tau_astro=(low, high) needs 0 < low <= high, got "
+                                 f"{self.tau_astro}")
         finite_number("astro_gain", self.astro_gain)
         for name in ("astrocyte", "neuron_path", "spiking", "astro_norm"):
             boolean(name, getattr(self, name))
         if not (self.astrocyte or self.neuron_path):
             raise ValueError("astrocyte=false and neuron_path=false leave the AM-SU no input")
         self.rotary_fraction = probability("rotary_fraction", self.rotary_fraction)
+        positive_int("conv_size", self.conv_size)
+        choice("retention", self.retention, RETENTIONS)
+        self.gate_temperature = positive_number("gate_temperature", self.gate_temperature)
+        finite_number("gate_bias", self.gate_bias)
         number_in_range("rotary_base", self.rotary_base, 1, lo_open=True)
 
     @property
@@ -91,7 +110,8 @@ class AMSNetConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["tau_astro"] = list(self.tau_astro)
+        if not isinstance(self.tau_astro, str):
+            d["tau_astro"] = list(self.tau_astro)
         return d
 
 

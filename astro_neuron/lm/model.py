@@ -68,7 +68,10 @@ class Block(nn.Module):
                          neuron_path=cfg.neuron_path, spiking=cfg.spiking, rotary=True,
                          rotary_base=cfg.rotary_base, rotary_fraction=cfg.rotary_fraction,
                          astro_gain=cfg.astro_gain, chunk_size=cfg.chunk_size,
-                         readout_norm="rms" if cfg.astro_norm and cfg.astrocyte else "none")
+                         readout_norm="rms" if cfg.astro_norm and cfg.astrocyte else "none",
+                         conv_size=cfg.conv_size if cfg.astrocyte else 1,
+                         retention=cfg.retention if cfg.astrocyte else "fixed",
+                         gate_temperature=cfg.gate_temperature, gate_bias=cfg.gate_bias)
         self.w_o = nn.Linear(d, d, bias=False)
         self.norm2 = nn.RMSNorm(d, eps=NORM_EPS)
         self.w_1 = nn.Linear(d, f, bias=False)
@@ -107,6 +110,12 @@ class AMSNetCache:
     u: list                                 # per layer: AM-SU membrane (B, d)
     H: list                                 # per layer: astrocyte state (B, A, d_k, d_v) or None
     u_ffn: list                             # per layer: channel-mixing membrane (B, f)
+    conv: list = None                       # per layer: the AM-SU's delay line
+                                            # (B, conv_size - 1, A d_k + d) or None
+
+    def __post_init__(self) -> None:
+        if self.conv is None:
+            self.conv = [None] * len(self.u)
 
     @property
     def batch_size(self) -> int:
@@ -118,8 +127,8 @@ class AMSNetCache:
 
     def nbytes(self) -> int:
         """Bytes held by the state tensors."""
-        return sum(x.numel() * x.element_size() for x in (*self.u, *self.H, *self.u_ffn)
-                   if x is not None)
+        return sum(x.numel() * x.element_size()
+                   for x in (*self.u, *self.H, *self.u_ffn, *self.conv) if x is not None)
 
 
 class AMSNet(LanguageModel):
@@ -203,13 +212,14 @@ class AMSNet(LanguageModel):
         p = self.wte.weight
         cfg = self.config
         kw = {"device": p.device, "dtype": p.dtype}
-        u, H, uf = [], [], []
+        u, H, uf, cv = [], [], [], []
         for b in self.blocks:
             st = b.amsu.init_state(batch_size)
             u.append(st.u)
             H.append(st.H)
+            cv.append(st.conv)
             uf.append(torch.zeros(batch_size, cfg.ffn_mult * cfg.d_model, **kw))
-        return AMSNetCache(0, u, H, uf)
+        return AMSNetCache(0, u, H, uf, cv)
 
     def prefill(self, idx: Tensor) -> tuple[Tensor, AMSNetCache]:
         """Read a prompt ``(B, T)`` in the chunked form: ``(logits (B, T, V), cache)``.
@@ -220,7 +230,8 @@ class AMSNet(LanguageModel):
         with torch.inference_mode():
             logits, states = self._run_checked(self._run, idx, "chunked")
         cache = AMSNetCache(idx.shape[1], [s[0].u for s in states],
-                            [s[0].H for s in states], [s[1] for s in states])
+                            [s[0].H for s in states], [s[1] for s in states],
+                            [s[0].conv for s in states])
         return logits, cache
 
     def step(self, idx_t: Tensor, cache: Optional[AMSNetCache] = None, compile: bool = False
@@ -247,10 +258,10 @@ class AMSNet(LanguageModel):
         if compiled:
             logits = self.compiled(_amsnet_step)(idx_t, C, S, cache.u, cache.H, cache.u_ffn,
                                              dec.wte, dec.head, dec.eps, dec.layers,
-                                             dec.shape._replace(event=False))
+                                             dec.shape._replace(event=False), None, cache.conv)
         else:
             logits = _amsnet_step(idx_t, C, S, cache.u, cache.H, cache.u_ffn, dec.wte,
-                                  dec.head, dec.eps, dec.layers, dec.shape, record)
+                                  dec.head, dec.eps, dec.layers, dec.shape, record, cache.conv)
         cache.t += 1
         return logits
 
@@ -295,7 +306,8 @@ _ZERO_OFFSET = torch.zeros(1, dtype=torch.long)     # one bag starting at index 
 
 def _amsnet_step(idx_t: Tensor, C: Optional[Tensor], S: Optional[Tensor], us: list, Hs: list,
                  ufs: list, wte: Tensor, head: Tensor, eps: Tensor, layers: tuple,
-                 k: "_DecodeShape", record: Optional[list] = None) -> Tensor:
+                 k: "_DecodeShape", record: Optional[list] = None,
+                 convs: Optional[list] = None) -> Tensor:
     """One AM-SNet token: ``idx_t`` ``(B,)`` -> logits ``(B, V)``; the states advance in
     place (``us`` AM-SU membranes ``(B, N)``, ``Hs`` astrocyte states ``(B, A, d_k, d_v)``,
     ``ufs`` channel-mixing membranes ``(B, f)``, one per layer). ``C, S`` ``(d_k,)``:
@@ -307,12 +319,16 @@ def _amsnet_step(idx_t: Tensor, C: Optional[Tensor], S: Optional[Tensor], us: li
 
     Eager (``k.event``: event-driven read-outs) or under ``torch.compile`` (dense
     read-outs, static shapes). ``record``: a list that gets the spikes of each layer.
+    ``convs``: per layer, the AM-SU's delay line ``(B, K-1, A d_k + d)`` (advanced in
+    place) or None.
     """
     x = wte[idx_t]                                                     # (B, d)
     spike_out = _spike_out_event if k.event else _spike_out_dense
-    for L, u, H, uf in zip(layers, us, Hs, ufs):
+    if convs is None:
+        convs = [None] * len(us)
+    for L, u, H, uf, cv in zip(layers, us, Hs, ufs, convs):
         # ---- token mixing: AM-SU (drive y = u + g_astro o; u, H advance in place)
-        y = decode_step(rms(x, eps, k.inv_d), u, H, L.amsu, k.amsu, C, S)  # (B, N)
+        y = decode_step(rms(x, eps, k.inv_d), u, H, L.amsu, k.amsu, C, S, cv)  # (B, N)
         if record is not None:
             record.append(_spikes(y, L.amsu.thr, k.spec))
         x = spike_out(x, y, L.amsu.thr, k.spec, L.w_o)                 # x + W_O s

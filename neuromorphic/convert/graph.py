@@ -129,6 +129,18 @@ def _check_amsu(where: str, m: AMSU) -> None:
         _unsupported(where, f"AMSU readout_norm={norm!r} has no integer form (an RMS "
                             "normalisation of the read-out is not integer-expressible); the "
                             "integer export needs readout_norm='none'")
+    conv = getattr(s, "conv_size", 1)
+    if conv != 1:
+        _unsupported(where, f"AMSU conv_size={conv} (the pre-synaptic delay line) is "
+                            "integer-expressible but not implemented by the integer network "
+                            "yet (no delay-line field in neuromorphic.spec, no engine runs "
+                            "it); the integer export needs conv_size=1")
+    retention = getattr(s, "retention", "fixed")
+    if retention != "fixed":
+        _unsupported(where, f"AMSU retention={retention!r} (an input-dependent astrocyte "
+                            "retention, sigmoid(W_G x)^(1/temperature)) is not "
+                            "integer-expressible: a sigmoid and a fractional power per step "
+                            "have no integer form; the integer export needs retention='fixed'")
 
 
 def _lif_fits_stock(lin: nn.Linear, lif: LIF) -> bool:

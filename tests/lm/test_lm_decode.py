@@ -102,3 +102,38 @@ def test_compile_failure_is_one_clear_error():
 
     with pytest.raises(RuntimeError, match="use compile=False"):
         compile_step(branchy)(torch.ones(3))
+
+
+@pytest.mark.parametrize("opts", [
+    {"conv_size": 3, "astro_gain": 1.0, "synapse_init": 1.0},
+    {"retention": "gated", "astro_gain": 1.0},
+    {"retention": "selective", "conv_size": 2, "tau_astro": "retnet"},
+], ids=["conv", "gated", "selective+conv+retnet"])
+def test_memory_options_step_equals_parallel_and_prefill(opts):
+    """The unit's memory options in the language model: the eager decode step (delay
+    line and gate in the cache) reproduces the parallel logits, from the start and
+    after a chunked prefill; every form of the model agrees."""
+    model = _model(opts)
+    idx = torch.randint(0, 256, (2, 30))
+    logits, _ = model(idx)
+    for mode in ("recurrent", "loop"):
+        torch.testing.assert_close(model(idx, mode=mode)[0], logits, rtol=1e-9, atol=1e-9)
+    eager, cache = _stepped(model, idx, False)
+    torch.testing.assert_close(eager, logits, rtol=1e-9, atol=1e-9)
+    if opts.get("conv_size", 1) > 1:
+        assert all(c is not None and c.shape[1] == opts["conv_size"] - 1 for c in cache.conv)
+    pre, cache = model.prefill(idx[:, :17])
+    torch.testing.assert_close(pre, logits[:, :17], rtol=1e-9, atol=1e-9)
+    rest, _ = _stepped(model, idx, False, start=17, cache=cache)
+    torch.testing.assert_close(rest, logits[:, 17:], rtol=1e-9, atol=1e-9)
+    cfg = AMSNetConfig(**{**SMALL, **opts})
+    assert AMSNetConfig(**cfg.to_dict()) == cfg                  # checkpoint round trip
+
+
+def test_memory_options_config_errors():
+    with pytest.raises(ValueError, match="retention"):
+        AMSNetConfig(retention="forget")
+    with pytest.raises(ValueError, match="tau_astro"):
+        AMSNetConfig(tau_astro="mamba")
+    with pytest.raises(ValueError, match="conv_size"):
+        AMSNetConfig(conv_size=0)

@@ -177,3 +177,16 @@ def test_quantize_refuses_a_normalised_readout():
     object.__setattr__(m.spec, "readout_norm", "rms")   # the LM's unit (option of the spec)
     with pytest.raises(ValueError, match="readout_norm='rms'.*not integer-expressible"):
         nm.quantize(m, calibration=_x())
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(conv_size=3), "conv_size=3 .*delay line.*needs conv_size=1"),
+    (dict(retention="gated"), "retention='gated'.*not integer-expressible"),
+    (dict(retention="selective"), "retention='selective'.*not integer-expressible"),
+])
+def test_quantize_refuses_the_memory_options_by_name(kw, match):
+    """The delay line is not in the integer network yet; the input-dependent retention
+    has no integer form: both refused with an error naming the option."""
+    m = an.AMSU(6, 8, n_astrocytes=2, d_key=4, **kw)
+    with pytest.raises(ValueError, match=match):
+        nm.quantize(m, calibration=_x())

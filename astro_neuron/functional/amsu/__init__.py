@@ -26,19 +26,20 @@ from astro_neuron.functional.amsu.naive import (
     amsu_loop, amsu_recurrent, amsu_step, check_input, prepare,
 )
 from astro_neuron.functional.amsu.spec import (
-    READOUT_EPS, READOUT_NORMS, RESETS, SYNAPSES, AMSUOutput, AMSUParams, AMSUSpec,
-    AMSUState, check_state, init_state, projection_parts, split_rows,
+    MAX_CONV_SIZE, READOUT_EPS, READOUT_NORMS, RESETS, RETENTIONS, SYNAPSES, AMSUOutput,
+    AMSUParams, AMSUSpec, AMSUState, check_state, init_state, projection_parts, split_rows,
 )
 from astro_neuron.functional.amsu.step import (
-    dynamics_step, fire, project, readout, reset_membrane,
+    astro_decay, delay_line, dynamics_step, fire, log_gate, project, project_all, readout,
+    reset_membrane,
 )
 from astro_neuron.functional.finite import check_finite, checking_finite
 from astro_neuron.validate import choice, positive_int
 
 __all__ = [
     "AMSUSpec", "projection_parts", "split_rows", "AMSUParams", "AMSUState", "AMSUOutput",
-    "RESETS", "SYNAPSES", "READOUT_NORMS", "READOUT_EPS", "FORMS",
-    "init_state", "project", "readout", "fire", "reset_membrane", "dynamics_step",
+    "RESETS", "SYNAPSES", "READOUT_NORMS", "READOUT_EPS", "RETENTIONS", "MAX_CONV_SIZE", "FORMS",
+    "init_state", "project", "project_all", "delay_line", "log_gate", "astro_decay", "readout", "fire", "reset_membrane", "dynamics_step",
     "amsu_step", "amsu_loop", "amsu_recurrent", "amsu_chunked", "check_state",
     "check_input", "check_parallel", "prepare", "run", "check_run",
 ]
@@ -58,10 +59,12 @@ def check_run(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, out: AMS
     st = AMSUState(*state) if state is not None else None
     named += [(f"{name} input", x_seq, seq)]
     if st is not None:
-        named += [(f"{name} state.u", st.u, False), (f"{name} state.H", st.H, False)]
+        named += [(f"{name} state.u", st.u, False), (f"{name} state.H", st.H, False),
+                  (f"{name} state.conv", st.conv, False)]
     named += [(f"{name} membrane u", out.u, seq), (f"{name} astrocyte output o", out.o, seq),
               (f"{name} spikes", out.spikes, seq), (f"{name} final state.u", new.u, False),
-              (f"{name} final state.H", new.H, False)]
+              (f"{name} final state.H", new.H, False),
+              (f"{name} final state.conv", new.conv, False)]
     check_finite(named)
 
 

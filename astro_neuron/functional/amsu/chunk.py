@@ -13,9 +13,13 @@ from torch import Tensor
 
 from astro_neuron.functional.amsu.naive import prepare
 from astro_neuron.functional.amsu.spec import AMSUOutput, AMSUParams, AMSUSpec, AMSUState
-from astro_neuron.functional.amsu.step import fire, project, readout
+from astro_neuron.functional.amsu.step import (
+    delay_line, fire, log_gate, project_all, readout,
+)
 from astro_neuron.functional.rotary import rotary_table, rotate
-from astro_neuron.functional.scan import astro_chunked, leaky_chunked
+from astro_neuron.functional.scan import (
+    _log_decay, astro_chunked, astro_gated_chunked, leaky_chunked,
+)
 
 __all__ = ["amsu_chunked", "check_parallel"]
 
@@ -40,21 +44,30 @@ def amsu_chunked(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, spec:
     reset."""
     check_parallel(spec)
     state = prepare(x_seq, state, p, spec, seq=True)
-    I, k, v, q = project(x_seq, p, spec)
+    I, k, v, q, zg = project_all(x_seq, p, spec)
     if spec.neuron_path:
         u, u_T = leaky_chunked(I, p.beta, state.u, chunk_size)
     else:
         u, u_T = state.u.expand(x_seq.shape[0], *state.u.shape), state.u
-    H = state.H
+    H, conv = state.H, state.conv
     if spec.astrocyte:
+        if spec.conv_size > 1 and x_seq.shape[0]:
+            k, v, conv = delay_line(k, v, conv, p.conv, spec)
         if spec.rotary:
             if spec.rotary_dims:             # one table for keys and queries
                 cos, sin = rotary_table(state.t, k.shape, spec.rotary_base,
                                         spec.rotary_dims, k.dtype, k.device)
                 k, q = rotate(k, cos, sin), rotate(q, cos, sin)
-        o, H = astro_chunked(q, k, v, p.gamma, H, chunk_size)
+        if spec.gated:                      # input-dependent retention: exponents <= 0 only
+            lg = log_gate(zg, spec)
+            if spec.retention == "selective":
+                k = k * -torch.expm1(lg)
+            lam = _log_decay(p.gamma.to(k.dtype)).to(k.dtype)
+            o, H = astro_gated_chunked(q, k, v, lam + lg, H, chunk_size)
+        else:
+            o, H = astro_chunked(q, k, v, p.gamma, H, chunk_size)
         o = readout(o, p, spec)
     else:
         o = torch.zeros_like(u)
     s = fire(u + o, p.threshold, spec)
-    return AMSUOutput(s, u, o), AMSUState(u_T, H, state.t + x_seq.shape[0])
+    return AMSUOutput(s, u, o), AMSUState(u_T, H, state.t + x_seq.shape[0], conv)

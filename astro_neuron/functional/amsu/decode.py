@@ -20,13 +20,17 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from astro_neuron.functional.amsu.spec import READOUT_EPS, AMSUParams, AMSUSpec, split_rows
+import torch.nn.functional as F
+
+from astro_neuron.functional.amsu.spec import (
+    READOUT_EPS, RETENTIONS, AMSUParams, AMSUSpec, split_rows,
+)
 from astro_neuron.functional.rotary import rotary_angles
 
 __all__ = ["DECODE_ORDER", "DecodeShape", "DecodeTensors", "rms", "rotary_rows",
            "decode_shape", "fuse", "decode_step"]
 
-DECODE_ORDER = ("I", "V", "K", "Q")         # K, Q adjacent: one rotary turns both
+DECODE_ORDER = ("I", "V", "K", "Q", "G")    # K, Q adjacent: one rotary turns both
 
 
 class DecodeShape(NamedTuple):
@@ -41,6 +45,9 @@ class DecodeShape(NamedTuple):
     kq0: int                            # first row of K in the fused projection
     astro: bool                         # astrocyte on
     rms: bool                           # readout_norm == "rms"
+    conv: int = 1                       # taps of the delay line (1: none)
+    gated: int = 0                      # retention: 0 fixed, 1 gated, 2 selective
+    gate_temp: float = 16.0             # gate_temperature
 
 
 class DecodeTensors(NamedTuple):
@@ -53,6 +60,8 @@ class DecodeTensors(NamedTuple):
     o_scale: Tensor                     # (N,) g_astro (/ sqrt(d_k) without the rms read-out)
     thr: Tensor                         # (N,) threshold
     eps: Tensor                         # () READOUT_EPS in the layer's dtype
+    conv_w: Optional[Tensor] = None     # (K, A*d_k + N) delay-line taps, row i: lag K-1-i
+    gate_b: Optional[Tensor] = None     # (A, d_k) bias of the retention gate
 
 
 def rms(x: Tensor, eps: Tensor, inv_n: float) -> Tensor:
@@ -84,7 +93,8 @@ def decode_shape(spec: AMSUSpec) -> DecodeShape:
     n_I = spec.n_neurons if spec.neuron_path else 0
     return DecodeShape(spec.n_neurons, spec.n_astrocytes, spec.d_key, spec.d_value,
                        1.0 / spec.d_value, n_I, n_I + spec.n_neurons, spec.astrocyte,
-                       spec.readout_norm == "rms")
+                       spec.readout_norm == "rms", spec.conv_size,
+                       RETENTIONS.index(spec.retention), float(spec.gate_temperature))
 
 
 @torch.no_grad()
@@ -104,26 +114,42 @@ def fuse(p: AMSUParams, spec: AMSUSpec, in_gain: Optional[Tensor] = None) -> Dec
         w_in=w_in, b_in=b_in, beta=p.beta.detach(),
         gamma=p.gamma.detach()[..., None].contiguous(), o_scale=o_scale.detach(),
         thr=p.threshold.detach(),
-        eps=torch.tensor(READOUT_EPS, dtype=p.weight.dtype, device=p.weight.device))
+        eps=torch.tensor(READOUT_EPS, dtype=p.weight.dtype, device=p.weight.device),
+        conv_w=None if p.conv is None else p.conv.detach().flip(0).contiguous(),
+        gate_b=None if p.gate_bias is None else p.gate_bias.detach())
 
 
 def decode_step(x: Tensor, u: Tensor, H: Optional[Tensor], L: DecodeTensors, k: DecodeShape,
-                C: Optional[Tensor], S: Optional[Tensor]) -> Tensor:
+                C: Optional[Tensor], S: Optional[Tensor], buf: Optional[Tensor] = None) -> Tensor:
     """One step of one layer: ``x`` ``(B, in)`` -> the drive ``y = u + g_astro o`` ``(B, N)``
     (spikes are ``fire(y, L.thr, spec)``). ``u`` ``(B, N)`` and ``H`` ``(B, A, d_k, d_v)``
-    advance in place; ``C, S`` ``(d_k,)``: rotary rows of this step's position (None: no rotary)."""
+    advance in place; ``C, S`` ``(d_k,)``: rotary rows of this step's position (None: no
+    rotary); ``buf`` ``(B, K-1, A*d_k + N)``: the delay line (``conv_size = K > 1``; the
+    state's ``conv``, K | V channels), advanced in place."""
     B = x.shape[0]
     z = torch.mm(x, L.w_in) if L.b_in is None else torch.addmm(L.b_in, x, L.w_in)
     if k.n_I:                                                      # z (B, P): I|V|K|Q
         u.mul_(L.beta).add_(z[:, :k.n_I])                          # u = beta u + I
     if not k.astro:
         return u
+    nk = k.A * k.dk
     v = z[:, k.n_I:k.kq0].view(B, k.A, 1, k.dv)
-    kq = z[:, k.kq0:].view(B, 2, k.A, k.dk)
+    kq = z[:, k.kq0:k.kq0 + 2 * nk].view(B, 2, k.A, k.dk)
+    if k.conv > 1:                                                 # delay line on k, v
+        win = torch.cat([buf, torch.cat([z[:, k.kq0:k.kq0 + nk], z[:, k.n_I:k.kq0]], 1)[:, None]], 1)
+        buf.copy_(win[:, 1:])
+        kv = (win * L.conv_w).sum(1)                               # (B, A d_k + N): K | V
+        v = kv[:, nk:].view(B, k.A, 1, k.dv)
+        kq = torch.stack([kv[:, :nk], z[:, k.kq0 + nk:k.kq0 + 2 * nk]], 1).view(B, 2, k.A, k.dk)
     if C is not None:                                              # rotary at position t
         swapped = kq.view(B, 2, k.A, 2, k.dk // 2).flip(3).view(B, 2, k.A, k.dk)
         kq = torch.addcmul(kq * C, swapped, S)
-    H.mul_(L.gamma).addcmul_(kq[:, 0].unsqueeze(-1), v)            # H = diag(g) H + k v^T
+    if k.gated:                                                    # retention gamma * g_t
+        lg = F.logsigmoid(z[:, k.kq0 + 2 * nk:].view(B, k.A, k.dk) + L.gate_b) / k.gate_temp
+        kw = kq[:, 0] * -torch.expm1(lg) if k.gated == 2 else kq[:, 0]
+        H.mul_(L.gamma * torch.exp(lg).unsqueeze(-1)).addcmul_(kw.unsqueeze(-1), v)
+    else:
+        H.mul_(L.gamma).addcmul_(kq[:, 0].unsqueeze(-1), v)        # H = diag(g) H + k v^T
     q = kq[:, 1].reshape(B * k.A, 1, k.dk)
     o = torch.bmm(q, H.view(B * k.A, k.dk, k.dv))                  # H^T q (B A, 1, d_v)
     if k.rms:

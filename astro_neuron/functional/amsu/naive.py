@@ -13,7 +13,7 @@ from torch import Tensor
 from astro_neuron.functional.amsu.spec import (
     AMSUOutput, AMSUParams, AMSUSpec, AMSUState, check_state, init_state,
 )
-from astro_neuron.functional.amsu.step import dynamics_step, project
+from astro_neuron.functional.amsu.step import dynamics_step, project_all
 
 __all__ = ["amsu_step", "amsu_loop", "amsu_recurrent", "check_input", "prepare"]
 
@@ -73,7 +73,8 @@ def amsu_step(x: Tensor, state: Optional[AMSUState], p: AMSUParams,
               spec: AMSUSpec) -> tuple[AMSUOutput, AMSUState]:
     """One step: ``x`` ``[B, in]`` -> (``AMSUOutput`` of ``[B, N]``, new state)."""
     state = prepare(x, state, p, spec, seq=False)
-    return dynamics_step(*project(x, p, spec), state, p, spec)
+    I, k, v, q, zg = project_all(x, p, spec)
+    return dynamics_step(I, k, v, q, state, p, spec, zg)
 
 
 def amsu_loop(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams,
@@ -92,9 +93,9 @@ def amsu_recurrent(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams,
     """The loop with all projections done at once; exact for every option."""
     state = prepare(x_seq, state, p, spec, seq=True)
     T = x_seq.shape[0]
-    I, k, v, q = (_steps(z, T) for z in project(x_seq, p, spec))
+    I, k, v, q, zg = (_steps(z, T) for z in project_all(x_seq, p, spec))
     outs = []
     for t in range(T):
-        out, state = dynamics_step(I[t], k[t], v[t], q[t], state, p, spec)
+        out, state = dynamics_step(I[t], k[t], v[t], q[t], state, p, spec, zg[t])
         outs.append(out)
     return _stack(outs, x_seq, spec), state

@@ -18,7 +18,8 @@ from astro_neuron.functional.surrogate import ATan, as_surrogate
 from astro_neuron.validate import boolean, choice, number_in_range, positive_int
 
 __all__ = [
-    "RESETS", "SYNAPSES", "READOUT_NORMS", "READOUT_EPS", "projection_parts", "split_rows",
+    "RESETS", "SYNAPSES", "READOUT_NORMS", "READOUT_EPS", "RETENTIONS", "MAX_CONV_SIZE",
+    "projection_parts", "split_rows",
     "AMSUSpec", "AMSUParams", "AMSUState", "AMSUOutput", "init_state", "check_state",
 ]
 
@@ -26,20 +27,28 @@ RESETS = ("none", "subtract", "zero")
 SYNAPSES = ("identity", "sigmoid")
 READOUT_NORMS = ("none", "rms")
 READOUT_EPS = 1e-5                 # epsilon of the "rms" read-out norm
+# "fixed": the paper's astrocyte, decay gamma; "gated": gamma * g_t with an input-dependent
+# retention gate g_t (GLA-style); "selective": the same gate, and the write k_t v_t^T scaled
+# by 1 - g_t (Mamba-style: what is kept is not overwritten). docs/model.md, "Options"
+RETENTIONS = ("fixed", "gated", "selective")
+MAX_CONV_SIZE = 8                  # longest pre-synaptic delay line (taps)
 
 
 def projection_parts(n_neurons: int, n_astrocytes: int, d_key: int, neuron_path: bool = True,
-                     astrocyte: bool = True) -> tuple[tuple[str, int], ...]:
+                     astrocyte: bool = True, gate: bool = False) -> tuple[tuple[str, int], ...]:
     """Row blocks ``(name, rows)`` of an AM-SU layer's fused input projection, in order
-    I (neuron path), K, V, Q (astrocyte). The one definition of the layout, shared by
-    the float layer and the integer network (``neuromorphic``), so their weight
-    layouts cannot drift apart."""
+    I (neuron path), K, V, Q (astrocyte), G (the retention gate, ``gate=True``: an
+    input-dependent retention). The one definition of the layout, shared by the float
+    layer and the integer network (``neuromorphic``), so their weight layouts cannot
+    drift apart."""
     N, A, dk = n_neurons, n_astrocytes, d_key
     out = []
     if neuron_path:
         out.append(("I", N))
     if astrocyte:
         out += [("K", A * dk), ("V", N), ("Q", A * dk)]
+        if gate:
+            out.append(("G", A * dk))
     return tuple(out)
 
 
@@ -82,9 +91,17 @@ class AMSUSpec:
     # "none": o = H^T q / sqrt(d_k); "rms": each astrocyte's read-out RMS-normalised over
     # its d_v neurons (eps READOUT_EPS), no 1/sqrt(d_k); then g_astro in both cases
     readout_norm: str = "none"
+    # taps of the pre-synaptic delay line on what the astrocyte senses (k and v): a
+    # per-channel causal filter k_t <- sum_j w_j k_{t-j}, j < conv_size; 1: none (the paper)
+    conv_size: int = 1
+    # "fixed" (the paper: decay gamma), "gated" or "selective" (see RETENTIONS)
+    retention: str = "fixed"
+    # g_t = sigmoid(W_G x_t + b_G) ** (1 / gate_temperature) (GLA's normaliser: 16)
+    gate_temperature: float = 16.0
 
     def __post_init__(self) -> None:
-        for name in ("in_features", "n_neurons", "n_astrocytes", "d_key", "spike_levels"):
+        for name in ("in_features", "n_neurons", "n_astrocytes", "d_key", "spike_levels",
+                     "conv_size"):
             positive_int(name, getattr(self, name))
         if self.n_neurons % self.n_astrocytes:
             raise ValueError(
@@ -93,6 +110,11 @@ class AMSUSpec:
         choice("reset", self.reset, RESETS)
         choice("synapse", self.synapse, SYNAPSES)
         choice("readout_norm", self.readout_norm, READOUT_NORMS)
+        choice("retention", self.retention, RETENTIONS)
+        if self.conv_size > MAX_CONV_SIZE:
+            raise ValueError(f"conv_size must be at most {MAX_CONV_SIZE} (a short delay line; "
+                             f"1 = none), got {self.conv_size}")
+        number_in_range("gate_temperature", self.gate_temperature, 0, lo_open=True)
         for name in ("astrocyte", "neuron_path", "spiking", "rotary", "detach_reset"):
             boolean(name, getattr(self, name))
         if self.rotary and self.d_key % 2:
@@ -107,6 +129,25 @@ class AMSUSpec:
                 for m in ("state_shape", "init_state", "step")):
             raise ValueError("astro_model must be 'linear' or a nonlinear astrocyte model "
                              f"(see astro_neuron.astrocytes), got {self.astro_model!r}")
+        if not self.astrocyte and (self.conv_size > 1 or self.gated):
+            raise ValueError(f"conv_size={self.conv_size} and retention={self.retention!r} are "
+                             "options of the astrocyte, but astrocyte=False has none "
+                             "(use conv_size=1, retention='fixed')")
+        if not self.linear_astro and (self.conv_size > 1 or self.gated):
+            raise ValueError(f"conv_size and retention={self.retention!r} are options of the "
+                             f"linear astrocyte; astro_model={self.astro_model.name!r} has its "
+                             "own dynamics (use conv_size=1, retention='fixed')")
+
+    @property
+    def gated(self) -> bool:
+        """True when the astrocyte's retention depends on the input (``retention`` is
+        "gated" or "selective")."""
+        return self.retention != "fixed"
+
+    @property
+    def d_conv(self) -> int:
+        """Channels of the delay line: the K and V rows (``A * d_k + N``)."""
+        return self.n_astrocytes * self.d_key + self.n_neurons
 
     @property
     def linear_astro(self) -> bool:
@@ -132,7 +173,7 @@ class AMSUSpec:
     def parts(self) -> tuple[tuple[str, int], ...]:
         """Row blocks of the fused input projection, in order: I, K, V, Q."""
         return projection_parts(self.n_neurons, self.n_astrocytes, self.d_key,
-                                self.neuron_path, self.astrocyte)
+                                self.neuron_path, self.astrocyte, self.gated)
 
     @property
     def proj_size(self) -> int:
@@ -148,6 +189,9 @@ class AMSUParams(NamedTuple):
     gamma: Tensor                # [A, d_k] astrocyte decay exp(-dt/tau_astro), in (0, 1]
     threshold: Tensor            # [N] firing threshold theta > 0
     astro_gain: Tensor           # [N] per-neuron astrocyte gain g_astro
+    conv: Optional[Tensor] = None       # [conv_size, A*d_k + N] delay-line taps (row j:
+                                        # lag j) over the K | V channels; None: no delay line
+    gate_bias: Optional[Tensor] = None  # [A, d_k] bias b_G of the retention gate, or None
 
 
 class AMSUState(NamedTuple):
@@ -156,6 +200,8 @@ class AMSUState(NamedTuple):
     u: Tensor                    # [B, N] membrane potential (after reset)
     H: Optional[Tensor]          # [B, A, d_k, d_v] astrocyte state (None: astrocyte off)
     t: int = 0                   # steps taken so far (rotary position of the next step)
+    conv: Optional[Tensor] = None  # [B, conv_size - 1, A*d_k + N] the delay line: the last
+                                   # K | V inputs, oldest first (None: conv_size = 1)
 
 
 class AMSUOutput(NamedTuple):
@@ -176,7 +222,11 @@ def init_state(spec: AMSUSpec, batch_size: int, device=None,
     elif spec.astrocyte:
         H = torch.zeros(batch_size, spec.n_astrocytes, spec.d_key, spec.d_value,
                         device=device, dtype=dtype)
-    return AMSUState(u, H, 0)
+    conv = None
+    if spec.conv_size > 1:
+        conv = torch.zeros(batch_size, spec.conv_size - 1, spec.d_conv, device=device,
+                           dtype=dtype)
+    return AMSUState(u, H, 0, conv)
 
 
 def _shape(x) -> str:
@@ -185,13 +235,14 @@ def _shape(x) -> str:
 
 def check_state(state: AMSUState, spec: AMSUSpec, batch: int, like: Tensor) -> None:
     """Raise a clear error when ``state`` does not belong to this layer and input."""
-    if not isinstance(state, tuple) or len(state) != 3:
+    if not isinstance(state, tuple) or len(state) not in (3, 4):
         got = type(state).__name__
         if isinstance(state, tuple):
             got += f" of {len(state)} items"
-        raise TypeError(f"state must be an AMSUState(u, H, t) (from init_state or a "
-                        f"previous run), got {got}")
-    u, H, t = state
+        raise TypeError(f"state must be an AMSUState(u, H, t) (and conv, the delay line, when "
+                        f"conv_size > 1; from init_state or a previous run), got {got}")
+    u, H, t = state[:3]
+    conv = state[3] if len(state) == 4 else None
     want_u = (batch, spec.n_neurons)
     if not isinstance(u, Tensor) or tuple(u.shape) != want_u:
         raise ValueError(f"state.u must have shape {list(want_u)} [batch, n_neurons], got "
@@ -210,7 +261,15 @@ def check_state(state: AMSUState, spec: AMSUSpec, batch: int, like: Tensor) -> N
         raise ValueError("state.H must be None for a layer without astrocyte")
     if isinstance(t, bool) or not isinstance(t, int) or t < 0:
         raise TypeError(f"state.t must be a non-negative int, got {t!r}")
-    for name, ten in (("state.u", u), ("state.H", H)):
+    if spec.conv_size > 1:
+        want_c = (batch, spec.conv_size - 1, spec.d_conv)
+        if not isinstance(conv, Tensor) or tuple(conv.shape) != want_c:
+            raise ValueError(f"state.conv must have shape {list(want_c)} [batch, conv_size - 1, "
+                             f"A*d_k + N] (the delay line of conv_size={spec.conv_size}), got "
+                             f"{_shape(conv) if conv is not None else None}")
+    elif conv is not None:
+        raise ValueError("state.conv must be None for a layer without delay line (conv_size=1)")
+    for name, ten in (("state.u", u), ("state.H", H), ("state.conv", conv)):
         if ten is None:
             continue
         if ten.dtype != like.dtype:

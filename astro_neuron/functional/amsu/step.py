@@ -5,7 +5,11 @@
 * :func:`readout`        the astrocyte's output ``g_astro * o`` from ``H^T q``
   (scaled by ``1/sqrt(d_k)``, or RMS-normalised per astrocyte with ``readout_norm="rms"``);
 * :func:`fire`           spikes of the drive ``u + o``;
-* :func:`reset_membrane` the reset after spikes.
+* :func:`reset_membrane` the reset after spikes;
+
+and the options of the astrocyte's input: :func:`delay_line` (``conv_size > 1``: a short
+causal filter on ``k`` and ``v``, the pre-synaptic delay line) and :func:`log_gate`
+(``retention`` "gated"/"selective": the input-dependent retention ``g_t``).
 
 :func:`dynamics_step` composes them into one step from projected inputs; every other
 form (:mod:`.naive`, :mod:`.chunk`, :mod:`.decode`) computes the same numbers.
@@ -27,7 +31,8 @@ from astro_neuron.functional.rotary import rotary
 from astro_neuron.functional.scan import astro_read, astro_step, leaky_step
 from astro_neuron.functional.surrogate import fire_levels
 
-__all__ = ["project", "readout", "fire", "reset_membrane", "dynamics_step"]
+__all__ = ["project", "project_all", "delay_line", "log_gate", "astro_decay", "readout",
+           "fire", "reset_membrane", "dynamics_step"]
 
 
 class _LinearSplit(torch.autograd.Function):
@@ -67,8 +72,15 @@ def project(x: Tensor, p: AMSUParams, spec: AMSUSpec):
     """Input projections of ``x`` ``[..., in]`` -> ``(I, k, v, q)``.
 
     ``I`` ``[..., N]`` (None without neuron path); ``k, q`` ``[..., A, d_k]`` and
-    ``v`` ``[..., A, d_v]`` (None without astrocyte).
+    ``v`` ``[..., A, d_v]`` (None without astrocyte). The delay line is not applied
+    here (it needs the state: :func:`delay_line`).
     """
+    return project_all(x, p, spec)[:4]
+
+
+def project_all(x: Tensor, p: AMSUParams, spec: AMSUSpec):
+    """:func:`project` and the retention gate's pre-activation: ``(I, k, v, q, z_g)``,
+    ``z_g = W_G x + b_G`` ``[..., A, d_k]`` (None unless ``spec.gated``)."""
     sizes = [n for _, n in spec.parts]
     if len(sizes) == 1:
         z = (F.linear(x, p.weight),)
@@ -83,12 +95,54 @@ def project(x: Tensor, p: AMSUParams, spec: AMSUSpec):
             I = I + p.bias
         if spec.synapse == "sigmoid":
             I = torch.sigmoid(I)
-    k = v = q = None
+    k = v = q = zg = None
     if spec.astrocyte:
         k = chunks["K"].reshape(*lead, A, spec.d_key)
         v = chunks["V"].reshape(*lead, A, spec.d_value)
         q = chunks["Q"].reshape(*lead, A, spec.d_key)
-    return I, k, v, q
+    if spec.gated:
+        zg = chunks["G"].reshape(*lead, A, spec.d_key) + p.gate_bias
+    return I, k, v, q, zg
+
+
+def delay_line(k: Tensor, v: Tensor, buf: Tensor, w: Tensor, spec: AMSUSpec
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """The pre-synaptic delay line on what the astrocyte senses, over ``T >= 1`` steps.
+
+    ``k`` ``[T, B, A, d_k]``, ``v`` ``[T, B, A, d_v]``; ``buf`` ``[B, K-1, A*d_k + N]``
+    the last ``K - 1`` inputs (oldest first); ``w`` ``[K, A*d_k + N]`` the taps (row
+    ``j``: lag ``j``). Per channel ``c``: ``y_t[c] = sum_j w[j, c] x_{t-j}[c]`` over the
+    K | V channels ``x = (k, v)``. Returns the filtered ``(k, v)`` and the new ``buf``.
+    The step (``T = 1``) and the whole sequence compute the same sums in the same order.
+    """
+    T = k.shape[0]
+    K = w.shape[0]
+    x = torch.cat([k.flatten(-2), v.flatten(-2)], -1)                     # (T, B, C)
+    full = torch.cat([buf.transpose(0, 1), x], 0)                         # (K-1+T, B, C)
+    y = full[K - 1:K - 1 + T] * w[0]
+    for j in range(1, K):
+        y = y + full[K - 1 - j:K - 1 - j + T] * w[j]
+    n_k = spec.n_astrocytes * spec.d_key
+    new_buf = full[T:].transpose(0, 1)
+    return (y[..., :n_k].reshape(k.shape), y[..., n_k:].reshape(v.shape), new_buf)
+
+
+def log_gate(zg: Tensor, spec: AMSUSpec) -> Tensor:
+    """``log g_t = log sigmoid(z_g) / gate_temperature`` (<= 0): the log of the
+    input-dependent retention (``spec.gated``)."""
+    return F.logsigmoid(zg) / spec.gate_temperature
+
+
+def astro_decay(lg: Optional[Tensor], k: Tensor, p: AMSUParams, spec: AMSUSpec
+                ) -> tuple[Tensor, Tensor]:
+    """The decay of one step and the key written: ``(gamma, k)`` for the fixed
+    retention; ``(gamma * g_t, k)`` gated; ``(gamma * g_t, (1 - g_t) * k)`` selective."""
+    if not spec.gated:
+        return p.gamma, k
+    g = torch.exp(lg)
+    if spec.retention == "selective":
+        k = k * -torch.expm1(lg)
+    return p.gamma * g, k
 
 
 def readout(o_raw: Tensor, p: AMSUParams, spec: AMSUSpec) -> Tensor:
@@ -139,19 +193,25 @@ def reset_membrane(u: Tensor, s: Tensor, threshold: Tensor, spec) -> Tensor:
 
 def dynamics_step(I: Optional[Tensor], k: Optional[Tensor], v: Optional[Tensor],
                   q: Optional[Tensor], state: AMSUState, p: AMSUParams,
-                  spec: AMSUSpec) -> tuple[AMSUOutput, AMSUState]:
-    """One step of the unit from already-projected inputs (``[B, ...]``)."""
+                  spec: AMSUSpec, zg: Optional[Tensor] = None) -> tuple[AMSUOutput, AMSUState]:
+    """One step of the unit from already-projected inputs (``[B, ...]``); ``zg``: the
+    retention gate's pre-activation (``spec.gated``)."""
     if spec.neuron_path:
         u = leaky_step(state.u, I, p.beta)
     else:
         u = state.u
     H = state.H
+    conv = state.conv if len(state) > 3 else None
     if spec.astrocyte:
+        if spec.conv_size > 1:
+            k, v, conv = delay_line(k[None], v[None], conv, p.conv, spec)
+            k, v = k[0], v[0]
         if spec.rotary:
             k = rotary(k[None], state.t, spec.rotary_base, spec.rotary_dims)[0]
             q = rotary(q[None], state.t, spec.rotary_base, spec.rotary_dims)[0]
         if spec.linear_astro:
-            H = astro_step(H, k, v, p.gamma)
+            decay, k = astro_decay(log_gate(zg, spec) if spec.gated else None, k, p, spec)
+            H = astro_step(H, k, v, decay)
             o = astro_read(H, q)
         else:
             o, H = spec.astro_model.step(H, k, v, q)
@@ -160,4 +220,4 @@ def dynamics_step(I: Optional[Tensor], k: Optional[Tensor], v: Optional[Tensor],
         o = torch.zeros_like(u)
     s = fire(u + o, p.threshold, spec)
     u_next = reset_membrane(u, s, p.threshold, spec) if spec.neuron_path else u
-    return AMSUOutput(s, u, o), AMSUState(u_next, H, state.t + 1)
+    return AMSUOutput(s, u, o), AMSUState(u_next, H, state.t + 1, conv)
