@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Optional, Union
@@ -170,6 +171,7 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
         bar.update(1)
         tqdm.write(f"{task} T={T:5d} n={n:3d} {nz:8s} {name:<16s} lr={lr:<8.3g} seed {seed}: "
                    f"accuracy {acc:6.1%} (loss {final:.3f}, {r['train_s']} s)")
+        sys.stdout.flush()                          # progress visible when piped to a file
         return r
 
     summary = []
