@@ -232,7 +232,8 @@ def _cell(r: dict) -> str:
 
 def plot_table(summary: list[dict], path: Path, x: str = "length") -> None:
     """Accuracy against length (or size) per model: mean over seeds, min-max band,
-    every seed as a dot, the chance line dashed. One panel per (noise, other axis)."""
+    every seed as a dot, the chance line dashed (MQAR: and, dotted, the accuracy of
+    naming one of the values in the sequence at random, 1 / pairs). One panel per (noise, other axis)."""
     import matplotlib  # deferred: slow to import, only the plot needs it
 
     matplotlib.use("Agg")
@@ -256,6 +257,14 @@ def plot_table(summary: list[dict], path: Path, x: str = "length") -> None:
                 ax.plot([xx] * len(r["accuracy"]), r["accuracy"], ".", color=color, ms=3)
         ch = rows[0]["chance"]
         ax.axhline(ch, color="k", ls="--", lw=1, label=f"chance ({ch:.1%})")
+        if task == "mqar":            # a model that names one of the values it has seen
+            if x == "length":
+                ax.axhline(1 / o, color="gray", ls=":", lw=1,
+                           label=f"guess among the {o} values seen")
+            else:
+                xs = sorted({r["size"] for r in rows})
+                ax.plot(xs, [1 / v for v in xs], ":", color="gray", lw=1,
+                        label="guess among the values seen")
         ax.set_xscale("log", base=2)
         what = "key-value pairs" if task == "mqar" else "data tokens"
         ax.set_xlabel("sequence length T (tokens)" if x == "length" else what)
