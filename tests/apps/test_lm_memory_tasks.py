@@ -67,3 +67,17 @@ def test_resolve_models_variants():
     assert m == {"AM-SNet": {}, "long tau": {"tau_astro": [64, 4096]}}
     with pytest.raises(ValueError, match="JSON object"):
         resolve_models(["x=[1]"])
+
+
+def test_combine_tables(tmp_path):
+    a = _quick(tmp_path / "a", lengths=(32,), sizes=(2,), models=("Transformer",), lrs=(1e-3,),
+               seeds=1)
+    b = _quick(tmp_path / "b", table="copy", lengths=(32,), sizes=(4,),
+               models=("Transformer",), lrs=(1e-3,), seeds=1)
+    out = tmp_path / "both.png"
+    got = lm_memory.combine_tables([tmp_path / "a" / "memory_capacity.json",
+                                    tmp_path / "b" / "memory_copy.json"], out)
+    assert got == a["summary"] + b["summary"] and out.stat().st_size > 10_000
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a memory-tasks table"):
+        lm_memory.combine_tables([tmp_path / "x.json"], out)

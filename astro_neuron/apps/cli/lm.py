@@ -11,7 +11,7 @@ from astro_neuron.apps.bench.lm import bench_generate, bench_train
 from astro_neuron.apps.cli import args as A
 from astro_neuron.apps.compare import compare
 from astro_neuron.apps.tasks.lm_memory import DEFAULT_LRS, DEFAULT_MODELS, TABLES, \
-    run_memory_tasks
+    combine_tables, run_memory_tasks
 from astro_neuron.functional.finite import validation
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.data import load_corpus
@@ -145,6 +145,9 @@ def register(commands, bench) -> None:
                    help="MQAR query places: uniform, or Zoology's power law (near the pairs)")
     p.add_argument("--n-eval", type=A.int_range(1, 1 << 20, "--n-eval"), default=500)
     p.add_argument("--out", default="out/memory-tasks", type=A.out_dir("--out"))
+    p.add_argument("--combine", metavar="JSON,JSON,...",
+                   help="train nothing: draw saved tables (memory_<table>.json) into one "
+                        "figure of accuracy against length, --out/memory_combined.png")
     p.add_argument("--quick", action="store_true", help="tiny settings (seconds)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_memory_tasks)
@@ -269,6 +272,12 @@ def _float_list(text: str) -> list[float]:
 
 
 def _memory_tasks(args) -> int:
+    if args.combine:
+        paths = [A.check_in_file(p.strip(), "--combine table") for p in args.combine.split(",")
+                 if p.strip()]
+        combine_tables(paths, os.path.join(args.out, "memory_combined.png"))
+        print(f"wrote {os.path.join(args.out, 'memory_combined.png')}")
+        return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()] + args.variant
     noise = ("random", "constant") if args.noise == "both" else args.noise
     run_memory_tasks(args.table, args.lengths, args.sizes, models, lrs=args.lrs,

@@ -27,7 +27,7 @@ from astro_neuron.lm.tasks import NOISE, QUERY_DIST, TASK_MODELS, TASKS, chance,
     train_task
 from astro_neuron.validate import choice, int_in_range, positive_int, positive_number
 
-__all__ = ["run_memory_tasks", "format_table", "TABLES", "resolve_models"]
+__all__ = ["run_memory_tasks", "format_table", "combine_tables", "TABLES", "resolve_models"]
 
 #: the tables of docs/memory.md: task, lengths, sizes (key-value pairs for MQAR, data
 #: tokens for selective copy) and the axis the plot puts on x
@@ -216,17 +216,17 @@ def format_table(summary: list[dict], x: str = "length") -> str:
                     else f"{task}, {nz} noise, T={o}: accuracy by {what}")
             lines.append(f"{head} (mean [min-max] over seeds, best lr; chance "
                          f"{rows[0]['chance']:.1%})")
-            lines.append(f"  {'model':<{w}s}" + "".join(f"{v:>26d}" for v in xs))
+            lines.append(f"  {'model':<{w}s}" + "".join(f"{v:>28d}" for v in xs))
             for name in dict.fromkeys(r["model"] for r in rows):
                 cells = {r[xs_key]: r for r in rows if r["model"] == name}
                 lines.append(f"  {name:<{w}s}" + "".join(
-                    f"{_cell(cells[v]):>26s}" if v in cells else f"{'':>26s}" for v in xs))
+                    f"{_cell(cells[v]):>28s}" if v in cells else f"{'':>28s}" for v in xs))
     return "\n".join(lines)
 
 
 def _cell(r: dict) -> str:
     k = len(r["accuracy"])
-    spread = f"[{r['min']:.0%}-{r['max']:.0%}]" if k > 1 else "[1 seed]"
+    spread = f"[{r['min']:.1%}-{r['max']:.1%}]" if k > 1 else "[1 seed]"
     return f"{r['mean']:.1%} {spread} {r['best_lr']:.2g}"
 
 
@@ -279,3 +279,63 @@ def plot_table(summary: list[dict], path: Path, x: str = "length") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
     plt.close(fig)
+
+
+def combine_tables(json_paths, out_path) -> list[dict]:
+    """One figure from saved tables (``memory_<table>.json`` files): accuracy against
+    sequence length for every (task, noise), whatever the pairs of each cell (the
+    x tick names them, as Zoology's grid grows the pairs with the length). Writes
+    ``out_path`` (PNG) and returns the summaries it drew."""
+    summary = []
+    for p in json_paths:
+        data = json.loads(Path(p).read_text())
+        if "summary" not in data:
+            raise ValueError(f"{p} is not a memory-tasks table (no 'summary')")
+        summary += data["summary"]
+    if not summary:
+        raise ValueError("no table to combine")
+    import matplotlib  # deferred: slow to import, only the plot needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys((r["task"], r["noise"]) for r in summary))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    models = list(dict.fromkeys(r["model"] for r in summary))
+    for ax, (task, nz) in zip(axes[0], panels):
+        rows = [r for r in summary if r["task"] == task and r["noise"] == nz]
+        cells = sorted({(r["seq_len"], r["size"]) for r in rows})
+        pos = {c: i for i, c in enumerate(cells)}
+        for name in models:
+            pts = sorted(((r["seq_len"], r["size"]), r) for r in rows if r["model"] == name)
+            if not pts:
+                continue
+            color = f"C{models.index(name)}"
+            xv = [pos[c] for c, _ in pts]
+            ax.errorbar(xv, [r["mean"] for _, r in pts],
+                        yerr=[[r["mean"] - r["min"] for _, r in pts],
+                              [r["max"] - r["mean"] for _, r in pts]],
+                        fmt="o-", color=color, capsize=3, label=name)
+            for c, r in pts:
+                ax.plot([pos[c]] * len(r["accuracy"]), r["accuracy"], ".", color=color, ms=3)
+        ch = rows[0]["chance"]
+        ax.axhline(ch, color="k", ls="--", lw=1, label=f"chance ({ch:.1%})")
+        what = "pairs" if task == "mqar" else "tokens"
+        if task == "mqar":
+            ax.plot(range(len(cells)), [1 / n for _, n in cells], ":", color="gray", lw=1,
+                    marker="_", label="guess among the values seen")
+        ax.set_xticks(range(len(cells)), [f"T={T}\n{n} {what}" for T, n in cells])
+        ax.set_xlim(-0.5, len(cells) - 0.5)
+        ax.set_xlabel("sequence length (tokens)")
+        ax.set_ylabel("accuracy at the answer positions")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{'MQAR' if task == 'mqar' else 'selective copy'}, {nz} noise "
+                     "(mean, min-max over seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=150)
+    plt.close(fig)
+    return summary
