@@ -37,7 +37,7 @@ from torch import Tensor
 __all__ = [
     "leaky_step", "leaky_loop", "leaky_chunked",
     "astro_step", "astro_read", "astro_loop", "astro_chunked",
-    "astro_gated_loop", "astro_gated_chunked", "GATED_CHUNK", "stable_chunk_size",
+    "astro_gated_loop", "astro_gated_chunked", "stable_chunk_size",
 ]
 
 _LOG_DECAY_FLOOR = -1.0e4  # log of a decay of exactly 0: exp(-1e4 * d) == 0 for d >= 1
@@ -441,8 +441,6 @@ def astro_chunked(q: Tensor, k: Tensor, v: Tensor, decay: Tensor,
 
 # ---------------------------------------------------------------- input-dependent retention
 
-GATED_CHUNK = 16   # largest chunk of the gated scan: its intra-chunk decays are [C, C, d_k]
-
 
 def astro_gated_loop(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor,
                      H0: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -462,11 +460,11 @@ def _gated_chunks(q: Tensor, k: Tensor, v: Tensor, lg: Tensor, H: Tensor,
                   c: int) -> tuple[Tensor, Tensor]:
     """:func:`astro_gated_chunked` over ``T = n * c`` steps (differentiated by autograd).
 
-    Per chunk, ``b_i = sum_{s <= i} lg_s`` (cumulative log-decay from the chunk's start,
-    <= 0 and non-increasing). Every exponent is <= 0: intra-chunk ``exp(b_i - b_j)``
-    for ``i >= j`` (the pairs ``i < j`` are masked *before* the exponential), inter-chunk
-    ``q_i exp(b_i)`` against the chunk's starting state, carry ``exp(b_last - b_j)``.
-    Nothing can overflow, whatever the gate does (no ``gamma^-t`` factorisation).
+    Per chunk, ``b_i = sum_{s <= i} lg_s`` (the cumulative log-decay from the chunk's
+    start, <= 0, non-increasing). Intra-chunk: ``exp(b_i - b_j)`` factorised around the
+    chunk's midpoint ``h`` as ``exp(b_i - b_h) exp(b_h - b_j)``, one masked matrix
+    product; the caller picks ``c`` so that ``|b_i - b_h| <= E``. Carry and inter-chunk
+    read-out use only exponents <= 0: ``exp(b_last - b_j)``, ``exp(b_i)``.
     """
     T, B, A, dk = q.shape
     dv = v.shape[-1]
@@ -477,32 +475,29 @@ def _gated_chunks(q: Tensor, k: Tensor, v: Tensor, lg: Tensor, H: Tensor,
 
     qc, kc, vc = chunks(q), chunks(k), chunks(v)
     b = chunks(lg).cumsum(3)                                             # (B, A, n, C, dk)
-    mask = torch.ones(c, c, dtype=torch.bool, device=q.device).tril_()
-    diff = (b.unsqueeze(4) - b.unsqueeze(3)).masked_fill(~mask[..., None], -math.inf)
-    S = torch.einsum("banid,banjd,banijd->banij", qc, kc, torch.exp(diff))
-    o = torch.matmul(S, vc)                                              # intra-chunk
+    bh = b[:, :, :, (c - 1) // 2:(c - 1) // 2 + 1]                       # midpoint
+    S = torch.matmul(qc * torch.exp(b - bh), (kc * torch.exp(bh - b)).transpose(-1, -2))
+    o = torch.matmul(S.tril(), vc)                                       # intra-chunk
     last = b[:, :, :, -1:]                                               # (B, A, n, 1, dk)
-    kd = kc * torch.exp(last - b)                                        # decay to chunk end
-    dH = torch.matmul(kd.transpose(-1, -2), vc)                          # (B, A, n, dk, dv)
+    dH = torch.matmul((kc * torch.exp(last - b)).transpose(-1, -2), vc)  # (B, A, n, dk, dv)
     g = torch.exp(last).squeeze(3).unsqueeze(-1)                         # (B, A, n, dk, 1)
-    qb = qc * torch.exp(b)
     starts = []
     for m in range(n):                                   # carry: one short scan over chunks
         starts.append(H)
         H = g[:, :, m] * H + dH[:, :, m]
-    o = o + torch.matmul(qb, torch.stack(starts, 2))                     # inter-chunk
+    o = o + torch.matmul(qc * torch.exp(b), torch.stack(starts, 2))     # inter-chunk
     return o.permute(2, 3, 0, 1, 4).reshape(T, B, A, dv), H
 
 
 def astro_gated_chunked(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor,
                         H0: Tensor | None = None,
-                        chunk_size: int = GATED_CHUNK) -> tuple[Tensor, Tensor]:
+                        chunk_size: int = 64) -> tuple[Tensor, Tensor]:
     """Parallel form of :func:`astro_gated_loop` (same arguments and results).
 
-    Chunks of at most :data:`GATED_CHUNK` steps: the intra-chunk decays are held
-    explicitly, ``exp(b_i - b_j)`` per key channel (``[C, C, d_k]`` per chunk), so only
-    exponents <= 0 appear and the form is finite for any gate and any ``T``. Cost
-    O(T * C * d_k * d_v); the chunk starts are carried by a short scan over ``T / C``.
+    The chunk size is cut, for this call, to ``1 + floor(2E / max|log_decay|)``
+    (``E`` as in :func:`stable_chunk_size`), so every factorised exponent stays in
+    ``[-E, E]`` whatever the gate did: the form is finite for any gate and any ``T``
+    (no ``gamma^-t``), at some speed cost only when a step forgets nearly everything.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -510,9 +505,10 @@ def astro_gated_chunked(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor,
     H = q.new_zeros(B, A, dk, v.shape[-1]) if H0 is None else H0
     if T == 0:
         return q.new_zeros(0, B, A, v.shape[-1]), H
-    lg = log_decay.clamp(max=0.0)
+    lg = log_decay.clamp(min=_LOG_DECAY_FLOOR, max=0.0)
+    c = stable_chunk_size(lg, min(chunk_size, T), q.dtype)
     outs = []
-    for start, stop, cc in _split_time(T, min(chunk_size, GATED_CHUNK)):
+    for start, stop, cc in _split_time(T, c):
         o, H = _gated_chunks(q[start:stop], k[start:stop], v[start:stop], lg[start:stop], H, cc)
         outs.append(o)
     return (outs[0] if len(outs) == 1 else torch.cat(outs)), H

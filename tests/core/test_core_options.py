@@ -80,7 +80,7 @@ def _decode(layer, x, st0):
 
 @pytest.mark.parametrize("options", OPTIONS, ids=_id)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("T,chunk,B", [(1, 64, 1), (23, 8, 2), (70, 64, 2)])
+@pytest.mark.parametrize("T,chunk,B", [(1, 64, 1), (23, 8, 2), (40, 16, 2)])
 def test_option_every_form_agrees_with_the_loop(options, dtype, T, chunk, B):
     torch.manual_seed(T + B)
     layer = _layer(dtype, chunk_size=chunk, **options)
@@ -143,14 +143,16 @@ def test_delay_line_is_the_causal_filter():
     assert_close(out.o, o_ref.flatten(-2) * b.astro_gain / 2, torch.float64, "delay line")
 
 
-def test_gated_scan_is_finite_and_exact_where_a_factorisation_would_overflow():
-    """Gates near 0 (log-decay -80 per step) for 1,000 steps in float32: the chunked
-    gated scan has only exponents <= 0, so it stays finite and equal to the loop."""
+@pytest.mark.parametrize("worst", [0.05, 3.0, 80.0])
+def test_gated_scan_is_finite_and_exact_where_a_factorisation_would_overflow(worst):
+    """Log-decays down to -``worst`` per step for 1,000 steps in float32 (-80: a gate
+    that forgets everything; a chunk of 64 factorised naively would need e^2560): the
+    chunk shrinks so every exponent stays bounded, finite and equal to the loop."""
     torch.manual_seed(0)
     T, B, A, dk, dv = 1000, 1, 2, 4, 3
     q, k = torch.randn(T, B, A, dk), torch.randn(T, B, A, dk)
     v = torch.randn(T, B, A, dv)
-    lg = -80 * torch.rand(T, B, A, dk)
+    lg = -worst * torch.rand(T, B, A, dk)
     lg[::7] = 0.0                                              # and some full retention
     o1, H1 = astro_gated_loop(q, k, v, lg)
     o2, H2 = astro_gated_chunked(q, k, v, lg)
@@ -169,7 +171,8 @@ def test_gated_scan_gradcheck(T, chunk):
     H0 = torch.randn(B, A, dk, dv, generator=g)
     args = [t.double().requires_grad_(True) for t in (q, k, v, lg, H0)]
     assert torch.autograd.gradcheck(
-        lambda *a: astro_gated_chunked(*a, chunk_size=chunk), args, eps=1e-6, atol=1e-6)
+        lambda *a: astro_gated_chunked(*a, chunk_size=chunk), args, eps=1e-6, atol=1e-6,
+        fast_mode=True)
 
 
 def test_retention_gate_values():
