@@ -323,7 +323,7 @@ def combine_tables(json_paths, out_path) -> list[dict]:
         what = "pairs" if task == "mqar" else "tokens"
         if task == "mqar":
             ax.plot(range(len(cells)), [1 / n for _, n in cells], ":", color="gray", lw=1,
-                    marker="_", label="guess among the values seen")
+                    marker="_", ms=30, label="guess among the values seen")
         ax.set_xticks(range(len(cells)), [f"T={T}\n{n} {what}" for T, n in cells])
         ax.set_xlim(-0.5, len(cells) - 0.5)
         ax.set_xlabel("sequence length (tokens)")
