@@ -33,7 +33,7 @@ def _run(seed: int) -> tuple[float, float]:
 def test_transformer_learns_mqar_well_above_chance():
     # Measured (docs/memory.md, "The tests"): seeds 0-3 reach 15.2%, 11.3%, 17.4%, 11.1%
     # accuracy (chance 1/64 = 1.6%) and a final query loss of 3.19, 3.18, 3.13, 3.37
-    # (20-30 s a seed on the loaded 2-core machine). Asserted with margin on two seeds:
+    # (20-30 s a seed on the loaded 2-core machine, ~4 s quiet). Asserted with margin on two seeds:
     # accuracy above 3x chance (4.7%; the lowest measured is 2.4 times that) and the
     # loss 0.5 below the uniform guess over the values (ln 64 = 4.16, so < 3.66).
     for seed in (0, 1):
