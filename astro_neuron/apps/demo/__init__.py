@@ -15,7 +15,9 @@ Stages (each writes into one output folder; ``summary.json`` collects them):
    (:mod:`astro_neuron.apps.demo.lm`).
 4. ``zeroshot``: that language model scored zero-shot by lm-evaluation-harness on the
    built-in PIQA-format task (:mod:`astro_neuron.apps.demo.zeroshot`).
-5. ``plots``: raster, membrane traces, astrocyte state and calcium-like traces, rate
+5. ``finetune``: a short LoRA run of that model on the built-in dialogue questions;
+   held-out assistant loss before and after (:mod:`astro_neuron.apps.demo.finetune`).
+6. ``plots``: raster, membrane traces, astrocyte state and calcium-like traces, rate
    histogram of the memory network, and the language model's spikes across the tokens
    of its sample (:mod:`astro_neuron.apps.demo.plots`).
 
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from astro_neuron.apps.demo.finetune import demo_stage as finetune_stage
 from astro_neuron.apps.demo.lava import demo_stage as lava_stage
 from astro_neuron.apps.demo.lm import demo_stage as lm_stage
 from astro_neuron.apps.demo.memory import demo_memory
@@ -40,7 +43,7 @@ from astro_neuron.validate import optional, positive_int
 
 __all__ = ["STAGES", "run_demo", "demo_memory", "demo_plots"]
 
-STAGES = ("memory", "lava", "lm", "zeroshot", "plots")
+STAGES = ("memory", "lava", "lm", "zeroshot", "finetune", "plots")
 
 
 def run_demo(out_dir="out/demo", quick: bool = False, seed: int = 0, progress: bool = True,
@@ -76,6 +79,10 @@ def run_demo(out_dir="out/demo", quick: bool = False, seed: int = 0, progress: b
         elif stage == "zeroshot":
             print(f"[{i}/{n}] zero-shot evaluation (lm-evaluation-harness, built-in task)")
             res = zeroshot_stage(_need(lm_ckpt, "zeroshot", "lm"), quick=quick, progress=progress)
+        elif stage == "finetune":
+            print(f"[{i}/{n}] dialogue fine-tuning: LoRA on the tiny AM-SNet")
+            res = finetune_stage(out, _need(lm_ckpt, "finetune", "lm"), quick=quick,
+                                 progress=progress, seed=seed)
         else:
             print(f"[{i}/{n}] plots")
             res = {"files": demo_plots(out, _need(mem_ckpt, "plots"), lm_ckpt, lm_prompt)}
@@ -118,6 +125,10 @@ def print_summary(summary: dict) -> None:
         v = st["zeroshot"]
         print(f"  zero-shot {v['task']} ({v['docs']} questions): acc {v['acc']:.1%} "
               f"(chance {v['chance']:.0%}), acc_norm {v['acc_norm']:.1%}")
+    if "finetune" in st:
+        v = st["finetune"]
+        print(f"  dialogue fine-tuning: held-out assistant loss {v['heldout_bpb_before']:.3f} -> "
+              f"{v['heldout_bpb_after']:.3f} bits/byte after {v['steps']} LoRA steps")
     if "plots" in st:
         print(f"  plots: {len(st['plots']['files'])} PNG files")
     for name, res in st.items():
