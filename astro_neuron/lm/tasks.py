@@ -1,18 +1,29 @@
-"""Generated memory-retention tasks for language models (docs/lm.md, "Memory tasks").
+"""Generated memory tasks for language models, with the field's protocol (docs/memory.md).
 
 * **MQAR** (multi-query associative recall, Arora et al. 2023, "Zoology"): the
-  sequence starts with ``n_pairs`` key-value pairs ``k1 v1 k2 v2 ...``; later, at
-  random places in a filler stream, keys are asked again (``k_i v_i``) and the model
-  must predict ``v_i`` right after ``k_i``. Longer sequences push queries further
-  from their pairs.
+  sequence starts with ``n_pairs`` key-value pairs ``k1 v1 k2 v2 ...`` (keys and
+  values from disjoint vocabularies, each drawn without replacement); later, at
+  random places among noise, each key is asked once more on its own, and the model
+  must predict its value at that position. The loss and the accuracy count only
+  these query positions.
 * **Selective copy** (Gu & Dao 2023, "Mamba"): ``n_tokens`` data tokens sit at
-  random positions in a filler stream; after a separator the model must reproduce
-  them in order.
+  random places among noise; after a separator come ``n_tokens`` blank markers and
+  the model must output the data tokens in order, one at each marker.
+
+Noise between the items (``noise``): ``"random"`` draws every other position
+uniformly from a noise vocabulary disjoint from keys, values and data (the default;
+each noise token writes into a recurrent state), ``"constant"`` uses one filler token.
+Query places (``query_dist``): ``"uniform"`` over the whole rest of the sequence
+(the default: longer sequences push queries further from their pairs) or
+``"power"`` (Zoology's power law with a = 0.01, most queries soon after the pairs).
+
+Token layout (vocabulary 256, the byte models): 0 filler, keys 1..64, values 65..128,
+copy data 1..n_symbols, noise 129..253, 254 copy marker, 255 separator.
 
 Each batch is ``(idx, targets)`` ``(B, T)`` for ``model(idx, targets)``; targets are
--1 (ignored) except where an answer is due. Accuracy = correct answers / answers.
-The runner that trains each model from scratch for each length and prints accuracy
-against sequence length (``astro-neuron memory-tasks``) is an application:
+-1 (ignored) except where an answer is due. The training loop :func:`train_task`
+follows Zoology: AdamW (weight decay 0.1), cosine from the peak rate to 0, fresh
+examples every step. The runner (``astro-neuron memory-tasks``) is an application:
 :func:`astro_neuron.apps.tasks.lm_memory.run_memory_tasks`.
 """
 
@@ -27,70 +38,103 @@ from tqdm.auto import tqdm
 
 from astro_neuron.lm.model import LanguageModel
 from astro_neuron.lm.train import TrainConfig, lr_at, make_optimizer
-from astro_neuron.validate import choice
+from astro_neuron.validate import choice, int_in_range, non_negative_int, positive_int
 
-__all__ = ["mqar_batch", "selective_copy_batch", "task_accuracy", "train_task", "TASKS",
-           "TASK_MODELS"]
+__all__ = ["mqar_batch", "selective_copy_batch", "task_accuracy", "train_task", "chance",
+           "TASKS", "TASK_MODELS", "NOISE", "QUERY_DIST", "N_KEYS", "N_VALUES", "VOCAB"]
 
-FILLER, SEP = 0, 255
-KEY0, VAL0, DATA0 = 1, 101, 1        # keys 1..100, values 101..200, copy data 1..n_symbols
+VOCAB = 256
+FILLER, SEP, MARK = 0, 255, 254
+KEY0, N_KEYS = 1, 64                 # keys 1..64
+VAL0, N_VALUES = 65, 64              # values 65..128
+NOISE0, N_NOISE = 129, 125           # noise 129..253
+DATA0, MAX_SYMBOLS = 1, 128          # copy data 1..n_symbols
+NOISE = ("random", "constant")
+QUERY_DIST = ("uniform", "power")
+POWER_A = 0.01                       # Zoology's power_a
 
+#: the models of the tables: AM-SNet (the language model's defaults), its ablation
+#: without astrocyte, the same-size Transformer (config overrides of AMSNetConfig)
 TASK_MODELS = {"AM-SNet": {}, "astrocyte off": {"astrocyte": False},
                "Transformer": {"arch": "transformer"},
-               # the plain read-out H^T q / sqrt(d_k): it can learn to recall through filler
-               # where the RMS-normalised one cannot (docs/lm.md, "Memory-retention tasks")
+               # the plain read-out H^T q / sqrt(d_k) (docs/lm.md, "Memory-retention tasks")
                "AM-SNet plain read-out": {"astro_norm": False}}
 
 
-def _check_len(name: str, T: int, need: int) -> None:
-    if T < need:
-        raise ValueError(f"seq_len={T} is too short for {name}: need at least {need}")
+def _check_common(batch_size, seq_len, noise, generator) -> None:
+    positive_int("batch_size", batch_size)
+    positive_int("seq_len", seq_len)
+    choice("noise", noise, NOISE)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
 
 
-def mqar_batch(batch_size: int, seq_len: int, n_pairs: int = 4, n_keys: int = 16,
-               generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
-    """MQAR sequences ``(B, T)`` and targets (the value after each queried key)."""
-    if not 1 <= n_pairs <= n_keys <= 100:
-        raise ValueError(f"need 1 <= n_pairs <= n_keys <= 100, got n_pairs={n_pairs}, "
-                         f"n_keys={n_keys}")
-    _check_len("MQAR", seq_len, 4 * n_pairs)
+def _background(B: int, T: int, noise: str, g) -> Tensor:
+    if noise == "constant":
+        return torch.full((B, T), FILLER, dtype=torch.long)
+    return torch.randint(NOISE0, NOISE0 + N_NOISE, (B, T), generator=g)
+
+
+def _distinct(B: int, n: int, k: int, g) -> Tensor:
+    """``(B, k)`` distinct draws from ``0..n-1`` per row."""
+    return torch.argsort(torch.rand(B, n, generator=g), dim=1)[:, :k]
+
+
+def mqar_batch(batch_size: int, seq_len: int, n_pairs: int = 8, noise: str = "random",
+               query_dist: str = "uniform", generator: Optional[torch.Generator] = None,
+               ) -> tuple[Tensor, Tensor]:
+    """MQAR sequences ``(B, T)`` and targets (the value at each lone query key).
+
+    ``idx = k1 v1 ... kN vN`` then noise with each key once more at a random place;
+    ``targets`` holds ``v_i`` at the position of the queried ``k_i`` and -1 elsewhere.
+    """
+    _check_common(batch_size, seq_len, noise, generator)
+    choice("query_dist", query_dist, QUERY_DIST)
+    int_in_range("n_pairs", n_pairs, 1, N_KEYS)
+    if seq_len < 4 * n_pairs:
+        raise ValueError(f"seq_len={seq_len} is too short for MQAR with {n_pairs} pairs: "
+                         f"need at least {4 * n_pairs}")
     g = generator
     B, N = batch_size, n_pairs
-    keys = torch.argsort(torch.rand(B, n_keys, generator=g), dim=1)[:, :N] + KEY0   # distinct
-    vals = torch.randint(VAL0, VAL0 + n_keys, (B, N), generator=g)
-    idx = torch.full((B, seq_len), FILLER, dtype=torch.long)
+    keys = _distinct(B, N_KEYS, N, g) + KEY0
+    vals = _distinct(B, N_VALUES, N, g) + VAL0
+    idx = _background(B, seq_len, noise, g)
     tgt = torch.full((B, seq_len), -1, dtype=torch.long)
     idx[:, 0:2 * N:2], idx[:, 1:2 * N:2] = keys, vals
-    slots = (seq_len - 2 * N) // 2                                   # query slot pairs
-    pos = torch.argsort(torch.rand(B, slots, generator=g), dim=1)[:, :N]
-    pos = 2 * N + 2 * pos                                            # (B, N) query positions
-    order = torch.argsort(torch.rand(B, N, generator=g), dim=1)      # which pair each asks
-    qk, qv = keys.gather(1, order), vals.gather(1, order)
-    idx.scatter_(1, pos, qk)
-    idx.scatter_(1, pos + 1, qv)
-    tgt.scatter_(1, pos, qv)
+    slots = (seq_len - 2 * N) // 2                      # query slots, every other position
+    if query_dist == "uniform":
+        gap = _distinct(B, slots, N, g)
+    else:                                               # p(gap i) ~ i^(a-1), i = 1..slots
+        p = torch.arange(1, slots + 1, dtype=torch.float64) ** (POWER_A - 1)
+        gap = torch.multinomial(p.expand(B, slots), N, replacement=False, generator=g)
+    pos = 2 * N + 2 * gap                               # (B, N) query positions
+    idx.scatter_(1, pos, keys)                          # every key asked once
+    tgt.scatter_(1, pos, vals)
     return idx, tgt
 
 
-def selective_copy_batch(batch_size: int, seq_len: int, n_tokens: int = 4,
-                         n_symbols: int = 8, generator: Optional[torch.Generator] = None,
-                         ) -> tuple[Tensor, Tensor]:
-    """Selective-copy sequences ``(B, T)``: data in filler, separator, data again."""
-    if not 1 <= n_symbols <= 200 or n_tokens < 1:
-        raise ValueError(f"need n_tokens >= 1 and 1 <= n_symbols <= 200, got {n_tokens}, "
-                         f"{n_symbols}")
-    _check_len("selective copy", seq_len, 3 * n_tokens + 1)
+def selective_copy_batch(batch_size: int, seq_len: int, n_tokens: int = 16,
+                         n_symbols: int = 16, noise: str = "random",
+                         generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+    """Selective-copy sequences ``(B, T)``: data among noise, separator, then blank
+    markers at which the data is due in order (``targets``; -1 elsewhere)."""
+    _check_common(batch_size, seq_len, noise, generator)
+    positive_int("n_tokens", n_tokens)
+    int_in_range("n_symbols", n_symbols, 1, MAX_SYMBOLS)
+    if seq_len < 3 * n_tokens + 1:
+        raise ValueError(f"seq_len={seq_len} is too short for selective copy of {n_tokens} "
+                         f"tokens: need at least {3 * n_tokens + 1}")
     g = generator
     B, M = batch_size, n_tokens
-    region = seq_len - M - 1
+    region = seq_len - M - 1                            # data + noise, then SEP, M markers
     data = torch.randint(DATA0, DATA0 + n_symbols, (B, M), generator=g)
-    pos = torch.sort(torch.argsort(torch.rand(B, region, generator=g), dim=1)[:, :M]).values
-    idx = torch.full((B, seq_len), FILLER, dtype=torch.long)
+    pos = torch.sort(_distinct(B, region, M, g), dim=1).values
+    idx = _background(B, seq_len, noise, g)
     idx.scatter_(1, pos, data)
     idx[:, region] = SEP
-    idx[:, region + 1:] = data
+    idx[:, region + 1:] = MARK
     tgt = torch.full((B, seq_len), -1, dtype=torch.long)
-    tgt[:, region:region + M] = data                                 # predict d1 after SEP ...
+    tgt[:, region:region + M] = data                    # d1 at SEP, d2 at the 1st marker...
     return idx, tgt
 
 
@@ -98,9 +142,19 @@ def selective_copy_batch(batch_size: int, seq_len: int, n_tokens: int = 4,
 TASKS = {"mqar": mqar_batch, "copy": selective_copy_batch}
 
 
+def chance(task: str, **task_kwargs) -> float:
+    """Accuracy of a uniform guess among the answers a task can have: 1 / values for
+    MQAR (``N_VALUES``), 1 / symbols for selective copy."""
+    choice("task", task, TASKS)
+    if task == "mqar":
+        return 1.0 / N_VALUES
+    return 1.0 / task_kwargs.get("n_symbols", 16)
+
+
 @torch.no_grad()
 def task_accuracy(model: LanguageModel, idx: Tensor, tgt: Tensor, batch_size: int = 64) -> float:
     """Fraction of answer positions (``tgt >= 0``) where the argmax is right."""
+    was = model.training
     model.eval()
     right = total = 0
     dev = next(model.parameters()).device
@@ -110,29 +164,35 @@ def task_accuracy(model: LanguageModel, idx: Tensor, tgt: Tensor, batch_size: in
         m = y >= 0
         right += int((logits.argmax(-1)[m] == y[m]).sum())
         total += int(m.sum())
-    model.train()
+    model.train(was)
     return right / max(total, 1)
 
 
-def train_task(model: LanguageModel, task: str, seq_len: int, steps: int,
-               tokens_per_step: int = 8192, lr: float = 3e-3, seed: int = 0,
-               progress: bool = True, desc: str = "", **task_kwargs) -> list[float]:
-    """Train ``model`` on fresh batches of ``task``; batch = tokens_per_step / seq_len.
-
-    ``task_kwargs`` go to the batch generator (``n_pairs``, ``n_tokens``, ...)."""
-
+def train_task(model: LanguageModel, task: str, seq_len: int, examples: int,
+               batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.1,
+               warmup_steps: int = 0, seed: int = 0, progress: bool = True, desc: str = "",
+               **task_kwargs) -> list[float]:
+    """Train ``model`` on ``examples`` fresh sequences of ``task`` (``batch_size`` per
+    step; the last step may be smaller), Zoology's way: AdamW with weight decay 0.1
+    on the matrices, the learning rate cosine from ``lr`` to 0 (after an optional
+    linear warm-up), gradients clipped at norm 1. ``task_kwargs`` go to the batch
+    generator (``n_pairs``, ``noise``, ...). Returns the loss of every step."""
     choice("task", task, TASKS)
-    tc = TrainConfig(lr=lr, min_lr=lr / 10, warmup_steps=max(1, steps // 10), max_steps=steps,
-                     weight_decay=0.0)
+    positive_int("examples", examples)
+    positive_int("batch_size", batch_size)
+    non_negative_int("warmup_steps", warmup_steps)
+    steps = math.ceil(examples / batch_size)
+    tc = TrainConfig(lr=lr, min_lr=0.0, warmup_steps=min(warmup_steps, steps - 1),
+                     max_steps=steps, weight_decay=weight_decay, beta2=0.999)
     opt = make_optimizer(model, tc)
     g = torch.Generator().manual_seed(seed)
-    B = max(1, tokens_per_step // seq_len)
     dev = next(model.parameters()).device
     losses = []
     model.train()
     for step in tqdm(range(steps), desc=desc or task, disable=not progress, leave=False):
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, tc)
+        B = min(batch_size, examples - step * batch_size)
         x, y = TASKS[task](B, seq_len, generator=g, **task_kwargs)
         _, loss = model(x.to(dev), y.to(dev))
         opt.zero_grad(set_to_none=True)

@@ -65,7 +65,7 @@ CASES = [
     (["export", "{file}", "--to", "json", "--out", "{folder}"], "is a folder, not a file"),
     (["eval", "{file}", "--tokens", "abc"], "expected an integer, got 'abc'"),
     (["memory-tasks", "--lengths", "64,x"], "expected an integer, got 'x'"),
-    (["memory-tasks", "--lr", "inf"], "--lr must be a finite number"),
+    (["memory-tasks", "--lrs", "inf"], "--lrs must be a finite number"),
 ]
 
 
@@ -96,7 +96,7 @@ def test_library_checks_behind_the_cli():
     with pytest.raises(ValueError, match="beta2"):
         TrainConfig(beta2=1.0)
     with pytest.raises(ValueError, match="batch_size"):
-        run_memory_tasks(["mqar"], [64], ["AM-SNet"], batch_size=0, quick=True)
+        run_memory_tasks("mqar", [64], models=["AM-SNet"], batch_size=0, quick=True)
     run = RunConfig.from_dict({"model": {"arch": "transformer"}})
     with pytest.raises(ValueError, match="AM-SNet config"):
         compare(run, "unused", ["AM-SNet"])

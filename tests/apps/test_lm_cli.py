@@ -113,10 +113,11 @@ def test_bench_generate_and_train(capsys):
 
 
 def test_memory_tasks_quick(tmp_path, capsys):
-    assert main(["memory-tasks", "--quick", "--lengths", "64", "--out", str(tmp_path),
-                 "--no-progress"]) == 0
+    assert main(["memory-tasks", "--quick", "--lengths", "64", "--sizes", "4", "--lrs",
+                 "1e-3,1e-2", "--seeds", "2", "--out", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "mqar: accuracy by sequence length" in out and "copy:" in out
-    res = json.loads((tmp_path / "memory_tasks.json").read_text())["results"]
-    assert len(res) == 6 and all(0 <= r["accuracy"] <= 1 for r in res)
-    assert (tmp_path / "memory_tasks.png").is_file()
+    assert "mqar, random noise, 4 pairs: accuracy by length" in out
+    res = json.loads((tmp_path / "memory_mqar.json").read_text())
+    assert len(res["runs"]) == 9 and all(0 <= r["accuracy"] <= 1 for r in res["runs"])
+    assert {s["model"] for s in res["summary"]} == {"AM-SNet", "astrocyte off", "Transformer"}
+    assert (tmp_path / "memory_mqar.png").is_file()

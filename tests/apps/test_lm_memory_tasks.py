@@ -1,15 +1,83 @@
-"""The memory-task runner checks its learning rate (moved from
-tests/lm/test_lm_memory_readout.py)."""
+"""The memory-task runner (docs/memory.md): checks its input, saves every run as it
+finishes and resumes from those files, writes the table (JSON, text, plot)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
+from astro_neuron.apps.tasks import lm_memory
+from astro_neuron.apps.tasks.lm_memory import resolve_models, run_memory_tasks
+
+
+def _quick(tmp_path, **kw):
+    args = dict(table="capacity", sizes=(2,), models=("AM-SNet", "Transformer"),
+                lrs=(1e-3, 1e-2), seeds=2, quick=True, out_dir=tmp_path, progress=False,
+                lengths=(32,))
+    args.update(kw)
+    return run_memory_tasks(**args)
 
 
 @pytest.mark.parametrize("lr", [0, -1e-3, float("nan"), True])
 def test_memory_tasks_rejects_bad_lr(lr, tmp_path):
     with pytest.raises(ValueError, match="lr must be"):
-        run_memory_tasks(("copy",), (64,), ("AM-SNet",), quick=True, out_dir=tmp_path, lr=lr,
-                         progress=False)
+        _quick(tmp_path, lrs=(lr,))
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"table": "lm"}, "table"), ({"noise": "pink"}, "noise"), ({"seeds": 0}, "seeds"),
+    ({"models": ("GPT",)}, "unknown model"), ({"models": ("X={bad",)}, "JSON"),
+    ({"models": ('X={"tau_astro": -1}',)}, "tau_astro"), ({"lrs": ()}, "at least one"),
+    ({"sizes": (20,)}, "too short"), ({"examples": 0}, "examples"),
+])
+def test_memory_tasks_rejects_bad_settings(kw, match, tmp_path):
+    with pytest.raises((ValueError, TypeError), match=match):
+        _quick(tmp_path, **kw)
+    assert not list(tmp_path.iterdir())          # refused before any training
+
+
+def test_sweep_seeds_files_and_resume(tmp_path, monkeypatch):
+    res = _quick(tmp_path)
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    # per model: 2 rates at seed 0, then seed 1 at the better one
+    assert len(runs) == 6 and len(res["runs"]) == 6
+    for s in res["summary"]:
+        assert len(s["accuracy"]) == 2 and set(s["sweep"]) == {"0.001", "0.01"}
+        assert s["sweep"][f"{s['best_lr']:g}"] == max(s["sweep"].values())
+        assert s["min"] <= s["mean"] <= s["max"] and s["chance"] == pytest.approx(1 / 64)
+    saved = json.loads((tmp_path / "memory_capacity.json").read_text())
+    assert saved["summary"] == res["summary"]
+    assert (tmp_path / "memory_capacity.png").stat().st_size > 10_000
+    assert "Transformer" in (tmp_path / "memory_capacity.txt").read_text()
+
+    # resume: nothing is trained again, the same table comes back
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+    monkeypatch.setattr(lm_memory, "train_task", no_training)
+    again = _quick(tmp_path)
+    assert again["summary"] == res["summary"]
+    # a changed setting is not taken from the old files
+    with pytest.raises(AssertionError, match="trained again"):
+        _quick(tmp_path, examples=32)
+
+
+def test_resolve_models_variants():
+    m = resolve_models(["AM-SNet", 'long tau={"tau_astro": [64, 4096]}'])
+    assert m == {"AM-SNet": {}, "long tau": {"tau_astro": [64, 4096]}}
+    with pytest.raises(ValueError, match="JSON object"):
+        resolve_models(["x=[1]"])
+
+
+def test_combine_tables(tmp_path):
+    a = _quick(tmp_path / "a", lengths=(32,), sizes=(2,), models=("Transformer",), lrs=(1e-3,),
+               seeds=1)
+    b = _quick(tmp_path / "b", table="copy", lengths=(32,), sizes=(4,),
+               models=("Transformer",), lrs=(1e-3,), seeds=1)
+    out = tmp_path / "both.png"
+    got = lm_memory.combine_tables([tmp_path / "a" / "memory_capacity.json",
+                                    tmp_path / "b" / "memory_copy.json"], out)
+    assert got == a["summary"] + b["summary"] and out.stat().st_size > 10_000
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a memory-tasks table"):
+        lm_memory.combine_tables([tmp_path / "x.json"], out)

@@ -7,7 +7,7 @@ import torch
 
 from astro_neuron.lm import AMSNetConfig, build_model
 from astro_neuron.lm.tasks import (
-    SEP, mqar_batch, selective_copy_batch, task_accuracy, train_task,
+    MARK, SEP, mqar_batch, selective_copy_batch, task_accuracy, train_task,
 )
 
 
@@ -20,20 +20,21 @@ def test_mqar_answers_are_the_paired_values():
         assert len(pairs) == 6                                   # distinct keys
         ask = (tgt[b] >= 0).nonzero().flatten().tolist()
         assert len(ask) == 6 and all(p >= 12 for p in ask)
-        for p in ask:
-            assert tgt[b, p] == pairs[int(idx[b, p])] == idx[b, p + 1]
+        for p in ask:                                            # the key, alone
+            assert tgt[b, p] == pairs[int(idx[b, p])]
     with pytest.raises(ValueError, match="too short"):
         mqar_batch(1, 10, n_pairs=6)
 
 
 def test_selective_copy_answers_are_the_data_in_order():
     g = torch.Generator().manual_seed(0)
-    idx, tgt = selective_copy_batch(8, 80, n_tokens=5, generator=g)
+    idx, tgt = selective_copy_batch(8, 80, n_tokens=5, noise="constant", generator=g)
     for b in range(8):
         region = 80 - 5 - 1
         data = idx[b, :region][idx[b, :region] != 0].tolist()
         assert len(data) == 5 and idx[b, region] == SEP
-        assert tgt[b, region:region + 5].tolist() == data == idx[b, region + 1:].tolist()
+        assert tgt[b, region:region + 5].tolist() == data
+        assert (idx[b, region + 1:] == MARK).all()                # no data after SEP
         assert (tgt[b, :region] == -1).all() and tgt[b, -1] == -1
 
 
@@ -44,8 +45,9 @@ def test_task_training_beats_chance_on_easy_copy():
     g = torch.Generator().manual_seed(1)
     x, y = selective_copy_batch(64, 32, n_tokens=1, n_symbols=4, generator=g)
     before = task_accuracy(model, x, y)
-    # 120 steps: 0.80-1.0 on seeds 0-5 (60 steps gave 0.20-0.80: too close to the bar)
-    train_task(model, "copy", 32, steps=120, tokens_per_step=1024, lr=1e-2, progress=False,
+    # 240 steps of 32 sequences at lr 3e-3 (Zoology's schedule: wd 0.1, cosine to 0):
+    # 1.0 on seeds 0-5, 3-7 s each; at 120 steps and lr 1e-2 it gave 0.20-1.0
+    train_task(model, "copy", 32, examples=7680, batch_size=32, lr=3e-3, progress=False,
                n_tokens=1, n_symbols=4)
     after = task_accuracy(model, x, y)
     assert after > max(before, 0.25) + 0.1, (before, after)     # chance is 1/4

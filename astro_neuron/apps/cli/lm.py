@@ -10,11 +10,13 @@ import sys
 from astro_neuron.apps.bench.lm import bench_generate, bench_serve, bench_train
 from astro_neuron.apps.cli import args as A
 from astro_neuron.apps.compare import compare
-from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
+from astro_neuron.apps.tasks.lm_memory import DEFAULT_LRS, DEFAULT_MODELS, TABLES, \
+    combine_tables, run_memory_tasks
 from astro_neuron.functional.finite import validation
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.data import load_corpus
 from astro_neuron.lm.sample import sample_text
+from astro_neuron.lm.tasks import TASK_MODELS
 from astro_neuron.lm.train import NonFiniteLoss, evaluate, load_model, load_run_config, \
     resolve_device, train
 
@@ -110,23 +112,42 @@ def register(commands, bench) -> None:
     p.set_defaults(func=_compare)
 
     p = commands.add_parser(
-        "memory-tasks", help="MQAR and selective copy: accuracy against sequence length")
-    p.add_argument("--task", default="both", choices=("mqar", "copy", "both"))
-    p.add_argument("--lengths", default=[64, 128, 256, 512, 1024],
-                   type=A.int_list(1, 1 << 16, "--lengths"),
-                   help="comma-separated sequence lengths")
-    p.add_argument("--models", default="AM-SNet,astrocyte off,Transformer",
-                   help="comma-separated: AM-SNet, astrocyte off, Transformer, "
-                        "AM-SNet plain read-out")
-    p.add_argument("--steps", type=A.int_range(1, 10**7, "--steps"), default=300,
-                   help="training steps per model and length")
-    p.add_argument("--lr", type=A.number(0.0, 10.0, lo_open=True, name="--lr"), default=1e-3,
-                   help="peak learning rate of every model (default 1e-3; docs/lm.md)")
-    p.add_argument("--batch-size", type=A.int_range(1, 1 << 16, "--batch-size"), default=32)
+        "memory-tasks", help="MQAR, selective copy, capacity: the field's protocol (docs/memory.md)",
+        description="Trains every model at every learning rate of a sweep for each cell of a "
+                    "table, keeps the best rate, repeats it with more seeds; prints the table, "
+                    "saves JSON and a plot, and resumes an interrupted table (docs/memory.md).")
+    p.add_argument("--table", default="mqar", choices=tuple(TABLES),
+                   help="mqar: T=64,256,1024 x 4,8,16 pairs; copy: selective copy at T=256,1024; "
+                        "capacity: MQAR accuracy against pairs at T=256")
+    p.add_argument("--task", choices=("mqar", "copy"), help="override the table's task")
+    p.add_argument("--lengths", type=A.int_list(1, 1 << 16, "--lengths"),
+                   help="comma-separated sequence lengths (default: the table's)")
+    p.add_argument("--sizes", type=A.int_list(1, 1 << 10, "--sizes"),
+                   help="key-value pairs (MQAR) or data tokens (copy), comma-separated")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help="comma-separated: " + ", ".join(TASK_MODELS))
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                   help="an extra model: a name and AMSNetConfig options as JSON, e.g. "
+                        "'AM-SNet long tau={\"tau_astro\": [64, 4096]}' (repeatable)")
+    p.add_argument("--lrs", default=",".join(f"{x:g}" for x in DEFAULT_LRS),
+                   type=_float_list, help="peak learning rates of the sweep, comma-separated")
+    p.add_argument("--seeds", type=A.int_range(1, 100, "--seeds"), default=3,
+                   help="seeds at the best rate (the sweep runs seed 0)")
+    p.add_argument("--examples", type=A.int_range(1, 10**9, "--examples"), default=20_000,
+                   help="training sequences per run (fresh ones, the same for every model)")
+    p.add_argument("--batch-size", type=A.int_range(1, 1 << 16, "--batch-size"), default=64)
     p.add_argument("--d-model", type=A.int_range(2, 8192, "--d-model"), default=64)
     p.add_argument("--n-layer", type=A.int_range(1, 256, "--n-layer"), default=2)
-    p.add_argument("--seed", type=A.seed("--seed"), default=0)
+    p.add_argument("--n-head", type=A.int_range(1, 256, "--n-head"), default=2)
+    p.add_argument("--noise", default="random", choices=("random", "constant", "both"),
+                   help="between the items: random noise tokens, one constant filler, or both")
+    p.add_argument("--query-dist", default="uniform", choices=("uniform", "power"),
+                   help="MQAR query places: uniform, or Zoology's power law (near the pairs)")
+    p.add_argument("--n-eval", type=A.int_range(1, 1 << 20, "--n-eval"), default=500)
     p.add_argument("--out", default="out/memory-tasks", type=A.out_dir("--out"))
+    p.add_argument("--combine", metavar="JSON,JSON,...",
+                   help="train nothing: draw saved tables (memory_<table>.json) into one "
+                        "figure of accuracy against length, --out/memory_combined.png")
     p.add_argument("--quick", action="store_true", help="tiny settings (seconds)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_memory_tasks)
@@ -256,14 +277,28 @@ def _compare(args) -> int:
     return 0
 
 
+def _float_list(text: str) -> list[float]:
+    vals = [A.number(0.0, 10.0, lo_open=True, name="--lrs")(t) for t in text.split(",") if t.strip()]
+    if not vals:
+        raise argparse.ArgumentTypeError(f"--lrs must be comma-separated numbers, got {text!r}")
+    return vals
+
+
 def _memory_tasks(args) -> int:
-    lengths = args.lengths
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    tasks = ["mqar", "copy"] if args.task == "both" else [args.task]
-    run_memory_tasks(tasks, lengths, models, steps=args.steps, batch_size=args.batch_size,
-                     d_model=args.d_model, n_layer=args.n_layer, seed=args.seed,
+    if args.combine:
+        paths = [A.check_in_file(p.strip(), "--combine table") for p in args.combine.split(",")
+                 if p.strip()]
+        combine_tables(paths, os.path.join(args.out, "memory_combined.png"))
+        print(f"wrote {os.path.join(args.out, 'memory_combined.png')}")
+        return 0
+    models = [m.strip() for m in args.models.split(",") if m.strip()] + args.variant
+    noise = ("random", "constant") if args.noise == "both" else args.noise
+    run_memory_tasks(args.table, args.lengths, args.sizes, models, lrs=args.lrs,
+                     seeds=args.seeds, examples=args.examples, batch_size=args.batch_size,
+                     d_model=args.d_model, n_layer=args.n_layer, n_head=args.n_head,
+                     noise=noise, query_dist=args.query_dist, n_eval=args.n_eval,
                      out_dir=args.out, quick=args.quick, progress=not args.no_progress,
-                     lr=args.lr)
+                     task=args.task)
     return 0
 
 
