@@ -254,27 +254,35 @@ def format_table(summary: dict, models) -> str:
 
 def plot_neuron_memory(summary: dict, models, path) -> None:
     """Accuracy per item (%) against delay (steps, log axis), one line per model with
-    error bars (std over seeds), chance dashed."""
+    error bars (std over seeds), chance dashed; a point from fewer seeds than asked is
+    labelled with its number of seeds."""
     from matplotlib.figure import Figure  # deferred: matplotlib is slow to import, only the plot needs it
 
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    n_asked = len(summary["seeds"])
+    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = fig.subplots()
     for model in models:
         pts = [(d, summary["table"][f"{model}/{d}"]) for d in summary["delays"]
                if f"{model}/{d}" in summary["table"]]
         if not pts:
             continue
-        ax.errorbar([d for d, _ in pts], [100 * a["mean"] for _, a in pts],
-                    yerr=[100 * a["std"] for _, a in pts], marker="o", capsize=3,
-                    label=MODEL_NAMES[model])
+        line = ax.errorbar([d for d, _ in pts], [100 * a["mean"] for _, a in pts],
+                           yerr=[100 * a["std"] for _, a in pts], marker="o", capsize=3,
+                           label=MODEL_NAMES[model])
+        for d, a in pts:
+            if a["n_seeds"] < n_asked:
+                ax.annotate(f"{a['n_seeds']} seed{'s' if a['n_seeds'] != 1 else ''}",
+                            (d, 100 * a["mean"]), textcoords="offset points", xytext=(6, 6),
+                            fontsize=7, color=line[0].get_color())
     ax.axhline(100 * summary["chance"], color="k", ls="--", lw=0.8, label="chance")
     if all(d > 0 for d in summary["delays"]):
         ax.set_xscale("log")
+        ax.set_xticks(summary["delays"], [str(d) for d in summary["delays"]])
+        ax.minorticks_off()
     ax.set_xlabel("delay between the last store and the first recall (steps)")
     ax.set_ylabel("recall accuracy per item (%)")
     ax.set_ylim(0, 105)
-    n = len(summary["seeds"])
     ax.set_title(f"{summary['settings']['n_items']}-item store-recall with distractors "
-                 f"(mean ± std, {n} seed{'s' if n != 1 else ''})", fontsize=10)
-    ax.legend(fontsize=8)
+                 f"(mean ± std over {n_asked} seed{'s' if n_asked != 1 else ''})", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
     fig.savefig(path, dpi=130)
