@@ -61,11 +61,11 @@ def register(commands, bench) -> None:
     m.add_argument("--steps", type=A.int_range(1, 10**6, "--steps"), default=None,
                    help="training steps per run (default 150)")
     m.add_argument("--batch-size", type=A.int_range(1, 4096, "--batch-size"), default=None,
-                   help="training batch (default 32)")
+                   help="training batch (default 16)")
     m.add_argument("--lrs", nargs="+", type=A.number(0.0, 10.0, lo_open=True, name="--lrs"),
                    default=None, help="learning rate, or several: each model then gets the "
                                       "best on a validation batch at the shortest delay "
-                                      "(default 3e-3)")
+                                      "(default 3e-3 1e-2 3e-2)")
     m.add_argument("--n-eval", type=A.int_range(1, 1 << 16, "--n-eval"), default=None,
                    help="test trials per run (default 512)")
     m.add_argument("--neurons", type=A.int_range(4, 4096, "--neurons"), default=64,
@@ -76,7 +76,7 @@ def register(commands, bench) -> None:
                    help="probability of a distractor cue in each 10-step block of the delay")
     m.add_argument("--slow-max-delay", type=A.nonneg_int(name="--slow-max-delay"), default=None,
                    help="longest delay at which the sequential Li-Rinzel model is trained "
-                        "(default 300; --quick: 20)")
+                        "(default 100; --quick: 20)")
     m.add_argument("--jobs", type=A.int_range(1, 64, "--jobs"), default=1,
                    help="runs trained at once, in worker processes of one thread (default 1)")
     m.add_argument("--threads", type=A.int_range(1, 1024, "--threads"), default=1,
@@ -100,11 +100,11 @@ def _memory_neuron(args) -> int:
     run_neuron_memory(
         models=models, delays=args.delays or ((20, 100) if q else (100, 300, 1000, 3000)),
         seeds=args.seeds or ((0,) if q else (0, 1, 2)),
-        steps=args.steps or (60 if q else 150), batch_size=args.batch_size or (16 if q else 32),
-        lrs=args.lrs or (3e-3,), n_eval=args.n_eval or (128 if q else 512),
+        steps=args.steps or (60 if q else 150), batch_size=args.batch_size or 16,
+        lrs=args.lrs or ((1e-2,) if q else (3e-3, 1e-2, 3e-2)), n_eval=args.n_eval or (128 if q else 512),
         n_neurons=args.neurons, p_distract=args.p_distract, n_items=args.items,
         slow_max_delay=args.slow_max_delay if args.slow_max_delay is not None else
-        (20 if q else 300), out_dir=args.out, jobs=args.jobs, progress=not args.no_progress)
+        (20 if q else 100), out_dir=args.out, jobs=args.jobs, progress=not args.no_progress)
     return 0
 
 

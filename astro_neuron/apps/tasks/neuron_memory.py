@@ -70,10 +70,10 @@ def _one_thread() -> None:
 
 def run_neuron_memory(models: Sequence[str] = RECALL_MODELS,
                       delays: Sequence[int] = (100, 300, 1000, 3000),
-                      seeds: Sequence[int] = (0, 1, 2), steps: int = 150, batch_size: int = 32,
-                      lrs: Sequence[float] = (3e-3,), n_eval: int = 512, n_neurons: int = 64,
+                      seeds: Sequence[int] = (0, 1, 2), steps: int = 150, batch_size: int = 16,
+                      lrs: Sequence[float] = (3e-3, 1e-2, 3e-2), n_eval: int = 512, n_neurons: int = 64,
                       p_distract: float = 0.2, n_items: int = 2,
-                      slow_max_delay: Optional[int] = 300, out_dir="out/memory-neuron",
+                      slow_max_delay: Optional[int] = 100, out_dir="out/memory-neuron",
                       jobs: int = 1, progress: bool = True) -> dict:
     """Accuracy per model x delay x seed; prints the table, writes ``results.json`` and
     ``neuron_memory.png`` in ``out_dir``; returns the summary.
