@@ -113,7 +113,7 @@ def test_adaptation_raises_threshold_and_silences():
     z, _, A, st = layer.run(torch.full((300, 1, 1), 0.5))
     early, late = float(z[:30].detach().mean()), float(z[-100:].detach().mean())
     assert early > 2 * late > 0
-    assert float(A[-1]) > 1.5 and float(st.b[0, 0]) > 0
+    assert float(A[-1].detach()) > 1.5 and float(st.b[0, 0].detach()) > 0
 
 
 def test_step_streaming_equals_sequence():
