@@ -31,6 +31,14 @@ HEAVY = {
                   "and the command line start without it",
     "nir": "optional extra [nir]",
     "nirtorch": "optional extra [nir]",
+    "nest": "NEST 3.10: optional simulator, about 1 s to import, prints a banner",
+    "elephant": "imports scikit-learn and scipy.stats (seconds); only neuro.analysis uses it",
+    "neo": "with quantities, only neuro.analysis / neuro.export build spike trains",
+    "quantities": "only neuro.analysis / neuro.export need physical units",
+    "pynwb": "seconds to import; only the NWB export uses it",
+    "sklearn": "seconds to import; only neuro.analysis.decoding_accuracy uses it",
+    "lm_eval": "lm-evaluation-harness with datasets and pyarrow: about 2.5 s to import; only "
+               "the zero-shot commands use it",
 }
 
 # (file, imported module) pairs deferred on purpose that are not a heavy dependency.
@@ -41,6 +49,12 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("astro_neuron/apps/env_check.py", "neuromorphic.engines.lava._compat"):
         "importing neuromorphic imports torch: the installation check must time and report "
         "each import, not fail before its first line",
+    ("astro_neuron/apps/cli/zeroshot.py", "astro_neuron.lm.harness"):
+        "the harness adapter imports lm_eval and datasets at its top (its model class "
+        "subclasses lm_eval's): importing it is importing lm_eval, deferred like it",
+    ("astro_neuron/apps/demo/zeroshot.py", "astro_neuron.lm.harness"):
+        "the harness adapter imports lm_eval and datasets at its top (its model class "
+        "subclasses lm_eval's): importing it is importing lm_eval, deferred like it",
     ("neuromorphic/engines/lava/runner.py", "neuromorphic.engines.lava.procs.amsu.process"):
         "the AMSUNeuron process module imports Lava at its top (Lava's compiler needs it "
         "there): importing it is importing Lava, deferred like Lava itself",

@@ -28,6 +28,7 @@ def check(verbose: bool = True) -> int:
         ("h5py", "h5py"),
         ("safetensors", "safetensors.torch"),
         ("lm-eval", "lm_eval"),
+        ("datasets", "datasets"),           # imports pyarrow: it must accept numpy 1.26
         ("peft", "peft"),
         ("elephant", "elephant"),
         ("neo", "neo"),

@@ -1,7 +1,7 @@
 """The Li-Rinzel astrocyte (IP3, Ca, h) as pure functions: a nonlinear calcium model
 that can replace the AM-SU's linear astrocyte (``AMSU(astro_model="li_rinzel")``).
 
-Equations, units, parameters and their sources: docs/neuroscience.md, "The nonlinear
+Equations, units, parameters and their sources: docs/neuroscience.md, "The Li-Rinzel
 astrocyte". In short, each entry ``(c, j)`` of the astrocyte state (key channel ``c``
 of astrocyte ``a`` meeting the synapses of its neuron ``j``, the place where the
 linear model keeps ``H[a, c, j]``) is one Li-Rinzel calcium compartment, as NEST's

@@ -7,7 +7,7 @@ dt)``), ready for an :class:`~astro_neuron.AMSU` or a
 
     >>> from astro_neuron.neuro import poisson, step_current
     >>> x = poisson(rate_hz=20.0, duration_ms=1000.0, n=100, dt_ms=1.0)       # [1000, 1, 100]
-    >>> I = step_current(0.08, 1000.0, n=80, onset_ms=200.0, offset_ms=700.0)  # [1000, 1, 80]
+    >>> I = step_current(1.5, 1000.0, n=80, onset_ms=200.0, offset_ms=700.0)   # [1000, 1, 80]
 """
 
 from __future__ import annotations
@@ -82,8 +82,11 @@ def step_current(amplitude: float, duration_ms: float, n: int, dt_ms: float = 1.
                  onset_ms: float = 0.0, offset_ms: Optional[float] = None,
                  batch_size: int = 1, dtype: torch.dtype = torch.float32) -> Tensor:
     """A current step of ``amplitude`` from ``onset_ms`` to ``offset_ms`` (default: the
-    end), ``[T, B, n]``. The unit is the membrane's: per step, a current of
-    ``amplitude`` adds ``amplitude`` to ``u`` (docs/model.md)."""
+    end), ``[T, B, n]``. The amplitude is a physical current, constant in time, so the
+    same step gives the same response at any ``dt``: for a
+    :class:`~astro_neuron.neuro.TripartitePopulation` (``pop(x, current=I)``) it is in
+    units of the threshold (the membrane potential it would hold; 1 = rheobase), for
+    a :class:`~astro_neuron.neuro.network.Network` use ``I_e`` in pA instead."""
     T = n_steps(duration_ms, dt_ms)
     n, B = _count("n", n), _count("batch_size", batch_size)
     if not math.isfinite(float(amplitude)):

@@ -203,8 +203,11 @@ class TripartitePopulation(nn.Module):
             trace: Optional[str] = None) -> tuple[PopulationOutput, PopulationState]:
         """Run ``x_seq`` ``[T, B, n_in]``; return ``(PopulationOutput, state)``.
 
-        ``current``: an injected current added to the synaptic current, broadcastable to
-        ``[T, B, N]``. ``mode``: ``"auto"`` (parallel where the model allows it),
+        ``current``: an injected current, broadcastable to ``[T, B, N]``, in units of the
+        threshold: a constant current ``c`` holds the membrane at ``c`` (``c = 1`` is
+        the rheobase), whatever ``dt``. It enters as ``(1 - beta) c`` per step, the
+        exact solution of ``tau_mem du/dt = -u + c`` over the step (a physical current,
+        not a per-step increment). ``mode``: ``"auto"`` (parallel where the model allows it),
         ``"chunked"``, ``"recurrent"`` or ``"loop"``, as for :meth:`AMSU.run`.
         ``trace``: ``"summary"`` or ``"full"`` also returns the astrocyte state of
         every step in ``PopulationOutput.astro`` (runs the astrocytes step by step).
@@ -239,7 +242,10 @@ class TripartitePopulation(nn.Module):
         # neurons: leaky membrane, spikes on u + o
         I = F.linear(x_seq, self.synaptic_weight(), self.synapses.bias)
         if current is not None:
-            I = I + self._check_current(current, T, B)
+            # a physical current: held constant over a step, it moves u towards its
+            # value with the membrane time constant, exactly (u_t = beta u + (1 - beta) c
+            # solves tau du/dt = -u + c), so the response does not depend on dt
+            I = I + (1.0 - self.neurons.beta) * self._check_current(current, T, B)
         # the neurons are LIFs whose threshold also sees the astrocyte output o
         form = "chunked" if nspec.reset == "none" and mode in ("auto", "chunked") else "loop"
         s, u, u_T = F_lif.run(I, state.u, self.neurons.beta, self.neurons.threshold, nspec,

@@ -21,10 +21,24 @@ field       shape           meaning
     {"format": "astro-neuron-recording", "version": 1, "dt": 1.0, "time_unit": "ms",
      "populations": {"<name>": {"fields": [...], "attrs": {...}}}, "info": {...}}
 
-``attrs`` carry per-population facts (``threshold``, ``astro_model``,
+``attrs`` carry per-population facts (``threshold``: the mean, ``thresholds``: one per
+recorded neuron, ``neurons``: the recorded neurons' indices in their population,
+``territory``: the astrocyte whose territory holds each recorded neuron, ``astro_model``,
 ``astro_label``); ``info`` free JSON (e.g. ``events``: ``{"cue end": 200.0}`` in time
-units, drawn as vertical lines; ``tokens``: a list of strings for a token raster).
-Loading checks all of it and names what is missing or wrong.
+units, drawn as vertical lines; ``epochs``: ``{"cue": [0, 10], ...}`` in time units,
+drawn as shaded spans; ``labels``: one condition per batch sample; ``tokens``: a list of
+strings for a token raster). Version 2 adds ``"every"`` and ``"n_steps"`` (below);
+version 1 files load with ``every = 1``. Loading checks all of it and names what is
+missing or wrong.
+
+**Getting arrays out**: ``rec["population"]["spikes"]`` is the ``[T, B, N]`` array
+(``rec["population"]`` the dict of one population's fields); ``rec.get("population",
+"u", sample=0)`` one sample ``[T, N]``; ``rec.times("u")`` the time of each row.
+
+**Subsets and sampling interval** (``record(..., neurons=..., every=...)``): only the
+chosen neurons are kept (their indices in ``attrs[pop]["neurons"]``); spikes are kept
+at every step, the traces (``u``, ``o``, ``current``, ``astro``, ``H``) every ``every``-th
+step, at steps ``0, every, 2 every, ...`` (``ceil(T / every)`` rows).
 """
 
 from __future__ import annotations
@@ -34,7 +48,7 @@ import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -45,15 +59,18 @@ from astro_neuron.astrocytes import summary_label
 from astro_neuron.io import atomic_write
 from astro_neuron.neuro.population import TripartitePopulation
 from astro_neuron.neuro.traces import TRACE_KINDS, astro_trajectory
-from astro_neuron.validate import choice
+from astro_neuron.validate import choice, positive_int
 
-__all__ = ["FORMAT", "VERSION", "FIELDS", "Recording", "record", "load_recording"]
+__all__ = ["FORMAT", "VERSION", "FIELDS", "TRACE_FIELDS", "Recording", "record",
+           "load_recording"]
 
 FORMAT = "astro-neuron-recording"
-VERSION = 1
+VERSION = 2
 #: field -> number of dimensions (None: at least 4)
 FIELDS: dict[str, Optional[int]] = {"spikes": 3, "u": 3, "o": 3, "current": 3, "astro": 3,
                                     "H": None}
+#: fields sampled every ``Recording.every`` steps (spikes are kept at every step)
+TRACE_FIELDS = ("u", "o", "current", "astro", "H")
 _META = "__meta__"
 
 
@@ -66,32 +83,74 @@ class Recording:
     populations: dict[str, dict[str, np.ndarray]]
     attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    every: int = 1                       # steps between two rows of a trace field
+    n_steps: Optional[int] = None        # T (derived from the arrays when None)
 
     def __post_init__(self) -> None:
         _validate(self, "recording")
 
     @property
     def T(self) -> int:
-        """Number of time steps."""
-        return next(iter(next(iter(self.populations.values())).values())).shape[0]
+        """Number of time steps (of ``dt``) the run lasted."""
+        return self.n_steps
+
+    @property
+    def duration(self) -> float:
+        """``T * dt`` in ``time_unit``."""
+        return self.T * self.dt
 
     @property
     def batch_size(self) -> int:
         return next(iter(next(iter(self.populations.values())).values())).shape[1]
 
-    def times(self) -> np.ndarray:
-        """Time of each step ``[T]`` in ``time_unit``."""
-        return np.arange(self.T) * self.dt
+    def times(self, name: str = "spikes") -> np.ndarray:
+        """Time of each row of field ``name`` in ``time_unit``: every step for spikes
+        ``[T]``, every ``every``-th step for traces ``[ceil(T / every)]``."""
+        step = self.every if name in TRACE_FIELDS else 1
+        return np.arange(0, self.T, step) * self.dt
 
-    def get(self, population: str, name: str, sample: int = 0) -> Optional[np.ndarray]:
-        """``[T, ...]`` array of one sample, or ``None`` if not recorded."""
+    def __getitem__(self, population: str) -> dict[str, np.ndarray]:
+        """``rec["population"]`` -> that population's fields, e.g.
+        ``rec["population"]["spikes"]`` ``[T, B, N]``."""
         if population not in self.populations:
             raise KeyError(f"no population {population!r} in this recording "
                            f"(has {list(self.populations)})")
-        if not 0 <= sample < self.batch_size:
+        return self.populations[population]
+
+    def __contains__(self, population: str) -> bool:
+        return population in self.populations
+
+    def get(self, population: str, name: str, sample: int = 0) -> Optional[np.ndarray]:
+        """``[T, ...]`` array of one sample, or ``None`` if not recorded."""
+        arrs = self[population]
+        if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) \
+                or not 0 <= sample < self.batch_size:
             raise ValueError(f"sample must be in [0, {self.batch_size}), got {sample}")
-        arr = self.populations[population].get(name)
+        if name not in FIELDS:
+            raise ValueError(f"unknown field {name!r}; fields are {list(FIELDS)}")
+        arr = arrs.get(name)
         return None if arr is None else arr[:, sample]
+
+    def neuron_ids(self, population: str) -> np.ndarray:
+        """Index in its population of each recorded neuron (all neurons unless
+        ``record(..., neurons=...)`` chose a subset)."""
+        ids = self.attrs.get(population, {}).get("neurons")
+        if ids is not None:
+            return np.asarray(ids, dtype=np.int64)
+        arrs = self[population]
+        a = next((arrs[f] for f in ("spikes", "u", "o", "current") if f in arrs), None)
+        if a is None:
+            raise ValueError(f"population {population!r} has no per-neuron field")
+        return np.arange(a.shape[2])
+
+    def thresholds(self, population: str) -> Optional[np.ndarray]:
+        """Each recorded neuron's threshold ``[N]`` (``None`` if not known)."""
+        at = self.attrs.get(population, {})
+        if "thresholds" in at:
+            return np.asarray(at["thresholds"], dtype=np.float64)
+        if "threshold" in at:
+            return np.full(len(self.neuron_ids(population)), float(at["threshold"]))
+        return None
 
     # ------------------------------------------------------------ files
     def save(self, path) -> Path:
@@ -100,7 +159,8 @@ class Recording:
         if path.suffix != ".npz":
             raise ValueError(f"a recording is saved as .npz, got {path.name!r}")
         meta = {"format": FORMAT, "version": VERSION, "dt": self.dt,
-                "time_unit": self.time_unit, "info": self.info,
+                "time_unit": self.time_unit, "info": self.info, "every": self.every,
+                "n_steps": self.n_steps,
                 "populations": {name: {"fields": sorted(arrs), "attrs": self.attrs.get(name, {})}
                                 for name, arrs in self.populations.items()}}
         arrays = {f"{name}/{f}": a for name, arrs in self.populations.items()
@@ -176,6 +236,7 @@ def load_recording(path) -> Recording:
     rec = Recording.__new__(Recording)
     rec.dt, rec.time_unit = meta["dt"], meta["time_unit"]
     rec.populations, rec.attrs, rec.info = populations, attrs, meta.get("info", {})
+    rec.every, rec.n_steps = meta.get("every", 1), meta.get("n_steps")
     _validate(rec, what)
     return rec
 
@@ -191,6 +252,14 @@ def _validate(rec: Recording, what: str) -> None:
         raise ValueError(f"{what}: needs at least one population")
     if not isinstance(rec.info, dict):
         raise ValueError(f"{what}: info must be a dict")
+    every = rec.every
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError(f"{what}: every must be an integer >= 1, got {every!r}")
+    rec.every = int(every)
+    n_steps = rec.n_steps
+    if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(
+            n_steps, (int, np.integer)) or n_steps < 1):
+        raise ValueError(f"{what}: n_steps must be an integer >= 1, got {n_steps!r}")
     T = B = None
     for name, arrs in rec.populations.items():
         if not isinstance(name, str) or not name or "/" in name:
@@ -209,19 +278,40 @@ def _validate(rec: Recording, what: str) -> None:
             if (nd is not None and a.ndim != nd) or (nd is None and a.ndim < 4):
                 want = f"{nd}-D [T, B, ...]" if nd else "at least 4-D [T, B, ...]"
                 raise ValueError(f"{what}: {name}/{f} must be {want}, got shape {list(a.shape)}")
-            if T is None:
-                T, B = a.shape[:2]
-            if a.shape[:2] != (T, B):
-                raise ValueError(f"{what}: {name}/{f} has [T, B] = {list(a.shape[:2])}, other "
-                                 f"arrays have {[T, B]}")
+            if T is None and f not in TRACE_FIELDS:
+                T = a.shape[0]
+            if B is None:
+                B = a.shape[1]
+            if a.shape[1] != B:
+                raise ValueError(f"{what}: {name}/{f} has batch size {a.shape[1]}, other "
+                                 f"arrays have {B}")
             if not np.isfinite(a).all():
                 raise ValueError(f"{what}: {name}/{f} contains NaN or Inf")
             arrs[f] = a
         ns = {f: a.shape[2] for f, a in arrs.items() if f in ("spikes", "u", "o")}
         if len(set(ns.values())) > 1:
             raise ValueError(f"{what}: population {name!r} has different neuron counts {ns}")
+    if T is None:                                   # traces only
+        T = n_steps if n_steps is not None else None
+        if T is None:
+            if rec.every != 1:
+                raise ValueError(f"{what}: a recording of traces only with every="
+                                 f"{rec.every} needs n_steps (the run's number of steps)")
+            T = next(iter(next(iter(rec.populations.values())).values())).shape[0]
+    if n_steps is not None and int(n_steps) != T:
+        raise ValueError(f"{what}: n_steps={n_steps} but the spikes have {T} steps")
     if T == 0:
         raise ValueError(f"{what}: has no time steps")
+    rec.n_steps = int(T)
+    rows = -(-T // rec.every)
+    for name, arrs in rec.populations.items():
+        for f, a in arrs.items():
+            want = rows if f in TRACE_FIELDS else T
+            if a.shape[0] != want:
+                kind = (f"ceil(T / every) = ceil({T} / {rec.every}) = {rows}"
+                        if f in TRACE_FIELDS else f"T = {T}")
+                raise ValueError(f"{what}: {name}/{f} has {a.shape[0]} time rows, expected "
+                                 f"{kind}")
 
 
 # ---------------------------------------------------------------- recording
@@ -247,10 +337,58 @@ def _layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
                     f"or a network with such a .core (MemoryNet); got {type(module).__name__}")
 
 
+Selection = Union[Sequence[int], slice, range, np.ndarray, Tensor]
+
+
+def _selection(sel, n: int, what: str) -> Optional[np.ndarray]:
+    """Indices ``[k]`` chosen by ``sel`` among ``n`` neurons (``None``: all of them)."""
+    if sel is None:
+        return None
+    if isinstance(sel, slice):
+        idx = np.arange(n)[sel]
+    else:
+        if isinstance(sel, Tensor):
+            sel = sel.detach().cpu().numpy()
+        arr = np.asarray(sel)
+        if arr.dtype == bool:
+            if arr.shape != (n,):
+                raise ValueError(f"{what}: a boolean mask must have shape [{n}], got "
+                                 f"{list(arr.shape)}")
+            idx = np.nonzero(arr)[0]
+        else:
+            if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+                raise TypeError(f"{what} must be a 1-D sequence of neuron indices, a slice or "
+                                f"a boolean mask, got {sel!r}"[:200])
+            idx = arr.astype(np.int64)
+            bad = idx[(idx < 0) | (idx >= n)]
+            if bad.size:
+                raise ValueError(f"{what}: neuron indices {bad[:10].tolist()} out of range "
+                                 f"[0, {n})")
+            if len(np.unique(idx)) != len(idx):
+                raise ValueError(f"{what}: neuron indices repeat")
+    if idx.size == 0:
+        raise ValueError(f"{what} selects no neuron (the population has {n})")
+    return idx
+
+
+def _territory_of(layer: nn.Module, n: int) -> list[int]:
+    """For each neuron, the first astrocyte whose territory holds it (``-1``: none)."""
+    if isinstance(layer, TripartitePopulation):
+        mask = layer.territories.neurons                            # [A, N] bool
+        first = mask.to(torch.int8).argmax(0)
+        return torch.where(mask.any(0), first, torch.full_like(first, -1)).tolist()
+    A = layer.spec.n_astrocytes if layer.spec.astrocyte else 0
+    if not A or n % A:
+        return [-1] * n
+    return [j // (n // A) for j in range(n)]                        # the AM-SU's blocks
+
+
 @torch.no_grad()
 def record(module: nn.Module, x_seq: Tensor, *, current: Optional[Tensor] = None,
            astro: str = "summary", time_unit: Optional[str] = None,
-           input_name: str = "input", info: Optional[dict] = None) -> Recording:
+           input_name: str = "input", info: Optional[dict] = None,
+           neurons: Union[None, Selection, Mapping[str, Selection]] = None,
+           every: int = 1) -> Recording:
     """Run ``module`` on ``x_seq`` ``[T, B, in]`` step by step and record it.
 
     ``module``: an :class:`~astro_neuron.AMSU`, a :class:`TripartitePopulation`, an
@@ -261,8 +399,16 @@ def record(module: nn.Module, x_seq: Tensor, *, current: Optional[Tensor] = None
     population (``[T, B, N]``-broadcastable). ``time_unit``: ``"ms"`` or ``"step"``
     (default: the population's preset; ``"ms"`` for nonlinear astrocytes; else
     ``"step"``).
+
+    ``neurons``: keep only these neurons of every recorded layer (a list of indices, a
+    ``slice``, a boolean mask), or a dict ``{population name: selection}`` (the input
+    included); indices out of range are an error. ``every``: keep the traces (``u``,
+    ``o``, input ``current``, ``astro``, ``H``) every ``every``-th step (spikes are kept at
+    every step). The run itself still computes every neuron and every step; the
+    selection decides what is kept and saved.
     """
     choice("astro", astro, TRACE_KINDS)
+    every = positive_int("every", every)
     if not isinstance(x_seq, Tensor) or x_seq.dim() != 3:
         raise ValueError("x_seq must be a [T, B, in] tensor, got "
                          f"{list(x_seq.shape) if isinstance(x_seq, Tensor) else type(x_seq).__name__}")
@@ -272,19 +418,35 @@ def record(module: nn.Module, x_seq: Tensor, *, current: Optional[Tensor] = None
     if current is not None and not (len(layers) == 1 and isinstance(layers[0][1], TripartitePopulation)):
         raise ValueError("current injection needs a single TripartitePopulation; an AMSU "
                          "takes currents through its input x_seq")
+    names = [input_name] + [name for name, _ in layers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"population name {input_name!r} is used twice; pick another "
+                         "input_name")
+    if isinstance(neurons, Mapping):
+        unknown = sorted(set(neurons) - set(names))
+        if unknown:
+            raise KeyError(f"neurons names populations {unknown} that this run does not "
+                           f"have (it has {names})")
+        select = dict(neurons)
+    else:
+        select = {name: neurons for name, _ in layers} if neurons is not None else {}
     first = layers[0][1]
     if time_unit is None:
         if isinstance(first, TripartitePopulation):
             time_unit = first.time_unit
         else:
             time_unit = "step" if first.spec.linear_astro else "ms"
+    tr = slice(None, None, every)                                   # rows kept of a trace
+    in_idx = _selection(select.get(input_name), x_seq.shape[2], f"neurons[{input_name!r}]")
+    xin = x_seq if in_idx is None else x_seq[..., torch.as_tensor(in_idx)]
+    binary = _is_binary(x_seq)
     pops: dict[str, dict[str, np.ndarray]] = {
-        input_name: {"spikes" if _is_binary(x_seq) else "current": _np(x_seq)}}
+        input_name: {"spikes": _np(xin)} if binary else {"current": _np(xin[tr])}}
     attrs: dict[str, dict] = {input_name: {"kind": "input"}}
+    if in_idx is not None:
+        attrs[input_name]["neurons"] = in_idx.tolist()
     x = x_seq
     for name, layer in layers:
-        if name in pops:
-            raise ValueError(f"population name {name!r} is used twice; pick another input_name")
         if isinstance(layer, TripartitePopulation):
             out, _ = layer.run(x, current=current, trace=astro)
             thr, model, A = layer.neurons.threshold, layer.astro_model, layer.n_astrocytes
@@ -293,12 +455,25 @@ def record(module: nn.Module, x_seq: Tensor, *, current: Optional[Tensor] = None
             thr, model, A = layer.threshold, layer.astro_model, layer.spec.n_astrocytes
             out = (out.spikes, out.u, out.o, trace)
         spikes, u, o, trace = out
-        pops[name] = {"spikes": _np(spikes), "u": _np(u), "o": _np(o)}
+        N = spikes.shape[-1]
+        idx = _selection(select.get(name), N, f"neurons[{name!r}]" if isinstance(
+            neurons, Mapping) else f"neurons (layer {name!r})")
+        keep = np.arange(N) if idx is None else idx
+        ki = torch.as_tensor(keep)
+        pops[name] = {"spikes": _np(spikes[..., ki]), "u": _np(u[tr][..., ki]),
+                      "o": _np(o[tr][..., ki])}
         if trace is not None:
-            pops[name]["astro" if astro == "summary" else "H"] = _np(trace)
+            pops[name]["astro" if astro == "summary" else "H"] = _np(trace[tr])
+        thr_n = thr.detach().cpu().to(torch.float64).expand(N)
+        territory = _territory_of(layer, N)
         attrs[name] = {"kind": type(layer).__name__, "threshold": float(thr.mean()),
-                       "astro_model": model, "n_astrocytes": A,
+                       "thresholds": thr_n[ki].tolist(),
+                       "territory": [territory[j] for j in keep.tolist()],
+                       "astro_model": model, "n_astrocytes": A, "n_neurons": N,
                        "astro_label": summary_label(model)}
+        if idx is not None:
+            attrs[name]["neurons"] = keep.tolist()
         x = spikes
     dt = float(first.dt)
-    return Recording(dt, time_unit, pops, attrs, dict(info or {}))
+    return Recording(dt, time_unit, pops, attrs, dict(info or {}), every=every,
+                     n_steps=int(x_seq.shape[0]))

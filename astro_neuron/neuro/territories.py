@@ -10,7 +10,7 @@ Territories may be disjoint (each neuron in one territory, as in the AM-SU's own
 blocks) or overlap (a neuron contacted by several astrocytes). Give them as masks
 (:meth:`Territories.from_masks`) or by a rule: :meth:`~Territories.blocks`,
 :meth:`~Territories.tiled`, :meth:`~Territories.random`, :meth:`~Territories.spatial`.
-How a population uses them: docs/neuroscience.md, "Territories".
+How populations and networks use them: docs/neuroscience.md, "Territories of a population" and "Astrocytes, territories and the tripartite coupling".
 """
 
 from __future__ import annotations

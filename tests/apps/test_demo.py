@@ -13,7 +13,7 @@ def test_demo_quick_all_stages(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["stages"]) == {"memory", "lava", "lm", "plots"}
+    assert set(summary["stages"]) == {"memory", "lava", "lm", "zeroshot", "finetune", "plots"}
     assert summary["stages"]["lava"]["bit_exact"] is True
     for name in ("memory_amsu.safetensors", "memory_raster.png", "memory_amsu_int.h5", "lm_amsnet.safetensors",
                  "memory_run_raster.png", "lm_token_raster.png"):

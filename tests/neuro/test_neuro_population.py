@@ -91,8 +91,10 @@ def test_current_injection_and_connectivity():
     I = step_current(0.3, 100.0, n=6, onset_ms=40.0)
     with torch.no_grad():
         base, with_I = pop.run(x)[0].u, pop.run(x, current=I)[0].u
-    # without reset the membrane is linear: the difference is the leaky integral of I
-    expected, _ = an.functional.leaky_loop(I, pop.neurons.beta.detach())
+    # without reset the membrane is linear: the difference is the leaky integral of the
+    # current, which enters as (1 - beta) I per step (a physical current, issue 12)
+    beta = pop.neurons.beta.detach()
+    expected, _ = an.functional.leaky_loop((1 - beta) * I, beta)
     torch.testing.assert_close(with_I - base, expected)
     assert float(expected[:40].abs().max()) == 0 and float(expected[40:].min()) > 0
     torch.testing.assert_close(pop.synaptic_weight(), pop.synapses.weight * conn)

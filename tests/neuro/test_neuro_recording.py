@@ -146,7 +146,7 @@ def test_load_errors(tmp_path):
     nan = np.full((30, 2, 6), np.nan, dtype=np.float32)
     with pytest.raises(ValueError, match="amsu/u contains NaN"):
         load_recording(_rewrite(good, tmp_path / "f.npz", replace={"amsu/u": nan}))
-    with pytest.raises(ValueError, match=r"\[T, B\] = \[29, 2\]"):
+    with pytest.raises(ValueError, match=r"amsu/o has 29 time rows, expected"):
         load_recording(_rewrite(good, tmp_path / "g.npz",
                                 replace={"amsu/o": np.zeros((29, 2, 6), np.float32)}))
     bad_json = tmp_path / "h.npz"

@@ -36,7 +36,8 @@ from astro_neuron.lm.model import AMSNet, build_model
 from astro_neuron.lm.train import load_model, resolve_device
 from astro_neuron.validate import positive_int
 
-__all__ = ["bench_forms", "bench_generate", "bench_train", "decode_setup", "matmul_peak"]
+__all__ = ["bench_forms", "bench_generate", "bench_serve", "bench_train", "decode_setup",
+           "matmul_peak", "MiniGPT"]
 
 
 def _sync(device: torch.device) -> None:
@@ -494,4 +495,318 @@ def _train_targets(rows: list[dict]) -> str:
         out.append(f"  threads {r['threads']}, d {r['d_model']}, T {r['T']}: AM/TF "
                    f"{r['am_vs_tf']:.2f}x (>= {goal:g}x), astrocyte {r['astro_cost']:.2f}x "
                    f"(<= 1.5x): {'met' if ok else 'MISSED'}")
+    return "\n".join(out)
+
+
+# ============================================================== serving throughput
+
+
+class MiniGPT(torch.nn.Module):
+    """A minimal GPT with a KV cache, written for this benchmark only and independent of
+    the project's Transformer (:mod:`astro_neuron.lm.baselines`): learned absolute
+    positions, pre-LayerNorm blocks, a GELU MLP of width 4 d, biases, a tied head, and
+    decoding with :func:`torch.nn.functional.scaled_dot_product_attention` over a key /
+    value cache preallocated for the whole context. What someone would write from the
+    GPT-2 recipe; its weights are random (decoding cost does not depend on them)."""
+
+    def __init__(self, d_model: int, n_layer: int, n_head: int, max_len: int,
+                 vocab: int = 256) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.d, self.h = d_model, n_head
+        self.wte = nn.Embedding(vocab, d_model)
+        self.wpe = nn.Embedding(max_len, d_model)
+        self.layers = nn.ModuleList()
+        for _ in range(n_layer):
+            self.layers.append(nn.ModuleDict(dict(
+                ln1=nn.LayerNorm(d_model), qkv=nn.Linear(d_model, 3 * d_model),
+                proj=nn.Linear(d_model, d_model), ln2=nn.LayerNorm(d_model),
+                fc=nn.Linear(d_model, 4 * d_model), fc2=nn.Linear(4 * d_model, d_model))))
+        self.ln_f = nn.LayerNorm(d_model)
+        for p in self.parameters():
+            if p.dim() > 1:
+                torch.nn.init.normal_(p, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("wpe"))
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """The whole sequence ``(B, T)`` at once (causal attention, no cache) -> logits
+        ``(B, T, V)``: the reference the cached :meth:`step` is tested against."""
+        F = torch.nn.functional
+        B, T = idx.shape
+        hd = self.d // self.h
+        x = self.wte(idx) + self.wpe.weight[:T]
+        for L in self.layers:
+            q, k, v = L["qkv"](L["ln1"](x)).view(B, T, 3, self.h, hd).permute(2, 0, 3, 1, 4)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + L["proj"](y.transpose(1, 2).reshape(B, T, self.d))
+            x = x + L["fc2"](F.gelu(L["fc"](L["ln2"](x))))
+        return F.linear(self.ln_f(x), self.wte.weight)
+
+    @torch.inference_mode()
+    def new_cache(self, batch: int, capacity: int) -> list:
+        """Keys and values ``(B, H, capacity, d/H)`` per layer, memory touched (filled)."""
+        shape = (batch, self.h, capacity, self.d // self.h)
+        w = self.wte.weight
+        return [(torch.full(shape, 0.01, dtype=w.dtype, device=w.device),
+                 torch.full(shape, 0.01, dtype=w.dtype, device=w.device))
+                for _ in self.layers]
+
+    @torch.inference_mode()
+    def step(self, tok: torch.Tensor, cache: list, pos: int) -> torch.Tensor:
+        """One token per sequence ``(B,)`` at position ``pos`` -> logits ``(B, V)``."""
+        F = torch.nn.functional
+        B = tok.shape[0]
+        hd = self.d // self.h
+        x = self.wte.weight[tok] + self.wpe.weight[pos]                   # (B, d)
+        for L, (K, V) in zip(self.layers, cache):
+            q, k, v = L["qkv"](L["ln1"](x)).view(B, 3, self.h, 1, hd).unbind(1)
+            K[:, :, pos:pos + 1] = k
+            V[:, :, pos:pos + 1] = v
+            y = F.scaled_dot_product_attention(q, K[:, :, :pos + 1], V[:, :, :pos + 1])
+            x = x + L["proj"](y.reshape(B, self.d))
+            x = x + L["fc2"](F.gelu(L["fc"](L["ln2"](x))))
+        return F.linear(self.ln_f(x), self.wte.weight)
+
+    @torch.inference_mode()
+    def decode(self, tok: torch.Tensor, cache: list, pos: int, n: int) -> torch.Tensor:
+        """Greedy: ``n`` tokens after ``tok`` at ``pos``."""
+        out = []
+        for i in range(n):
+            tok = self.step(tok, cache, pos + i).argmax(-1)
+            out.append(tok)
+        return torch.stack(out, 1)
+
+
+def _vm(key: str) -> Optional[float]:
+    """``VmRSS`` / ``VmHWM`` of this process in bytes (Linux), else None."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return 1024.0 * int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _vm_available() -> Optional[float]:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return 1024.0 * int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS (``VmHWM``; Linux ``clear_refs`` 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+SERVE_TARGETS = "AM-SNet >= 2x per token at 2k against both baselines at batch 1; " \
+                "ahead of both at every batch size at 16k (issue 13 item 4)"
+
+
+def _serve_cache_bytes(d: int, n_layer: int, B: int, L: int) -> float:
+    return 4.0 * 2 * n_layer * B * (L + 64) * d
+
+
+def bench_serve(batches=(1, 4, 16, 64), contexts=(2048, 16384), threads=(0, 1),
+                d_model: int = 256, n_layer: int = 4, n_head: int = 4, tokens: int = 16,
+                repeats: int = 3, device: str = "cpu", checkpoint: Optional[str] = None,
+                memory: bool = True) -> list[dict]:
+    """Batched greedy generation of AM-SNet, the project's Transformer and the
+    independent :class:`MiniGPT`: tokens/s (``B * tokens / time``) and peak memory
+    after a context of ``L`` tokens, for every batch ``B`` and thread count.
+
+    Each repeat sets every model up afresh (AM-SNet: the state after reading 256
+    tokens of the built-in validation split per sequence, then at position L; the
+    KV caches filled to L) and times ``tokens`` steps, the models interleaved, so
+    that load from other processes hits all alike; the median is reported and the
+    spread ``(max - min) / median`` across repeats. Only one model's cache is alive
+    at a time. Peak memory (CPU): the rise of this process's peak RSS from set-up to
+    the end of decoding, the peak reset before each model (``/proc/self/clear_refs``).
+    ``threads``: 0 is torch's default.
+    """
+    for name, value in (("tokens", tokens), ("repeats", repeats)):
+        positive_int(name, value)
+    batches = [positive_int("each batch size", b) for b in batches]
+    contexts = [positive_int("each context", L) for L in contexts]
+    dev = resolve_device(device)
+    default_threads = torch.get_num_threads()
+    thr = [default_threads if t == 0 else positive_int("each thread count", t) for t in threads]
+    am, tf = _models(d_model, n_layer, n_head, checkpoint, dev)
+    cfg = am.config
+    torch.manual_seed(0)
+    gpt = MiniGPT(cfg.d_model, cfg.n_layer, cfg.n_head, max(contexts) + tokens + 8).to(dev).eval()
+    print(f"bench generate --serving: d_model={cfg.d_model}, n_layer={cfg.n_layer}, "
+          f"n_head={cfg.n_head}; {tokens} greedy tokens x {repeats} interleaved rounds per "
+          f"cell; threads {thr} (torch default {default_threads}); {dev}; params AM-SNet "
+          f"{am.num_params():,}, Transformer {tf.num_params():,}, MiniGPT "
+          f"{gpt.num_params():,} (+ positions); "
+          + (f"weights from {checkpoint}" if checkpoint else "untrained weights"))
+    val = stdlib_corpus().val
+    prefilled: dict = {}
+
+    def am_state(B: int):
+        if B not in prefilled:
+            rows = torch.stack([val[i * 997:i * 997 + 256].long() for i in range(B)])
+            with torch.inference_mode():
+                _, c = am.prefill(rows.to(dev))
+            prefilled[B] = (c, rows[:, -1].to(dev))
+        c, tok = prefilled[B]
+        with torch.inference_mode():
+            new = am.init_cache(B)
+            for dst, src in ((new.u, c.u), (new.H, c.H), (new.u_ffn, c.u_ffn)):
+                for x, s in zip(dst, src):
+                    if x is not None:
+                        x.copy_(s)
+        return new, tok
+
+    def run_one(name: str, B: int, L: int, n: int):
+        """Set one model up at (B, L), decode n tokens: (seconds, peak bytes added or
+        None, bytes of its state / cache)."""
+        rss0 = _vm("VmRSS")         # the previous model's cache is freed (no gc needed)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+            base_alloc = torch.cuda.memory_allocated(dev)
+        peak_ok = dev.type == "cpu" and memory and _reset_peak()
+        tok0 = torch.zeros(B, dtype=torch.long, device=dev)
+        with torch.inference_mode():
+            if name == "am":
+                cache, tok0 = am_state(B)
+                cache.t = L
+                logits, _ = am.step(tok0, cache)
+                _sync(dev)
+                t0 = time.perf_counter()
+                am.decode(logits, cache, n + 1, temperature=0)
+            elif name == "tf":
+                cache = tf.init_cache(B, L + n + 8)
+                for x in (*cache.k, *cache.v):
+                    x.fill_(0.01)
+                cache.t = L
+                logits, _ = tf.step(tok0, cache)
+                _sync(dev)
+                t0 = time.perf_counter()
+                tf.decode(logits, cache, n + 1, temperature=0)
+            else:
+                cache = gpt.new_cache(B, L + n + 8)
+                tok = gpt.step(tok0, cache, L).argmax(-1)
+                _sync(dev)
+                t0 = time.perf_counter()
+                gpt.decode(tok, cache, L + 1, n)
+            _sync(dev)
+            dt = time.perf_counter() - t0
+        peak = None
+        if peak_ok and rss0 is not None:
+            peak = _vm("VmHWM") - rss0
+        elif dev.type == "cuda":
+            peak = float(torch.cuda.max_memory_allocated(dev) - base_alloc)
+        held = cache.nbytes() if hasattr(cache, "nbytes") else \
+            sum(x.numel() * x.element_size() for kv in cache for x in kv)
+        del cache
+        return dt, peak, held
+
+    names = (("am", "AM-SNet"), ("tf", "Transformer"), ("gpt", "MiniGPT"))
+    rows = []
+    for t in thr:
+        torch.set_num_threads(t)
+        for L in contexts:
+            for B in batches:
+                need = _serve_cache_bytes(cfg.d_model, cfg.n_layer, B, L) * 1.3
+                free = _vm_available()
+                if dev.type == "cpu" and free is not None and need > free:
+                    print(f"  threads {t}, context {L}, batch {B}: skipped (a KV cache needs "
+                          f"{need / 2**30:.1f} GiB, more than is free)", flush=True)
+                    continue
+                for name, _ in names:                                  # warm-up
+                    run_one(name, B, L, 2)
+                times: dict = {n: [] for n, _ in names}
+                peaks: dict = {n: [] for n, _ in names}
+                held: dict = {}
+                for _ in range(repeats):
+                    for name, _ in names:
+                        dt, pk, held[name] = run_one(name, B, L, tokens)
+                        times[name].append(dt)
+                        if pk is not None:
+                            peaks[name].append(pk)
+                row = {"threads": t, "context": L, "batch": B}
+                for name, _ in names:
+                    med = statistics.median(times[name])
+                    row[f"{name}_tok_s"] = B * tokens / med
+                    row[f"{name}_ms"] = 1e3 * med / tokens
+                    row[f"{name}_spread"] = (max(times[name]) - min(times[name])) / med
+                    row[f"{name}_peak_mb"] = (max(peaks[name]) / 2**20) if peaks[name] else None
+                    row[f"{name}_state_mb"] = held[name] / 2**20
+                row["vs_tf"] = row["am_tok_s"] / row["tf_tok_s"]
+                row["vs_gpt"] = row["am_tok_s"] / row["gpt_tok_s"]
+                rows.append(row)
+                print(_serve_row(row), flush=True)
+    print(_serve_table(rows))
+    print(_serve_targets(rows))
+    return rows
+
+
+def _serve_row(r: dict) -> str:
+    return (f"  threads {r['threads']}, context {r['context']}, batch {r['batch']}: tokens/s "
+            f"AM-SNet {r['am_tok_s']:,.0f}, Transformer {r['tf_tok_s']:,.0f}, MiniGPT "
+            f"{r['gpt_tok_s']:,.0f} (AM/TF {r['vs_tf']:.2f}x, AM/GPT {r['vs_gpt']:.2f}x)")
+
+
+def _serve_table(rows: list[dict]) -> str:
+    def mb(v):
+        return f"{v:>8.0f}" if v is not None else f"{'-':>8}"
+    head = (f"{'thr':>3} {'ctx':>6} {'B':>3} {'AM tok/s':>9} {'TF tok/s':>9} {'GPT tok/s':>9} "
+            f"{'AM/TF':>6} {'AM/GPT':>6} {'AM state':>8} {'KV TF':>8} {'AM peak':>8} "
+            f"{'TF peak':>8} {'GPT peak':>8} {'spread':>6}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        spread = max(r[f"{n}_spread"] for n in ("am", "tf", "gpt"))
+        lines.append(
+            f"{r['threads']:>3} {r['context']:>6} {r['batch']:>3} {r['am_tok_s']:>9,.0f} "
+            f"{r['tf_tok_s']:>9,.0f} {r['gpt_tok_s']:>9,.0f} {r['vs_tf']:>5.2f}x "
+            f"{r['vs_gpt']:>5.2f}x {r['am_state_mb']:>8.2f} {r['tf_state_mb']:>8.1f} "
+            f"{mb(r['am_peak_mb'])} {mb(r['tf_peak_mb'])} "
+            f"{mb(r['gpt_peak_mb'])} {100 * spread:>5.0f}%")
+    lines.append("tok/s: batch x tokens / seconds (median of the rounds); AM/TF, AM/GPT: "
+                 "AM-SNet's tokens/s over the baseline's (= per-token speed-up); AM state, KV TF: "
+                 "MiB held by the AM-SNet's state and the Transformer's KV cache (MiniGPT's "
+                 "cache is the same size); peak: MiB of memory added by setting the model up "
+                 "and decoding (CPU: rise of the peak RSS; below ~32 MiB glibc reuses freed "
+                 "memory, so small rises read 0); spread: (max - min) / median "
+                 "of the rounds, worst model")
+    return "\n".join(lines)
+
+
+def _serve_targets(rows: list[dict]) -> str:
+    out = [f"targets ({SERVE_TARGETS}):"]
+    for t in sorted({r["threads"] for r in rows}):
+        mine = [r for r in rows if r["threads"] == t]
+        b1 = [r for r in mine if r["context"] == 2048 and r["batch"] == 1]
+        if b1:
+            r = b1[0]
+            ok = round(r["vs_tf"], 2) >= 2 and round(r["vs_gpt"], 2) >= 2
+            out.append(f"  threads {t}, 2k, batch 1: AM/TF {r['vs_tf']:.2f}x, AM/GPT "
+                       f"{r['vs_gpt']:.2f}x (>= 2x): {'met' if ok else 'MISSED'}")
+        else:
+            out.append(f"  threads {t}, 2k, batch 1: not measured")
+        long = [r for r in mine if r["context"] == 16384]
+        if long:
+            bad = [r["batch"] for r in long if min(r["vs_tf"], r["vs_gpt"]) <= 1.0]
+            worst = min(min(r["vs_tf"], r["vs_gpt"]) for r in long)
+            out.append(f"  threads {t}, 16k, batches {[r['batch'] for r in long]}: worst ratio "
+                       f"{worst:.2f}x (> 1x): "
+                       + ("met" if not bad else f"MISSED at batch {bad}"))
+        else:
+            out.append(f"  threads {t}, 16k: not measured")
     return "\n".join(out)

@@ -22,7 +22,8 @@ import sys
 
 from astro_neuron import __version__
 
-SECTIONS = ("core", "lm", "neuro", "neuromorphic")
+SECTIONS = ("core", "lm", "neuro", "neuromorphic", "figures", "zeroshot", "energy",
+            "finetune")
 
 # OSError covers the file-system errors (missing, a file where a folder is wanted, full
 # disk, permissions); MemoryError an allocation NumPy/Python refused.

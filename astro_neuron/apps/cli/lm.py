@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from astro_neuron.apps.bench.lm import bench_generate, bench_train
+from astro_neuron.apps.bench.lm import bench_generate, bench_serve, bench_train
 from astro_neuron.apps.cli import args as A
 from astro_neuron.apps.compare import compare
 from astro_neuron.apps.tasks.lm_memory import run_memory_tasks
@@ -133,15 +133,28 @@ def register(commands, bench) -> None:
 
     b = bench.add_parser(
         "generate", help="per-token generation latency and memory: AM-SNet vs KV-cache Transformer")
-    b.add_argument("--contexts", default=[512, 2048, 8192, 16384],
-                   type=A.int_list(1, 1 << 24, "--contexts"))
+    b.add_argument("--contexts", default=None, type=A.int_list(1, 1 << 24, "--contexts"),
+                   help="contexts (default 512,2048,8192,16384; --serving: 2048,16384)")
+    b.add_argument("--serving", action="store_true",
+                   help="batched serving throughput: tokens/s and memory of AM-SNet, the "
+                        "Transformer and an independent minimal KV-cache GPT at every batch "
+                        "size, context and thread count (docs/lm.md, 'Serving throughput')")
+    b.add_argument("--batches", default=[1, 4, 16, 64],
+                   type=A.int_list(1, 1 << 16, "--batches"),
+                   help="--serving: batch sizes (default 1,4,16,64)")
+    b.add_argument("--thread-counts", default=[0, 1],
+                   type=A.int_list(0, 1024, "--thread-counts"),
+                   help="--serving: thread counts, 0 = torch's default (default 0,1)")
+    b.add_argument("--quick", action="store_true",
+                   help="--serving: batches 1 and 16, 8 tokens, torch's default threads only")
     b.add_argument("--d-model", type=A.int_range(2, 8192, "--d-model"), default=256)
     b.add_argument("--n-layer", type=A.int_range(1, 256, "--n-layer"), default=4)
     b.add_argument("--n-head", type=A.int_range(1, 256, "--n-head"), default=4)
-    b.add_argument("--tokens", type=A.int_range(1, 1 << 16, "--tokens"), default=64,
-                   help="timed tokens per (model, context)")
-    b.add_argument("--repeats", type=A.int_range(1, 1000, "--repeats"), default=5,
-                   help="interleaved repeats (median)")
+    b.add_argument("--tokens", type=A.int_range(1, 1 << 16, "--tokens"), default=None,
+                   help="timed tokens per (model, context) (default 64; --serving 16, "
+                        "--quick 8)")
+    b.add_argument("--repeats", type=A.int_range(1, 1000, "--repeats"), default=None,
+                   help="interleaved repeats (median; default 5, --serving 3)")
     b.add_argument("--checkpoint", type=A.in_file("--checkpoint"), help="an AM-SNet checkpoint to time (its trained spikes); "
                    "default: a freshly initialised model")
     b.add_argument("--threads", type=A.int_range(1, 1024, "--threads"), default=1,
@@ -255,6 +268,23 @@ def _memory_tasks(args) -> int:
 
 
 def _bench_generate(args) -> int:
+    if args.serving or args.quick:
+        contexts = args.contexts or [2048, 16384]
+        batches, threads, tokens = args.batches, args.thread_counts, args.tokens or 16
+        if args.quick:
+            batches, threads, tokens = [1, 16], [0], args.tokens or 8
+        d, n = args.d_model, args.n_layer
+        A.check_fits(f"bench generate --serving (d_model {d}, {n} layers)",
+                     4.0 * 2.6 * n * min(max(batches) * max(contexts), 16 * 16384) * d,
+                     args.device)
+        with validation(check_finite=not args.no_check_finite):
+            bench_serve(batches, contexts, threads, d_model=d, n_layer=n, n_head=args.n_head,
+                        tokens=tokens, repeats=args.repeats or 3,
+                        device=args.device, checkpoint=args.checkpoint,
+                        memory=not args.no_rss)
+        return 0
+    args.contexts = args.contexts or [512, 2048, 8192, 16384]
+    args.tokens, args.repeats = args.tokens or 64, args.repeats or 5
     if args.checkpoint is None:
         # The Transformer's KV cache at the longest context, and both models' weights.
         L, d, n = max(args.contexts) + args.tokens + 8, args.d_model, args.n_layer

@@ -1,13 +1,20 @@
 """Neuroscience commands: ``plot`` (PNG plots of a recorded run file), ``record``
 (record one delayed-recall trial of a trained memory network into a run file) and
-``memory-neuron`` (the neuron-level memory table, docs/memory.md)."""
+``network`` (run the E/I network with astrocytes in biological units, here or in NEST,
+or write it as a NEST script for MPI) and ``memory-neuron`` (the neuron-level memory
+table, docs/memory.md)."""
 
 from __future__ import annotations
+
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from astro_neuron.neuro import load_recording, plot_recording, record_memory_trial
+from astro_neuron.neuro.circuits import ei_network
+from astro_neuron.neuro.nest_export import run_in_nest, write_nest_script
 from astro_neuron.tasks import MemoryNet
 
 from astro_neuron.apps.cli import args as A
@@ -88,6 +95,33 @@ def register(commands, bench) -> None:
     m.set_defaults(func=_memory_neuron)
 
 
+    n = commands.add_parser(
+        "network", help="run the E/I network with astrocytes (astro_neuron.neuro.circuits."
+                        "ei_network) in ms/mV/pA and print its rates; --compare: with and "
+                        "without input, astrocytes active and silenced",
+        description="Guide: docs/neuroscience.md, 'Quickstart' and 'NEST'.")
+    n.add_argument("--astro", default="linear", choices=["linear", "li_rinzel", "none"])
+    n.add_argument("--neuron", default="lif", choices=["lif", "adex"],
+                   help="lif (iaf_psc_exp) or adex (aeif_cond_alpha_astro; slow here, use --nest)")
+    n.add_argument("--duration", type=A.number(lo=0.0, lo_open=True, name="--duration"),
+                   default=1000.0, help="ms (default 1000)")
+    n.add_argument("--dt", type=A.number(lo=0.0, lo_open=True, name="--dt"), default=0.5,
+                   help="ms (default 0.5)")
+    n.add_argument("--input-rate", type=A.number(lo=0.0, name="--input-rate"), default=20.0,
+                   help="Hz of the 100 input fibres (default 20)")
+    n.add_argument("--seed", type=A.seed("--seed"), default=0)
+    n.add_argument("--compare", action="store_true",
+                   help="also run without input and with the astrocytes silenced")
+    n.add_argument("--nest", action="store_true",
+                   help="run in NEST 3.10 instead (needs --astro li_rinzel or none; SIC "
+                        "needs --neuron adex)")
+    n.add_argument("--nest-script", default=None, type=A.out_dir("--nest-script"),
+                   help="write net.py + net.npz to this folder (run: mpirun -np 4 python net.py)")
+    n.add_argument("--out", default=None, type=A.out_dir("--out"),
+                   help="save the (first) run as OUT/run.npz and draw its PNGs")
+    n.set_defaults(func=_network)
+
+
 def _memory_neuron(args) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in models if m not in MODEL_NAMES]
@@ -139,4 +173,50 @@ def _record(args) -> int:
     if args.plot:
         for path in plot_recording(rec, out.with_name(out.stem + "_plots")):
             print(f"  wrote {path}")
+    return 0
+
+
+def _network(args) -> int:
+    astro = None if args.astro == "none" else args.astro
+
+    def build(rate):
+        return ei_network(astro, neuron=args.neuron, input_rate_hz=rate, dt=args.dt,
+                          seed=args.seed)
+
+    net = build(args.input_rate)
+    print(net.summary())
+    cases = [("input", args.input_rate, True)]
+    if args.compare:
+        cases += [("no input", 0.0, True)]
+        if astro is not None:
+            cases += [("input, astrocytes silenced", args.input_rate, False)]
+    first = None
+    for label, rate, active in cases:
+        t0 = time.time()
+        if args.nest:
+            b = build(rate)
+            if not active:
+                for g in b.astro.values():
+                    g.sic_weight = 0.0
+            run = run_in_nest(b, args.duration, record_V=False)
+            where = "NEST"
+        else:
+            run = build(rate).simulate(args.duration, record_V=args.out is not None,
+                                       astro_on=active, progress=True)
+            where = "astro-neuron"
+        first = first or run
+        line = (f"{label:<28} E {run.rate_hz('E'):6.2f} Hz   I {run.rate_hz('I'):6.2f} Hz")
+        for name, d in run.astro.items():
+            key = "Ca" if "Ca" in d else "c"
+            line += f"   {name} {key} {float(np.nanmean(d[key][-2])):.3f}"
+        print(f"{line}   ({where}, {time.time() - t0:.1f} s)")
+    if args.nest_script:
+        path = write_nest_script(net, args.nest_script, args.duration, name="net")
+        print(f"wrote {path}: python {path}  or  mpirun -np 4 python {path}")
+    if args.out:
+        out = Path(args.out)
+        path = first.to_recording().save(out / "run.npz")
+        print(f"wrote {path}")
+        for p in plot_recording(load_recording(path), out):
+            print(f"  wrote {p}")
     return 0

@@ -13,7 +13,11 @@ Stages (each writes into one output folder; ``summary.json`` collects them):
 3. ``lm``: a tiny AM-SNet language model trained on the built-in corpus (Python's
    standard library sources); validation bits per byte and a sample
    (:mod:`astro_neuron.apps.demo.lm`).
-4. ``plots``: raster, membrane traces, astrocyte state and calcium-like traces, rate
+4. ``zeroshot``: that language model scored zero-shot by lm-evaluation-harness on the
+   built-in PIQA-format task (:mod:`astro_neuron.apps.demo.zeroshot`).
+5. ``finetune``: a short LoRA run of that model on the built-in dialogue questions;
+   held-out assistant loss before and after (:mod:`astro_neuron.apps.demo.finetune`).
+6. ``plots``: raster, membrane traces, astrocyte state and calcium-like traces, rate
    histogram of the memory network, and the language model's spikes across the tokens
    of its sample (:mod:`astro_neuron.apps.demo.plots`).
 
@@ -28,16 +32,18 @@ from pathlib import Path
 
 import torch
 
+from astro_neuron.apps.demo.finetune import demo_stage as finetune_stage
 from astro_neuron.apps.demo.lava import demo_stage as lava_stage
 from astro_neuron.apps.demo.lm import demo_stage as lm_stage
 from astro_neuron.apps.demo.memory import demo_memory
 from astro_neuron.apps.demo.plots import demo_plots
+from astro_neuron.apps.demo.zeroshot import demo_stage as zeroshot_stage
 from astro_neuron.io import atomic_json
 from astro_neuron.validate import optional, positive_int
 
 __all__ = ["STAGES", "run_demo", "demo_memory", "demo_plots"]
 
-STAGES = ("memory", "lava", "lm", "plots")
+STAGES = ("memory", "lava", "lm", "zeroshot", "finetune", "plots")
 
 
 def run_demo(out_dir="out/demo", quick: bool = False, seed: int = 0, progress: bool = True,
@@ -70,6 +76,13 @@ def run_demo(out_dir="out/demo", quick: bool = False, seed: int = 0, progress: b
             print(f"[{i}/{n}] language model: a tiny AM-SNet on the built-in corpus")
 
             res = lm_stage(out, quick=quick, progress=progress, prompt=lm_prompt, seed=seed)
+        elif stage == "zeroshot":
+            print(f"[{i}/{n}] zero-shot evaluation (lm-evaluation-harness, built-in task)")
+            res = zeroshot_stage(_need(lm_ckpt, "zeroshot", "lm"), quick=quick, progress=progress)
+        elif stage == "finetune":
+            print(f"[{i}/{n}] dialogue fine-tuning: LoRA on the tiny AM-SNet")
+            res = finetune_stage(out, _need(lm_ckpt, "finetune", "lm"), quick=quick,
+                                 progress=progress, seed=seed)
         else:
             print(f"[{i}/{n}] plots")
             res = {"files": demo_plots(out, _need(mem_ckpt, "plots"), lm_ckpt, lm_prompt)}
@@ -84,9 +97,9 @@ def run_demo(out_dir="out/demo", quick: bool = False, seed: int = 0, progress: b
     return summary
 
 
-def _need(path: Path, stage: str) -> Path:
+def _need(path: Path, stage: str, source: str = "memory") -> Path:
     if not path.is_file():
-        raise FileNotFoundError(f"stage {stage!r} needs {path} from the 'memory' stage: run "
+        raise FileNotFoundError(f"stage {stage!r} needs {path} from the {source!r} stage: run "
                                 "it first (same --out), or include it in --stages")
     return path
 
@@ -108,6 +121,14 @@ def print_summary(summary: dict) -> None:
         sample = v["sample"].replace("\n", "\\n")[:70]
         print(f"  language model: validation {v['val_bpb']:.3f} bits/byte after "
               f"{v['tokens']:,} tokens; sample: {sample!r}")
+    if "zeroshot" in st:
+        v = st["zeroshot"]
+        print(f"  zero-shot {v['task']} ({v['docs']} questions): acc {v['acc']:.1%} "
+              f"(chance {v['chance']:.0%}), acc_norm {v['acc_norm']:.1%}")
+    if "finetune" in st:
+        v = st["finetune"]
+        print(f"  dialogue fine-tuning: held-out assistant loss {v['heldout_bpb_before']:.3f} -> "
+              f"{v['heldout_bpb_after']:.3f} bits/byte after {v['steps']} LoRA steps")
     if "plots" in st:
         print(f"  plots: {len(st['plots']['files'])} PNG files")
     for name, res in st.items():
