@@ -1,7 +1,8 @@
 """Neuroscience commands: ``plot`` (PNG plots of a recorded run file), ``record``
 (record one delayed-recall trial of a trained memory network into a run file) and
 ``network`` (run the E/I network with astrocytes in biological units, here or in NEST,
-or write it as a NEST script for MPI)."""
+or write it as a NEST script for MPI) and ``memory-neuron`` (the neuron-level memory
+table, docs/memory.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from astro_neuron.neuro import load_recording, plot_recording, record_memory_trial
 from astro_neuron.neuro.circuits import ei_network
@@ -16,6 +18,7 @@ from astro_neuron.neuro.nest_export import run_in_nest, write_nest_script
 from astro_neuron.tasks import MemoryNet
 
 from astro_neuron.apps.cli import args as A
+from astro_neuron.apps.tasks.neuron_memory import MODEL_NAMES, run_neuron_memory
 
 KIND_NAMES = ("raster", "membrane", "astro", "calcium", "rates", "tokens")
 
@@ -49,6 +52,49 @@ def register(commands, bench) -> None:
     r.add_argument("--plot", action="store_true", help="also write the PNGs next to it")
     r.set_defaults(func=_record)
 
+    m = commands.add_parser(
+        "memory-neuron", help="neuron-level memory: multi-item store-recall with distractors, "
+                              "accuracy per model x delay x seed (docs/memory.md)",
+        description="Trains AM-SU (linear and Li-Rinzel astrocyte), LIF and ALIF (LSNN) "
+                    "networks the same way on store-recall at each delay and seed; prints "
+                    "the table, writes results.json and neuron_memory.png to --out "
+                    "(an interrupted run resumes from results.json).")
+    m.add_argument("--models", default=",".join(MODEL_NAMES),
+                   help=f"comma-separated subset of {','.join(MODEL_NAMES)} (default: all)")
+    m.add_argument("--delays", nargs="+", type=A.int_range(0, 100_000, "--delays"),
+                   default=None, help="delays in steps (default 100 300 1000 3000)")
+    m.add_argument("--seeds", nargs="+", type=A.int_range(0, 2**31 - 1, "--seeds"),
+                   default=None, help="seeds (default 0 1 2)")
+    m.add_argument("--steps", type=A.int_range(1, 10**6, "--steps"), default=None,
+                   help="training steps per run (default 150)")
+    m.add_argument("--batch-size", type=A.int_range(1, 4096, "--batch-size"), default=None,
+                   help="training batch (default 16)")
+    m.add_argument("--lrs", nargs="+", type=A.number(0.0, 10.0, lo_open=True, name="--lrs"),
+                   default=None, help="learning rate, or several: each model then gets the "
+                                      "best on a validation batch at the shortest delay "
+                                      "(default 3e-3 1e-2 3e-2)")
+    m.add_argument("--n-eval", type=A.int_range(1, 1 << 16, "--n-eval"), default=None,
+                   help="test trials per run (default 512)")
+    m.add_argument("--neurons", type=A.int_range(4, 4096, "--neurons"), default=64,
+                   help="neurons per network, a multiple of 4 (default 64)")
+    m.add_argument("--items", type=A.int_range(1, 8, "--items"), default=2,
+                   help="items to store and recall (default 2)")
+    m.add_argument("--p-distract", type=A.number(0.0, 1.0, name="--p-distract"), default=0.2,
+                   help="probability of a distractor cue in each 10-step block of the delay")
+    m.add_argument("--slow-max-delay", type=A.nonneg_int(name="--slow-max-delay"), default=None,
+                   help="longest delay at which the sequential Li-Rinzel model is trained "
+                        "(default 100; --quick: 20)")
+    m.add_argument("--jobs", type=A.int_range(1, 64, "--jobs"), default=1,
+                   help="runs trained at once, in worker processes of one thread (default 1)")
+    m.add_argument("--threads", type=A.int_range(1, 1024, "--threads"), default=1,
+                   help="torch threads (default 1)")
+    m.add_argument("--out", default="out/memory-neuron", type=A.out_dir("--out"))
+    m.add_argument("--quick", action="store_true",
+                   help="small settings to try the command in about a minute")
+    m.add_argument("--no-progress", action="store_true")
+    m.set_defaults(func=_memory_neuron)
+
+
     n = commands.add_parser(
         "network", help="run the E/I network with astrocytes (astro_neuron.neuro.circuits."
                         "ei_network) in ms/mV/pA and print its rates; --compare: with and "
@@ -74,6 +120,26 @@ def register(commands, bench) -> None:
     n.add_argument("--out", default=None, type=A.out_dir("--out"),
                    help="save the (first) run as OUT/run.npz and draw its PNGs")
     n.set_defaults(func=_network)
+
+
+def _memory_neuron(args) -> int:
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [m for m in models if m not in MODEL_NAMES]
+    if bad or not models:
+        raise ValueError(f"--models: unknown {bad or models}; choose from {', '.join(MODEL_NAMES)}")
+    if args.neurons % 4:
+        raise ValueError(f"--neurons must be a multiple of 4, got {args.neurons}")
+    q = args.quick
+    torch.set_num_threads(args.threads)
+    run_neuron_memory(
+        models=models, delays=args.delays or ((20, 100) if q else (100, 300, 1000, 3000)),
+        seeds=args.seeds or ((0,) if q else (0, 1, 2)),
+        steps=args.steps or (60 if q else 150), batch_size=args.batch_size or 16,
+        lrs=args.lrs or ((1e-2,) if q else (3e-3, 1e-2, 3e-2)), n_eval=args.n_eval or (128 if q else 512),
+        n_neurons=args.neurons, p_distract=args.p_distract, n_items=args.items,
+        slow_max_delay=args.slow_max_delay if args.slow_max_delay is not None else
+        (20 if q else 100), out_dir=args.out, jobs=args.jobs, progress=not args.no_progress)
+    return 0
 
 
 def _plot(args) -> int:
