@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -14,6 +15,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # [32, 20] x [20, 128] matmul: 0.65 s on 2 threads, 0.0004 s on 1).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
+# A private torch.compile (Inductor) cache per test session: with several checkouts
+# compiling the decode step at once on one machine, a shared /tmp/torchinductor_$USER
+# once served a kernel that failed its bounds check (seen 2026-12-03, not reproducible
+# alone). Set TORCHINDUCTOR_CACHE_DIR yourself to keep a cache between runs.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="an-inductor-"))
 
 
 @pytest.fixture(autouse=True)
