@@ -48,6 +48,10 @@ def test_rms_equals_torch_rms_norm():
                                   {"arch": "transformer"}],
                          ids=["amsnet", "transformer"])
 def test_compiled_step_equals_eager_step_and_parallel_logits(opts, monkeypatch):
+    # Graphs compiled by earlier tests in this process must not be reused here: in the
+    # full suite (2026-12-03) this test once failed inside a compiled kernel (an index
+    # bound of 256) and passed alone; see docs/notes.md.
+    torch._dynamo.reset()
     monkeypatch.setattr(RotaryTable, "BLOCK", 16)            # rotary rows cross blocks
     model = _model(opts)
     idx = torch.randint(0, 256, (1, 40))          # batch 1: one compiled graph
