@@ -71,8 +71,14 @@ def register(commands, bench) -> None:
                    help="training batch (default 16)")
     m.add_argument("--lrs", nargs="+", type=A.number(0.0, 10.0, lo_open=True, name="--lrs"),
                    default=None, help="learning rate, or several: each model then gets the "
-                                      "best on a validation batch at the shortest delay "
+                                      "best on a validation batch, per delay (--sweep-at) "
                                       "(default 3e-3 1e-2 3e-2)")
+    m.add_argument("--sweep-at", choices=["each", "first"], default="each",
+                   help="with several --lrs: sweep them at each delay and use the best there "
+                        "(default), or only at the shortest delay and use that rate at all")
+    m.add_argument("--tie-margin", type=A.number(0.0, 1.0, name="--tie-margin"), default=0.01,
+                   help="rates within this validation accuracy of the best are tied; the "
+                        "smallest tied rate is chosen (default 0.01: one point)")
     m.add_argument("--n-eval", type=A.int_range(1, 1 << 16, "--n-eval"), default=None,
                    help="test trials per run (default 512)")
     m.add_argument("--neurons", type=A.int_range(4, 4096, "--neurons"), default=64,
@@ -131,14 +137,15 @@ def _memory_neuron(args) -> int:
         raise ValueError(f"--neurons must be a multiple of 4, got {args.neurons}")
     q = args.quick
     torch.set_num_threads(args.threads)
-    run_neuron_memory(
+    run_neuron_memory(   # delays are run in the order given (the table sorts them)
         models=models, delays=args.delays or ((20, 100) if q else (100, 300, 1000, 3000)),
         seeds=args.seeds or ((0,) if q else (0, 1, 2)),
         steps=args.steps or (60 if q else 150), batch_size=args.batch_size or 16,
         lrs=args.lrs or ((1e-2,) if q else (3e-3, 1e-2, 3e-2)), n_eval=args.n_eval or (128 if q else 512),
         n_neurons=args.neurons, p_distract=args.p_distract, n_items=args.items,
         slow_max_delay=args.slow_max_delay if args.slow_max_delay is not None else
-        (20 if q else 100), out_dir=args.out, jobs=args.jobs, progress=not args.no_progress)
+        (20 if q else 100), out_dir=args.out, jobs=args.jobs, progress=not args.no_progress,
+        sweep_at=args.sweep_at, tie_margin=args.tie_margin)
     return 0
 
 
