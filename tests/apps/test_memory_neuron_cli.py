@@ -32,6 +32,9 @@ TINY = ["--models", "lif", "--delays", "5", "--seeds", "0", "--steps", "2", "--n
     (["--models", ","], "--models: unknown"),
     (["--sweep-at", "last"], "invalid choice: 'last'"),
     (["--tie-margin", "2"], "--tie-margin must be a finite number in [0, 1]"),
+    (["--models", "lif", "--lr-from", "lif"], "--lr-from: 'lif' must be MODEL=OTHER"),
+    (["--models", "lif", "--lr-from", "alif=lif"], "--lr-from: 'alif=lif' must be"),
+    (["--models", "lif", "--lr-from", "lif=lif"], "--lr-from: 'lif=lif' must be"),
 ])
 def test_bad_arguments(argv, message, capsys, tmp_path):
     assert main(["memory-neuron", "--quick", "--out", str(tmp_path / "o"), *argv]) == 2
@@ -58,6 +61,8 @@ def test_library_errors(tmp_path):
         run_neuron_memory(models=["lif"], sweep_at="last", out_dir=tmp_path)
     with pytest.raises(ValueError, match="tie_margin must be a finite number in"):
         run_neuron_memory(models=["lif"], tie_margin=-0.1, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="lr_from: 'lif': 'gru' must map"):
+        run_neuron_memory(models=["lif"], lr_from={"lif": "gru"}, out_dir=tmp_path)
     assert not (tmp_path / "results.json").exists()
 
 
@@ -141,6 +146,29 @@ def test_sweep_per_delay_picks_per_delay_and_resumes(tmp_path, monkeypatch, caps
     assert first["lr"]["lif"] == {"9": 1e-2, "5": 1e-2} and set(first["lr_sweep"]["lif"]) == {"5"}
     assert calls[n:] == [("lif", 5, 0, lr, True) for lr in (1e-3, 1e-2, 3e-2)] + [
         ("lif", 9, s, 1e-2, False) for s in (0, 1, 2)] + [("lif", 5, s, 1e-2, False) for s in (1, 2)]
+
+
+def test_lr_from_another_model_and_table_only(tmp_path, monkeypatch, capsys):
+    """A model with ``lr_from`` has no sweep: it uses the other model's rate at each
+    delay, whose sweep runs are trained even when that model is not in the run;
+    ``train=False`` tabulates what is there and trains nothing."""
+    from astro_neuron.apps.tasks import neuron_memory as nm
+    calls: list = []
+    monkeypatch.setattr(nm, "_cell", _fake_cell(calls, VAL))
+    kw = {**KW, "delays": [5], "seeds": [0, 1]}
+    res = run_neuron_memory(**{**kw, "models": ["alif"]}, lr_from={"alif": "lif"},
+                            out_dir=tmp_path)
+    assert calls == [("lif", 5, 0, lr, True) for lr in (1e-3, 1e-2, 3e-2)] + [
+        ("alif", 5, s, 1e-2, False) for s in (0, 1)]
+    assert res["lr"]["alif"] == {"5": 1e-2} and res["lr_sweep"]["alif"] == {}
+    assert res["table"]["alif/5"]["n_seeds"] == 2
+    n = len(calls)
+    both = run_neuron_memory(**{**kw, "models": ["lif", "alif"]}, lr_from={"alif": "lif"},
+                             out_dir=tmp_path, train=False)
+    assert len(calls) == n                        # lif seed 1 is missing, not trained
+    assert both["table"]["lif/5"]["n_seeds"] == 1 and both["table"]["alif/5"]["n_seeds"] == 2
+    assert "(1 seed)" in capsys.readouterr().out
+    assert (tmp_path / "neuron_memory.png").exists()
 
 
 def test_resume_refuses_other_settings_and_bad_json(tmp_path, monkeypatch):

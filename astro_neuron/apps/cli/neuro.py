@@ -79,6 +79,13 @@ def register(commands, bench) -> None:
     m.add_argument("--tie-margin", type=A.number(0.0, 1.0, name="--tie-margin"), default=0.01,
                    help="rates within this validation accuracy of the best are tied; the "
                         "smallest tied rate is chosen (default 0.01: one point)")
+    m.add_argument("--lr-from", nargs="+", default=[], metavar="MODEL=OTHER",
+                   help="MODEL gets no sweep of its own and uses OTHER's chosen rate at each "
+                        "delay (e.g. amsu-li-rinzel=amsu: its sweep would cost three times "
+                        "its cells)")
+    m.add_argument("--table-only", action="store_true",
+                   help="train nothing: print the table and draw the figure from the runs "
+                        "already in --out's results.json")
     m.add_argument("--n-eval", type=A.int_range(1, 1 << 16, "--n-eval"), default=None,
                    help="test trials per run (default 512)")
     m.add_argument("--neurons", type=A.int_range(4, 4096, "--neurons"), default=64,
@@ -135,6 +142,13 @@ def _memory_neuron(args) -> int:
         raise ValueError(f"--models: unknown {bad or models}; choose from {', '.join(MODEL_NAMES)}")
     if args.neurons % 4:
         raise ValueError(f"--neurons must be a multiple of 4, got {args.neurons}")
+    lr_from = {}
+    for pair in args.lr_from:
+        m, sep, other = pair.partition("=")
+        if not sep or m not in models or other not in MODEL_NAMES or other == m:
+            raise ValueError(f"--lr-from: {pair!r} must be MODEL=OTHER, MODEL one of --models "
+                             f"and OTHER another of {', '.join(MODEL_NAMES)}")
+        lr_from[m] = other
     q = args.quick
     torch.set_num_threads(args.threads)
     run_neuron_memory(   # delays are run in the order given (the table sorts them)
@@ -145,7 +159,8 @@ def _memory_neuron(args) -> int:
         n_neurons=args.neurons, p_distract=args.p_distract, n_items=args.items,
         slow_max_delay=args.slow_max_delay if args.slow_max_delay is not None else
         (20 if q else 100), out_dir=args.out, jobs=args.jobs, progress=not args.no_progress,
-        sweep_at=args.sweep_at, tie_margin=args.tie_margin)
+        sweep_at=args.sweep_at, tie_margin=args.tie_margin, lr_from=lr_from,
+        train=not args.table_only)
     return 0
 
 

@@ -105,7 +105,8 @@ def run_neuron_memory(models: Sequence[str] = RECALL_MODELS,
                       p_distract: float = 0.2, n_items: int = 2,
                       slow_max_delay: Optional[int] = 100, out_dir="out/memory-neuron",
                       jobs: int = 1, progress: bool = True, sweep_at: str = "each",
-                      tie_margin: float = 0.01) -> dict:
+                      tie_margin: float = 0.01, lr_from: Optional[dict] = None,
+                      train: bool = True) -> dict:
     """Accuracy per model x delay x seed; prints the table, writes ``results.json`` and
     ``neuron_memory.png`` in ``out_dir``; returns the summary.
 
@@ -127,6 +128,11 @@ def run_neuron_memory(models: Sequence[str] = RECALL_MODELS,
     runs not there, whatever the rates, models or delays asked (an earlier
     ``results.json`` without ``runs`` is imported). A ``results.json`` with other run
     settings is an error, not overwritten.
+    ``lr_from``: ``{model: other}``: the model has no sweep of its own and uses the
+    rate chosen for ``other`` at each delay (for the slow Li-Rinzel model, whose sweep
+    would cost three times its cells); ``other``'s sweep runs are trained if missing.
+    ``train=False``: train nothing, tabulate and plot the runs already in
+    ``results.json`` (cells not there are listed as not run).
     ``slow_max_delay``: the sequential Li-Rinzel model is trained only at delays up to
     this (None: all); longer cells are listed as not run. ``jobs``: runs trained at
     once in worker processes (one torch thread each).
@@ -148,6 +154,11 @@ def run_neuron_memory(models: Sequence[str] = RECALL_MODELS,
         positive_int(name, value)
     probability("p_distract", p_distract)
     choice("sweep_at", sweep_at, ("each", "first"))
+    lr_from = dict(lr_from or {})
+    for m, other in lr_from.items():
+        if m not in models or other not in RECALL_MODELS or other == m or other in lr_from:
+            raise ValueError(f"lr_from: {m!r}: {other!r} must map a model of the run to "
+                             f"another model of {list(RECALL_MODELS)} that has its own sweep")
     probability("tie_margin", tie_margin)
     if slow_max_delay is not None:
         non_negative_int("slow_max_delay", slow_max_delay)
@@ -179,7 +190,7 @@ def run_neuron_memory(models: Sequence[str] = RECALL_MODELS,
     out.mkdir(parents=True, exist_ok=True)
     sweeping = len(lrs) > 1
     settings = {**run_settings, "lrs": lrs, "sweep_at": sweep_at if sweeping else None,
-                "tie_margin": tie_margin, "tie_rule": TIE_RULE}
+                "tie_margin": tie_margin, "tie_rule": TIE_RULE, "lr_from": lr_from}
     chance = 1.0 / _task(0, p_distract, n_items).n_classes
     summary = {"settings": settings, "task": asdict(_task(delays[0], p_distract, n_items)),
                "chance": chance, "delays": delays, "seeds": seeds, "models": models,
@@ -199,6 +210,8 @@ def run_neuron_memory(models: Sequence[str] = RECALL_MODELS,
         """The model's rate at ``delay`` once its sweep is complete (else None)."""
         if not sweeping:
             return lrs[0]
+        if model in lr_from:
+            return choose(lr_from[model], delay)
         d = sweep_delay(model, delay)
         sw = [runs.get(_key(model, d, seeds[0], lr)) for lr in lrs]
         if any(r is None or "val_accuracy" not in r for r in sw):
@@ -213,7 +226,7 @@ def run_neuron_memory(models: Sequence[str] = RECALL_MODELS,
             lr_m, sweep_m = {}, {}
             for d in runs_at(m):
                 lr_m[str(d)] = choose(m, d)
-                if sweeping and sweep_delay(m, d) == d:
+                if sweeping and m not in lr_from and sweep_delay(m, d) == d:
                     sweep_m[str(d)] = {repr(lr): r.get("val_accuracy") for lr in lrs
                                        if (r := runs.get(_key(m, d, seeds[0], lr)))}
                 for s in seeds:
@@ -228,8 +241,10 @@ def run_neuron_memory(models: Sequence[str] = RECALL_MODELS,
         for m in models:
             if d not in runs_at(m):
                 continue
-            if sweeping and sweep_delay(m, d) == d:
-                todo += [("sweep", m, d, seeds[0], lr) for lr in lrs]
+            src = lr_from.get(m, m)
+            if sweeping and d in runs_at(src) and sweep_delay(src, d) == d:
+                todo += [("sweep", src, d, seeds[0], lr) for lr in lrs
+                         if ("sweep", src, d, seeds[0], lr) not in todo]
             todo += [("cell", m, d, s, None) for s in seeds]
 
     def args_of(job):
@@ -257,6 +272,8 @@ def run_neuron_memory(models: Sequence[str] = RECALL_MODELS,
         refresh()
         atomic_json(summary, path)
 
+    if not train:
+        todo = []
     atomic_json(summary, path)
     bar = tqdm(total=len(todo), desc="memory-neuron runs", disable=not progress)
 
@@ -337,7 +354,8 @@ def format_table(summary: dict, models) -> str:
             lr = summary["lr"].get(model, {}).get(str(d))
             cells.append("not run" if a is None else
                          f"{a['mean']:.1%} +-{a['std']:.1%} [{a['min']:.0%}-{a['max']:.0%}] "
-                         f"{lr:g}" + (f" ({a['n_seeds']} seeds)" if a["n_seeds"] < len(summary["seeds"]) else ""))
+                         f"{lr:g}" + (f" ({a['n_seeds']} seed{'s' * (a['n_seeds'] > 1)})"
+                            if a["n_seeds"] < len(summary["seeds"]) else ""))
         lines.append(f"{MODEL_NAMES[model]:<28}" + "".join(f"{c:>{w}}" for c in cells))
     sweeps = {m: summary["lr_sweep"].get(m, {}) for m in models}
     if any(sweeps.values()):
