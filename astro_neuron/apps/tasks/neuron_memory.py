@@ -224,7 +224,7 @@ def run_neuron_memory(models: Sequence[str] = RECALL_MODELS,
         summary["cells"] = {}
         for m in models:
             lr_m, sweep_m = {}, {}
-            for d in runs_at(m):
+            for d in sorted(runs_at(m)):
                 lr_m[str(d)] = choose(m, d)
                 if sweeping and m not in lr_from and sweep_delay(m, d) == d:
                     sweep_m[str(d)] = {repr(lr): r.get("val_accuracy") for lr in lrs
@@ -342,7 +342,7 @@ def format_table(summary: dict, models) -> str:
     used, per model and delay; then the learning-rate sweep (validation accuracy per
     rate, the chosen one starred) and the training times."""
     delays = summary["delays"]
-    w = 30
+    w = 33
     head = f"{'model':<28}" + "".join(f"{'delay ' + str(d):>{w}}" for d in delays)
     lines = [f"store-recall, {summary['settings']['n_items']} items, accuracy per item "
              f"(mean +- std over seeds {summary['seeds']}, [min-max], lr used); chance "
