@@ -2,7 +2,8 @@
 "The delay line"): train the demo's delayed-recall network with ``conv_size`` taps, then
 run the demo's integer stage on it (PTQ, QAT, save/load, Lava ``fixed_pt`` against the
 reference and the torch view, bit for bit) and print how often the float and the
-integer (PTQ) networks give the same answer.
+integer (PTQ) networks give the same answer and emit the same spikes (the float model
+run in float64 with the synapse's one-step delay, as the integer network runs).
 
     OMP_NUM_THREADS=1 PYTHONPATH=$PWD python scripts/measure_delay_line_export.py \
         [--conv-size 4] [--steps 300] [--out out/delay_line]
@@ -22,6 +23,7 @@ import torch
 import neuromorphic as nm
 from astro_neuron.apps.demo.lava import demo_stage
 from astro_neuron.tasks import MemoryNet, RecallTask, delayed_recall, evaluate, train_memory_net
+from neuromorphic.convert.graph import float_reference
 
 
 @torch.no_grad()
@@ -61,11 +63,17 @@ def main() -> None:
         q = nm.quantize(net.core, calibration=x_cal)
     f, i = _answers(q, net, x)
     same = float((f == i).float().mean())
-    print(f"  float vs integer (PTQ): same answer on {same:.1%} of 512 test sequences; "
-          f"float {evaluate(net, x, y):.1%}, delay line {q.layers[0].conv_size} taps, "
-          f"scales {q.layers[0].scale}")
+    xs = x[:, :64].numpy().astype(np.int64)
+    s_float = float_reference(net.core, xs).spikes[0]
+    s_int = nm.simulate(q, xs, record_states=False).spikes[0]
+    spikes_same = float((s_float == s_int).mean())
+    print(f"  float vs integer (PTQ): same answer on {same:.1%} of 512 test sequences "
+          f"(float {evaluate(net, x, y):.1%}); same spike at {spikes_same:.2%} of "
+          f"{s_int.size} (step, sequence, neuron) on 64 sequences ({int(s_float.sum())} "
+          f"float spikes, {int(s_int.sum())} integer); delay line {q.layers[0].conv_size} "
+          f"taps; saturation on the calibration data: {q.meta['calibration_saturation']}")
     summary.update(conv_size=args.conv_size, train_s=round(train_s, 1), same_answer=same,
-                   total_s=round(time.perf_counter() - t0, 1))
+                   same_spike=spikes_same, total_s=round(time.perf_counter() - t0, 1))
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"total {summary['total_s']} s")
 

@@ -37,7 +37,8 @@ from neuromorphic.spec.widths import (
 )
 
 __all__ = ["Field", "State", "REQUIRED", "AMSU_FIELDS", "LIF_FIELDS", "SYNAPSE_FIELDS",
-           "AMSU_STATES", "LIF_STATES", "FIELDS", "STATES", "BITS", "BITS_SINCE", "bits_for", "by_kind", "field_map",
+           "AMSU_STATES", "LIF_STATES", "FIELDS", "STATES", "BITS", "BITS_SINCE", "bits_for",
+           "by_kind", "field_map",
            "check_int", "check_flag", "check_choice", "check_array", "shape_of"]
 
 REQUIRED = object()   # a field without a default (must be given)

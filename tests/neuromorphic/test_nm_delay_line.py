@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import astro_neuron as an
 import neuromorphic as nm
@@ -89,7 +90,8 @@ def test_the_line_is_the_documented_filter():
                           S.sat(S.shr(parts["V"], layer.shift_v), b)], -1)      # [T, B, C]
     padded = np.concatenate([np.zeros((2,) + xin.shape[1:], np.int64), xin])
     for t in range(30):
-        np.testing.assert_array_equal(run.states[0]["conv"][t], padded[t + 1:t + 3].transpose(1, 0, 2))
+        np.testing.assert_array_equal(run.states[0]["conv"][t],
+                                      padded[t + 1:t + 3].transpose(1, 0, 2))
     acc = sum(layer.conv_taps[j] * padded[2 - j:32 - j] for j in range(3))
     n_k = layer.n_astrocytes * layer.d_key
     k = S.sat(S.shr(acc[..., :n_k], layer.shift_ck), b)
@@ -225,6 +227,22 @@ def test_lava_fixed_pt_identical_with_delay_line(seed, conv_size):
 
 @pytest.mark.lava
 @pytest.mark.timeout(180)
+def test_lava_fixed_pt_identical_on_a_random_integer_network_with_delay_line():
+    """Astrocyte alone then AM-SU, graded spikes and input, both with a 4-tap line whose
+    inputs and sums saturate: Lava = reference, every state at every step."""
+    net = random_network(1, sizes=[16, 8], kinds=["amsu-only", "amsu"], conv_size=4,
+                         spike_levels=2, input_levels=2)
+    x = random_spikes(1, 40, 2, net.input_size, 2, rate=0.4)
+    ref = nm.simulate(net, x)
+    sat = engines.engine("numpy")(net, x, False, count_saturation=True).saturation
+    assert sum(c["xk"] + c["xv"] + c["k"] + c["v"] for c in sat) > 0
+    d = nm.compare(nm.simulate(net, x, backend="lava"), ref)
+    assert d.equal, str(d)
+    assert d.compared == sum(1 + len(s) for s in ref.states)
+
+
+@pytest.mark.lava
+@pytest.mark.timeout(180)
 def test_lava_floating_pt_with_delay_line_matches_the_float_model():
     from neuromorphic.engines.lava import run_lava
 
@@ -322,7 +340,8 @@ BAD = [
      r"layers/0/neuron/conv_taps must lie in \[-127, 127\], got a value 200"),
     ("taps -128", lambda f: _replace(f, TAPS, np.full(f[TAPS].shape, -128, np.int32)),
      r"layers/0/neuron/conv_taps must lie in \[-127, 127\]"),
-    ("taps shape", lambda f: _replace(f, TAPS, f[TAPS][:-1]), "layers/0/neuron/conv_taps must have shape"),
+    ("taps shape", lambda f: _replace(f, TAPS, f[TAPS][:-1]),
+     "layers/0/neuron/conv_taps must have shape"),
     ("taps dtype", lambda f: _replace(f, TAPS, f[TAPS][()].astype(np.float32)),
      "layers/0/neuron/conv_taps.*integer dtype"),
     ("taps missing", lambda f: f.__delitem__(TAPS), "layers/0/neuron/conv_taps"),
@@ -341,6 +360,9 @@ BAD = [
      "absent when|format_version"),
     ("unknown version", lambda f: f.attrs.__setitem__("format_version", 3),
      "format_version.*reads versions 1, 2"),
+    ("version 2 without a line", lambda f: (f["layers/0/neuron"].attrs.__setitem__("conv_size", 1),
+                                            f.__delitem__(TAPS)),
+     "format_version' is 2, but the network it holds is of version 1"),
 ]
 
 
@@ -349,6 +371,30 @@ def test_damaged_delay_line_fields_are_refused_by_name(line_file, tmp_path, labe
     path, _ = line_file
     with pytest.raises(ValueError, match=match):
         nm.load(_edit(path, tmp_path / "bad.h5", edit))
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_corrupted_version_2_files_fail_cleanly(line_file, tmp_path, data):
+    """Any truncation or byte corruption of a file with a delay line loads back the same
+    network or raises ValueError naming the file (never another exception)."""
+    path, net = line_file
+    raw = bytearray(path.read_bytes())
+    if data.draw(st.booleans()):
+        raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
+    else:
+        for _ in range(data.draw(st.integers(1, 8))):
+            i = data.draw(st.integers(0, len(raw) - 1))
+            raw[i] ^= 1 << data.draw(st.integers(0, 7))
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(bytes(raw))
+    try:
+        back = nm.load(bad)
+    except ValueError as exc:
+        assert str(bad) in str(exc)
+        return
+    assert back.equals(net), "a corrupted file loaded as a different network"
 
 
 def test_a_delay_line_without_astrocyte_or_taps_cannot_be_built():
@@ -365,3 +411,14 @@ def test_a_delay_line_without_astrocyte_or_taps_cannot_be_built():
     with pytest.raises(ValueError, match="conv_taps must be absent when delay_line is off"):
         nm.QuantizedNetwork((replace(off, conv_taps=np.zeros((1, off.d_conv), np.int64)),),
                             input_size=net.input_size)
+
+
+def test_operation_count_includes_the_delay_line():
+    from neuromorphic.energy import synaptic_ops
+
+    net = random_network(4, sizes=[8], kinds=["amsu"], conv_size=3)
+    plain = random_network(4, sizes=[8], kinds=["amsu"])
+    x = random_spikes(4, 20, 1, net.input_size)
+    l = net.layers[0]
+    with_line, without = synaptic_ops(net, x)[0], synaptic_ops(plain, x)[0]
+    assert with_line.astro_ops - without.astro_ops == 3 * (l.n_astrocytes * l.d_key + l.n_neurons)
