@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -45,6 +45,22 @@ __all__ = ["bench_forms", "bench_generate", "bench_serve", "bench_train", "decod
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _interleaved(names, repeats: int, run_one: Callable[[str], Any]) -> dict[str, list]:
+    """``run_one(name)`` for every name, ``repeats`` rounds, the names interleaved within
+    a round (so that load from other processes hits all alike): ``{name: [result of each
+    round]}``. The timing loop of the benchmarks."""
+    out: dict = {name: [] for name in names}
+    for _ in range(repeats):
+        for name in names:
+            out[name].append(run_one(name))
+    return out
+
+
+def _spread(times: list) -> float:
+    """``(max - min) / median`` of repeated timings."""
+    return (max(times) - min(times)) / statistics.median(times)
 
 
 def _prompt(n: int) -> torch.Tensor:
@@ -158,20 +174,17 @@ def bench_generate(contexts=(512, 2048, 8192, 16384), d_model: int = 256, n_laye
     for L in contexts:
         setups = {name: decode_setup(m, L, tokens) for name, m, _ in runs[:2]}
         setups.update(am_c=setups["am"], tf_c=setups["tf"])
-        times: dict = {name: [] for name, _, _ in runs}
-        rate = None
         for name, m, comp in runs:                            # warm-up (and compilation)
             t0 = time.perf_counter()
             _time_decode(m, *setups[name], min(8, tokens), dev, comp)
             if comp and not rows:
                 print(f"  compile + warm-up {'AM-SNet' if name == 'am_c' else 'Transformer'}: "
                       f"{time.perf_counter() - t0:.1f} s", flush=True)
-        for _ in range(repeats):
-            for name, m, comp in runs:
-                dt, r = _time_decode(m, *setups[name], tokens, dev, comp)
-                times[name].append(dt)
-                if name == "am":
-                    rate = r
+        model = {name: (m, comp) for name, m, comp in runs}
+        res = _interleaved(model, repeats, lambda name: _time_decode(
+            model[name][0], *setups[name], tokens, dev, model[name][1]))
+        times = {name: [dt for dt, _ in r] for name, r in res.items()}
+        rate = res["am"][-1][1]                  # the firing rate of the last round
         row = {"context": L, "amsnet_ms": 1e3 * statistics.median(times["am"]),
                "transformer_ms": 1e3 * statistics.median(times["tf"]),
                "amsnet_state_mb": setups["am"][0].nbytes() / 2**20,
@@ -800,23 +813,18 @@ def bench_serve(batches=(1, 4, 16, 64), contexts=(2048, 16384), threads=(0, 1),
                     continue
                 for name, _ in names:                                  # warm-up
                     run_one(name, B, L, 2)
-                times: dict = {n: [] for n, _ in names}
-                peaks: dict = {n: [] for n, _ in names}
-                held: dict = {}
-                for _ in range(repeats):
-                    for name, _ in names:
-                        dt, pk, held[name] = run_one(name, B, L, tokens)
-                        times[name].append(dt)
-                        if pk is not None:
-                            peaks[name].append(pk)
+                res = _interleaved([n for n, _ in names], repeats,
+                                   lambda name: run_one(name, B, L, tokens))
                 row = {"threads": t, "context": L, "batch": B}
-                for name, _ in names:
-                    med = statistics.median(times[name])
+                for name, r in res.items():
+                    times = [dt for dt, _, _ in r]
+                    peaks = [pk for _, pk, _ in r if pk is not None]
+                    med = statistics.median(times)
                     row[f"{name}_tok_s"] = B * tokens / med
                     row[f"{name}_ms"] = 1e3 * med / tokens
-                    row[f"{name}_spread"] = (max(times[name]) - min(times[name])) / med
-                    row[f"{name}_peak_mb"] = (max(peaks[name]) / 2**20) if peaks[name] else None
-                    row[f"{name}_state_mb"] = held[name] / 2**20
+                    row[f"{name}_spread"] = _spread(times)
+                    row[f"{name}_peak_mb"] = (max(peaks) / 2**20) if peaks else None
+                    row[f"{name}_state_mb"] = r[-1][2] / 2**20     # the last round's
                 row["vs_tf"] = row["am_tok_s"] / row["tf_tok_s"]
                 row["vs_gpt"] = row["am_tok_s"] / row["gpt_tok_s"]
                 rows.append(row)
