@@ -31,6 +31,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from astro_neuron.amsu import AMSU
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.data import stdlib_corpus
 from astro_neuron.lm.model import AMSNet, build_model
@@ -381,7 +382,6 @@ def matmul_params(model: torch.nn.Module) -> int:
     gains act element-wise and are left out (1.6% of the d_model 64 AM-SNet, 0.3% of
     its Transformer). ``6 x matmul_params`` is the training FLOPs per token of the
     products: 2 forward, 2 for the input gradient, 2 for the weight gradient."""
-    from astro_neuron.amsu import AMSU
     return sum(m.weight.numel() for m in model.modules()
                if isinstance(m, (torch.nn.Linear, torch.nn.Embedding, AMSU)))
 
