@@ -395,7 +395,9 @@ def scan_flops_per_token(cfg: AMSNetConfig, T: Optional[int] = None) -> float:
     inter-chunk read-out ``q H`` (2 C d_k d_v); the hand-written backward runs two
     products of each size per forward product (2x the forward). ``T``: the sequence
     length, for the shorter last chunk when ``C`` does not divide it (None: full
-    chunks of ``chunk_size``)."""
+    chunks of ``chunk_size``). Fixed retention with decays that keep the chunk size
+    (above ``exp(-16 / (C - 1))``, :func:`~astro_neuron.functional.scan.stable_chunk_size`),
+    as in every ``bench train`` model."""
     if cfg.arch != "amsnet" or not cfg.astrocyte:
         return 0.0
     A = cfg.n_head
