@@ -10,11 +10,12 @@ for a number: ``True`` as a batch size is a mistake, not ``1``.
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from typing import Any, Iterable, Optional
 
 __all__ = [
     "positive_int", "non_negative_int", "int_in_range", "positive_number", "finite_number",
-    "number_in_range", "probability", "choice", "boolean", "optional",
+    "number_in_range", "probability", "choice", "boolean", "optional", "number_fields",
 ]
 
 
@@ -100,3 +101,22 @@ def boolean(name: str, value: Any) -> bool:
 def optional(check, name: str, value: Any, *args, **kwargs):
     """``None``, or ``check(name, value, ...)``."""
     return None if value is None else check(name, value, *args, **kwargs)
+
+
+def number_fields(obj: Any, positive: Iterable[str] = (), non_negative: Iterable[str] = (),
+                  unit: Iterable[str] = ()) -> None:
+    """Every field of the dataclass instance ``obj`` a finite number; those named in
+    ``positive`` ``> 0``, in ``non_negative`` ``>= 0``, in ``unit`` in ``[0, 1]``. The
+    message names ``Class.field`` (a parameter set's own check, e.g.
+    :class:`~astro_neuron.neuro.network.LIFParams`)."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        what = f"{type(obj).__name__}.{f.name}"
+        if not _is_number(v) or not math.isfinite(v):
+            raise ValueError(f"{what} must be a finite number, got {v!r}")
+        if f.name in positive and v <= 0:
+            raise ValueError(f"{what} must be positive, got {v!r}")
+        if f.name in non_negative and v < 0:
+            raise ValueError(f"{what} must be >= 0, got {v!r}")
+        if f.name in unit and not 0 <= v <= 1:
+            raise ValueError(f"{what} must be in [0, 1], got {v!r}")

@@ -14,8 +14,9 @@ non-zero effective weights (what a chip that drops zero synapses at compile time
 Neuron-side work is counted apart, per step and neuron whether it spiked or not:
 the compartment updates (membrane decay and input; Lava's LIF: current and voltage), and
 for the AM-SU's astrocyte the integer products of its matrix state (decay, write
-``k v^T``, read ``H^T q``: ``A d_k d_v`` each) and the read-out gain (``N``). These are
-integer operations; no energy constant is attached (a chip's figures are its own).
+``k v^T``, read ``H^T q``: ``A d_k d_v`` each) and the read-out gain (``N``), plus, with a
+delay line of ``K`` taps, its ``K (A d_k + N)`` tap products. These are integer
+operations; no energy constant is attached (a chip's figures are its own).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class LayerSynOps:
     synops_nonzero: float            # events x non-zero effective weights of the column
     neuron_ops: float                # compartment updates (membrane, LIF current + voltage)
     astro_ops: float                 # astrocyte: decay + write + read (A d_k d_v each) + gain N
+                                     # (+ K (A d_k + N) delay-line tap products)
     spikes_out: float                # output events per step
     info: dict = field(default_factory=dict)
 
@@ -75,6 +77,8 @@ def synaptic_ops(net: QuantizedNetwork, x: np.ndarray) -> list[LayerSynOps]:
             neuron = N if layer.neuron_path else 0
             astro = (3 * layer.n_astrocytes * layer.d_key * layer.d_value + N
                      if layer.astrocyte else 0)
+            if layer.delay_line:                 # K tap products per K | V channel
+                astro += layer.conv_size * layer.d_conv
         else:
             neuron, astro = 2 * N, 0
         out.append(LayerSynOps(layer.name, layer.kind, float((s_in != 0).sum()) / steps,

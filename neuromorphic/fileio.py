@@ -3,7 +3,8 @@
 Layout (docs/neuromorphic.md, "The file"); the neuron fields are those of the layer's
 table in :mod:`neuromorphic.spec.fields`, in its order::
 
-    /                      attrs: format, format_version, producer, dt, time_unit,
+    /                      attrs: format, format_version (1, or 2 when a layer has a
+                                  delay line), producer, dt, time_unit,
                                   input_size, input_levels, n_layers, checksum, meta (JSON)
     /graph                 attrs: kind = "chain"; dataset edges [n_layers, 2] (S32):
                                   ("input", "layer0"), ("layer0", "layer1"), ...
@@ -12,6 +13,7 @@ table in :mod:`neuromorphic.spec.fields`, in its order::
                            attrs weight_exp, num_weight_bits, num_message_bits, sign_mode
     /layers/<i>/neuron     attrs: the int fields, flags (0/1) and choices;
                            datasets (int32): the array fields present
+                           (fields of a later format version than the file's are absent)
     /layers/<i>/bits       attrs: the width of every quantity (must equal this format's)
     /layers/<i>/scale      attrs: power-of-two exponents for reading states as floats
 
@@ -37,8 +39,8 @@ import numpy as np
 from astro_neuron import __version__
 from astro_neuron.io import atomic_write
 from neuromorphic.spec import (
-    BITS, FORMAT, FORMAT_VERSION, LAYER_TYPES, SYNAPSE_FIELDS, QuantizedNetwork, Synapse,
-    canonical_digest, check_task,
+    FORMAT, FORMAT_VERSION, LAYER_TYPES, READABLE_VERSIONS, SYNAPSE_FIELDS, QuantizedNetwork,
+    Synapse, bits_for, canonical_digest, check_task,
 )
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save", "load", "canonical_digest"]
@@ -58,10 +60,12 @@ def save(net: QuantizedNetwork, path) -> Path:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"net.meta must be JSON-serialisable: {exc}") from None
 
+    version = net.format_version
+
     def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["format_version"] = version
             f.attrs["producer"] = f"astro-neuron {__version__}"
             f.attrs["dt"] = float(net.dt)
             f.attrs["time_unit"] = "step of the source model (unit of its time constants)"
@@ -83,14 +87,14 @@ def save(net: QuantizedNetwork, path) -> Path:
                 for fd in _SYN_ATTRS:
                     _write_attr(sg, fd, getattr(l.synapse, fd.name))
                 ng = lg.create_group("neuron")
-                for fd in _ordered(l.FIELDS):
+                for fd in _ordered(l.FIELDS, version):
                     value = getattr(l, fd.name)
                     if fd.kind != "array":
                         _write_attr(ng, fd, value)
                     elif value is not None:
                         ng.create_dataset(fd.name, data=np.asarray(value, dtype=fd.file_dtype))
                 bg = lg.create_group("bits")
-                for k, v in BITS.items():
+                for k, v in bits_for(version).items():
                     bg.attrs[k] = v
                 cg = lg.create_group("scale")
                 for k, v in l.scale.items():
@@ -103,9 +107,10 @@ def save(net: QuantizedNetwork, path) -> Path:
 _KIND_ORDER = {"int": 0, "flag": 1, "choice": 2, "array": 3}
 
 
-def _ordered(fields: tuple) -> list:
-    """The file's order: ints, flags, choices, arrays (each in table order)."""
-    return sorted(fields, key=lambda f: _KIND_ORDER[f.kind])
+def _ordered(fields: tuple, version: int) -> list:
+    """The fields a file of ``version`` stores, in the file's order: ints, flags, choices,
+    arrays (each in table order)."""
+    return sorted((f for f in fields if f.since <= version), key=lambda f: _KIND_ORDER[f.kind])
 
 
 def _write_attr(group, fd, value) -> None:
@@ -191,6 +196,17 @@ class _Reader:
         except Exception:
             return False
 
+    def stores(self, group: str, fd) -> bool:
+        """Whether ``group`` holds field ``fd`` (a dataset or an attribute)."""
+        if fd.kind == "array":
+            return self.has(f"{group}/{fd.name}")
+        try:
+            return fd.name in self.node(group).attrs
+        except ValueError:
+            raise
+        except Exception:
+            return False
+
     def field(self, group: str, fd) -> Any:
         """One declared field of ``group`` (an absent array reads as None)."""
         if fd.kind == "array":
@@ -204,9 +220,9 @@ def _read(r: _Reader) -> tuple[QuantizedNetwork, str]:
     if fmt != FORMAT:
         r.fail("format", f"must be {FORMAT!r}, got {fmt!r}: not an integer network file")
     version = r.attr("/", "format_version", "int")
-    if version != FORMAT_VERSION:
-        r.fail("format_version", f"is {version}; this astro-neuron reads version "
-                                 f"{FORMAT_VERSION} only")
+    if version not in READABLE_VERSIONS:
+        r.fail("format_version", f"is {version}; this astro-neuron reads versions "
+                                 f"{', '.join(map(str, READABLE_VERSIONS))} only")
     r.attr("/", "producer", "str")
     dt = r.attr("/", "dt", "float")
     n_layers = r.attr("/", "n_layers", "int")
@@ -241,11 +257,12 @@ def _read(r: _Reader) -> tuple[QuantizedNetwork, str]:
         g = f"layers/{i}"
         typ = r.attr(g, "type", "str")
         name = r.attr(g, "name", "str")
-        bits = {k: r.attr(f"{g}/bits", k, "int") for k in BITS}
+        want_bits = bits_for(version)
+        bits = {k: r.attr(f"{g}/bits", k, "int") for k in want_bits}
         for k, v in bits.items():
-            if v != BITS[k]:
-                r.fail(f"{g}/bits/{k}", f"is {v}; format version {FORMAT_VERSION} uses "
-                                        f"{BITS[k]}")
+            if v != want_bits[k]:
+                r.fail(f"{g}/bits/{k}", f"is {v}; format version {version} uses "
+                                        f"{want_bits[k]}")
         sc = r.node(f"{g}/scale")
         try:
             scale_keys = list(sc.attrs.keys())
@@ -257,10 +274,21 @@ def _read(r: _Reader) -> tuple[QuantizedNetwork, str]:
         if typ not in LAYER_TYPES:
             r.fail(f"{g}/type", f"must be one of {sorted(LAYER_TYPES)}, got {typ!r}")
         cls = LAYER_TYPES[typ]
-        kw = {fd.name: r.field(f"{g}/neuron", fd) for fd in cls.FIELDS}
+        kw = {}
+        for fd in cls.FIELDS:
+            if fd.since <= version:
+                kw[fd.name] = r.field(f"{g}/neuron", fd)
+            elif r.stores(f"{g}/neuron", fd):
+                r.fail(f"{g}/neuron/{fd.name}", f"is not part of format version {version} "
+                                                f"(it is a field of version {fd.since})")
         layers.append(cls(syn, name=name, scale=scale, **kw))
     net = QuantizedNetwork(tuple(layers), input_size=input_size, input_levels=input_levels,
                            dt=dt, meta=meta)
+    if net.format_version != version:
+        r.fail("format_version", f"is {version}, but the network it holds is of version "
+                                 f"{net.format_version} (a file carries the lowest version "
+                                 "that expresses its network: 2 only when a layer has a "
+                                 "delay line, conv_size > 1)")
     try:
         check_task(meta.get("task"), net.input_size)
     except ValueError as exc:

@@ -24,11 +24,15 @@ def _weights(rng, rows: int, cols: int, scale: int = 60) -> np.ndarray:
 def random_network(seed: int = 0, n_in: int = 12, sizes: Sequence[int] = (16,),
                    kinds: Optional[Sequence[str]] = None, n_astrocytes: int = 2,
                    d_key: int = 4, spike_levels: int = 1, input_levels: int = 1,
-                   reset: Optional[str] = None, operand_bits: int = 8) -> QuantizedNetwork:
+                   reset: Optional[str] = None, operand_bits: int = 8,
+                   conv_size: int = 1) -> QuantizedNetwork:
     """A random valid :class:`QuantizedNetwork`.
 
     ``kinds[i]``: ``"amsu"`` (default), ``"amsu-off"`` (astrocyte off), ``"amsu-only"``
     (neuron path off) or ``"lif"`` (stock Lava LIF). ``reset=None`` draws one per layer.
+    ``conv_size > 1``: every layer with an astrocyte senses through a delay line of that
+    many taps (random 8-bit taps and shifts). The random draws of a network without
+    delay line do not depend on this option.
     """
     rng = np.random.default_rng(seed)
     kinds = list(kinds or ["amsu"] * len(sizes))
@@ -66,6 +70,11 @@ def random_network(seed: int = 0, n_in: int = 12, sizes: Sequence[int] = (16,),
                           shift_q=int(rng.integers(0, 4)), dH=rng.integers(1, 600, (A, dk)),
                           shift_kv=int(rng.integers(-2, 3)), shift_r=int(rng.integers(2, 7)),
                           gain=rng.integers(-127, 128, N), shift_o=int(rng.integers(-4, 2)))
+                if conv_size > 1:
+                    tr = np.random.default_rng([seed, i, conv_size])   # own stream
+                    kw.update(conv_size=conv_size,
+                              conv_taps=tr.integers(-127, 128, (conv_size, A * dk + N)),
+                              shift_ck=int(tr.integers(5, 9)), shift_cv=int(tr.integers(5, 9)))
             layers.append(AMSULayer(**kw))
             levels = L
         n_in = N

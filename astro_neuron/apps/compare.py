@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
+from astro_neuron.apps.savefig import save_figure
 from astro_neuron.io import atomic_json
 from astro_neuron.lm.config import AMSNetConfig, config_from_dict
 from astro_neuron.lm.data import load_corpus
@@ -144,9 +145,4 @@ def plot_curves(rows: list[dict], path) -> Path:
     ax.set_title("AM-SNet, ablations and Transformer at one token budget")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

@@ -23,43 +23,28 @@ levels, the non-spiking twin and resets follow the AM-SU's rules
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from astro_neuron.functional.amsu.spec import RESETS
 from astro_neuron.functional.amsu.step import fire, reset_membrane
 from astro_neuron.functional.finite import check_finite, checking_finite
-from astro_neuron.functional.surrogate import ATan, as_surrogate
-from astro_neuron.validate import boolean, choice, positive_int
+from astro_neuron.functional.lif import NeuronSpec
 
 __all__ = ["ALIFSpec", "ALIFState", "alif_step", "alif_loop", "run", "check_run",
            "init_state"]
 
 
 @dataclass(frozen=True)
-class ALIFSpec:
+class ALIFSpec(NeuronSpec):
     """Options of an ALIF layer (same meaning as in
     :class:`~astro_neuron.functional.lif.LIFSpec`; the default reset is LSNN's
-    ``"subtract"``)."""
+    ``"subtract"``). No ``parallel``: there is no parallel form."""
 
-    n_neurons: int
-    reset: str = "subtract"
-    spike_levels: int = 1
-    spiking: bool = True
-    detach_reset: bool = False
-    surrogate: Any = field(default_factory=ATan)
-
-    def __post_init__(self) -> None:
-        positive_int("n_neurons", self.n_neurons)
-        positive_int("spike_levels", self.spike_levels)
-        choice("reset", self.reset, RESETS)
-        boolean("spiking", self.spiking)
-        boolean("detach_reset", self.detach_reset)
-        object.__setattr__(self, "surrogate", as_surrogate(self.surrogate))
+    reset: str = "subtract"        # keeps its place among the fields (after n_neurons)
 
 
 class ALIFState(NamedTuple):

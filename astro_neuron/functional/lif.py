@@ -30,14 +30,17 @@ from astro_neuron.functional.scan import leaky_chunked, leaky_step
 from astro_neuron.functional.surrogate import ATan, as_surrogate
 from astro_neuron.validate import boolean, choice, positive_int
 
-__all__ = ["LIFSpec", "lif_step", "lif_loop", "lif_chunked", "decode_step", "run", "check_run", "FORMS"]
+__all__ = ["NeuronSpec", "LIFSpec", "lif_step", "lif_loop", "lif_chunked", "decode_step", "run", "check_run", "FORMS"]
 
 FORMS = ("auto", "chunked", "loop")
 
 
 @dataclass(frozen=True)
-class LIFSpec:
-    """Options of an LIF layer (same meaning as in :class:`~astro_neuron.functional.amsu.AMSUSpec`)."""
+class NeuronSpec:
+    """The options a leaky neuron layer shares with the AM-SU's neurons (same meaning as in
+    :class:`~astro_neuron.functional.amsu.AMSUSpec`), validated once: the base of
+    :class:`LIFSpec` and :class:`~astro_neuron.functional.alif.ALIFSpec`, which differ
+    only in the default ``reset`` (and LIF's parallel form)."""
 
     n_neurons: int
     reset: str = "none"
@@ -53,6 +56,11 @@ class LIFSpec:
         boolean("spiking", self.spiking)
         boolean("detach_reset", self.detach_reset)
         object.__setattr__(self, "surrogate", as_surrogate(self.surrogate))
+
+
+@dataclass(frozen=True)
+class LIFSpec(NeuronSpec):
+    """Options of an LIF layer (same meaning as in :class:`~astro_neuron.functional.amsu.AMSUSpec`)."""
 
     @property
     def parallel(self) -> bool:

@@ -36,8 +36,8 @@ from astro_neuron.lm.lora import (
     remove_lora, save_adapter,
 )
 from astro_neuron.lm.train import (
-    LN2, NonFiniteLoss, TrainingStopped, _StopFlag, load_lm_checkpoint, lr_at,
-    resolve_device, save_lm_checkpoint,
+    LN2, NonFiniteLoss, TrainingStopped, _StopFlag, end_of_step, load_lm_checkpoint, lr_at,
+    resolve_device, save_lm_checkpoint, set_lr,
 )
 from astro_neuron.validate import (
     non_negative_int, number_in_range, positive_int, positive_number,
@@ -259,9 +259,7 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True,
         with _StopFlag() as stop:
             while step < cfg.max_steps:
                 t0 = time.perf_counter()
-                lr = lr_at(step, cfg)
-                for g in opt.param_groups:
-                    g["lr"] = lr
+                lr = set_lr(opt, step, cfg)
                 x, y = batch_for_step(train_data, step, cfg.seed, cfg.batch_size, cfg.max_len)
                 _, loss = model(x.to(device), y.to(device))
                 lval = float(loss.detach())
@@ -279,20 +277,11 @@ def finetune(cfg: FinetuneConfig, resume: bool = False, progress: bool = True,
                 bar.set_postfix(loss=f"{lval:.3f}")
                 if callback is not None:
                     callback({"step": step, "loss": lval, "lr": lr, "model": model})
-                if step % cfg.eval_interval == 0 or step == cfg.max_steps:
-                    do_eval(step)
-                if step % cfg.ckpt_interval == 0 or step == cfg.max_steps:
-                    save(step)
-                if stop.set:
-                    interrupted = True
-                    break
-                if cfg.max_time_s > 0 and train_time >= cfg.max_time_s \
-                        and step < cfg.max_steps:
-                    if heldout and (not evals or evals[-1]["step"] != step):
-                        do_eval(step)
-                    save(step)
-                    if progress:
-                        tqdm.write(f"time budget of {cfg.max_time_s:g} s reached at step {step}")
+                ended = end_of_step(step, cfg, evals, do_eval, save, stopped=lambda: stop.set,
+                                    time_up=cfg.max_time_s > 0 and train_time >= cfg.max_time_s,
+                                    say=progress)
+                if ended:
+                    interrupted = ended == "stop"
                     break
     finally:
         bar.close()

@@ -50,7 +50,8 @@ from astro_neuron.validate import (
 __all__ = ["DataConfig", "TrainConfig", "RunConfig", "NonFiniteLoss", "train", "train_local_ddp",
            "evaluate",
            "load_model", "load_lm_checkpoint", "save_lm_checkpoint", "load_run_config",
-           "apply_overrides", "default_config_path", "lr_at", "CKPT_NAME", "TrainingStopped"]
+           "apply_overrides", "default_config_path", "lr_at", "set_lr", "end_of_step", "CKPT_NAME",
+           "TrainingStopped"]
 
 CKPT_NAME = "ckpt.safetensors"
 LM_KIND = "lm"
@@ -206,6 +207,14 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     span = max(1, cfg.max_steps - cfg.warmup_steps)
     frac = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
+
+
+def set_lr(opt: torch.optim.Optimizer, step: int, cfg) -> float:
+    """Give every parameter group of ``opt`` the rate :func:`lr_at` ``(step, cfg)``; returns it."""
+    lr = lr_at(step, cfg)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    return lr
 
 
 def _optimizer_groups(model: torch.nn.Module) -> tuple[list, list]:
@@ -388,6 +397,35 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
+def end_of_step(step: int, cfg, evals: list, do_eval: Callable[[int], None],
+                save: Callable[[int], None], stopped: Callable[[], bool], time_up: bool,
+                say: bool = True) -> Optional[str]:
+    """The checkpoint/stop bookkeeping after optimiser step ``step`` (already counted),
+    shared by :func:`train` and :func:`~astro_neuron.lm.finetune.finetune`; ``cfg`` has
+    ``max_steps``, ``eval_interval``, ``ckpt_interval``, ``max_time_s``.
+
+    Evaluates every ``eval_interval`` steps and at the last, saves every
+    ``ckpt_interval`` and at the last; then returns ``"stop"`` when ``stopped()`` (asked
+    after the saving, so a signal that came meanwhile counts; the caller saves and raises
+    :class:`TrainingStopped`), ``"time"`` when the time
+    budget ran out before ``max_steps`` (evaluated, unless this step just was, and saved;
+    ``say``: tell so on the progress bar), else ``None`` (go on)."""
+    if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+        do_eval(step)
+    if step % cfg.ckpt_interval == 0 or step == cfg.max_steps:
+        save(step)
+    if stopped():
+        return "stop"
+    if time_up and step < cfg.max_steps:
+        if not evals or evals[-1]["step"] != step:
+            do_eval(step)
+        save(step)
+        if say:
+            tqdm.write(f"time budget of {cfg.max_time_s:g} s reached at step {step}")
+        return "time"
+    return None
+
+
 def _dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
@@ -507,9 +545,7 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
         with _StopFlag() as stop:
             while step < tc.max_steps:
                 t0 = time.perf_counter()
-                lr = lr_at(step, tc)
-                for g in opt.param_groups:
-                    g["lr"] = lr
+                lr = set_lr(opt, step, tc)
                 x, y = batch_for_step(corpus.train, step, tc.seed, tc.batch_size,
                                       mc.block_size, rank, world)
                 try:
@@ -542,21 +578,14 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
                                 tok_s=f"{tokens_seen / max(train_time, 1e-9):,.0f}")
                 if callback is not None:
                     callback({"step": step, "loss": lval, "lr": lr, "model": model})
-                if step % tc.eval_interval == 0 or step == tc.max_steps:
-                    do_eval(step)
-                if step % tc.ckpt_interval == 0 or step == tc.max_steps:
-                    save(step)
                 # under DDP every rank stops at the same step: the flag went through
-                # the all-reduce above; one process stops right after the current step
-                if (float(stat[1]) > 0) if ddp else stop.set:
-                    interrupted = True
-                    break
-                if float(stat[2]) > 0 and step < tc.max_steps:  # rank 0's clock decides
-                    if not evals or evals[-1]["step"] != step:
-                        do_eval(step)
-                    save(step)
-                    if master and progress:
-                        tqdm.write(f"time budget of {tc.max_time_s:g} s reached at step {step}")
+                # the all-reduce above; one process stops right after the current step.
+                # The time budget: rank 0's clock decides
+                ended = end_of_step(step, tc, evals, do_eval, save,
+                                    stopped=lambda: (float(stat[1]) > 0) if ddp else stop.set,
+                                    time_up=float(stat[2]) > 0, say=master and progress)
+                if ended:
+                    interrupted = ended == "stop"
                     break
     finally:
         bar.close()

@@ -39,7 +39,7 @@ delay in the same way. Integration runs in NumPy, float64, one step at a time.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -50,23 +50,14 @@ from astro_neuron.functional.li_rinzel import CA, H_GATE, IP3, LiRinzel, li_rinz
 from astro_neuron.neuro.recording import Recording
 from astro_neuron.neuro.synapses import Gliotransmission, TsodyksMarkram, tm_release
 from astro_neuron.neuro.territories import Territories
-from astro_neuron.validate import choice, positive_int, positive_number, probability
+from astro_neuron.validate import (
+    choice, number_fields, positive_int, positive_number, probability,
+)
 
 __all__ = ["LIFParams", "AdExParams", "LinearAstrocyte", "LiRinzelAstrocyte", "Network",
            "NetworkRun", "NeuronGroup", "SourceGroup", "Projection", "AstrocyteGroup"]
 
 KINDS = ("excitatory", "inhibitory")
-
-
-def _check_numbers(obj, positive=(), non_negative=()) -> None:
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"{type(obj).__name__}.{f.name} must be a finite number, got {v!r}")
-        if f.name in positive and v <= 0:
-            raise ValueError(f"{type(obj).__name__}.{f.name} must be positive, got {v!r}")
-        if f.name in non_negative and v < 0:
-            raise ValueError(f"{type(obj).__name__}.{f.name} must be >= 0, got {v!r}")
 
 
 # ---------------------------------------------------------------- neuron models
@@ -93,8 +84,8 @@ class LIFParams:
     weight_unit = "pA"
 
     def __post_init__(self) -> None:
-        _check_numbers(self, positive=("C_m", "tau_m", "tau_syn_ex", "tau_syn_in"),
-                       non_negative=("t_ref",))
+        number_fields(self, positive=("C_m", "tau_m", "tau_syn_ex", "tau_syn_in"),
+                      non_negative=("t_ref",))
         if self.V_reset >= self.V_th:
             raise ValueError(f"LIFParams: V_reset ({self.V_reset}) must be below V_th ({self.V_th})")
 
@@ -130,9 +121,9 @@ class AdExParams:
     weight_unit = "nS"
 
     def __post_init__(self) -> None:
-        _check_numbers(self, positive=("C_m", "g_L", "Delta_T", "tau_w", "tau_syn_ex",
-                                       "tau_syn_in", "max_substep"),
-                       non_negative=("t_ref",))
+        number_fields(self, positive=("C_m", "g_L", "Delta_T", "tau_w", "tau_syn_ex",
+                                      "tau_syn_in", "max_substep"),
+                      non_negative=("t_ref",))
         if not self.V_reset < self.V_peak or self.V_peak < self.V_th:
             raise ValueError("AdExParams needs V_reset < V_peak and V_th <= V_peak")
 

@@ -31,24 +31,13 @@ the astrocytes contacting ``j``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
+from astro_neuron.validate import number_fields
+
 __all__ = ["TsodyksMarkram", "Gliotransmission", "tm_release", "tm_events", "tm_events_ode"]
-
-
-def _check_fields(obj, positive=(), non_negative=(), unit=()) -> None:
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"{type(obj).__name__}.{f.name} must be a finite number, got {v!r}")
-        if f.name in positive and v <= 0:
-            raise ValueError(f"{type(obj).__name__}.{f.name} must be positive, got {v!r}")
-        if f.name in non_negative and v < 0:
-            raise ValueError(f"{type(obj).__name__}.{f.name} must be >= 0, got {v!r}")
-        if f.name in unit and not 0 <= v <= 1:
-            raise ValueError(f"{type(obj).__name__}.{f.name} must be in [0, 1], got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -62,7 +51,7 @@ class TsodyksMarkram:
     tau_fac: float = 0.0      # ms, decay of u (facilitation); 0: none
 
     def __post_init__(self) -> None:
-        _check_fields(self, positive=("tau_rec",), non_negative=("tau_fac",), unit=("U",))
+        number_fields(self, positive=("tau_rec",), non_negative=("tau_fac",), unit=("U",))
 
     def decays(self, h_ms):
         """``(exp(-h / tau_fac), exp(-h / tau_rec))`` for intervals ``h`` (ms)."""
@@ -99,7 +88,7 @@ class Gliotransmission:
     tau_G: float = 120000.0   # ms, unbinding of pre-synaptic receptors
 
     def __post_init__(self) -> None:
-        _check_fields(self, positive=("tau_A", "tau_G"), non_negative=("strength",),
+        number_fields(self, positive=("tau_A", "tau_G"), non_negative=("strength",),
                       unit=("alpha", "U_A"))
 
     def u_eff(self, U: float, gamma):

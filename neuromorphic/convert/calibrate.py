@@ -17,12 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from astro_neuron import validate
-from astro_neuron.functional.amsu import AMSUParams, dynamics_step, init_state, project
+from astro_neuron.functional.amsu import (
+    AMSUParams, delay_line, dynamics_step, init_state, project,
+)
 from astro_neuron.functional.lif import lif_step
 from astro_neuron.functional.scan import astro_read
 from neuromorphic.convert.graph import LayerRef, extract_layers
 from neuromorphic.spec import (
-    ACT_SHIFT, GAIN_BITS, MAX_LEVELS, OPERAND_BITS_RANGE, SHIFT_RANGE, STATE_MAX,
+    ACT_SHIFT, GAIN_BITS, MAX_LEVELS, OPERAND_BITS_RANGE, SHIFT_RANGE, STATE_MAX, TAP_MAX,
     WEIGHT_EXP_RANGE, check_spikes,
 )
 
@@ -57,16 +59,27 @@ class LayerPlan:
     e_g: int = 0
     operand_bits: int = 8
     observed: dict = field(default_factory=dict)
+    # the delay line (conv_size > 1): its inputs x_k, x_v and its taps per block K, V
+    conv_size: int = 1
+    e_xk: int = 0
+    e_xv: int = 0
+    e_c: dict = field(default_factory=dict)
 
     def shifts(self) -> dict:
-        """Requantization shifts of the AM-SU (docs/neuromorphic.md)."""
+        """Requantization shifts of the AM-SU (docs/neuromorphic.md). With the delay line,
+        ``shift_k``/``shift_v`` bring the synaptic input to the line's inputs and
+        ``shift_ck``/``shift_cv`` its tap-weighted sums to the operands ``k``, ``v``."""
+        line = self.conv_size > 1
+        e_in_k, e_in_v = (self.e_xk, self.e_xv) if line else (self.e_k, self.e_v)
         return dict(shift_i=self.e_u - self.e_w.get("I", 0),
-                    shift_k=self.e_k - self.e_w.get("K", 0),
-                    shift_v=self.e_v - self.e_w.get("V", 0),
+                    shift_k=e_in_k - self.e_w.get("K", 0),
+                    shift_v=e_in_v - self.e_w.get("V", 0),
                     shift_q=self.e_q - self.e_w.get("Q", 0),
                     shift_kv=self.e_H - self.e_k - self.e_v,
                     shift_r=self.e_r - self.e_H - self.e_q,
-                    shift_o=self.e_u - self.e_r - self.e_g)
+                    shift_o=self.e_u - self.e_r - self.e_g,
+                    shift_ck=self.e_k - self.e_c.get("K", 0) - self.e_xk if line else 0,
+                    shift_cv=self.e_v - self.e_c.get("V", 0) - self.e_xv if line else 0)
 
 
 def _amax(t: Optional[Tensor]) -> float:
@@ -82,6 +95,10 @@ def _observe_amsu(m, x: Tensor) -> tuple[Tensor, dict]:
     I, k, v, q = project(x, p, spec)
     obs = {"I": _amax(I)}
     if spec.astrocyte:
+        if spec.conv_size > 1 and T:     # the delay line's inputs, then what it senses
+            obs.update(xk=_amax(k), xv=_amax(v))
+            line0 = torch.zeros(B, spec.conv_size - 1, spec.d_conv, dtype=torch.float64)
+            k, v, _ = delay_line(k, v, line0, p.conv, spec)
         obs.update(k=_amax(k), v=_amax(v), q=_amax(q))
     state = init_state(spec, B, dtype=torch.float64)
     H_max = r_max = u_max = o_max = y_max = 0.0
@@ -147,12 +164,21 @@ def _plan_layer(ref: LayerRef, obs: dict, in_levels: int, operand_bits: int) -> 
         plan.e_k = _exp_for(obs["k"], lim)
         plan.e_v = _exp_for(obs["v"], lim)
         plan.e_q = _exp_for(obs["q"], lim)
+        if ref.conv_size > 1:
+            plan.conv_size = ref.conv_size
+            plan.e_xk = _exp_for(obs["xk"], lim)
+            plan.e_xv = _exp_for(obs["xv"], lim)
+            taps = ref.conv().detach().double()
+            n_k = ref.n_astrocytes * ref.d_key
+            plan.e_c = {"K": _exp_for(_amax(taps[:, :n_k]), TAP_MAX),
+                        "V": _exp_for(_amax(taps[:, n_k:]), TAP_MAX)}
         plan.e_H = _exp_for(obs["H"], STATE_MAX, _HEADROOM)
         plan.e_r = _exp_for(obs["r"], STATE_MAX, _HEADROOM)
         plan.e_g = _exp_for(_amax(ref.gain()), (1 << (GAIN_BITS - 1)) - 1)
     lo, hi = SHIFT_RANGE
     for name, value in plan.shifts().items():
-        used = ref.neuron_path if name == "shift_i" else ref.astrocyte
+        used = {"shift_i": ref.neuron_path, "shift_ck": plan.conv_size > 1,
+                "shift_cv": plan.conv_size > 1}.get(name, ref.astrocyte)
         if used and not lo <= value <= hi:
             raise ValueError(
                 f"{ref.name}: {name} = {value} is outside [{lo}, {hi}]: the layer's value ranges "
@@ -195,7 +221,8 @@ def check_params(refs: list[LayerRef]) -> None:
     for ref in refs:
         for name, t in (("weight", ref.weight()), ("bias", ref.bias()), ("beta", ref.beta()),
                         ("threshold", ref.threshold())) + (
-                (("gamma", ref.gamma()), ("astro_gain", ref.gain())) if ref.astrocyte else ()):
+                (("gamma", ref.gamma()), ("astro_gain", ref.gain()), ("conv", ref.conv()))
+                if ref.astrocyte else ()):
             if t is not None and not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{ref.name}: parameter {name} contains NaN or Inf")
         if bool((ref.threshold() <= 0).any()):

@@ -34,6 +34,7 @@ from astro_neuron.functional.amsu import AMSUParams, amsu_step, init_state
 from astro_neuron.functional.lif import lif_step
 from astro_neuron.lif import LIF
 from neuromorphic.engines.common import RunOutput
+from neuromorphic.spec import MAX_CONV_SIZE
 
 __all__ = ["LayerRef", "extract_layers", "FloatLayer", "FloatNetwork", "float_network",
            "float_reference", "delay"]
@@ -82,6 +83,11 @@ class LayerRef:
         return self.amsu.spec.d_key if self.astrocyte else 1
 
     @property
+    def conv_size(self) -> int:
+        """Taps of the delay line on what the astrocyte senses (1: none)."""
+        return getattr(self.amsu.spec, "conv_size", 1) if self.astrocyte else 1
+
+    @property
     def parts(self) -> tuple:
         if self.amsu is not None:
             return self.amsu.spec.parts
@@ -109,6 +115,10 @@ class LayerRef:
         """Per-neuron read-out gain ``g_astro / sqrt(d_key)``."""
         return self.amsu.astro_gain / math.sqrt(self.amsu.spec.d_key)
 
+    def conv(self) -> Optional[torch.Tensor]:
+        """The delay line's taps ``[conv_size, A*d_k + N]`` (row j: lag j), or None."""
+        return self.amsu.conv if self.conv_size > 1 else None
+
 
 def _unsupported(where: str, what: str) -> None:
     raise ValueError(f"{where}: {what}")
@@ -130,11 +140,9 @@ def _check_amsu(where: str, m: AMSU) -> None:
                             "normalisation of the read-out is not integer-expressible); the "
                             "integer export needs readout_norm='none'")
     conv = getattr(s, "conv_size", 1)
-    if conv != 1:
-        _unsupported(where, f"AMSU conv_size={conv} (the pre-synaptic delay line) is "
-                            "integer-expressible but not implemented by the integer network "
-                            "yet (no delay-line field in neuromorphic.spec, no engine runs "
-                            "it); the integer export needs conv_size=1")
+    if s.astrocyte and conv > MAX_CONV_SIZE:
+        _unsupported(where, f"AMSU conv_size={conv}: the integer delay line has at most "
+                            f"{MAX_CONV_SIZE} taps")
     retention = getattr(s, "retention", "fixed")
     if retention != "fixed":
         _unsupported(where, f"AMSU retention={retention!r} (an input-dependent astrocyte "
@@ -224,12 +232,18 @@ class FloatLayer:
     reset: str
     spike_levels: int
     in_levels: int
+    conv: Optional[np.ndarray] = None   # [conv_size, A*dk + N] delay-line taps, or None
+
+    @property
+    def conv_size(self) -> int:
+        return 1 if self.conv is None else self.conv.shape[0]
 
     @property
     def state_names(self) -> tuple:
         if self.kind == "lif":
             return ("a", "u", "v")
-        return ("a",) + (("u",) if self.neuron_path else ()) + (("H",) if self.astrocyte else ())
+        return ("a",) + (("u",) if self.neuron_path else ()) + \
+            (("H",) if self.astrocyte else ()) + (("conv",) if self.conv is not None else ())
 
     def state_shapes(self, batch: int) -> dict:
         N = self.n_neurons
@@ -240,6 +254,8 @@ class FloatLayer:
             out["u"] = (batch, N)
         if self.astrocyte:
             out["H"] = (batch, self.n_astrocytes, self.d_key, N // self.n_astrocytes)
+        if self.conv is not None:
+            out["conv"] = (batch, self.conv_size - 1, self.conv.shape[1])
         return out
 
 
@@ -270,7 +286,8 @@ def float_network(model: nn.Module, input_levels: int = 1) -> FloatNetwork:
             gain=_np(ref.gain()) if ref.astrocyte else np.zeros(N),
             n_neurons=N, n_astrocytes=ref.n_astrocytes, d_key=ref.d_key,
             neuron_path=ref.neuron_path, astrocyte=ref.astrocyte, reset=ref.reset,
-            spike_levels=ref.spike_levels, in_levels=levels))
+            spike_levels=ref.spike_levels, in_levels=levels,
+            conv=None if ref.conv() is None else _np(ref.conv())))
         levels = ref.spike_levels
     return FloatNetwork(layers, refs[0].n_in, input_levels)
 
@@ -317,18 +334,23 @@ def _amsu_float_loop(m: AMSU, x: torch.Tensor):
     spec = m.spec
     p = AMSUParams(*(None if t is None else t.detach().double() for t in m.params()))
     state = init_state(spec, x.shape[1], dtype=torch.float64)
-    ss, us, Hs = [], [], []
+    ss, us, Hs, cs = [], [], [], []
+    line = spec.astrocyte and spec.conv_size > 1
     for t in range(x.shape[0]):
         out, state = amsu_step(x[t], state, p, spec)
         ss.append(out.spikes)
         us.append(state.u)
         if spec.astrocyte:
             Hs.append(state.H)
+        if line:
+            cs.append(state.conv)
     st = {}
     if spec.neuron_path:
         st["u"] = torch.stack(us)
     if spec.astrocyte:
         st["H"] = torch.stack(Hs)
+    if line:
+        st["conv"] = torch.stack(cs)
     return torch.stack(ss), st
 
 

@@ -18,8 +18,8 @@ from torch import Tensor
 from neuromorphic.convert.calibrate import W_MAX, LayerPlan
 from neuromorphic.engines.torch_view import LayerTensors, ste_round
 from neuromorphic.spec import (
-    BIAS_EXP_MAX, BIAS_MANT_BITS, DECAY_UNITY, GAIN_BITS, VTH_BITS, VTH_SHIFT, AMSULayer,
-    LIFLayer, Synapse, message_bits,
+    BIAS_EXP_MAX, BIAS_MANT_BITS, DECAY_UNITY, GAIN_BITS, TAP_MAX, VTH_BITS, VTH_SHIFT,
+    AMSULayer, LIFLayer, Synapse, message_bits,
 )
 
 __all__ = ["SaturationWarning", "layer_tensors", "frozen_layer", "StaticView"]
@@ -91,9 +91,10 @@ def layer_tensors(plan: LayerPlan, counts: Optional[dict] = None):
     static = dict(kind="amsu", n_neurons=N, n_astrocytes=ref.n_astrocytes, d_key=ref.d_key,
                   neuron_path=ref.neuron_path, astrocyte=ref.astrocyte, reset=ref.reset,
                   spike_levels=ref.spike_levels, operand_bits=plan.operand_bits,
-                  num_message_bits=syn_bits, name=ref.name, **plan.shifts())
+                  conv_size=plan.conv_size, num_message_bits=syn_bits, name=ref.name,
+                  **plan.shifts())
     scale.update({f"w{k}": v for k, v in plan.e_w.items()})
-    du = bias = mant = exp = dH = gain = None
+    du = bias = mant = exp = dH = gain = taps = None
     if ref.neuron_path:
         du = _decay(ref.beta().to(torch.float64), counts, "du")
         mant, exp = _bias_parts(b, plan.e_u, counts, "bias_mant")
@@ -104,9 +105,18 @@ def layer_tensors(plan: LayerPlan, counts: Optional[dict] = None):
         gain = _clamped(ste_round(ref.gain().to(torch.float64) * 2.0 ** (-plan.e_g)), -gl, gl,
                         counts, "gain")
         scale.update(k=plan.e_k, v=plan.e_v, q=plan.e_q, H=plan.e_H, r=plan.e_r, g=plan.e_g)
+        if plan.conv_size > 1:   # taps: 8-bit mantissas, one exponent per block K | V
+            w = ref.conv().to(torch.float64)
+            n_k = ref.n_astrocytes * ref.d_key
+            taps = torch.cat([
+                _clamped(ste_round(w[:, :n_k] * 2.0 ** (-plan.e_c["K"])), -TAP_MAX, TAP_MAX,
+                         counts, "conv_taps"),
+                _clamped(ste_round(w[:, n_k:] * 2.0 ** (-plan.e_c["V"])), -TAP_MAX, TAP_MAX,
+                         counts, "conv_taps")], 1)
+            scale.update(xk=plan.e_xk, xv=plan.e_xv, cK=plan.e_c["K"], cV=plan.e_c["V"])
     static["scale"] = scale
     t = LayerTensors(None, Wq, bias, du, vth, dH=dH, gain=gain, surrogate=sg,
-                     spike_scale=2.0 ** plan.e_u)
+                     spike_scale=2.0 ** plan.e_u, taps=taps)
     return static, t, (mant, exp)
 
 
@@ -149,6 +159,10 @@ def frozen_layer(static: dict, t: LayerTensors, bias_parts) -> object:
     else:
         for k in ("shift_k", "shift_v", "shift_q", "shift_kv", "shift_r", "shift_o"):
             kw[k] = 0
+    if t.taps is not None:
+        kw["conv_taps"] = _to_int(t.taps)
+    else:
+        kw.update(conv_size=1, shift_ck=0, shift_cv=0)
     return AMSULayer(syn, **kw)
 
 
@@ -172,3 +186,4 @@ class StaticView:
             if static["astrocyte"]:
                 parts += [("K", A * dk), ("V", N), ("Q", A * dk)]
             self.parts = tuple(parts)
+            self.delay_line = bool(static["astrocyte"]) and static.get("conv_size", 1) > 1

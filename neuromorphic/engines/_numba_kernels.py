@@ -42,12 +42,12 @@ from numba import njit
 __all__ = ["amsu_steps", "lif_steps", "SHIFT_SLOTS", "AMSU_COUNTS", "LIF_COUNTS"]
 
 # rows of the ``shifts`` table handed to amsu_steps: (half, scale) per requantizing shift
-SHIFT_SLOTS = ("i", "k", "v", "q", "kv", "r", "o")
-# slots of the saturation counters
-AMSU_COUNTS = ("u", "k", "v", "q", "H", "r", "o")
+SHIFT_SLOTS = ("i", "k", "v", "q", "kv", "r", "o", "ck", "cv")
+# slots of the saturation counters (xk, xv: the delay line's inputs)
+AMSU_COUNTS = ("u", "k", "v", "q", "H", "r", "o", "xk", "xv")
 LIF_COUNTS = ("u_wrap", "v")
-_I, _K, _V, _Q, _KV, _R, _O = range(7)
-_CU, _CK, _CV, _CQ, _CH, _CR, _CO = range(7)
+_I, _K, _V, _Q, _KV, _R, _O, _CKS, _CVS = range(9)
+_CU, _CK, _CV, _CQ, _CH, _CR, _CO, _CXK, _CXV = range(9)
 
 
 @njit(cache=True, inline="always")
@@ -71,10 +71,24 @@ def _delayed_input(a, buf, t, b, off):
             a[p] = buf[t - 1, b, off + p]
 
 
+@njit(cache=True, inline="always")
+def _line(x, c, taps, line):
+    """One step of the delay line for channel ``c``: returns ``sum_j taps[j, c] x_{t-j}``
+    and moves ``x`` into ``line[c]`` (``[K-1]``, oldest first; lag ``j`` at ``K-1-j``)."""
+    K = taps.shape[0]
+    acc = taps[0, c] * x
+    for j in range(1, K):
+        acc += taps[j, c] * line[c, K - 1 - j]
+    for i in range(K - 2):
+        line[c, i] = line[c, i + 1]
+    line[c, K - 2] = x
+    return acc
+
+
 @njit(cache=True, nogil=True)
 def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, reset,
-               levels, m_u, bias, theta, shifts, opl, m_H, gain, lim,
-               s_out, u_out, H_out, counts):  # pragma: no cover - compiled
+               levels, m_u, bias, theta, shifts, opl, m_H, gain, lim, taps_k, taps_v,
+               s_out, u_out, H_out, ck_out, cv_out, counts):  # pragma: no cover - compiled
     """All steps of an AM-SU layer, or of an independent part of it, for the sequences
     ``b0 .. b1 - 1`` of the batch.
 
@@ -87,10 +101,13 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
     ``m_u`` ``[N]`` = ``(4096 - du) / 4096``; ``bias`` ``[N]``; ``theta`` ``[N]`` =
     ``vth << 6``; ``shifts`` ``[7, 2]``: (half, scale) per :data:`SHIFT_SLOTS`;
     ``opl``: the operands' limit ``2**(b-1) - 1``; ``m_H`` ``[A, dk]``; ``gain`` ``[N]``;
-    ``reset``: 0 none, 1 subtract, 2 zero. States start at zero. Writes ``s_out``
-    ``[T, B, N]`` and, when their first axis is not empty, ``u_out`` ``[T, B, N]`` and
-    ``H_out`` ``[T, B, A, dk, dv]``; adds the number of clipped values to ``counts``
-    (:data:`AMSU_COUNTS`).
+    ``reset``: 0 none, 1 subtract, 2 zero. ``taps_k`` ``[K, A*dk]``, ``taps_v`` ``[K, N]``:
+    the delay line's taps over the part's key and value channels (``K = 1``: no delay
+    line; then ``k``, ``v`` are the projected operands). States start at zero. Writes
+    ``s_out`` ``[T, B, N]`` and, when their first axis is not empty, ``u_out`` ``[T, B, N]``,
+    ``H_out`` ``[T, B, A, dk, dv]`` and the delay line ``ck_out`` ``[T, B, A*dk, K-1]``,
+    ``cv_out`` ``[T, B, N, K-1]`` (channel-major); adds the number of clipped values to
+    ``counts`` (:data:`AMSU_COUNTS`).
     """
     T = buf.shape[0]
     N = theta.shape[0]
@@ -98,6 +115,10 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
     dv = N // A
     rec_u = u_out.shape[0] > 0
     rec_H = H_out.shape[0] > 0
+    rec_c = ck_out.shape[0] > 0
+    line = taps_k.shape[0] > 1
+    lk = np.zeros((A * dk, max(taps_k.shape[0] - 1, 1)))   # the delay line, per channel
+    lv = np.zeros((N, max(taps_k.shape[0] - 1, 1)))
     u = np.zeros(N)
     H = np.zeros((A, dk, dv))
     y = np.zeros(N)
@@ -114,9 +135,13 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
     h_kv, c_kv = shifts[_KV, 0], shifts[_KV, 1]
     h_r, c_r = shifts[_R, 0], shifts[_R, 1]
     h_o, c_o = shifts[_O, 0], shifts[_O, 1]
+    h_ck, c_ck = shifts[_CKS, 0], shifts[_CKS, 1]
+    h_cv, c_cv = shifts[_CVS, 0], shifts[_CVS, 1]
     for b in range(b0, b1):
         u[:] = 0.0
         H[:] = 0.0
+        lk[:] = 0.0
+        lv[:] = 0.0
         for t in range(T):
             _delayed_input(a, buf, t, b, 0)
             # membrane: u = sat24(rtz_decay(u, du) + shr(a_I, shift_i) + bias)
@@ -132,10 +157,15 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
                 y[:] = 0.0
             if astrocyte:
                 for ai in range(A):
-                    # operands k, q [dk] and v [dv]: sat_b(shr(a_X, shift_X))
-                    ck = cq = cv = 0
+                    # operands k, q [dk] and v [dv]: sat_b(shr(a_X, shift_X)); with the
+                    # delay line, k and v are sat_b(shr(sum_j taps_j x_{t-j}, shift_cX))
+                    # of those (x: sat_b(shr(a_X, shift_X)))
+                    ck = cq = cv = cxk = cxv = 0
                     for j in range(dk):
                         x = _shr(a[off_K + ai * dk + j], h_k, c_k)
+                        if line:
+                            cxk += abs(x) > opl
+                            x = _shr(_line(_sat(x, opl), ai * dk + j, taps_k, lk), h_ck, c_ck)
                         ck += abs(x) > opl
                         k[j] = _sat(x, opl)
                         x = _shr(a[off_Q + ai * dk + j], h_q, c_q)
@@ -143,12 +173,17 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
                         q[j] = _sat(x, opl)
                     for i in range(dv):
                         x = _shr(a[off_V + ai * dv + i], h_v, c_v)
+                        if line:
+                            cxv += abs(x) > opl
+                            x = _shr(_line(_sat(x, opl), ai * dv + i, taps_v, lv), h_cv, c_cv)
                         cv += abs(x) > opl
                         v[i] = _sat(x, opl)
                         r[i] = 0.0
                     counts[_CK] += ck
                     counts[_CQ] += cq
                     counts[_CV] += cv
+                    counts[_CXK] += cxk
+                    counts[_CXV] += cxv
                     # H = sat24(rtz_decay(H, dH) + shr(k v^T, shift_kv)); r = H^T q
                     c = 0
                     for j in range(dk):
@@ -173,6 +208,9 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
                     counts[_CO] += co
                 if rec_H:
                     H_out[t, b] = H
+                if rec_c:
+                    ck_out[t, b] = lk
+                    cv_out[t, b] = lv
             # spikes: s = number of levels l in 1..L with y > l * theta; then the reset
             c = 0
             for n in range(N):

@@ -89,6 +89,9 @@ def prepared(net: QuantizedNetwork, index: int, in_levels: int) -> dict:
             opl=float((1 << (layer.operand_bits - 1)) - 1),
             m_H=f64((DECAY_UNITY - layer.dH) / DECAY_UNITY) if astro else np.zeros((1, 1)),
             gain=f64(layer.gain) if astro else zeros,
+            # the delay line's taps split into key and value channels (one zero tap: none)
+            taps_k=f64(layer.conv_taps[:, :A * dk]) if layer.delay_line else np.zeros((1, A * dk)),
+            taps_v=f64(layer.conv_taps[:, A * dk:]) if layer.delay_line else np.zeros((1, N)),
             # independent units: an astrocyte with its dv neurons, or single neurons
             units=A if astro else N, unit_size=dv if astro else 1)
     else:
@@ -117,9 +120,13 @@ class _JitLayer:
         t_rec = T if record else 0
         if self.amsu:
             A, dk, dv = layer.n_astrocytes, layer.d_key, layer.d_value
+            lags = max(layer.conv_size - 1, 1)
+            t_line = t_rec if layer.delay_line else 0
             self.outs = {"u": np.empty((t_rec if layer.neuron_path else 0, B, N), dtype=I64),
                          "H": np.empty((t_rec if layer.astrocyte else 0, B, A, dk, dv),
-                                       dtype=I64)}
+                                       dtype=I64),
+                         "conv_k": np.empty((t_line, B, A * dk, lags), dtype=I64),
+                         "conv_v": np.empty((t_line, B, N, lags), dtype=I64)}
             self.counts = np.zeros(len(J.AMSU_COUNTS), dtype=I64)
         else:
             self.outs = {k: np.empty((t_rec, B, N), dtype=I64) for k in ("u", "v")}
@@ -164,11 +171,15 @@ class _JitLayer:
         whole = (u0, u1) == (0, prep["units"])
         T, B = self.buf.shape[:2]
         outs = [self.s_out] + list(self.outs.values())
+        # each output's part along its axis 2: neurons, astrocytes (H) or key channels
+        dk = layer.d_key if self.amsu else 1
+        ranges = {"H": (u0, u1), "conv_k": (u0 * dk, u1 * dk)}
+        names = ["s"] + list(self.outs)
         place = []
         if not whole:                    # the part writes its own arrays, copied back after
             part = []
-            for out in outs:
-                lo, hi = (u0, u1) if out.ndim == 5 else (n0, n1)
+            for name, out in zip(names, outs):
+                lo, hi = ranges.get(name, (n0, n1))
                 mine = np.empty(out.shape[:2] + (hi - lo,) + out.shape[3:], I64) \
                     if out.shape[0] else out
                 if out.shape[0]:
@@ -179,12 +190,12 @@ class _JitLayer:
         if self.amsu:
             o = prep["offs"]
             a0, a1 = (u0, u1) if layer.astrocyte else (0, 1)
-            dk = layer.d_key
             args = (self.buf, b0, b1, o.get("I", 0) + n0, o.get("K", 0) + a0 * dk,
                     o.get("V", 0) + n0, o.get("Q", 0) + a0 * dk, *prep["flags"],
                     prep["m_u"][n0:n1], prep["bias"][n0:n1], prep["theta"][n0:n1],
                     prep["shifts"], prep["opl"], prep["m_H"][a0:a1], prep["gain"][n0:n1],
-                    float(STATE_MAX), *outs, counts)
+                    float(STATE_MAX), np.ascontiguousarray(prep["taps_k"][:, a0 * dk:a1 * dk]),
+                    np.ascontiguousarray(prep["taps_v"][:, n0:n1]), *outs, counts)
             return J.amsu_steps, args, place
         args = (self.buf, b0, b1, n0, float(1 << ACT_SHIFT), prep["m_u"], prep["m_v"],
                 prep["bias"][n0:n1], prep["theta"], float(STATE_MAX), *outs, counts)
@@ -195,13 +206,18 @@ class _JitLayer:
         st = {}
         if self.record:
             st = {"a": self.buf.astype(I64)}
-            st.update({k: v for k, v in self.outs.items() if v.shape[0]})
+            st.update({k: v for k, v in self.outs.items() if v.shape[0]
+                       and k not in ("conv_k", "conv_v")})
+            if self.amsu and layer.delay_line:    # channel-major K | V -> [T, B, K-1, C]
+                line = np.concatenate([self.outs["conv_k"], self.outs["conv_v"]], axis=2)
+                st["conv"] = np.ascontiguousarray(line.transpose(0, 1, 3, 2))
         if counts is not None:
             names = J.AMSU_COUNTS if self.amsu else J.LIF_COUNTS
             c = dict(zip(names, self.counts.tolist()))
             if self.amsu:                # the counters of the parts it has
                 keep = (("u",) if layer.neuron_path else ()) + \
-                    (("k", "v", "q", "H", "r", "o") if layer.astrocyte else ())
+                    (("k", "v", "q", "H", "r", "o") if layer.astrocyte else ()) + \
+                    (("xk", "xv") if layer.delay_line else ())
                 c = {k: c[k] for k in keep}
             counts.update(c)
         return self.s_out, st

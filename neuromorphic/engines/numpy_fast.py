@@ -104,10 +104,20 @@ def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: Optional[d
     if layer.astrocyte:
         opl = (1 << (layer.operand_bits - 1)) - 1
         ops = {}
-        for name, sh, width in (("K", layer.shift_k, dk), ("V", layer.shift_v, dv),
-                                ("Q", layer.shift_q, dk)):
-            ops[name] = _sat_f(_shr_f(part[name], sh), opl, counts, name.lower()
-                               ).reshape(T, B, A, width)
+        if layer.delay_line:     # k, v through the delay line (its inputs count as xk, xv)
+            x = np.concatenate([_sat_f(_shr_f(part["K"], layer.shift_k), opl, counts, "xk"),
+                                _sat_f(_shr_f(part["V"], layer.shift_v), opl, counts, "xv")], -1)
+            acc, line = _delay_line_f(x, layer.conv_taps, record)
+            ops["K"] = _sat_f(_shr_f(acc[..., :A * dk], layer.shift_ck), opl, counts, "k")
+            ops["V"] = _sat_f(_shr_f(acc[..., A * dk:], layer.shift_cv), opl, counts, "v")
+            if record:
+                states["conv"] = line
+        else:
+            for name, sh in (("K", layer.shift_k), ("V", layer.shift_v)):
+                ops[name] = _sat_f(_shr_f(part[name], sh), opl, counts, name.lower())
+        ops["K"] = ops["K"].reshape(T, B, A, dk)
+        ops["V"] = ops["V"].reshape(T, B, A, dv)
+        ops["Q"] = _sat_f(_shr_f(part["Q"], layer.shift_q), opl, counts, "q").reshape(T, B, A, dk)
         kv = _shr_f(ops["K"][..., :, None] * ops["V"][..., None, :], layer.shift_kv)
         m_H = (DECAY_UNITY - layer.dH.astype(np.float64))[:, :, None] / DECAY_UNITY
         H_seq = np.empty((T, B, A, dk, dv))
@@ -158,6 +168,23 @@ def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: Optional[d
     else:
         y = o
     return _fire(layer, y, theta).astype(I64), states
+
+
+def _delay_line_f(x: np.ndarray, taps: np.ndarray, record: bool):
+    """The delay line over all steps: ``x`` ``[T, B, C]`` its inputs, ``taps`` ``[K, C]``.
+    Returns the sums ``acc[t] = sum_j taps[j] * x[t - j]`` (zero before the first step)
+    and, with ``record``, the line after every step ``[T, B, K-1, C]`` (oldest first)."""
+    T = x.shape[0]
+    K = taps.shape[0]
+    w = taps.astype(np.float64)
+    acc = x * w[0]
+    for j in range(1, min(K, T + 1)):
+        acc[j:] += x[:T - j] * w[j]
+    line = None
+    if record:
+        padded = np.concatenate([np.zeros((K - 1,) + x.shape[1:]), x], 0)   # x_t at t + K-1
+        line = np.stack([padded[i + 1:i + 1 + T] for i in range(K - 1)], 2).astype(I64)
+    return acc, line
 
 
 def _decay_add_sat(prev: np.ndarray, m: np.ndarray, inc: np.ndarray, lim: float,

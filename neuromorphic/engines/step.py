@@ -21,7 +21,7 @@ from neuromorphic.spec import (
 )
 
 __all__ = ["shr", "rtz_decay", "sat", "sat24", "wrap24", "bias_value", "dense_step",
-           "amsu_step", "lif_step", "init_states", "split_parts", "run"]
+           "delay_line_step", "amsu_step", "lif_step", "init_states", "split_parts", "run"]
 
 
 # ----------------------------------------------------------------- integer primitives
@@ -93,12 +93,31 @@ def split_parts(layer: AMSULayer, a: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def delay_line_step(line: np.ndarray, x: np.ndarray, taps: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """One step of the pre-synaptic delay line (docs/neuromorphic.md, "Delay line").
+
+    ``line`` ``[B, K-1, C]``: the last ``K - 1`` inputs, oldest first; ``x`` ``[B, C]``:
+    this step's input; ``taps`` ``[K, C]`` (row ``j``: lag ``j``). Returns the sums
+    ``acc[c] = sum_j taps[j, c] * x_{t-j}[c]`` (exact integers, not yet requantized)
+    and the new line (the oldest value dropped, ``x`` appended).
+    """
+    K = taps.shape[0]
+    x = np.asarray(x, dtype=I64)
+    taps = np.asarray(taps, dtype=I64)
+    acc = taps[0] * x
+    for j in range(1, K):                       # lag j sits at position K - 1 - j
+        acc = acc + taps[j] * line[:, K - 1 - j]
+    return acc, np.concatenate([line[:, 1:], x[:, None]], axis=1)
+
+
 def amsu_step(layer: AMSULayer, u: Optional[np.ndarray], H: Optional[np.ndarray],
-              a: np.ndarray):
+              a: np.ndarray, conv: Optional[np.ndarray] = None):
     """One step of the integer AM-SU neurons (docs/neuromorphic.md, "AM-SU step").
 
     ``a`` ``[B, P]``: the synaptic input (the Dense's output this step);
-    ``u`` ``[B, N]``; ``H`` ``[B, A, dk, dv]``. Returns ``(s, u, H)``: spikes
+    ``u`` ``[B, N]``; ``H`` ``[B, A, dk, dv]``; ``conv`` ``[B, conv_size - 1, A*dk + N]``
+    the delay line (``layer.delay_line``; else None). Returns ``(s, u, H, conv)``: spikes
     ``[B, N]`` in ``{0..L}`` and the new states (``u`` after the reset).
     """
     part = split_parts(layer, np.asarray(a, dtype=I64))
@@ -112,8 +131,13 @@ def amsu_step(layer: AMSULayer, u: Optional[np.ndarray], H: Optional[np.ndarray]
         y = y + u
     if layer.astrocyte:
         b = layer.operand_bits
-        k = sat(shr(part["K"], layer.shift_k), b).reshape(B, A, dk)   # operands: b-bit
-        v = sat(shr(part["V"], layer.shift_v), b).reshape(B, A, dv)
+        k = sat(shr(part["K"], layer.shift_k), b)                     # operands: b-bit
+        v = sat(shr(part["V"], layer.shift_v), b)
+        if layer.delay_line:                                          # k, v through the line
+            acc, conv = delay_line_step(conv, np.concatenate([k, v], axis=1), layer.conv_taps)
+            k = sat(shr(acc[:, :A * dk], layer.shift_ck), b)          # sums requantized, b-bit
+            v = sat(shr(acc[:, A * dk:], layer.shift_cv), b)
+        k, v = k.reshape(B, A, dk), v.reshape(B, A, dv)
         q = sat(shr(part["Q"], layer.shift_q), b).reshape(B, A, dk)
         kv = shr(k[:, :, :, None] * v[:, :, None, :], layer.shift_kv)  # k v^T, requantized
         H = sat24(rtz_decay(H, layer.dH[:, :, None]) + kv)            # astrocyte: saturates
@@ -128,7 +152,7 @@ def amsu_step(layer: AMSULayer, u: Optional[np.ndarray], H: Optional[np.ndarray]
             u = sat24(u - s * theta)
         elif layer.reset == "zero":
             u = np.where(s > 0, 0, u)
-    return s, u, H
+    return s, u, H, conv
 
 
 def lif_step(layer: LIFLayer, u: np.ndarray, v: np.ndarray, a: np.ndarray):
@@ -169,11 +193,14 @@ def run(net: QuantizedNetwork, x: np.ndarray, record_states: bool = True) -> Run
             a, st[i]["a"] = dense_step(weights[i], syn.weight_exp, syn.num_message_bits > 0,
                                        st[i]["a"], s_in)
             if layer.kind == "amsu":
-                s, u, H = amsu_step(layer, st[i].get("u"), st[i].get("H"), a)
+                s, u, H, conv = amsu_step(layer, st[i].get("u"), st[i].get("H"), a,
+                                          st[i].get("conv"))
                 if layer.neuron_path:
                     st[i]["u"] = u
                 if layer.astrocyte:
                     st[i]["H"] = H
+                if layer.delay_line:
+                    st[i]["conv"] = conv
             else:
                 s, st[i]["u"], st[i]["v"] = lif_step(layer, st[i]["u"], st[i]["v"], a)
             spikes[i][t] = s

@@ -94,6 +94,7 @@ class LayerTensors:
     gain: Optional[Tensor] = None  # [N]
     surrogate: object = None
     spike_scale: float = 1.0       # float units per integer unit of the membrane
+    taps: Optional[Tensor] = None  # [conv_size, A*dk + N] delay-line taps (delay line only)
 
 
 def tensors_from_layer(layer, surrogate=None) -> LayerTensors:
@@ -112,7 +113,7 @@ def tensors_from_layer(layer, surrogate=None) -> LayerTensors:
         layer, syn_w, bias, None if layer.du is None else t(layer.du), t(layer.vth),
         dH=None if layer.dH is None else t(layer.dH),
         gain=None if layer.gain is None else t(layer.gain), surrogate=surrogate,
-        spike_scale=scale)
+        spike_scale=scale, taps=t(layer.conv_taps) if layer.delay_line else None)
 
 
 def _dense(p: LayerTensors, x: Tensor) -> Tensor:
@@ -126,6 +127,19 @@ def _dense(p: LayerTensors, x: Tensor) -> Tensor:
 
 def _delayed(buf: Tensor) -> Tensor:
     return torch.cat([torch.zeros_like(buf[:1]), buf[:-1]], dim=0)
+
+
+def _delay_line(x: Tensor, taps: Tensor, record: bool):
+    """The delay line over all steps: ``x`` ``[T, B, C]``, ``taps`` ``[K, C]`` (row j: lag
+    j) -> the sums ``sum_j taps[j] * x[t - j]`` (zero before the first step) and, with
+    ``record``, the line after every step ``[T, B, K-1, C]`` (oldest first)."""
+    T, K = x.shape[0], taps.shape[0]
+    padded = torch.cat([x.new_zeros((K - 1,) + x.shape[1:]), x], 0)    # x_t at t + K - 1
+    acc = x * taps[0]
+    for j in range(1, K):
+        acc = acc + padded[K - 1 - j:K - 1 - j + T] * taps[j]
+    line = torch.stack([padded[i + 1:i + 1 + T] for i in range(K - 1)], 2) if record else None
+    return acc, line
 
 
 def _fire(y: Tensor, theta: Tensor, levels: int, sg, scale: float) -> Tensor:
@@ -146,8 +160,15 @@ def _amsu(p: LayerTensors, a: Tensor, record: bool):
     states = {}
     if L.astrocyte:
         opl = (1 << (L.operand_bits - 1)) - 1
-        k = sat(shr(parts["K"], L.shift_k), opl).reshape(T, B, A, dk)
-        v = sat(shr(parts["V"], L.shift_v), opl).reshape(T, B, A, dv)
+        k = sat(shr(parts["K"], L.shift_k), opl)
+        v = sat(shr(parts["V"], L.shift_v), opl)
+        if L.delay_line:         # k, v through the delay line, the sums requantized
+            acc, line = _delay_line(torch.cat([k, v], -1), p.taps, record)
+            k = sat(shr(acc[..., :A * dk], L.shift_ck), opl)
+            v = sat(shr(acc[..., A * dk:], L.shift_cv), opl)
+            if record:
+                states["conv"] = line
+        k, v = k.reshape(T, B, A, dk), v.reshape(T, B, A, dv)
         q = sat(shr(parts["Q"], L.shift_q), opl).reshape(T, B, A, dk)
         kv = shr(k[..., :, None] * v[..., None, :], L.shift_kv)
         H = torch.zeros(B, A, dk, dv, dtype=F64)

@@ -9,6 +9,7 @@ classes generated from them, the content checksum, and the checks of inputs.
 
 from neuromorphic.spec.fields import (
     AMSU_FIELDS, AMSU_STATES, BITS, LIF_FIELDS, LIF_STATES, SYNAPSE_FIELDS, Field, State,
+    bits_for,
 )
 from neuromorphic.spec.inputs import check_spikes, check_task
 from neuromorphic.spec.network import (
@@ -19,6 +20,7 @@ from neuromorphic.spec.widths import *  # noqa: F401,F403  (the widths are the s
 from neuromorphic.spec.widths import __all__ as _widths
 
 __all__ = ["Field", "State", "AMSU_FIELDS", "LIF_FIELDS", "SYNAPSE_FIELDS", "AMSU_STATES",
-           "LIF_STATES", "BITS", "AMSULayer", "LIFLayer", "Layer", "LAYER_TYPES", "Synapse",
+           "LIF_STATES", "BITS", "bits_for", "AMSULayer", "LIFLayer", "Layer", "LAYER_TYPES",
+           "Synapse",
            "QuantizedNetwork", "canonical_digest", "to_dict", "check_spikes",
            "check_task"] + list(_widths)

@@ -12,7 +12,14 @@ The order of each table is the order of the file and of the checksum: append new
 fields at the end of their kind, never reorder (old files' checksums depend on it).
 
 Sizes (the names a shape is written in): ``N`` neurons, ``A`` astrocytes, ``dk`` key
-width, ``dv = N / A`` value width, ``P`` synapse rows, ``n_in`` inputs, ``B`` batch.
+width, ``dv = N / A`` value width, ``P`` synapse rows, ``n_in`` inputs, ``B`` batch,
+``nc`` taps of the delay line (``conv_size``), ``lags = nc - 1`` the values it holds,
+``dc = A * dk + N`` its channels (the K | V operands).
+
+``when`` names a flag of the layer or a condition derived from its fields
+(``delay_line``: the astrocyte is on and ``conv_size > 1``). ``since``: the first file
+format version that has the field; a file of an older version does not store it and
+it reads as its default (an old file is a network without delay line).
 """
 
 from __future__ import annotations
@@ -25,12 +32,13 @@ import numpy as np
 from astro_neuron import validate
 from neuromorphic.spec.widths import (
     BIAS_EXP_BITS, BIAS_EXP_MAX, BIAS_MANT_BITS, DECAY_SHIFT, DECAY_UNITY, GAIN_BITS,
-    MAX_LEVELS, MAX_UNITS, OPERAND_BITS_RANGE, RESETS, SHIFT_RANGE, SIGN_MODES, STATE_BITS,
-    VTH_BITS, VTH_SHIFT, WEIGHT_BITS, WEIGHT_EXP_RANGE,
+    MAX_CONV_SIZE, MAX_LEVELS, MAX_UNITS, OPERAND_BITS_RANGE, RESETS, SHIFT_RANGE, SIGN_MODES,
+    STATE_BITS, TAP_BITS, TAP_MAX, VTH_BITS, VTH_SHIFT, WEIGHT_BITS, WEIGHT_EXP_RANGE,
 )
 
 __all__ = ["Field", "State", "REQUIRED", "AMSU_FIELDS", "LIF_FIELDS", "SYNAPSE_FIELDS",
-           "AMSU_STATES", "LIF_STATES", "FIELDS", "STATES", "BITS", "by_kind", "field_map",
+           "AMSU_STATES", "LIF_STATES", "FIELDS", "STATES", "BITS", "BITS_SINCE", "bits_for",
+           "by_kind", "field_map",
            "check_int", "check_flag", "check_choice", "check_array", "shape_of"]
 
 REQUIRED = object()   # a field without a default (must be given)
@@ -60,6 +68,7 @@ class Field:
     options: tuple = ()
     default: Any = None
     file_dtype: str = "int32"
+    since: int = 1
 
     def range_text(self) -> str:
         if self.kind == "choice":
@@ -85,9 +94,10 @@ _GAIN = (1 << (GAIN_BITS - 1)) - 1
 _VTH = (0, (1 << VTH_BITS) - 1)
 
 
-def _shift(name: str, when: str, what: str) -> Field:
+def _shift(name: str, when: str, what: str, since: int = 1) -> Field:
     return Field(name, "int", f"requantizing shift of {what} (right, rounding half up; "
-                              "negative: left)", *SHIFT_RANGE, when=when, default=0)
+                              "negative: left)", *SHIFT_RANGE, when=when, default=0,
+                 since=since)
 
 
 # The integer AM-SU (docs/neuromorphic.md, "AM-SU step"), in file/checksum order per kind.
@@ -118,6 +128,13 @@ AMSU_FIELDS: tuple[Field, ...] = (
     Field("dH", "array", "astrocyte decay per (astrocyte, key)", *_DECAY, ("A", "dk"),
           DECAY_SHIFT, "astrocyte"),
     Field("gain", "array", "read-out gain", -_GAIN, _GAIN, ("N",), GAIN_BITS, "astrocyte"),
+    # the pre-synaptic delay line on k and v (format 2; docs/neuromorphic.md, "Delay line")
+    Field("conv_size", "int", "taps of the delay line on k, v (1: none)", 1, MAX_CONV_SIZE,
+          when="astrocyte", default=1, since=2),
+    _shift("shift_ck", "delay_line", "the delay line's key sum", since=2),
+    _shift("shift_cv", "delay_line", "the delay line's value sum", since=2),
+    Field("conv_taps", "array", "delay-line tap mantissas (row j: lag j; columns K | V)",
+          -TAP_MAX, TAP_MAX, ("nc", "dc"), TAP_BITS, "delay_line", since=2),
 )
 
 # Lava's stock LIF (PyLifModelBitAcc); du, dv, vth shared by the population.
@@ -147,6 +164,8 @@ AMSU_STATES: tuple[State, ...] = (
     State("a", ("B", "P"), "the Dense buffer (the synaptic input of the next step)"),
     State("u", ("B", "N"), "membrane, 24-bit, after the reset", "neuron_path"),
     State("H", ("B", "A", "dk", "dv"), "astrocyte state, 24-bit", "astrocyte"),
+    State("conv", ("B", "lags", "dc"), "the delay line: the last conv_size - 1 operands "
+          "(k_in | v_in, operand_bits wide), oldest first", "delay_line"),
 )
 LIF_STATES: tuple[State, ...] = (
     State("a", ("B", "P"), "the Dense buffer"),
@@ -160,7 +179,13 @@ STATES = {"amsu": AMSU_STATES, "lif": LIF_STATES}
 # widths a file records per layer (/layers/<i>/bits): a reader refuses other values
 BITS = {"state": STATE_BITS, "decay": DECAY_SHIFT, "weight": WEIGHT_BITS, "threshold": VTH_BITS,
         "threshold_shift": VTH_SHIFT, "bias_mant": BIAS_MANT_BITS, "bias_exp": BIAS_EXP_BITS,
-        "gain": GAIN_BITS}
+        "gain": GAIN_BITS, "tap": TAP_BITS}
+BITS_SINCE = {"tap": 2}     # widths a file records from this format version on
+
+
+def bits_for(version: int) -> dict:
+    """The widths a file of format ``version`` records (and a reader checks)."""
+    return {k: v for k, v in BITS.items() if BITS_SINCE.get(k, 1) <= version}
 
 
 def by_kind(fields: tuple, kind: str) -> tuple[Field, ...]:

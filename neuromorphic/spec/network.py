@@ -32,8 +32,8 @@ from neuromorphic.spec.fields import (
     check_array, check_choice, check_field, check_int, shape_of,
 )
 from neuromorphic.spec.widths import (
-    ACT_SHIFT, EXACT_BITS, FORMAT, FORMAT_VERSION, GAIN_BITS, MAX_LEVELS, MAX_UNITS,
-    STATE_MAX, WEIGHT_EXP_RANGE,
+    ACT_SHIFT, EXACT_BITS, FORMAT, GAIN_BITS, MAX_LEVELS, MAX_UNITS, STATE_MAX, TAP_MAX,
+    WEIGHT_EXP_RANGE,
 )
 
 __all__ = ["Synapse", "AMSULayer", "LIFLayer", "Layer", "LAYER_TYPES", "QuantizedNetwork",
@@ -129,6 +129,16 @@ class _LayerMethods:
     def _on(self, when) -> bool:
         return when is None or bool(getattr(self, when))
 
+    @staticmethod
+    def _cond(when, kw: dict) -> bool:
+        """Whether a field of condition ``when`` exists, from the checked values ``kw``."""
+        return when is None or bool(kw[when])
+
+    @property
+    def format_version(self) -> int:
+        """The lowest file format version that expresses this layer."""
+        return 1
+
     @property
     def n_out(self) -> int:
         return self.n_neurons
@@ -151,7 +161,7 @@ class _LayerMethods:
         kw: dict[str, Any] = {}
         for f in by_kind(self.FIELDS, "flag") + by_kind(self.FIELDS, "choice"):
             kw[f.name] = check_field(f, getattr(self, f.name), nb, {})
-        on = lambda when: when is None or kw[when]   # noqa: E731
+        on = lambda when: self._cond(when, kw)   # noqa: E731
         for f in by_kind(self.FIELDS, "int"):
             kw[f.name] = check_field(f, getattr(self, f.name), nb, {}) if on(f.when) \
                 else f.default
@@ -219,9 +229,30 @@ class _AMSUMethods(_LayerMethods):
         """Independent units: an astrocyte with its neurons, or single neurons."""
         return self.n_astrocytes if self.astrocyte else self.n_neurons
 
+    @property
+    def delay_line(self) -> bool:
+        """The astrocyte senses ``k``, ``v`` through a delay line (``conv_size > 1``)."""
+        return bool(self.astrocyte) and self.conv_size > 1
+
+    @property
+    def d_conv(self) -> int:
+        """Channels of the delay line: the K | V operands, ``A * dk + N``."""
+        return self.n_astrocytes * self.d_key + self.n_neurons
+
+    @property
+    def format_version(self) -> int:
+        return 2 if self.delay_line else 1
+
+    @staticmethod
+    def _cond(when, kw: dict) -> bool:
+        if when == "delay_line":
+            return bool(kw["astrocyte"]) and kw["conv_size"] > 1
+        return when is None or bool(kw[when])
+
     def sizes(self, batch: int = 1) -> dict:
         return {**super().sizes(batch), "A": self.n_astrocytes, "dk": self.d_key,
-                "dv": self.d_value}
+                "dv": self.d_value, "nc": self.conv_size, "lags": self.conv_size - 1,
+                "dc": self.d_conv}
 
     def _check_sizes(self, where: str, kw: dict) -> dict:
         N, A, dk = kw["n_neurons"], kw["n_astrocytes"], kw["d_key"]
@@ -230,7 +261,9 @@ class _AMSUMethods(_LayerMethods):
         if not (kw["neuron_path"] or kw["astrocyte"]):
             _fail(f"{where}: neuron_path and astrocyte are both off; the layer has no input")
         P = sum(n for _, n in projection_parts(N, A, dk, kw["neuron_path"], kw["astrocyte"]))
-        return {"N": N, "A": A, "dk": dk, "dv": N // A, "P": P}
+        nc = kw["conv_size"]
+        return {"N": N, "A": A, "dk": dk, "dv": N // A, "P": P, "nc": nc, "lags": nc - 1,
+                "dc": A * dk + N}
 
     def _check_exact(self, where: str, in_levels: int) -> None:
         """Every intermediate value must stay below 2**52 (exact in int64 *and* float64)."""
@@ -242,6 +275,9 @@ class _AMSUMethods(_LayerMethods):
             op = 1 << (self.operand_bits - 1)
             worst["operand shr(a, shift)"] = amax << max(0, -min(self.shift_k, self.shift_v,
                                                                  self.shift_q))
+            if self.delay_line:
+                worst["delay-line sum shifted"] = (self.conv_size * TAP_MAX * op) << max(
+                    0, -min(self.shift_ck, self.shift_cv))
             worst["k v^T shifted"] = (op * op) << max(0, -self.shift_kv)
             worst["H^T q"] = self.d_key * STATE_MAX * op
             worst["r * gain shifted"] = (STATE_MAX << GAIN_BITS) << max(0, -self.shift_o)
@@ -251,7 +287,8 @@ class _AMSUMethods(_LayerMethods):
                       f"{EXACT_BITS}); reduce the weights' range or the shifts")
 
     def describe(self) -> str:
-        return (f"A={self.n_astrocytes} d_key={self.d_key} astrocyte={self.astrocyte} "
+        line = f" conv_size={self.conv_size}" if self.delay_line else ""
+        return (f"A={self.n_astrocytes} d_key={self.d_key} astrocyte={self.astrocyte}{line} "
                 f"reset={self.reset} levels={self.spike_levels}")
 
 
@@ -357,6 +394,12 @@ class QuantizedNetwork:
         return len(self.layers)
 
     @property
+    def format_version(self) -> int:
+        """The lowest file format version that expresses the network (1 unless a layer
+        has a delay line): what :func:`neuromorphic.save` writes and the checksum uses."""
+        return max(l.format_version for l in self.layers)
+
+    @property
     def output_size(self) -> int:
         return self.layers[-1].n_out
 
@@ -387,15 +430,18 @@ def _canonical(net: QuantizedNetwork) -> list:
     """Everything the dynamics depend on, in a fixed order (meta excluded): per layer its
     kind, name, synapse scalars and scale, the weights, then the fields of its table
     (ints, flags, choices as one tuple; then each array). Format 1 files' checksums are
-    this list's digest: its order is part of the format."""
-    items: list = [("format", FORMAT, FORMAT_VERSION), ("input", net.input_size,
+    this list's digest: its order is part of the format. Fields of a later format version
+    (``Field.since``) enter only the content of networks of that version, so a network
+    without delay line has the digest it had in format 1."""
+    version = net.format_version
+    items: list = [("format", FORMAT, version), ("input", net.input_size,
                    net.input_levels, repr(float(net.dt)))]
     for i, l in enumerate(net.layers):
         s = l.synapse
         items.append((f"layer{i}", l.kind, l.name) + tuple(getattr(s, k) for k in _SYN_SCALARS)
                      + (sorted(l.scale.items()),))
         items.append(np.ascontiguousarray(s.weight, dtype=np.int64))
-        F = l.FIELDS
+        F = tuple(f for f in l.FIELDS if f.since <= version)
         items.append(tuple(int(getattr(l, f.name)) for f in by_kind(F, "int"))
                      + tuple(bool(getattr(l, f.name)) for f in by_kind(F, "flag"))
                      + tuple(getattr(l, f.name) for f in by_kind(F, "choice")))
@@ -430,13 +476,14 @@ def _plain(v: Any) -> Any:
 def to_dict(net: QuantizedNetwork) -> dict:
     """The network as JSON-able data: every declared field (absent parts omitted)."""
     layers = []
+    version = net.format_version
     for l in net.layers:
         d: dict = {"type": l.kind, "name": l.name}
         d.update({f.name: _plain(getattr(l, f.name)) for f in l.FIELDS
-                  if getattr(l, f.name) is not None})
+                  if getattr(l, f.name) is not None and f.since <= version})
         d["synapse"] = {f.name: _plain(getattr(l.synapse, f.name)) for f in SYNAPSE_FIELDS}
         d["scale"] = dict(l.scale)
         layers.append(d)
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "input_size": net.input_size,
+    return {"format": FORMAT, "format_version": version, "input_size": net.input_size,
             "input_levels": net.input_levels, "dt": net.dt, "latency": net.latency,
             "meta": net.meta, "layers": layers}

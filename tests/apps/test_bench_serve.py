@@ -62,3 +62,24 @@ def test_bench_generate_serving_cli(capsys):
                  "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "MiniGPT" in out and "spread" in out
+
+
+def test_timing_rounds_interleave_the_models_and_keep_every_round():
+    from astro_neuron.apps.bench.lm import _interleaved, _spread
+    calls = []
+    res = _interleaved(["a", "b"], 3, lambda n: calls.append(n) or (n, len(calls)))
+    assert calls == ["a", "b"] * 3
+    assert res == {"a": [("a", 1), ("a", 3), ("a", 5)], "b": [("b", 2), ("b", 4), ("b", 6)]}
+    assert _spread([1.0, 4.0, 2.0]) == 1.5
+
+
+def test_bench_generate_rows(capsys):
+    from astro_neuron.apps.bench.lm import bench_generate
+    rows = bench_generate(contexts=(8, 12), d_model=16, n_layer=1, n_head=2, tokens=2,
+                          repeats=2, rss=False)
+    assert [r["context"] for r in rows] == [8, 12]
+    for r in rows:
+        assert r["speedup"] == pytest.approx(r["transformer_ms"] / r["amsnet_ms"])
+        assert r["amsnet_ms"] > 0 and 0 <= r["amsnet_firing_rate"] <= 1
+        assert r["transformer_cache_mb"] > 0 and r["amsnet_state_mb"] > 0
+    assert "targets" in capsys.readouterr().out

@@ -37,6 +37,9 @@ CASES = [
     (["bench", "scan", "--lengths", "-5"], "--lengths must be an integer in [1, "),
     (["generate", "{file}", "--temperature", "1e-45"], "--temperature must be 0 (greedy) or in"),
     (["generate", "{file}", "--temperature", "nan"], "--temperature must be a finite number"),
+    # chat shares generate's sampling options (it took 1e-45 and failed inside sampling)
+    (["chat", "{file}", "--temperature", "1e-45"], "--temperature must be 0 (greedy) or in"),
+    (["chat", "{file}", "--max-new-tokens", "0"], "--max-new-tokens must be an integer in [1, "),
     (["train", "--config", "{folder}"], "is a folder; give a TOML file or a built-in name"),
     (["train", "--config", "{file}"], "is not valid TOML"),
     (["train", "--config", "{tmp}/none.toml"], "config file not found"),

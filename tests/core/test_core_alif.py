@@ -164,6 +164,29 @@ def test_bad_parameters(kwargs, match):
         ALIF(**kwargs)
 
 
+def test_spec_shares_lif_fields_and_checks_but_keeps_its_reset():
+    """ALIFSpec and LIFSpec are one base (NeuronSpec): same fields in the same order (a
+    pickled spec of either loads field by field), same errors; only the default reset
+    differs, and only LIF has the parallel form."""
+    from dataclasses import astuple, fields
+
+    from astro_neuron.functional.lif import LIFSpec
+
+    assert [f.name for f in fields(ALIFSpec)] == [f.name for f in fields(LIFSpec)] == [
+        "n_neurons", "reset", "spike_levels", "spiking", "detach_reset", "surrogate"]
+    assert (ALIFSpec(4).reset, LIFSpec(4).reset) == ("subtract", "none")
+    assert astuple(ALIFSpec(4, "zero", 3))[:5] == (4, "zero", 3, True, False)
+    assert LIFSpec(4).parallel and not hasattr(ALIFSpec(4, reset="none"), "parallel")
+    assert ALIFSpec(4, reset="none") != LIFSpec(4)
+    for kwargs, err, match in ((dict(n_neurons=0), ValueError, "n_neurons must be a positive"),
+                               (dict(n_neurons=4, reset="soft"), ValueError, "reset must be one of"),
+                               (dict(n_neurons=4, spiking=1), TypeError, "spiking must be True or"),
+                               (dict(n_neurons=4, detach_reset="no"), TypeError, "detach_reset")):
+        for spec in (ALIFSpec, LIFSpec):
+            with pytest.raises(err, match=match):
+                spec(**kwargs)
+
+
 def test_bad_kinds():
     with pytest.raises(TypeError, match="recurrent must be True or False"):
         ALIF(4, recurrent=1)

@@ -95,3 +95,15 @@ def test_bad_settings(base, tmp_path):
     with pytest.raises(FileNotFoundError, match="to resume"):
         finetune(_cfg(base, tmp_path / "none"), resume=True, progress=False, train_data=TRAIN,
                  heldout=[])
+
+
+def test_time_budget_stops_evaluates_and_saves(base, tmp_path):
+    """The time budget (train's end_of_step, shared): the first step already spends 1e-9 s,
+    so the run stops after it, evaluates that step (with held-out data) and saves it."""
+    s = finetune(_cfg(base, tmp_path / "ft", max_steps=50, max_time_s=1e-9), progress=False,
+                 train_data=TRAIN, heldout=HELD[:2])
+    assert s["steps"] == 1 and [e["step"] for e in s["evals"]] == [1]
+    assert load_adapter(tmp_path / "ft" / "ckpt.safetensors")[0]["step"] == 1
+    s = finetune(_cfg(base, tmp_path / "none", max_steps=50, max_time_s=1e-9), progress=False,
+                 train_data=TRAIN, heldout=[])
+    assert s["steps"] == 1 and s["evals"] == []

@@ -226,6 +226,27 @@ def test_connection_rules_and_dales_law():
         net.connect("nope", "E", "all_to_all")
 
 
+@pytest.mark.parametrize("make, match", [
+    (lambda: LIFParams(C_m=0.0), r"LIFParams\.C_m must be positive, got 0\.0"),
+    (lambda: LIFParams(t_ref=-1.0), r"LIFParams\.t_ref must be >= 0, got -1\.0"),
+    (lambda: LIFParams(I_e=True), r"LIFParams\.I_e must be a finite number, got True"),
+    (lambda: LIFParams(E_L=float("nan")), r"LIFParams\.E_L must be a finite number, got nan"),
+    (lambda: LIFParams(V_reset=-50.0), r"V_reset \(-50\.0\) must be below V_th"),
+    (lambda: AdExParams(max_substep=0), r"AdExParams\.max_substep must be positive"),
+    (lambda: AdExParams(V_peak=-55.0), "V_th <= V_peak"),
+    (lambda: TsodyksMarkram(U=1.5), r"TsodyksMarkram\.U must be in \[0, 1\], got 1\.5"),
+    (lambda: TsodyksMarkram(tau_fac=-1.0), r"TsodyksMarkram\.tau_fac must be >= 0"),
+    (lambda: TsodyksMarkram(tau_rec="800"), r"TsodyksMarkram\.tau_rec must be a finite"),
+    (lambda: Gliotransmission(alpha=-0.1), r"Gliotransmission\.alpha must be in \[0, 1\]"),
+    (lambda: Gliotransmission(tau_G=0.0), r"Gliotransmission\.tau_G must be positive"),
+])
+def test_parameter_sets_name_the_bad_field(make, match):
+    """Neurons and synapses check their numbers with one rule set
+    (astro_neuron.validate.number_fields): the message names Class.field."""
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
 # ---------------------------------------------------------------- the preset
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ is reported).
 * ``train``: training tokens/s (forward + backward) of AM-SNet, the same-size
   Transformer and the astrocyte-off ablation over a grid of widths, lengths and
   thread counts, with the model FLOPs utilisation against the machine's measured
-  fp32 matmul peak (``--forms``: the chunked form against the recurrent loop).
+  fp32 matmul peak and the FLOP-parity ceiling (the AM/TF ratio at equal MFU;
+  :func:`ceiling`) (``--forms``: the chunked form against the recurrent loop).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import torch
 
+from astro_neuron.amsu import AMSU
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.data import stdlib_corpus
 from astro_neuron.lm.model import AMSNet, build_model
@@ -37,12 +39,29 @@ from astro_neuron.lm.train import load_model, resolve_device
 from astro_neuron.validate import positive_int
 
 __all__ = ["bench_forms", "bench_generate", "bench_serve", "bench_train", "decode_setup",
-           "matmul_peak", "MiniGPT"]
+           "matmul_peak", "matmul_params", "scan_flops_per_token", "attention_flops_per_token",
+           "train_flops_per_token", "ceiling", "MiniGPT"]
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _interleaved(names, repeats: int, run_one: Callable[[str], Any]) -> dict[str, list]:
+    """``run_one(name)`` for every name, ``repeats`` rounds, the names interleaved within
+    a round (so that load from other processes hits all alike): ``{name: [result of each
+    round]}``. The timing loop of the benchmarks."""
+    out: dict = {name: [] for name in names}
+    for _ in range(repeats):
+        for name in names:
+            out[name].append(run_one(name))
+    return out
+
+
+def _spread(times: list) -> float:
+    """``(max - min) / median`` of repeated timings."""
+    return (max(times) - min(times)) / statistics.median(times)
 
 
 def _prompt(n: int) -> torch.Tensor:
@@ -156,20 +175,17 @@ def bench_generate(contexts=(512, 2048, 8192, 16384), d_model: int = 256, n_laye
     for L in contexts:
         setups = {name: decode_setup(m, L, tokens) for name, m, _ in runs[:2]}
         setups.update(am_c=setups["am"], tf_c=setups["tf"])
-        times: dict = {name: [] for name, _, _ in runs}
-        rate = None
         for name, m, comp in runs:                            # warm-up (and compilation)
             t0 = time.perf_counter()
             _time_decode(m, *setups[name], min(8, tokens), dev, comp)
             if comp and not rows:
                 print(f"  compile + warm-up {'AM-SNet' if name == 'am_c' else 'Transformer'}: "
                       f"{time.perf_counter() - t0:.1f} s", flush=True)
-        for _ in range(repeats):
-            for name, m, comp in runs:
-                dt, r = _time_decode(m, *setups[name], tokens, dev, comp)
-                times[name].append(dt)
-                if name == "am":
-                    rate = r
+        model = {name: (m, comp) for name, m, comp in runs}
+        res = _interleaved(model, repeats, lambda name: _time_decode(
+            model[name][0], *setups[name], tokens, dev, model[name][1]))
+        times = {name: [dt for dt, _ in r] for name, r in res.items()}
+        rate = res["am"][-1][1]                  # the firing rate of the last round
         row = {"context": L, "amsnet_ms": 1e3 * statistics.median(times["am"]),
                "transformer_ms": 1e3 * statistics.median(times["tf"]),
                "amsnet_state_mb": setups["am"][0].nbytes() / 2**20,
@@ -359,27 +375,63 @@ def matmul_peak(threads: int, device, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n ** 3 / best
 
 
-def scan_flops_per_token(cfg: AMSNetConfig) -> float:
+def matmul_params(model: torch.nn.Module) -> int:
+    """Parameters that enter one matrix product per token: the weights of the linear
+    layers and of the AM-SU's fused projection, and the embedding (it is also the tied
+    head, a product; the lookup is not). Norm gains, biases, decays, thresholds and
+    gains act element-wise and are left out (1.6% of the d_model 64 AM-SNet, 0.3% of
+    its Transformer). ``6 x matmul_params`` is the training FLOPs per token of the
+    products: 2 forward, 2 for the input gradient, 2 for the weight gradient."""
+    return sum(m.weight.numel() for m in model.modules()
+               if isinstance(m, (torch.nn.Linear, torch.nn.Embedding, AMSU)))
+
+
+def scan_flops_per_token(cfg: AMSNetConfig, T: Optional[int] = None) -> float:
     """Training FLOPs per token of the AM-SNet's chunked astrocyte scans (all layers),
-    outside the 6 x parameters count: per astrocyte and token the forward runs the
-    intra-chunk products ``q k^T`` (2 C d_k) and ``S v`` (2 C d_v) over the full
-    ``C x C`` chunk, the inter-chunk read-out and the chunk's state update
-    (2 d_k d_v each); the backward twice the forward."""
+    outside the 6 x parameters count, as :class:`~astro_neuron.functional.scan`'s
+    ``_AstroChunks`` runs them: per astrocyte and chunk of ``C`` steps the forward
+    runs the intra-chunk products ``q k^T`` (2 C^2 d_k, the full ``C x C`` block, then
+    masked) and ``S v`` (2 C^2 d_v), the chunk's state ``k^T v`` (2 C d_k d_v) and the
+    inter-chunk read-out ``q H`` (2 C d_k d_v); the hand-written backward runs two
+    products of each size per forward product (2x the forward). ``T``: the sequence
+    length, for the shorter last chunk when ``C`` does not divide it (None: full
+    chunks of ``chunk_size``). Fixed retention with decays that keep the chunk size
+    (above ``exp(-16 / (C - 1))``, :func:`~astro_neuron.functional.scan.stable_chunk_size`),
+    as in every ``bench train`` model."""
     if cfg.arch != "amsnet" or not cfg.astrocyte:
         return 0.0
     A = cfg.n_head
     dk = dv = cfg.d_model // cfg.n_head
-    C = cfg.chunk_size
-    fwd = A * (2 * C * (dk + dv) + 4 * dk * dv)
+    if T is None or T == 0:
+        chunks, n_tok = [(cfg.chunk_size, 1)], 1        # (chunk length, its tokens)
+    else:
+        C = min(cfg.chunk_size, T)
+        full, rest = (T // C) * C, T % C                 # as functional.scan splits T
+        chunks, n_tok = [(C, full), (rest, rest)], T
+    fwd = sum(A * (2 * cc * (dk + dv) + 4 * dk * dv) * n for cc, n in chunks) / n_tok
     return 3.0 * fwd * cfg.n_layer
 
 
 def attention_flops_per_token(cfg: AMSNetConfig, T: int) -> float:
-    """Training FLOPs per token of causal attention outside 6 x parameters:
-    ``q k^T`` and ``a v`` over the T/2 earlier positions on average, 2 d each, x3."""
+    """Training FLOPs per token of causal attention outside 6 x parameters: token
+    ``t`` (1-based) attends to ``t`` positions, ``q k^T`` and ``a v`` 2 d each per
+    position, so ``4 d (T + 1) / 2`` per token and layer on average forward; the
+    backward twice that (``dS = dO v^T``, ``dv = a^T dO``, ``dq = dS k``,
+    ``dk = dS^T q``). The masked half of the ``T x T`` block is not counted (a kernel
+    that computes it, like the math kernel, does ``2T / (T + 1)`` times as much)."""
     if cfg.arch != "transformer":
         return 0.0
-    return 3.0 * cfg.n_layer * 2 * 2 * cfg.d_model * T / 2
+    return 3.0 * cfg.n_layer * 4 * cfg.d_model * (T + 1) / 2
+
+
+def train_flops_per_token(model: torch.nn.Module, T: int) -> float:
+    """Model FLOPs per token of one training step (forward + backward) at length ``T``:
+    ``6 x`` :func:`matmul_params` plus the astrocyte scan's or the attention's own
+    products. Element-wise work (spikes, membrane scans, norms, rotary, softmax)
+    is not counted."""
+    cfg = model.config
+    return (6.0 * matmul_params(model) + scan_flops_per_token(cfg, T)
+            + attention_flops_per_token(cfg, T))
 
 
 TRAIN_TARGETS = "AM-SNet >= 1x the Transformer everywhere, >= 2x at T >= 1024; " \
@@ -392,7 +444,8 @@ def bench_train(d_models=(64, 128, 256, 512), lengths=(256, 1024, 4096),
     """Training tokens/s (forward + backward) of AM-SNet, the same-size Transformer and
     the astrocyte-off ablation at every (d_model, T, threads); prints the table, the
     ratios measured in the same run (models interleaved, median of ``repeats``), MFU
-    against the measured fp32 matmul peak at each thread count, and the targets.
+    against the measured fp32 matmul peak at each thread count, the FLOP-parity
+    ceiling of each ratio (:func:`ceiling`) and the targets.
 
     ``threads``: thread counts; 0 is torch's default. A batch holds about ``tokens``
     tokens (``max(1, tokens // T)`` sequences). ``forms``: instead, the chunked form
@@ -441,9 +494,9 @@ def bench_train(d_models=(64, 128, 256, 512), lengths=(256, 1024, 4096),
                 row = {"threads": t, "d_model": d, "T": T, "batch": B}
                 for name, m in models.items():
                     tps = B * T / statistics.median(times[name])
-                    flops = (6.0 * m.num_params() + scan_flops_per_token(m.config)
-                             + attention_flops_per_token(m.config, T))
+                    flops = train_flops_per_token(m, T)
                     row[f"{name}_params"] = m.num_params()
+                    row[f"{name}_flops_per_token"] = flops
                     row[f"{name}_tokens_per_s"] = tps
                     row[f"{name}_spread"] = (max(times[name]) - min(times[name])) \
                         / statistics.median(times[name])
@@ -451,6 +504,7 @@ def bench_train(d_models=(64, 128, 256, 512), lengths=(256, 1024, 4096),
                 row["am_vs_tf"] = row["amsnet_tokens_per_s"] / row["transformer_tokens_per_s"]
                 row["astro_cost"] = (row["astro_off_tokens_per_s"]
                                      / row["amsnet_tokens_per_s"])
+                row.update(ceiling(row))
                 rows.append(row)
                 print(_train_row(row), flush=True)
     print(_train_table(rows))
@@ -458,17 +512,42 @@ def bench_train(d_models=(64, 128, 256, 512), lengths=(256, 1024, 4096),
     return rows
 
 
+def ceiling(row: dict) -> dict:
+    """The FLOP-parity ceiling of one ``bench train`` point (a row with the three
+    models' ``*_flops_per_token``, and ``am_vs_tf`` / ``astro_cost`` when measured).
+
+    ``parity``: the Transformer's training FLOPs per token over the AM-SNet's, i.e. the
+    AM/TF speed ratio the AM-SNet would have at the Transformer's MFU;
+    ``astro_parity``: the AM-SNet's FLOPs over the astrocyte-off ablation's, the
+    astrocyte's cost at equal MFU; ``of_ceiling``: the measured AM/TF over
+    ``parity`` (= AM MFU / TF MFU); ``need_1x`` / ``need_goal``: the AM-SNet's MFU, as
+    a multiple of the Transformer's, that 1x and the point's target (2x at
+    T >= 1024, else 1x) need."""
+    am, tf = row["amsnet_flops_per_token"], row["transformer_flops_per_token"]
+    out = {"parity": tf / am, "astro_parity": am / row["astro_off_flops_per_token"],
+           "need_1x": am / tf, "need_goal": _goal(row["T"]) * am / tf}
+    if "am_vs_tf" in row:
+        out["of_ceiling"] = row["am_vs_tf"] / out["parity"]
+    return out
+
+
+def _goal(T: int) -> float:
+    """The issue-14 target of AM/TF at length T."""
+    return 2.0 if T >= 1024 else 1.0
+
+
 def _train_row(r: dict) -> str:
     return (f"  threads {r['threads']}, d_model {r['d_model']}, T {r['T']}: AM-SNet "
             f"{r['amsnet_tokens_per_s']:,.0f} tok/s, Transformer "
             f"{r['transformer_tokens_per_s']:,.0f}, astrocyte off "
-            f"{r['astro_off_tokens_per_s']:,.0f} (AM/TF {r['am_vs_tf']:.2f}x, "
-            f"astrocyte cost {r['astro_cost']:.2f}x)")
+            f"{r['astro_off_tokens_per_s']:,.0f} (AM/TF {r['am_vs_tf']:.2f}x of a "
+            f"{r['parity']:.2f}x FLOP-parity ceiling, astrocyte cost {r['astro_cost']:.2f}x)")
 
 
 def _train_table(rows: list[dict]) -> str:
     head = (f"{'thr':>3} {'d':>4} {'T':>5} {'B':>3} {'AM tok/s':>9} {'TF tok/s':>9} "
-            f"{'off tok/s':>9} {'AM/TF':>6} {'astro':>6} {'AM MFU':>7} {'TF MFU':>7} "
+            f"{'off tok/s':>9} {'AM/TF':>6} {'parity':>6} {'of ceil':>7} {'astro':>6} "
+            f"{'astro FL':>8} {'AM MFU':>7} {'TF MFU':>7} {'off MFU':>7} "
             f"{'AM par':>9} {'TF par':>9} {'off par':>9} {'spread':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -477,12 +556,17 @@ def _train_table(rows: list[dict]) -> str:
             f"{r['threads']:>3} {r['d_model']:>4} {r['T']:>5} {r['batch']:>3} "
             f"{r['amsnet_tokens_per_s']:>9,.0f} {r['transformer_tokens_per_s']:>9,.0f} "
             f"{r['astro_off_tokens_per_s']:>9,.0f} {r['am_vs_tf']:>5.2f}x "
-            f"{r['astro_cost']:>5.2f}x {100 * r['amsnet_mfu']:>6.1f}% "
-            f"{100 * r['transformer_mfu']:>6.1f}% {r['amsnet_params']:>9,} "
+            f"{r['parity']:>5.2f}x {100 * r['of_ceiling']:>6.0f}% "
+            f"{r['astro_cost']:>5.2f}x {r['astro_parity']:>7.2f}x "
+            f"{100 * r['amsnet_mfu']:>6.1f}% {100 * r['transformer_mfu']:>6.1f}% "
+            f"{100 * r['astro_off_mfu']:>6.1f}% {r['amsnet_params']:>9,} "
             f"{r['transformer_params']:>9,} {r['astro_off_params']:>9,} {100 * spread:>5.0f}%")
-    lines.append("AM/TF: AM-SNet tokens/s over the Transformer's; astro: astrocyte-off "
-                 "tokens/s over AM-SNet's (the astrocyte's cost); MFU: (6 x params + "
-                 "scan or attention FLOPs) x tokens/s over the measured matmul peak; "
+    lines.append("AM/TF: AM-SNet tokens/s over the Transformer's; parity: the Transformer's "
+                 "training FLOPs per token over the AM-SNet's (the AM/TF ceiling at equal "
+                 "MFU); of ceil: AM/TF over parity (= AM MFU / TF MFU); astro: "
+                 "astrocyte-off tokens/s over AM-SNet's (the astrocyte's cost); astro FL: "
+                 "the same at equal MFU (FLOPs ratio); MFU: (6 x matmul params + scan or "
+                 "causal-attention FLOPs) x tokens/s over the measured matmul peak; "
                  "spread: (max - min) / median of the repeats, worst model")
     return "\n".join(lines)
 
@@ -490,15 +574,15 @@ def _train_table(rows: list[dict]) -> str:
 def _train_targets(rows: list[dict]) -> str:
     out = [f"targets ({TRAIN_TARGETS}):"]
     for r in rows:
-        goal = 2.0 if r["T"] >= 1024 else 1.0
+        goal = _goal(r["T"])
         ok = round(r["am_vs_tf"], 2) >= goal and round(r["astro_cost"], 2) <= 1.5
+        reach = ("reachable at equal MFU" if r["parity"] >= goal else
+                 f"needs AM MFU >= {r['need_goal']:.2f}x the Transformer's")
         out.append(f"  threads {r['threads']}, d {r['d_model']}, T {r['T']}: AM/TF "
-                   f"{r['am_vs_tf']:.2f}x (>= {goal:g}x), astrocyte {r['astro_cost']:.2f}x "
-                   f"(<= 1.5x): {'met' if ok else 'MISSED'}")
+                   f"{r['am_vs_tf']:.2f}x (>= {goal:g}x; ceiling {r['parity']:.2f}x, "
+                   f"{reach}), astrocyte {r['astro_cost']:.2f}x (<= 1.5x; "
+                   f"{r['astro_parity']:.2f}x at equal MFU): {'met' if ok else 'MISSED'}")
     return "\n".join(out)
-
-
-# ============================================================== serving throughput
 
 
 class MiniGPT(torch.nn.Module):
@@ -731,23 +815,18 @@ def bench_serve(batches=(1, 4, 16, 64), contexts=(2048, 16384), threads=(0, 1),
                     continue
                 for name, _ in names:                                  # warm-up
                     run_one(name, B, L, 2)
-                times: dict = {n: [] for n, _ in names}
-                peaks: dict = {n: [] for n, _ in names}
-                held: dict = {}
-                for _ in range(repeats):
-                    for name, _ in names:
-                        dt, pk, held[name] = run_one(name, B, L, tokens)
-                        times[name].append(dt)
-                        if pk is not None:
-                            peaks[name].append(pk)
+                res = _interleaved([n for n, _ in names], repeats,
+                                   lambda name: run_one(name, B, L, tokens))
                 row = {"threads": t, "context": L, "batch": B}
-                for name, _ in names:
-                    med = statistics.median(times[name])
+                for name, r in res.items():
+                    times = [dt for dt, _, _ in r]
+                    peaks = [pk for _, pk, _ in r if pk is not None]
+                    med = statistics.median(times)
                     row[f"{name}_tok_s"] = B * tokens / med
                     row[f"{name}_ms"] = 1e3 * med / tokens
-                    row[f"{name}_spread"] = (max(times[name]) - min(times[name])) / med
-                    row[f"{name}_peak_mb"] = (max(peaks[name]) / 2**20) if peaks[name] else None
-                    row[f"{name}_state_mb"] = held[name] / 2**20
+                    row[f"{name}_spread"] = _spread(times)
+                    row[f"{name}_peak_mb"] = (max(peaks) / 2**20) if peaks else None
+                    row[f"{name}_state_mb"] = r[-1][2] / 2**20     # the last round's
                 row["vs_tf"] = row["am_tok_s"] / row["tf_tok_s"]
                 row["vs_gpt"] = row["am_tok_s"] / row["gpt_tok_s"]
                 rows.append(row)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 from astro_neuron.apps.cli import args as A
+from astro_neuron.apps.cli.lm import add_sampling_args
 from astro_neuron.apps.finetune_compare import finetune_compare
 from astro_neuron.lm.chat import ChatSession
 from astro_neuron.lm.finetune import FinetuneConfig, finetune, load_finetuned
@@ -74,13 +75,7 @@ def register(commands, bench) -> None:
     p.add_argument("checkpoint", type=A.in_file("checkpoint"))
     p.add_argument("--adapter", type=A.in_path("--adapter"),
                    help="a LoRA adapter: a finetune --out folder or its adapter.safetensors")
-    p.add_argument("--max-new-tokens", type=A.int_range(1, _BIG, "--max-new-tokens"),
-                   default=256)
-    p.add_argument("--temperature", type=A.number(0.0, 1e3, name="--temperature"), default=0.0,
-                   help="0: greedy (default)")
-    p.add_argument("--top-k", type=A.int_range(1, _BIG, "--top-k"), default=None)
-    p.add_argument("--seed", type=A.seed("--seed"), default=0)
-    p.add_argument("--device", default="cpu", type=A.device())
+    add_sampling_args(p, max_new_tokens=256, temperature=0.0, min_new_tokens=1)
     p.set_defaults(func=_chat)
 
     p = commands.add_parser(

@@ -36,6 +36,21 @@ def _temperature(text: str) -> float:
     return t
 
 
+def add_sampling_args(p, max_new_tokens: int, temperature: float, min_new_tokens: int = 0
+                      ) -> None:
+    """The sampling options of a command that generates text (``generate``, ``chat``):
+    ``--max-new-tokens`` (in [``min_new_tokens``, 2**20]), ``--temperature`` (0: greedy,
+    else in [1e-3, 1e3]), ``--top-k``, ``--seed`` and ``--device``, with these defaults."""
+    p.add_argument("--max-new-tokens", default=max_new_tokens,
+                   type=A.int_range(min_new_tokens, _BIG, "--max-new-tokens"))
+    p.add_argument("--temperature", type=_temperature, default=temperature,
+                   help=f"0: greedy; else in [{_TEMP_MIN:g}, {_TEMP_MAX:g}] "
+                        f"(default {temperature:g})")
+    p.add_argument("--top-k", type=A.int_range(1, _BIG, "--top-k"), default=None)
+    p.add_argument("--seed", type=A.seed("--seed"), default=0)
+    p.add_argument("--device", default="cpu", type=A.device())
+
+
 def _lm_bytes(cfg, batch: int, training: bool = True) -> float:
     """An estimate (bytes) of the peak memory a language model run adds: weights (with
     gradient and AdamW moments when training) plus what one batch keeps for the backward
@@ -88,14 +103,8 @@ def register(commands, bench) -> None:
     p = commands.add_parser("generate", help="sample text from a checkpoint")
     p.add_argument("checkpoint", type=A.in_file("checkpoint"))
     p.add_argument("--prompt", default="def ", help="text to continue (default: 'def ')")
-    p.add_argument("--max-new-tokens", type=A.int_range(0, _BIG, "--max-new-tokens"),
-                   default=300)
-    p.add_argument("--temperature", type=_temperature, default=0.8,
-                   help=f"0: greedy; else in [{_TEMP_MIN:g}, {_TEMP_MAX:g}] (default 0.8)")
-    p.add_argument("--top-k", type=A.int_range(1, _BIG, "--top-k"), default=None)
     p.add_argument("--num-samples", type=A.int_range(1, 4096, "--num-samples"), default=1)
-    p.add_argument("--seed", type=A.seed("--seed"), default=0)
-    p.add_argument("--device", default="cpu", type=A.device())
+    add_sampling_args(p, max_new_tokens=300, temperature=0.8)
     p.set_defaults(func=_generate)
 
     p = commands.add_parser(

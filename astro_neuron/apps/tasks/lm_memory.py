@@ -20,6 +20,7 @@ from typing import Optional, Union
 import torch
 from tqdm.auto import tqdm
 
+from astro_neuron.apps.savefig import save_figure
 from astro_neuron.io import atomic_json
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
@@ -275,10 +276,7 @@ def plot_table(summary: list[dict], path: Path, x: str = "length") -> None:
                      fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, path, dpi=150)
 
 
 def combine_tables(json_paths, out_path) -> list[dict]:
@@ -333,9 +331,5 @@ def combine_tables(json_paths, out_path) -> list[dict]:
                      "(mean, min-max over seeds)", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, out_path, dpi=150)
     return summary

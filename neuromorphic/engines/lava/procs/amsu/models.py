@@ -21,7 +21,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from neuromorphic.engines.lava.procs.amsu.process import AMSUNeuron
 from neuromorphic.spec.fields import AMSU_FIELDS, field_map
 from neuromorphic.spec.widths import (
-    DECAY_SHIFT, MAX_LEVELS, STATE_BITS, VTH_SHIFT, message_bits,
+    DECAY_SHIFT, MAX_LEVELS, OPERAND_BITS_RANGE, STATE_BITS, VTH_SHIFT, message_bits,
 )
 
 _F = field_map(AMSU_FIELDS)   # widths of the parameter Vars: the schema's
@@ -44,6 +44,8 @@ class _AMSUBase(PyLoihiProcessModel):
         self.astrocyte = bool(p["astrocyte"])
         self.reset = str(p["reset"])
         self.levels = int(p["spike_levels"])
+        self.conv_size = int(p["conv_size"])
+        self.delay_line = self.astrocyte and self.conv_size > 1
         sizes = []
         if self.neuron_path:
             sizes.append(("I", self.n))
@@ -77,6 +79,8 @@ class PyAMSUModelFixed(_AMSUBase):
     bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=_F["bias_mant"].bits)
     bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=_F["bias_exp"].bits)
     gain: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=_F["gain"].bits)
+    conv_taps: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=_F["conv_taps"].bits)
+    conv: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=OPERAND_BITS_RANGE[1])
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -88,7 +92,8 @@ class PyAMSUModelFixed(_AMSUBase):
         self.vth_shift = VTH_SHIFT
         self.operand_limit = 2 ** (int(self.proc_params["operand_bits"]) - 1) - 1
         p = self.proc_params
-        self.shift = {k: int(p[f"shift_{k}"]) for k in ("i", "k", "v", "q", "kv", "r", "o")}
+        self.shift = {k: int(p[f"shift_{k}"])
+                      for k in ("i", "k", "v", "q", "kv", "r", "o", "ck", "cv")}
 
     # -- arithmetic of the hardware ---------------------------------------------------
     def requantize(self, x, n):
@@ -120,6 +125,8 @@ class PyAMSUModelFixed(_AMSUBase):
         lim = self.operand_limit
         k = self.saturate(self.requantize(a[:, self.slices["K"]], self.shift["k"]), lim)
         v = self.saturate(self.requantize(a[:, self.slices["V"]], self.shift["v"]), lim)
+        if self.delay_line:
+            k, v = self.delay(k, v)
         q = self.saturate(self.requantize(a[:, self.slices["Q"]], self.shift["q"]), lim)
         k, v, q = k.reshape(B, A, dk), v.reshape(B, A, dv), q.reshape(B, A, dk)
         outer = self.requantize(k[..., :, None] * v[..., None, :], self.shift["kv"])
@@ -129,6 +136,22 @@ class PyAMSUModelFixed(_AMSUBase):
         r = self.saturate(self.requantize(read, self.shift["r"]), self.state_limit)
         o = self.requantize(r.reshape(B, self.n) * self.gain.astype(np.int64), self.shift["o"])
         return self.saturate(o, self.state_limit)
+
+    def delay(self, k, v):
+        """The pre-synaptic delay line: per channel of k | v, the sum of the taps times
+        this and the last conv_size - 1 inputs, requantized to an operand; the inputs
+        move along the line (the oldest drops out)."""
+        n_k = self.n_astro * self.d_key
+        x = np.concatenate([k, v], axis=1)                             # [B, A*dk + N]
+        line = self.conv.astype(np.int64)                              # [B, K-1, ...], oldest first
+        taps = self.conv_taps.astype(np.int64)                         # [K, ...], row j: lag j
+        total = taps[0] * x
+        for lag in range(1, self.conv_size):
+            total = total + taps[lag] * line[:, self.conv_size - 1 - lag]
+        self.conv[:] = np.concatenate([line[:, 1:], x[:, None]], axis=1)
+        lim = self.operand_limit
+        return (self.saturate(self.requantize(total[:, :n_k], self.shift["ck"]), lim),
+                self.saturate(self.requantize(total[:, n_k:], self.shift["cv"]), lim))
 
     def run_spk(self):
         a = self.receive().astype(np.int64)
@@ -164,6 +187,8 @@ class PyAMSUModelFloat(_AMSUBase):
     bias_mant: np.ndarray = LavaPyType(np.ndarray, float)
     bias_exp: np.ndarray = LavaPyType(np.ndarray, float)
     gain: np.ndarray = LavaPyType(np.ndarray, float)
+    conv_taps: np.ndarray = LavaPyType(np.ndarray, float)
+    conv: np.ndarray = LavaPyType(np.ndarray, float)
 
     def run_spk(self):
         a = self.receive()
@@ -173,8 +198,17 @@ class PyAMSUModelFloat(_AMSUBase):
             self.u[:] = (1 - self.du) * self.u + a[:, self.slices["I"]] + self.bias_mant
             drive += self.u
         if self.astrocyte:
-            k = a[:, self.slices["K"]].reshape(B, A, dk)
-            v = a[:, self.slices["V"]].reshape(B, A, dv)
+            k, v = a[:, self.slices["K"]], a[:, self.slices["V"]]
+            if self.delay_line:     # y_t = sum_j w_j x_{t-j}, summed from lag 0 up
+                x = np.concatenate([k, v], axis=1)
+                K = self.conv_size
+                y = x * self.conv_taps[0]
+                for lag in range(1, K):
+                    y = y + self.conv[:, K - 1 - lag] * self.conv_taps[lag]
+                self.conv[:] = np.concatenate([self.conv[:, 1:], x[:, None]], axis=1)
+                k, v = y[:, :A * dk], y[:, A * dk:]
+            k = k.reshape(B, A, dk)
+            v = v.reshape(B, A, dv)
             q = a[:, self.slices["Q"]].reshape(B, A, dk)
             self.H[:] = (1 - self.dH)[..., None] * self.H + k[..., :, None] * v[..., None, :]
             read = (self.H * q[..., :, None]).sum(axis=2)

@@ -19,6 +19,9 @@ vth        17-bit, effective << 6     threshold theta
 bias_mant  13-bit mantissa            bias b
 bias_exp   0..7                       unused
 gain       8-bit                      g_astro / sqrt(d_key)
+conv_taps  8-bit [conv_size, A*dk+N]  the delay line's taps
+conv       the delay line [B, K-1,    the same, float
+           A*dk+N], operand_bits
 ========== ========================== ==============================
 """
 
@@ -44,8 +47,9 @@ class AMSUNeuron(AbstractProcess):
     Parameters (keyword only): ``batch`` and every field of
     :data:`neuromorphic.spec.fields.AMSU_FIELDS`: its scalars (sizes, flags, ``reset``,
     the shifts; fixed_pt only for the shifts and ``operand_bits``) become
-    ``proc_params``, its arrays (``du, bias_mant, bias_exp, vth, dH, gain``) Vars of the
-    declared shapes. States ``u`` ``[B, N]`` and ``H`` ``[B, A, dk, dv]`` start at 0.
+    ``proc_params``, its arrays (``du, bias_mant, bias_exp, vth, dH, gain, conv_taps``) Vars
+    of the declared shapes. States ``u`` ``[B, N]``, ``H`` ``[B, A, dk, dv]`` and the delay
+    line ``conv`` ``[B, conv_size - 1, A*dk + N]`` start at 0.
     """
 
     def __init__(self, *, batch: int, name: ty.Optional[str] = None, **fields) -> None:
@@ -53,7 +57,11 @@ class AMSUNeuron(AbstractProcess):
         arrays = {f.name: fields.pop(f.name, 0) for f in ARRAYS}
         super().__init__(batch=batch, name=name, **params, **fields)
         N, A = params["n_neurons"], params["n_astrocytes"]
-        sizes = {"B": batch, "N": N, "A": A, "dk": params["d_key"], "dv": N // A}
+        nc = params["conv_size"]
+        # "lags": the delay line's length; one unused slot without delay line (a Var
+        # cannot have a zero-sized axis), which the models never read
+        sizes = {"B": batch, "N": N, "A": A, "dk": params["d_key"], "dv": N // A,
+                 "nc": nc, "lags": max(nc - 1, 1), "dc": A * params["d_key"] + N}
         P = (N if params["neuron_path"] else 0) + \
             ((2 * A * params["d_key"] + N) if params["astrocyte"] else 0)
         self.a_in = InPort(shape=(batch * P,))
