@@ -167,7 +167,8 @@ def test_lr_from_another_model_and_table_only(tmp_path, monkeypatch, capsys):
                              out_dir=tmp_path, train=False)
     assert len(calls) == n                        # lif seed 1 is missing, not trained
     assert both["table"]["lif/5"]["n_seeds"] == 1 and both["table"]["alif/5"]["n_seeds"] == 2
-    assert "(1 seed)" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "(1 seed)" in text and "table only, nothing trained" in text and both["wall_s"] is None
     assert (tmp_path / "neuron_memory.png").exists()
 
 

@@ -307,7 +307,7 @@ def run_neuron_memory(models: Sequence[str] = RECALL_MODELS,
                     record(running.pop(fut), fut.result())
                     bar.update()
     bar.close()
-    summary["wall_s"] = round(time.perf_counter() - t_start, 1)
+    summary["wall_s"] = round(time.perf_counter() - t_start, 1) if train else None
     refresh()
     summary["table"] = _aggregate(summary, models)
     atomic_json(summary, path)
@@ -372,7 +372,8 @@ def format_table(summary: dict, models) -> str:
     lines.append("train s per run (mean): " + "; ".join(
         f"{model} " + "/".join(f"{summary['table'][f'{model}/{d}']['train_s_mean']:.0f}"
                                if f"{model}/{d}" in summary["table"] else "-" for d in delays)
-        for model in models) + f"; whole run {summary.get('wall_s', 0):.0f} s")
+        for model in models) + ("; table only, nothing trained" if summary.get("wall_s") is None
+                                 else f"; whole run {summary['wall_s']:.0f} s"))
     return "\n".join(lines)
 
 
@@ -406,7 +407,11 @@ def plot_neuron_memory(summary: dict, models, path) -> None:
     ax.set_xlabel("delay between the last store and the first recall (steps)")
     ax.set_ylabel("recall accuracy per item (%)")
     ax.set_ylim(0, 105)
-    ax.set_title(f"{summary['settings']['n_items']}-item store-recall with distractors "
-                 f"(mean ± std over {n_asked} seed{'s' if n_asked != 1 else ''})", fontsize=10)
+    st = summary["settings"]
+    how = {"each": "learning rate swept at each delay", "first": "learning rate swept at the "
+           "shortest delay"}.get(st.get("sweep_at"), f"learning rate {st['lrs'][0]:g}")
+    ax.set_title(f"{st['n_items']}-item store-recall with distractors "
+                 f"(mean ± std over {n_asked} seed{'s' if n_asked != 1 else ''};\n{how}, "
+                 f"{st['steps']} training steps of batch {st['batch_size']})", fontsize=10)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
     fig.savefig(path, dpi=130)
