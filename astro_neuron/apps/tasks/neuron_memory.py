@@ -343,7 +343,7 @@ def format_table(summary: dict, models) -> str:
     rate, the chosen one starred) and the training times."""
     delays = summary["delays"]
     w = 33
-    head = f"{'model':<28}" + "".join(f"{'delay ' + str(d):>{w}}" for d in delays)
+    head = f"{'model':<28}" + "".join(f"  {'delay ' + str(d):>{w}}" for d in delays)
     lines = [f"store-recall, {summary['settings']['n_items']} items, accuracy per item "
              f"(mean +- std over seeds {summary['seeds']}, [min-max], lr used); chance "
              f"{summary['chance']:.0%}", head]
@@ -356,7 +356,7 @@ def format_table(summary: dict, models) -> str:
                          f"{a['mean']:.1%} +-{a['std']:.1%} [{a['min']:.0%}-{a['max']:.0%}] "
                          f"{lr:g}" + (f" ({a['n_seeds']} seed{'s' * (a['n_seeds'] > 1)})"
                             if a["n_seeds"] < len(summary["seeds"]) else ""))
-        lines.append(f"{MODEL_NAMES[model]:<28}" + "".join(f"{c:>{w}}" for c in cells))
+        lines.append(f"{MODEL_NAMES[model]:<28}" + "".join(f"  {c:>{w}}" for c in cells))
     sweeps = {m: summary["lr_sweep"].get(m, {}) for m in models}
     if any(sweeps.values()):
         st = summary["settings"]
