@@ -4,10 +4,12 @@
 store-recall task (:class:`astro_neuron.tasks.StoreRecallTask`: items stored with a
 command, distractor cues during the delay, recalled with a command) for each delay
 and seed, the same way for all (AdamW, the same steps, batch, schedule, read-out and
-learning-rate rule), and prints accuracy per model x delay x seed with mean and
-spread. Every finished cell is written to ``results.json`` at once; a rerun with the
-same settings and output folder skips the cells already there (an interrupted table
-resumes). ``neuron_memory.png``: accuracy against delay, one line per model.
+learning-rate rule: a sweep scored on a validation batch at each delay, or at the
+first), and prints accuracy per model x delay x seed with mean and spread. Every
+finished run is written to ``results.json`` at once, keyed by model, delay, seed and
+rate; a rerun with the same run settings and output folder trains only the runs not
+there (an interrupted table resumes). ``neuron_memory.png``: accuracy against delay,
+one line per model.
 """
 
 from __future__ import annotations
