@@ -27,6 +27,18 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for a test, restored after it: for tests that call code which
+    sets the thread count itself (the benchmarks, the CLI), so a test's setting does
+    not leak into the next. Tiny ops on a shared 2-core machine are also far faster
+    without OpenMP's spin-waiting, and results do not depend on the thread count."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def trained_memory_net(tmp_path_factory):
     """A MemoryNet trained as the demo does (fewer steps): (net, checkpoint path)."""

@@ -18,12 +18,7 @@ def _small_corpus(monkeypatch):
     monkeypatch.setattr(bl, "stdlib_corpus", lambda: Corpus("stdlib", t, t, t))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_minigpt_cached_steps_equal_the_full_causal_forward():

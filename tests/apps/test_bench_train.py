@@ -19,12 +19,7 @@ from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _counted_flops(model, B: int, T: int) -> int:
