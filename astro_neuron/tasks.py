@@ -172,12 +172,15 @@ def fit_recall(params, task: RecallTask, logits_fn, steps: int, batch_size: int 
                lr: float = 3e-3, seed: int = 0, cosine: bool = True,
                time_budget_s: Optional[float] = None, progress: bool = True,
                desc: str = "train") -> list[float]:
-    """The training loop of the delayed-recall task, shared by float training and
-    quantization-aware fine-tuning: AdamW on ``params``, fresh batches from a generator
-    seeded with ``seed``, cross-entropy of ``logits_fn(x [T, B, n_in]) -> [B, n_classes]``,
-    gradient clipping at 1, a 20-step warm-up and cosine decay when ``cosine`` (else a
-    constant ``lr``). Stops early when ``time_budget_s`` is exceeded; a NaN or infinite
-    loss raises ``FloatingPointError``. Returns the loss per step."""
+    """The training loop of the recall tasks, shared by float training, quantization-aware
+    fine-tuning and the store-recall networks: AdamW on ``params``, fresh batches from a
+    generator seeded with ``seed`` (:func:`delayed_recall` for a :class:`RecallTask`,
+    :func:`store_recall` for a :class:`StoreRecallTask`), cross-entropy of
+    ``logits_fn(x [T, B, n_in])`` (``[B, n_classes]``, or ``[B, n_items, n_classes]`` for
+    store-recall, every item counted), gradient clipping at 1, a 20-step warm-up and
+    cosine decay when ``cosine`` (else a constant ``lr``). Stops early when
+    ``time_budget_s`` is exceeded; a NaN or infinite loss raises ``FloatingPointError``.
+    Returns the loss per step."""
     params = list(params)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -186,23 +189,27 @@ def fit_recall(params, task: RecallTask, logits_fn, steps: int, batch_size: int 
     ) if cosine else None
     losses: list[float] = []
     t0 = time.perf_counter()
+    draw = store_recall if isinstance(task, StoreRecallTask) else delayed_recall
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
-    for _ in bar:
-        x, y = delayed_recall(task, batch_size, g)
-        loss = F.cross_entropy(logits_fn(x), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {len(losses)}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if sched is not None:
-            sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
-            break
-    bar.close()
+    try:
+        for _ in bar:
+            x, y = draw(task, batch_size, g)
+            logits = logits_fn(x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {len(losses)}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+                break
+    finally:
+        bar.close()
     return losses
 
 
@@ -401,32 +408,12 @@ def train_recall_net(net: RecallNet, steps: int = 200, batch_size: int = 32,
                      desc: str = "train") -> list[float]:
     """Train ``net`` with AdamW (20-step warm-up, cosine decay, gradient clipping at 1)
     and cross-entropy over every item, on fresh batches from a generator seeded with
-    ``seed``; returns the loss per step. A NaN or infinite loss raises
-    ``FloatingPointError``."""
+    ``seed`` (:func:`fit_recall`); returns the loss per step. A NaN or infinite loss
+    raises ``FloatingPointError``."""
     positive_int("steps", steps)
-    params = [p for p in net.parameters() if p.requires_grad]
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(i, steps) / steps)))
-    losses: list[float] = []
     net.train()
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     try:
-        for _ in bar:
-            x, y = store_recall(net.task, batch_size, g)
-            logits = net(x)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {len(losses)}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        return fit_recall([p for p in net.parameters() if p.requires_grad], net.task, net,
+                          steps, batch_size, lr=lr, seed=seed, progress=progress, desc=desc)
     finally:
-        bar.close()
         net.eval()
-    return losses
