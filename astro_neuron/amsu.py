@@ -120,6 +120,10 @@ class AMSU(nn.Module):
             uptake, GLA's gate) or ``"selective"`` (the same, and the write scaled by
             ``1 - g_t``: what is retained is not overwritten, as in Mamba).
         gate_temperature: the gate's temperature (GLA: 16).
+        sensing: ``"identity"`` (default, the paper: signed ``k``, ``q``) or ``"relu"``:
+            ``k, q <- max(k, 0), max(q, 0)`` after the delay line, before the rotary
+            positions; what the astrocyte senses is non-negative, as a transmitter
+            concentration is (the feature map of linear attention; docs/model.md).
         gate_bias: initial ``b_G``; larger keeps more at the start
             (``g = sigmoid(b) ** (1/temperature)``).
     """
@@ -135,7 +139,8 @@ class AMSU(nn.Module):
                  detach_reset: bool = False, chunk_size: int = 64,
                  rotary_fraction: float = 1.0, readout_norm: str = "none",
                  conv_size: int = 1, retention: str = "fixed", gate_temperature: float = 16.0,
-                 gate_bias: float = 0.0, device=None, dtype=None) -> None:
+                 gate_bias: float = 0.0, sensing: str = "identity", device=None,
+                 dtype=None) -> None:
         super().__init__()
         dt = positive_number("dt", float(dt))
         model = resolve_astro_model(astro_model, dt)
@@ -146,7 +151,7 @@ class AMSU(nn.Module):
             rotary_base=rotary_base, rotary_fraction=rotary_fraction,
             detach_reset=detach_reset, surrogate=surrogate, astro_model=model,
             readout_norm=readout_norm, conv_size=conv_size, retention=retention,
-            gate_temperature=gate_temperature)
+            gate_temperature=gate_temperature, sensing=sensing)
         positive_int("chunk_size", chunk_size)
         self.dt = dt
         self.chunk_size = chunk_size
@@ -269,7 +274,7 @@ class AMSU(nn.Module):
                               ("astrocyte", True), ("neuron_path", True), ("spiking", True),
                               ("rotary", False), ("rotary_fraction", 1.0),
                               ("readout_norm", "none"), ("conv_size", 1),
-                              ("retention", "fixed")):
+                              ("retention", "fixed"), ("sensing", "identity")):
             if getattr(s, name) != default:
                 parts.append(f"{name}={getattr(s, name)!r}")
         if not s.linear_astro:

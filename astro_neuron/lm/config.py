@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from astro_neuron.functional.amsu import RETENTIONS
+from astro_neuron.functional.amsu import RETENTIONS, SENSINGS
 from astro_neuron.validate import (
     boolean, choice, finite_number, number_in_range, positive_int, positive_number, probability,
 )
@@ -60,6 +60,8 @@ class AMSNetConfig:
                                     # (input-dependent, GLA) or "selective" (docs/model.md)
     gate_temperature: float = 16.0  # temperature of the retention gate
     gate_bias: float = 0.0          # initial bias of the retention gate
+    sensing: str = "identity"       # what the astrocyte senses: "identity" (the paper) or
+                                    # "relu" (non-negative k, q; docs/model.md, docs/memory.md)
     init_std: float = 0.02          # std of embeddings and output projections (GPT-2 style)
 
     def __post_init__(self) -> None:
@@ -99,6 +101,7 @@ class AMSNetConfig:
         self.rotary_fraction = probability("rotary_fraction", self.rotary_fraction)
         positive_int("conv_size", self.conv_size)
         choice("retention", self.retention, RETENTIONS)
+        choice("sensing", self.sensing, SENSINGS)
         self.gate_temperature = positive_number("gate_temperature", self.gate_temperature)
         finite_number("gate_bias", self.gate_bias)
         number_in_range("rotary_base", self.rotary_base, 1, lo_open=True)

@@ -71,6 +71,7 @@ class Block(nn.Module):
                          readout_norm="rms" if cfg.astro_norm and cfg.astrocyte else "none",
                          conv_size=cfg.conv_size if cfg.astrocyte else 1,
                          retention=cfg.retention if cfg.astrocyte else "fixed",
+                         sensing=cfg.sensing if cfg.astrocyte else "identity",
                          gate_temperature=cfg.gate_temperature, gate_bias=cfg.gate_bias)
         self.w_o = nn.Linear(d, d, bias=False)
         self.norm2 = nn.RMSNorm(d, eps=NORM_EPS)

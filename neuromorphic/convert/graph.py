@@ -143,6 +143,10 @@ def _check_amsu(where: str, m: AMSU) -> None:
     if s.astrocyte and conv > MAX_CONV_SIZE:
         _unsupported(where, f"AMSU conv_size={conv}: the integer delay line has at most "
                             f"{MAX_CONV_SIZE} taps")
+    sensing = getattr(s, "sensing", "identity")
+    if s.astrocyte and sensing != "identity":
+        _unsupported(where, f"AMSU sensing={sensing!r} (non-negative keys and queries) is "
+                            "not exported yet; the integer export needs sensing='identity'")
     retention = getattr(s, "retention", "fixed")
     if retention != "fixed":
         _unsupported(where, f"AMSU retention={retention!r} (an input-dependent astrocyte "

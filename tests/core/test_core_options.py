@@ -1,7 +1,7 @@
 """The options of the AM-SU added for long-range memory (docs/model.md, "Options"):
 the pre-synaptic delay line (``conv_size``), the input-dependent retention
 (``retention="gated"`` / ``"selective"``) and the RetNet decay initialisation
-(``tau_astro="retnet"``). Every form (loop, recurrent, chunked, the streamed step, the
+(``tau_astro="retnet"``) and the non-negative sensing (``sensing="relu"``). Every form (loop, recurrent, chunked, the streamed step, the
 fused decode step) against the loop of steps on random inputs: outputs, final states
 (the delay line included), gradients of every parameter and of the input; float32 and
 float64. Plus the paper's unit as the default, the gated scan's stability and its
@@ -26,6 +26,8 @@ OPTIONS = [
     dict(retention="gated"),
     dict(retention="selective", conv_size=2),
     dict(retention="gated", conv_size=4, readout_norm="rms"),
+    dict(sensing="relu"),
+    dict(sensing="relu", conv_size=3, retention="selective"),
 ]
 
 
@@ -143,6 +145,34 @@ def test_delay_line_is_the_causal_filter():
     assert_close(out.o, o_ref.flatten(-2) * b.astro_gain / 2, torch.float64, "delay line")
 
 
+@pytest.mark.parametrize("rotary", [False, True])
+def test_relu_sensing_is_the_astrocyte_fed_max_k_0_and_max_q_0(rotary):
+    """sensing="relu": the astrocyte of the paper fed max(k, 0), max(q, 0), taken after
+    the delay line and before the rotary positions; without rotary every score q.k of
+    the read-out is then >= 0 (a weighted sum of the values sensed)."""
+    torch.manual_seed(1)
+    kw = dict(n_astrocytes=2, d_key=4, conv_size=2, rotary=rotary)
+    a = an.AMSU(5, 8, **kw).double()
+    b = an.AMSU(5, 8, sensing="relu", **kw).double()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(11, 3, 5, dtype=torch.float64)
+    _, k, v, q = amsu.project(x, a.params(), a.spec)
+    k, v, _ = amsu.delay_line(k, v, a.init_state(3).conv, a.conv, a.spec)
+    k, q = k.clamp(min=0), q.clamp(min=0)
+    assert (k == 0).any() and (k > 0).any()                   # both sides of the kink
+    if rotary:
+        from astro_neuron.functional.rotary import rotary as rot
+        k, q = rot(k, 0, 10000.0, 4), rot(q, 0, 10000.0, 4)
+    else:
+        scores = torch.einsum("tbac,sbac->btsa", q, k)
+        assert bool((scores >= 0).all())
+    from astro_neuron.functional.scan import astro_loop
+    o_ref, _ = astro_loop(q, k, v, b.gamma)
+    out, _ = b.run(x, mode="loop")
+    assert_close(out.o, o_ref.flatten(-2) * b.astro_gain / 2, torch.float64, "relu sensing")
+    assert not torch.allclose(out.o, a.run(x, mode="loop")[0].o)  # the option acts
+
+
 @pytest.mark.parametrize("worst", [0.05, 3.0, 80.0])
 def test_gated_scan_is_finite_and_exact_where_a_factorisation_would_overflow(worst):
     """Log-decays down to -``worst`` per step for 1,000 steps in float32 (-80: a gate
@@ -218,6 +248,8 @@ def test_retnet_decay_init():
     (dict(retention="forget"), "retention"),
     (dict(retention="gated", gate_temperature=0.0), "gate_temperature"),
     (dict(conv_size=2, astrocyte=False), "astrocyte=False"),
+    (dict(sensing="softplus"), "sensing"),
+    (dict(sensing="relu", astrocyte=False), "sensing='relu'.*astrocyte=False"),
     (dict(retention="gated", astro_model="li_rinzel"), "linear astrocyte"),
 ])
 def test_option_errors(kw, match):

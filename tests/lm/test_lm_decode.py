@@ -123,7 +123,9 @@ def test_compile_failure_is_one_clear_error():
     {"conv_size": 3, "astro_gain": 1.0, "synapse_init": 1.0},
     {"retention": "gated", "astro_gain": 1.0},
     {"retention": "selective", "conv_size": 2, "tau_astro": "retnet"},
-], ids=["conv", "gated", "selective+conv+retnet"])
+    {"sensing": "relu", "astro_gain": 1.0, "rotary_fraction": 0.5},
+    {"sensing": "relu", "conv_size": 3, "retention": "gated", "astro_gain": 1.0},
+], ids=["conv", "gated", "selective+conv+retnet", "relu", "relu+conv+gated"])
 def test_memory_options_step_equals_parallel_and_prefill(opts):
     """The unit's memory options in the language model: the eager decode step (delay
     line and gate in the cache) reproduces the parallel logits, from the start and
@@ -152,3 +154,5 @@ def test_memory_options_config_errors():
         AMSNetConfig(tau_astro="mamba")
     with pytest.raises(ValueError, match="conv_size"):
         AMSNetConfig(conv_size=0)
+    with pytest.raises(ValueError, match="sensing"):
+        AMSNetConfig(sensing="elu")

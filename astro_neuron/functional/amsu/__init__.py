@@ -26,20 +26,22 @@ from astro_neuron.functional.amsu.naive import (
     amsu_loop, amsu_recurrent, amsu_step, check_input, prepare,
 )
 from astro_neuron.functional.amsu.spec import (
-    MAX_CONV_SIZE, READOUT_EPS, READOUT_NORMS, RESETS, RETENTIONS, SYNAPSES, AMSUOutput,
+    MAX_CONV_SIZE, READOUT_EPS, READOUT_NORMS, RESETS, RETENTIONS, SENSINGS, SYNAPSES,
+    AMSUOutput,
     AMSUParams, AMSUSpec, AMSUState, check_state, init_state, projection_parts, split_rows,
 )
 from astro_neuron.functional.amsu.step import (
     astro_decay, delay_line, dynamics_step, fire, log_gate, project, project_all, readout,
-    reset_membrane,
+    reset_membrane, sense,
 )
 from astro_neuron.functional.finite import check_finite, checking_finite
 from astro_neuron.validate import choice, positive_int
 
 __all__ = [
     "AMSUSpec", "projection_parts", "split_rows", "AMSUParams", "AMSUState", "AMSUOutput",
-    "RESETS", "SYNAPSES", "READOUT_NORMS", "READOUT_EPS", "RETENTIONS", "MAX_CONV_SIZE", "FORMS",
-    "init_state", "project", "project_all", "delay_line", "log_gate", "astro_decay", "readout", "fire", "reset_membrane", "dynamics_step",
+    "RESETS", "SYNAPSES", "READOUT_NORMS", "READOUT_EPS", "RETENTIONS", "SENSINGS", "MAX_CONV_SIZE",
+    "FORMS",
+    "init_state", "project", "project_all", "delay_line", "sense", "log_gate", "astro_decay", "readout", "fire", "reset_membrane", "dynamics_step",
     "amsu_step", "amsu_loop", "amsu_recurrent", "amsu_chunked", "check_state",
     "check_input", "check_parallel", "prepare", "run", "check_run",
 ]

@@ -14,7 +14,7 @@ from torch import Tensor
 from astro_neuron.functional.amsu.naive import prepare
 from astro_neuron.functional.amsu.spec import AMSUOutput, AMSUParams, AMSUSpec, AMSUState
 from astro_neuron.functional.amsu.step import (
-    delay_line, fire, log_gate, project_all, readout,
+    delay_line, fire, log_gate, project_all, readout, sense,
 )
 from astro_neuron.functional.rotary import rotary_table, rotate
 from astro_neuron.functional.scan import (
@@ -53,6 +53,7 @@ def amsu_chunked(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, spec:
     if spec.astrocyte:
         if spec.conv_size > 1 and x_seq.shape[0]:
             k, v, conv = delay_line(k, v, conv, p.conv, spec)
+        k, q = sense(k, q, spec)
         if spec.rotary:
             if spec.rotary_dims:             # one table for keys and queries
                 cos, sin = rotary_table(state.t, k.shape, spec.rotary_base,

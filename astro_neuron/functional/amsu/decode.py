@@ -48,6 +48,7 @@ class DecodeShape(NamedTuple):
     conv: int = 1                       # taps of the delay line (1: none)
     gated: int = 0                      # retention: 0 fixed, 1 gated, 2 selective
     gate_temp: float = 16.0             # gate_temperature
+    relu: bool = False                  # sensing == "relu": k, q <- max(k, 0), max(q, 0)
 
 
 class DecodeTensors(NamedTuple):
@@ -94,7 +95,8 @@ def decode_shape(spec: AMSUSpec) -> DecodeShape:
     return DecodeShape(spec.n_neurons, spec.n_astrocytes, spec.d_key, spec.d_value,
                        1.0 / spec.d_value, n_I, n_I + spec.n_neurons, spec.astrocyte,
                        spec.readout_norm == "rms", spec.conv_size,
-                       RETENTIONS.index(spec.retention), float(spec.gate_temperature))
+                       RETENTIONS.index(spec.retention), float(spec.gate_temperature),
+                       spec.sensing == "relu")
 
 
 @torch.no_grad()
@@ -141,6 +143,8 @@ def decode_step(x: Tensor, u: Tensor, H: Optional[Tensor], L: DecodeTensors, k: 
         kv = (win * L.conv_w).sum(1)                               # (B, A d_k + N): K | V
         v = kv[:, nk:].view(B, k.A, 1, k.dv)
         kq = torch.stack([kv[:, :nk], z[:, k.kq0 + nk:k.kq0 + 2 * nk]], 1).view(B, 2, k.A, k.dk)
+    if k.relu:                                                     # non-negative sensing
+        kq = torch.relu(kq)
     if C is not None:                                              # rotary at position t
         swapped = kq.view(B, 2, k.A, 2, k.dk // 2).flip(3).view(B, 2, k.A, k.dk)
         kq = torch.addcmul(kq * C, swapped, S)

@@ -18,7 +18,7 @@ from astro_neuron.functional.surrogate import ATan, as_surrogate
 from astro_neuron.validate import boolean, choice, number_in_range, positive_int
 
 __all__ = [
-    "RESETS", "SYNAPSES", "READOUT_NORMS", "READOUT_EPS", "RETENTIONS", "MAX_CONV_SIZE",
+    "RESETS", "SYNAPSES", "READOUT_NORMS", "READOUT_EPS", "RETENTIONS", "SENSINGS", "MAX_CONV_SIZE",
     "projection_parts", "split_rows",
     "AMSUSpec", "AMSUParams", "AMSUState", "AMSUOutput", "init_state", "check_state",
 ]
@@ -31,6 +31,9 @@ READOUT_EPS = 1e-5                 # epsilon of the "rms" read-out norm
 # retention gate g_t (GLA-style); "selective": the same gate, and the write k_t v_t^T scaled
 # by 1 - g_t (Mamba-style: what is kept is not overwritten). docs/model.md, "Options"
 RETENTIONS = ("fixed", "gated", "selective")
+# what the astrocyte senses: "identity" (the paper: signed k, q) or "relu" (non-negative
+# k and q, a concentration; the feature map of linear attention), see docs/model.md
+SENSINGS = ("identity", "relu")
 MAX_CONV_SIZE = 8                  # longest pre-synaptic delay line (taps)
 
 
@@ -98,6 +101,9 @@ class AMSUSpec:
     retention: str = "fixed"
     # g_t = sigmoid(W_G x_t + b_G) ** (1 / gate_temperature) (GLA's normaliser: 16)
     gate_temperature: float = 16.0
+    # "identity" (the paper) or "relu": k, q <- max(k, 0), max(q, 0) after the delay line
+    # and before the rotary positions (SENSINGS)
+    sensing: str = "identity"
 
     def __post_init__(self) -> None:
         for name in ("in_features", "n_neurons", "n_astrocytes", "d_key", "spike_levels",
@@ -111,6 +117,7 @@ class AMSUSpec:
         choice("synapse", self.synapse, SYNAPSES)
         choice("readout_norm", self.readout_norm, READOUT_NORMS)
         choice("retention", self.retention, RETENTIONS)
+        choice("sensing", self.sensing, SENSINGS)
         if self.conv_size > MAX_CONV_SIZE:
             raise ValueError(f"conv_size must be at most {MAX_CONV_SIZE} (a short delay line; "
                              f"1 = none), got {self.conv_size}")
@@ -133,6 +140,9 @@ class AMSUSpec:
             raise ValueError(f"conv_size={self.conv_size} and retention={self.retention!r} are "
                              "options of the astrocyte, but astrocyte=False has none "
                              "(use conv_size=1, retention='fixed')")
+        if not self.astrocyte and self.sensing != "identity":
+            raise ValueError(f"sensing={self.sensing!r} is an option of the astrocyte, but "
+                             "astrocyte=False has none (use sensing='identity')")
         if not self.linear_astro and (self.conv_size > 1 or self.gated):
             raise ValueError(f"conv_size and retention={self.retention!r} are options of the "
                              f"linear astrocyte; astro_model={self.astro_model.name!r} has its "

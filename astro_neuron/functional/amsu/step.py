@@ -8,7 +8,8 @@
 * :func:`reset_membrane` the reset after spikes;
 
 and the options of the astrocyte's input: :func:`delay_line` (``conv_size > 1``: a short
-causal filter on ``k`` and ``v``, the pre-synaptic delay line) and :func:`log_gate`
+causal filter on ``k`` and ``v``, the pre-synaptic delay line), :func:`sense`
+(``sensing="relu"``: non-negative ``k`` and ``q``) and :func:`log_gate`
 (``retention`` "gated"/"selective": the input-dependent retention ``g_t``).
 
 :func:`dynamics_step` composes them into one step from projected inputs; every other
@@ -31,7 +32,7 @@ from astro_neuron.functional.rotary import rotary
 from astro_neuron.functional.scan import astro_read, astro_step, leaky_step
 from astro_neuron.functional.surrogate import fire_levels
 
-__all__ = ["project", "project_all", "delay_line", "log_gate", "astro_decay", "readout",
+__all__ = ["project", "project_all", "delay_line", "sense", "log_gate", "astro_decay", "readout",
            "fire", "reset_membrane", "dynamics_step"]
 
 
@@ -127,6 +128,16 @@ def delay_line(k: Tensor, v: Tensor, buf: Tensor, w: Tensor, spec: AMSUSpec
     return (y[..., :n_k].reshape(k.shape), y[..., n_k:].reshape(v.shape), new_buf)
 
 
+def sense(k: Tensor, q: Tensor, spec: AMSUSpec) -> tuple[Tensor, Tensor]:
+    """What the astrocyte senses and reads with: ``(k, q)`` unchanged (``sensing=
+    "identity"``, the paper) or ``(max(k, 0), max(q, 0))`` (``"relu"``: non-negative, as
+    a concentration is; the feature map of linear attention). Applied after the delay line
+    and before the rotary positions, in every form."""
+    if spec.sensing == "relu":
+        return torch.relu(k), torch.relu(q)
+    return k, q
+
+
 def log_gate(zg: Tensor, spec: AMSUSpec) -> Tensor:
     """``log g_t = log sigmoid(z_g) / gate_temperature`` (<= 0): the log of the
     input-dependent retention (``spec.gated``)."""
@@ -206,6 +217,7 @@ def dynamics_step(I: Optional[Tensor], k: Optional[Tensor], v: Optional[Tensor],
         if spec.conv_size > 1:
             k, v, conv = delay_line(k[None], v[None], conv, p.conv, spec)
             k, v = k[0], v[0]
+        k, q = sense(k, q, spec)
         if spec.rotary:
             k = rotary(k[None], state.t, spec.rotary_base, spec.rotary_dims)[0]
             q = rotary(q[None], state.t, spec.rotary_base, spec.rotary_dims)[0]
