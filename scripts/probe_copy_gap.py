@@ -26,19 +26,14 @@ import torch
 
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
+from astro_neuron.lm.tasks import copy_gap_batch
 from astro_neuron.lm.train import TrainConfig, lr_at, make_optimizer
 
 
 def batch(B: int, T: int, gap: int, filler: str, g: torch.Generator):
-    if filler == "random":
-        x = torch.randint(129, 254, (B, T), generator=g)
-    else:
-        x = torch.zeros(B, T, dtype=torch.long)
-    v = torch.randint(65, 129, (B,), generator=g)
-    x[:, T - 1 - gap] = v
-    y = torch.full((B, T), -1)
-    y[:, T - 1] = v
-    return x, y
+    """The probe's data: :func:`astro_neuron.lm.tasks.copy_gap_batch` (``filler`` is its
+    ``noise``: "random" or "constant")."""
+    return copy_gap_batch(B, T, gap=gap, noise=filler, generator=g)
 
 
 def main() -> None:
@@ -53,6 +48,9 @@ def main() -> None:
     ap.add_argument("--mode", default="chunked", choices=("chunked", "loop"),
                     help="training form of the AM-SNet (both compute the same numbers)")
     ap.add_argument("--config", default="{}", help="AMSNetConfig options as JSON")
+    ap.add_argument("--curve", type=int, default=0, metavar="N",
+                    help="also score the held-out sequences every N steps (a learning curve "
+                         "in the JSON; training is unchanged); 0: only at the end")
     a = ap.parse_args()
     if not 0 <= a.gap < a.seq_len - 1:
         ap.error(f"--gap must lie in [0, {a.seq_len - 2}], got {a.gap}")
@@ -67,9 +65,21 @@ def main() -> None:
     opt = make_optimizer(m, tc)
     g = torch.Generator().manual_seed(a.seed)
     kw = {"mode": a.mode} if a.arch == "amsnet" else {}
+    held = batch(500, a.seq_len, a.gap, a.filler, torch.Generator().manual_seed(10_000 + a.seed))
+
+    def score() -> tuple[float, float]:
+        m.eval()
+        with torch.no_grad():
+            logits, loss = m(*held)
+        m.train()
+        return float((logits[:, -1].argmax(-1) == held[1][:, -1]).float().mean()), loss.item()
+
+    curve = []
     t0 = time.perf_counter()
     m.train()
     for step in range(a.steps):
+        if a.curve and step % a.curve == 0:
+            curve.append([step, round(score()[0], 4)])
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, tc)
         x, y = batch(16, a.seq_len, a.gap, a.filler, g)
@@ -78,15 +88,14 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()
-    m.eval()
-    x, y = batch(500, a.seq_len, a.gap, a.filler, torch.Generator().manual_seed(10_000 + a.seed))
-    with torch.no_grad():
-        logits, loss = m(x, y)
-    acc = float((logits[:, -1].argmax(-1) == y[:, -1]).float().mean())
-    print(json.dumps({"arch": a.arch, "gap": a.gap, "filler": a.filler, "lr": a.lr,
-                      "steps": a.steps, "seed": a.seed, "config": json.loads(a.config),
-                      "accuracy": round(acc, 4), "loss": round(loss.item(), 3),
-                      "train_s": round(time.perf_counter() - t0, 1)}), flush=True)
+    train_s = time.perf_counter() - t0
+    acc, loss = score()
+    out = {"arch": a.arch, "gap": a.gap, "filler": a.filler, "lr": a.lr, "steps": a.steps,
+           "seed": a.seed, "config": json.loads(a.config), "accuracy": round(acc, 4),
+           "loss": round(loss, 3), "train_s": round(train_s, 1)}
+    if a.curve:
+        out["curve"] = curve + [[a.steps, round(acc, 4)]]
+    print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from astro_neuron.lm.model import LanguageModel
 from astro_neuron.lm.train import TrainConfig, lr_at, make_optimizer
 from astro_neuron.validate import choice, int_in_range, non_negative_int, positive_int
 
-__all__ = ["mqar_batch", "selective_copy_batch", "task_accuracy", "train_task", "chance",
+__all__ = ["mqar_batch", "selective_copy_batch", "copy_gap_batch", "task_accuracy", "train_task", "chance",
            "TASKS", "TASK_MODELS", "NOISE", "QUERY_DIST", "N_KEYS", "N_VALUES", "VOCAB"]
 
 VOCAB = 256
@@ -58,7 +58,10 @@ POWER_A = 0.01                       # Zoology's power_a
 TASK_MODELS = {"AM-SNet": {}, "astrocyte off": {"astrocyte": False},
                "Transformer": {"arch": "transformer"},
                # the plain read-out H^T q / sqrt(d_k) (docs/lm.md, "Memory-retention tasks")
-               "AM-SNet plain read-out": {"astro_norm": False}}
+               "AM-SNet plain read-out": {"astro_norm": False},
+               # non-negative sensing, astrocyte gain 1, no rotary (docs/memory.md,
+               # "Non-negative sensing"); "astrocyte off" is its ablation too
+               "AM-SNet relu": {"sensing": "relu", "astro_gain": 1.0, "rotary_fraction": 0.0}}
 
 
 def _check_common(batch_size, seq_len, noise, generator) -> None:
@@ -138,15 +141,32 @@ def selective_copy_batch(batch_size: int, seq_len: int, n_tokens: int = 16,
     return idx, tgt
 
 
+def copy_gap_batch(batch_size: int, seq_len: int, gap: int = 10, noise: str = "random",
+                   generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor]:
+    """The copy probe (docs/memory.md, "The smallest piece"): noise (or the constant
+    filler), one value token (``VAL0 .. VAL0 + N_VALUES - 1``) ``gap`` positions before
+    the last; ``targets`` holds it at the last position and -1 elsewhere. A recall at
+    a fixed distance with nothing to match: the smallest piece of MQAR."""
+    _check_common(batch_size, seq_len, noise, generator)
+    int_in_range("gap", gap, 0, seq_len - 2)
+    B, T = batch_size, seq_len
+    idx = _background(B, T, noise, generator)
+    v = torch.randint(VAL0, VAL0 + N_VALUES, (B,), generator=generator)
+    idx[:, T - 1 - gap] = v
+    tgt = torch.full((B, T), -1, dtype=torch.long)
+    tgt[:, T - 1] = v
+    return idx, tgt
+
+
 #: the task generators by name (``train_task``, the memory-task runner)
-TASKS = {"mqar": mqar_batch, "copy": selective_copy_batch}
+TASKS = {"mqar": mqar_batch, "copy": selective_copy_batch, "gap": copy_gap_batch}
 
 
 def chance(task: str, **task_kwargs) -> float:
     """Accuracy of a uniform guess among the answers a task can have: 1 / values for
-    MQAR (``N_VALUES``), 1 / symbols for selective copy."""
+    MQAR and the copy probe (``N_VALUES``), 1 / symbols for selective copy."""
     choice("task", task, TASKS)
-    if task == "mqar":
+    if task in ("mqar", "gap"):
         return 1.0 / N_VALUES
     return 1.0 / task_kwargs.get("n_symbols", 16)
 

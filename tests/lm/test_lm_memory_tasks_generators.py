@@ -1,6 +1,7 @@
 """The memory-task generators follow the field's protocol (docs/memory.md): MQAR with
 disjoint key/value vocabularies, each key asked once on its own, the answer only at
-the query; noise from its own vocabulary (or one filler); Mamba-style selective copy."""
+the query; noise from its own vocabulary (or one filler); Mamba-style selective copy;
+the copy probe (one value a fixed distance before the last position)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from astro_neuron.lm import tasks as K
-from astro_neuron.lm.tasks import mqar_batch, selective_copy_batch
+from astro_neuron.lm.tasks import copy_gap_batch, mqar_batch, selective_copy_batch
 
 
 def _g(seed=0):
@@ -88,10 +89,32 @@ def test_selective_copy_structure(noise):
     (lambda: selective_copy_batch(2, 40, 16), "too short"),
     (lambda: selective_copy_batch(2, 256, 16, n_symbols=129), "n_symbols"),
     (lambda: selective_copy_batch(2, 256, 0), "n_tokens"),
+    (lambda: copy_gap_batch(2, 64, gap=63), "gap"),
+    (lambda: copy_gap_batch(2, 64, gap=-1), "gap"),
+    (lambda: copy_gap_batch(2, 64, noise="pink"), "noise"),
 ])
 def test_generators_reject_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("noise", ["random", "constant"])
+@pytest.mark.parametrize("T,gap", [(64, 10), (64, 0), (64, 62), (8, 3)])
+def test_copy_gap_structure(T, gap, noise):
+    x, y = copy_gap_batch(64, T, gap=gap, noise=noise, generator=_g())
+    assert x.shape == y.shape == (64, T)
+    v = x[:, T - 1 - gap]
+    assert ((v >= K.VAL0) & (v < K.VAL0 + K.N_VALUES)).all()
+    assert (y[:, T - 1] == v).all() and (y[:, :T - 1] == -1).all()
+    rest = torch.cat([x[:, :T - 1 - gap], x[:, T - gap:]], 1)   # all but the value
+    if noise == "constant":
+        assert (rest == K.FILLER).all()
+    else:
+        assert ((rest >= K.NOISE0) & (rest < K.NOISE0 + K.N_NOISE)).all()
+    assert len(set(v.tolist())) > 20                              # values vary
+    x2, _ = copy_gap_batch(64, T, gap=gap, noise=noise, generator=_g())
+    assert torch.equal(x, x2)
+    assert K.chance("gap") == 1 / K.N_VALUES
 
 
 def test_generator_type_checked():
