@@ -102,9 +102,10 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
     ``vth << 6``; ``shifts`` ``[7, 2]``: (half, scale) per :data:`SHIFT_SLOTS`;
     ``opl``: the operands' limit ``2**(b-1) - 1``; ``m_H`` ``[A, dk]``; ``gain`` ``[N]``;
     ``reset``: 0 none, 1 subtract, 2 zero. ``relu``: non-negative ``k``, ``q`` (after
-    the delay line; a negative value is not counted as clipped). ``taps_k`` ``[K, A*dk]``, ``taps_v`` ``[K, N]``:
-    the delay line's taps over the part's key and value channels (``K = 1``: no delay
-    line; then ``k``, ``v`` are the projected operands). States start at zero. Writes
+    the delay line; a negative value is not counted as clipped). ``taps_k``
+    ``[K, A*dk]``, ``taps_v`` ``[K, N]``: the delay line's taps over the part's key and
+    value channels (``K = 1``: no delay line; then ``k``, ``v`` are the projected
+    operands). States start at zero. Writes
     ``s_out`` ``[T, B, N]`` and, when their first axis is not empty, ``u_out`` ``[T, B, N]``,
     ``H_out`` ``[T, B, A, dk, dv]`` and the delay line ``ck_out`` ``[T, B, A*dk, K-1]``,
     ``cv_out`` ``[T, B, N, K-1]`` (channel-major); adds the number of clipped values to

@@ -34,7 +34,8 @@ from astro_neuron import validate
 from neuromorphic.spec.widths import (
     BIAS_EXP_BITS, BIAS_EXP_MAX, BIAS_MANT_BITS, DECAY_SHIFT, DECAY_UNITY, GAIN_BITS,
     MAX_CONV_SIZE, MAX_LEVELS, MAX_UNITS, OPERAND_BITS_RANGE, RESETS, SENSINGS, SHIFT_RANGE,
-    SIGN_MODES, STATE_BITS, TAP_BITS, TAP_MAX, VTH_BITS, VTH_SHIFT, WEIGHT_BITS, WEIGHT_EXP_RANGE,
+    SIGN_MODES, STATE_BITS, TAP_BITS, TAP_MAX, VTH_BITS, VTH_SHIFT, WEIGHT_BITS,
+    WEIGHT_EXP_RANGE,
 )
 
 __all__ = ["Field", "State", "REQUIRED", "AMSU_FIELDS", "LIF_FIELDS", "SYNAPSE_FIELDS",
@@ -55,7 +56,8 @@ class Field:
     width on the hardware (Lava's ``precision``); ``None`` where the quantity is not a
     register (sizes, flags). ``when``: the flag that must be on for the field to exist
     (``None``: always); an int of an absent part is held at its default, a choice of an
-    absent part must be its default, an array of an absent part must be ``None``. ``file_dtype``: the dtype of its HDF5 dataset.
+    absent part must be its default, an array of an absent part must be ``None``.
+    ``file_dtype``: the dtype of its HDF5 dataset.
     """
 
     name: str
