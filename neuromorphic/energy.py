@@ -15,7 +15,8 @@ Neuron-side work is counted apart, per step and neuron whether it spiked or not:
 the compartment updates (membrane decay and input; Lava's LIF: current and voltage), and
 for the AM-SU's astrocyte the integer products of its matrix state (decay, write
 ``k v^T``, read ``H^T q``: ``A d_k d_v`` each) and the read-out gain (``N``), plus, with a
-delay line of ``K`` taps, its ``K (A d_k + N)`` tap products. These are integer
+delay line of ``K`` taps, its ``K (A d_k + N)`` tap products and, with ``sensing="relu"``,
+the ``2 A d_k`` comparisons ``max(k, 0)``, ``max(q, 0)``. These are integer
 operations; no energy constant is attached (a chip's figures are its own).
 """
 
@@ -43,6 +44,7 @@ class LayerSynOps:
     neuron_ops: float                # compartment updates (membrane, LIF current + voltage)
     astro_ops: float                 # astrocyte: decay + write + read (A d_k d_v each) + gain N
                                      # (+ K (A d_k + N) delay-line tap products)
+                                     # (+ 2 A d_k ReLU comparisons, sensing="relu")
     spikes_out: float                # output events per step
     info: dict = field(default_factory=dict)
 
@@ -79,6 +81,8 @@ def synaptic_ops(net: QuantizedNetwork, x: np.ndarray) -> list[LayerSynOps]:
                      if layer.astrocyte else 0)
             if layer.delay_line:                 # K tap products per K | V channel
                 astro += layer.conv_size * layer.d_conv
+            if layer.relu:                       # max(k, 0), max(q, 0)
+                astro += 2 * layer.n_astrocytes * layer.d_key
         else:
             neuron, astro = 2 * N, 0
         out.append(LayerSynOps(layer.name, layer.kind, float((s_in != 0).sum()) / steps,

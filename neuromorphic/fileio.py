@@ -3,8 +3,9 @@
 Layout (docs/neuromorphic.md, "The file"); the neuron fields are those of the layer's
 table in :mod:`neuromorphic.spec.fields`, in its order::
 
-    /                      attrs: format, format_version (1, or 2 when a layer has a
-                                  delay line), producer, dt, time_unit,
+    /                      attrs: format, format_version (1; 2 when a layer has a
+                                  delay line; 3 when one has sensing = "relu"),
+                                  producer, dt, time_unit,
                                   input_size, input_levels, n_layers, checksum, meta (JSON)
     /graph                 attrs: kind = "chain"; dataset edges [n_layers, 2] (S32):
                                   ("input", "layer0"), ("layer0", "layer1"), ...
@@ -288,7 +289,8 @@ def _read(r: _Reader) -> tuple[QuantizedNetwork, str]:
         r.fail("format_version", f"is {version}, but the network it holds is of version "
                                  f"{net.format_version} (a file carries the lowest version "
                                  "that expresses its network: 2 only when a layer has a "
-                                 "delay line, conv_size > 1)")
+                                 "delay line, conv_size > 1; 3 only when one has "
+                                 "sensing='relu')")
     try:
         check_task(meta.get("task"), net.input_size)
     except ValueError as exc:

@@ -9,8 +9,9 @@ exactly are exported, and anything else is a clear error naming the layer:
 * the same with ``reset="none"`` (the AM-SU default): ``Affine`` -> ``LI`` ->
   ``Threshold`` (a leaky integrator that never resets, read through a step);
 * not expressible: the astrocyte (its ``k v^T`` and ``H^T q`` are products of two
-  signals, NIR has no such node), ``reset="subtract"``, graded spikes, the sigmoid
-  synapse, rotary positions, the astrocyte-alone ablation.
+  signals, NIR has no such node; with it its options, the delay line and
+  ``sensing="relu"``, which the error names), ``reset="subtract"``, graded spikes,
+  the sigmoid synapse, rotary positions, the astrocyte-alone ablation.
 
 Discretisation: our layers are discrete (``u_t = beta u_{t-1} + x_t``); NIR's are
 continuous (``tau du/dt = (v_leak - u) + r I``). We write ``tau = dt / (1 - beta)`` and
@@ -56,11 +57,15 @@ def _layer_nodes(nir, ref: LayerRef, i: int, dt: float) -> list:
     if ref.amsu is not None:
         s = ref.amsu.spec
         if s.astrocyte:
+            opts = [f"{n}={getattr(s, n)!r}" for n, d in (("conv_size", 1),
+                                                          ("sensing", "identity"))
+                    if getattr(s, n, d) != d]
             raise ValueError(
-                f"{where}: an AM-SU with its astrocyte cannot be expressed in NIR: the "
-                "astrocyte's k v^T and H^T q multiply two signals and NIR's node set has no "
-                "such node. Save the integer network with nm.save (HDF5) instead, or export "
-                "the astrocyte-off ablation (AMSU(astrocyte=False))")
+                f"{where}: an AM-SU with its astrocyte"
+                f"{' (and its options ' + ', '.join(opts) + ')' if opts else ''} cannot be "
+                "expressed in NIR: the astrocyte's k v^T and H^T q multiply two signals and "
+                "NIR's node set has no such node. Save the integer network with nm.save (HDF5) "
+                "instead, or export the astrocyte-off ablation (AMSU(astrocyte=False))")
         if s.synapse != "identity" or s.rotary or not s.spiking:
             raise ValueError(f"{where}: synapse={s.synapse!r}, rotary={s.rotary}, "
                              f"spiking={s.spiking} have no NIR form")

@@ -25,14 +25,15 @@ def random_network(seed: int = 0, n_in: int = 12, sizes: Sequence[int] = (16,),
                    kinds: Optional[Sequence[str]] = None, n_astrocytes: int = 2,
                    d_key: int = 4, spike_levels: int = 1, input_levels: int = 1,
                    reset: Optional[str] = None, operand_bits: int = 8,
-                   conv_size: int = 1) -> QuantizedNetwork:
+                   conv_size: int = 1, sensing: str = "identity") -> QuantizedNetwork:
     """A random valid :class:`QuantizedNetwork`.
 
     ``kinds[i]``: ``"amsu"`` (default), ``"amsu-off"`` (astrocyte off), ``"amsu-only"``
     (neuron path off) or ``"lif"`` (stock Lava LIF). ``reset=None`` draws one per layer.
     ``conv_size > 1``: every layer with an astrocyte senses through a delay line of that
     many taps (random 8-bit taps and shifts). The random draws of a network without
-    delay line do not depend on this option.
+    delay line do not depend on this option. ``sensing="relu"``: every layer with an
+    astrocyte senses non-negative keys and queries (no random draw depends on it).
     """
     rng = np.random.default_rng(seed)
     kinds = list(kinds or ["amsu"] * len(sizes))
@@ -75,6 +76,7 @@ def random_network(seed: int = 0, n_in: int = 12, sizes: Sequence[int] = (16,),
                     kw.update(conv_size=conv_size,
                               conv_taps=tr.integers(-127, 128, (conv_size, A * dk + N)),
                               shift_ck=int(tr.integers(5, 9)), shift_cv=int(tr.integers(5, 9)))
+                kw["sensing"] = sensing
             layers.append(AMSULayer(**kw))
             levels = L
         n_in = N

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from astro_neuron import validate
 from astro_neuron.functional.amsu import (
-    AMSUParams, delay_line, dynamics_step, init_state, project,
+    AMSUParams, delay_line, dynamics_step, init_state, project, sense,
 )
 from astro_neuron.functional.lif import lif_step
 from astro_neuron.functional.scan import astro_read
@@ -94,17 +94,19 @@ def _observe_amsu(m, x: Tensor) -> tuple[Tensor, dict]:
     T, B = x.shape[:2]
     I, k, v, q = project(x, p, spec)
     obs = {"I": _amax(I)}
+    ks, vs, qs = k, v, q      # the operands the astrocyte senses: after the line and the ReLU
     if spec.astrocyte:
-        if spec.conv_size > 1 and T:     # the delay line's inputs, then what it senses
+        if spec.conv_size > 1 and T:     # the delay line's inputs, then its outputs
             obs.update(xk=_amax(k), xv=_amax(v))
             line0 = torch.zeros(B, spec.conv_size - 1, spec.d_conv, dtype=torch.float64)
-            k, v, _ = delay_line(k, v, line0, p.conv, spec)
-        obs.update(k=_amax(k), v=_amax(v), q=_amax(q))
+            ks, vs, _ = delay_line(k, v, line0, p.conv, spec)
+        ks, qs = sense(ks, q, spec)      # sensing="relu": k, q >= 0, ranges from 0 up
+        obs.update(k=_amax(ks), v=_amax(vs), q=_amax(qs))
     state = init_state(spec, B, dtype=torch.float64)
     H_max = r_max = u_max = o_max = y_max = 0.0
     spikes = []
     at = lambda z, t: None if z is None else z[t]   # noqa: E731
-    for t in range(T):
+    for t in range(T):   # from the projections: the step runs the line and the ReLU itself
         out, state = dynamics_step(at(I, t), at(k, t), at(v, t), at(q, t), state, p, spec)
         spikes.append(out.spikes)
         u_max = max(u_max, _amax(out.u))
@@ -112,7 +114,7 @@ def _observe_amsu(m, x: Tensor) -> tuple[Tensor, dict]:
         y_max = max(y_max, _amax(out.u + out.o))
         if spec.astrocyte:
             H_max = max(H_max, _amax(state.H))
-            r_max = max(r_max, _amax(astro_read(state.H, q[t])))
+            r_max = max(r_max, _amax(astro_read(state.H, qs[t])))
     obs.update(u=u_max, o=o_max, y=y_max, H=H_max, r=r_max)
     return torch.stack(spikes), obs
 

@@ -34,7 +34,7 @@ from astro_neuron.functional.amsu import AMSUParams, amsu_step, init_state
 from astro_neuron.functional.lif import lif_step
 from astro_neuron.lif import LIF
 from neuromorphic.engines.common import RunOutput
-from neuromorphic.spec import MAX_CONV_SIZE
+from neuromorphic.spec import MAX_CONV_SIZE, SENSINGS
 
 __all__ = ["LayerRef", "extract_layers", "FloatLayer", "FloatNetwork", "float_network",
            "float_reference", "delay"]
@@ -86,6 +86,11 @@ class LayerRef:
     def conv_size(self) -> int:
         """Taps of the delay line on what the astrocyte senses (1: none)."""
         return getattr(self.amsu.spec, "conv_size", 1) if self.astrocyte else 1
+
+    @property
+    def sensing(self) -> str:
+        """What the astrocyte senses: ``"identity"`` or ``"relu"`` (non-negative k, q)."""
+        return getattr(self.amsu.spec, "sensing", "identity") if self.astrocyte else "identity"
 
     @property
     def parts(self) -> tuple:
@@ -144,9 +149,9 @@ def _check_amsu(where: str, m: AMSU) -> None:
         _unsupported(where, f"AMSU conv_size={conv}: the integer delay line has at most "
                             f"{MAX_CONV_SIZE} taps")
     sensing = getattr(s, "sensing", "identity")
-    if s.astrocyte and sensing != "identity":
-        _unsupported(where, f"AMSU sensing={sensing!r} (non-negative keys and queries) is "
-                            "not exported yet; the integer export needs sensing='identity'")
+    if s.astrocyte and sensing not in SENSINGS:
+        _unsupported(where, f"AMSU sensing={sensing!r} has no integer form (the integer "
+                            f"network has sensing {', '.join(map(repr, SENSINGS))})")
     retention = getattr(s, "retention", "fixed")
     if retention != "fixed":
         _unsupported(where, f"AMSU retention={retention!r} (an input-dependent astrocyte "
@@ -237,6 +242,7 @@ class FloatLayer:
     spike_levels: int
     in_levels: int
     conv: Optional[np.ndarray] = None   # [conv_size, A*dk + N] delay-line taps, or None
+    sensing: str = "identity"           # "relu": k, q <- max(k, 0), max(q, 0) after the line
 
     @property
     def conv_size(self) -> int:
@@ -291,7 +297,7 @@ def float_network(model: nn.Module, input_levels: int = 1) -> FloatNetwork:
             n_neurons=N, n_astrocytes=ref.n_astrocytes, d_key=ref.d_key,
             neuron_path=ref.neuron_path, astrocyte=ref.astrocyte, reset=ref.reset,
             spike_levels=ref.spike_levels, in_levels=levels,
-            conv=None if ref.conv() is None else _np(ref.conv())))
+            conv=None if ref.conv() is None else _np(ref.conv()), sensing=ref.sensing))
         levels = ref.spike_levels
     return FloatNetwork(layers, refs[0].n_in, input_levels)
 

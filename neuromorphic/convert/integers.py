@@ -91,7 +91,8 @@ def layer_tensors(plan: LayerPlan, counts: Optional[dict] = None):
     static = dict(kind="amsu", n_neurons=N, n_astrocytes=ref.n_astrocytes, d_key=ref.d_key,
                   neuron_path=ref.neuron_path, astrocyte=ref.astrocyte, reset=ref.reset,
                   spike_levels=ref.spike_levels, operand_bits=plan.operand_bits,
-                  conv_size=plan.conv_size, num_message_bits=syn_bits, name=ref.name,
+                  conv_size=plan.conv_size, sensing=ref.sensing, num_message_bits=syn_bits,
+                  name=ref.name,
                   **plan.shifts())
     scale.update({f"w{k}": v for k, v in plan.e_w.items()})
     du = bias = mant = exp = dH = gain = taps = None
@@ -187,3 +188,4 @@ class StaticView:
                 parts += [("K", A * dk), ("V", N), ("Q", A * dk)]
             self.parts = tuple(parts)
             self.delay_line = bool(static["astrocyte"]) and static.get("conv_size", 1) > 1
+            self.relu = bool(static["astrocyte"]) and static.get("sensing") == "relu"

@@ -87,7 +87,7 @@ def _line(x, c, taps, line):
 
 @njit(cache=True, nogil=True)
 def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, reset,
-               levels, m_u, bias, theta, shifts, opl, m_H, gain, lim, taps_k, taps_v,
+               levels, relu, m_u, bias, theta, shifts, opl, m_H, gain, lim, taps_k, taps_v,
                s_out, u_out, H_out, ck_out, cv_out, counts):  # pragma: no cover - compiled
     """All steps of an AM-SU layer, or of an independent part of it, for the sequences
     ``b0 .. b1 - 1`` of the batch.
@@ -101,9 +101,11 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
     ``m_u`` ``[N]`` = ``(4096 - du) / 4096``; ``bias`` ``[N]``; ``theta`` ``[N]`` =
     ``vth << 6``; ``shifts`` ``[7, 2]``: (half, scale) per :data:`SHIFT_SLOTS`;
     ``opl``: the operands' limit ``2**(b-1) - 1``; ``m_H`` ``[A, dk]``; ``gain`` ``[N]``;
-    ``reset``: 0 none, 1 subtract, 2 zero. ``taps_k`` ``[K, A*dk]``, ``taps_v`` ``[K, N]``:
-    the delay line's taps over the part's key and value channels (``K = 1``: no delay
-    line; then ``k``, ``v`` are the projected operands). States start at zero. Writes
+    ``reset``: 0 none, 1 subtract, 2 zero. ``relu``: non-negative ``k``, ``q`` (after
+    the delay line; a negative value is not counted as clipped). ``taps_k``
+    ``[K, A*dk]``, ``taps_v`` ``[K, N]``: the delay line's taps over the part's key and
+    value channels (``K = 1``: no delay line; then ``k``, ``v`` are the projected
+    operands). States start at zero. Writes
     ``s_out`` ``[T, B, N]`` and, when their first axis is not empty, ``u_out`` ``[T, B, N]``,
     ``H_out`` ``[T, B, A, dk, dv]`` and the delay line ``ck_out`` ``[T, B, A*dk, K-1]``,
     ``cv_out`` ``[T, B, N, K-1]`` (channel-major); adds the number of clipped values to
@@ -166,9 +168,13 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
                         if line:
                             cxk += abs(x) > opl
                             x = _shr(_line(_sat(x, opl), ai * dk + j, taps_k, lk), h_ck, c_ck)
+                        if relu:
+                            x = max(x, 0.0)
                         ck += abs(x) > opl
                         k[j] = _sat(x, opl)
                         x = _shr(a[off_Q + ai * dk + j], h_q, c_q)
+                        if relu:
+                            x = max(x, 0.0)
                         cq += abs(x) > opl
                         q[j] = _sat(x, opl)
                     for i in range(dv):

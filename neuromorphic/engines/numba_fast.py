@@ -80,7 +80,7 @@ def prepared(net: QuantizedNetwork, index: int, in_levels: int) -> dict:
         zeros = np.zeros(N)
         prep.update(
             offs=offs,
-            flags=(npath, astro, RESET_CODES[layer.reset], layer.spike_levels),
+            flags=(npath, astro, RESET_CODES[layer.reset], layer.spike_levels, layer.relu),
             m_u=f64((DECAY_UNITY - layer.du) / DECAY_UNITY) if npath else zeros,
             bias=f64(bias_value(layer.bias_mant, layer.bias_exp)) if npath else zeros,
             theta=f64(layer.vth.astype(I64) << VTH_SHIFT),

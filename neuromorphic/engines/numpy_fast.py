@@ -87,7 +87,12 @@ def _shr_f(x: np.ndarray, n: int) -> np.ndarray:
     return x
 
 
-def _sat_f(x: np.ndarray, limit: int, counts: Optional[dict], name: str) -> np.ndarray:
+def _sat_f(x: np.ndarray, limit: int, counts: Optional[dict], name: str,
+           relu: bool = False) -> np.ndarray:
+    """``sat(x)`` (``relu``: ``sat(max(x, 0))``, equal to ``max(sat(x), 0)``; a negative
+    value is then not counted as clipped, the ReLU zeroes it whatever its size)."""
+    if relu:
+        x = np.maximum(x, 0.0)
     if counts is not None:
         counts[name] = counts.get(name, 0) + int(np.count_nonzero(np.abs(x) > limit))
     return np.clip(x, -float(limit), float(limit))
@@ -104,20 +109,22 @@ def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: Optional[d
     if layer.astrocyte:
         opl = (1 << (layer.operand_bits - 1)) - 1
         ops = {}
+        relu = layer.relu        # sensing="relu": k, q >= 0 (after the line; v as it is)
         if layer.delay_line:     # k, v through the delay line (its inputs count as xk, xv)
             x = np.concatenate([_sat_f(_shr_f(part["K"], layer.shift_k), opl, counts, "xk"),
                                 _sat_f(_shr_f(part["V"], layer.shift_v), opl, counts, "xv")], -1)
             acc, line = _delay_line_f(x, layer.conv_taps, record)
-            ops["K"] = _sat_f(_shr_f(acc[..., :A * dk], layer.shift_ck), opl, counts, "k")
+            ops["K"] = _sat_f(_shr_f(acc[..., :A * dk], layer.shift_ck), opl, counts, "k", relu)
             ops["V"] = _sat_f(_shr_f(acc[..., A * dk:], layer.shift_cv), opl, counts, "v")
             if record:
                 states["conv"] = line
         else:
-            for name, sh in (("K", layer.shift_k), ("V", layer.shift_v)):
-                ops[name] = _sat_f(_shr_f(part[name], sh), opl, counts, name.lower())
+            ops["K"] = _sat_f(_shr_f(part["K"], layer.shift_k), opl, counts, "k", relu)
+            ops["V"] = _sat_f(_shr_f(part["V"], layer.shift_v), opl, counts, "v")
         ops["K"] = ops["K"].reshape(T, B, A, dk)
         ops["V"] = ops["V"].reshape(T, B, A, dv)
-        ops["Q"] = _sat_f(_shr_f(part["Q"], layer.shift_q), opl, counts, "q").reshape(T, B, A, dk)
+        ops["Q"] = _sat_f(_shr_f(part["Q"], layer.shift_q), opl, counts, "q",
+                          relu).reshape(T, B, A, dk)
         kv = _shr_f(ops["K"][..., :, None] * ops["V"][..., None, :], layer.shift_kv)
         m_H = (DECAY_UNITY - layer.dH.astype(np.float64))[:, :, None] / DECAY_UNITY
         H_seq = np.empty((T, B, A, dk, dv))

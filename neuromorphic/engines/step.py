@@ -137,8 +137,10 @@ def amsu_step(layer: AMSULayer, u: Optional[np.ndarray], H: Optional[np.ndarray]
             acc, conv = delay_line_step(conv, np.concatenate([k, v], axis=1), layer.conv_taps)
             k = sat(shr(acc[:, :A * dk], layer.shift_ck), b)          # sums requantized, b-bit
             v = sat(shr(acc[:, A * dk:], layer.shift_cv), b)
-        k, v = k.reshape(B, A, dk), v.reshape(B, A, dv)
-        q = sat(shr(part["Q"], layer.shift_q), b).reshape(B, A, dk)
+        q = sat(shr(part["Q"], layer.shift_q), b)
+        if layer.relu:                                                # sensing="relu": after
+            k, q = np.maximum(k, 0), np.maximum(q, 0)                 # the line, k, q >= 0
+        k, v, q = k.reshape(B, A, dk), v.reshape(B, A, dv), q.reshape(B, A, dk)
         kv = shr(k[:, :, :, None] * v[:, :, None, :], layer.shift_kv)  # k v^T, requantized
         H = sat24(rtz_decay(H, layer.dH[:, :, None]) + kv)            # astrocyte: saturates
         r = sat24(shr(np.einsum("bakv,bak->bav", H, q), layer.shift_r))  # H^T q

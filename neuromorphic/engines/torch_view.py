@@ -168,8 +168,10 @@ def _amsu(p: LayerTensors, a: Tensor, record: bool):
             v = sat(shr(acc[..., A * dk:], L.shift_cv), opl)
             if record:
                 states["conv"] = line
-        k, v = k.reshape(T, B, A, dk), v.reshape(T, B, A, dv)
-        q = sat(shr(parts["Q"], L.shift_q), opl).reshape(T, B, A, dk)
+        q = sat(shr(parts["Q"], L.shift_q), opl)
+        if L.relu:               # sensing="relu": non-negative k, q (after the line)
+            k, q = torch.relu(k), torch.relu(q)
+        k, v, q = k.reshape(T, B, A, dk), v.reshape(T, B, A, dv), q.reshape(T, B, A, dk)
         kv = shr(k[..., :, None] * v[..., None, :], L.shift_kv)
         H = torch.zeros(B, A, dk, dv, dtype=F64)
         Hs = []

@@ -19,7 +19,8 @@ width, ``dv = N / A`` value width, ``P`` synapse rows, ``n_in`` inputs, ``B`` ba
 ``when`` names a flag of the layer or a condition derived from its fields
 (``delay_line``: the astrocyte is on and ``conv_size > 1``). ``since``: the first file
 format version that has the field; a file of an older version does not store it and
-it reads as its default (an old file is a network without delay line).
+it reads as its default (an old file is a network without delay line, and one of
+version 1 or 2 a network with ``sensing = "identity"``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ import numpy as np
 from astro_neuron import validate
 from neuromorphic.spec.widths import (
     BIAS_EXP_BITS, BIAS_EXP_MAX, BIAS_MANT_BITS, DECAY_SHIFT, DECAY_UNITY, GAIN_BITS,
-    MAX_CONV_SIZE, MAX_LEVELS, MAX_UNITS, OPERAND_BITS_RANGE, RESETS, SHIFT_RANGE, SIGN_MODES,
-    STATE_BITS, TAP_BITS, TAP_MAX, VTH_BITS, VTH_SHIFT, WEIGHT_BITS, WEIGHT_EXP_RANGE,
+    MAX_CONV_SIZE, MAX_LEVELS, MAX_UNITS, OPERAND_BITS_RANGE, RESETS, SENSINGS, SHIFT_RANGE,
+    SIGN_MODES, STATE_BITS, TAP_BITS, TAP_MAX, VTH_BITS, VTH_SHIFT, WEIGHT_BITS,
+    WEIGHT_EXP_RANGE,
 )
 
 __all__ = ["Field", "State", "REQUIRED", "AMSU_FIELDS", "LIF_FIELDS", "SYNAPSE_FIELDS",
@@ -53,8 +55,9 @@ class Field:
     ``lo``/``hi``: the range of an int or of every element of an array. ``bits``: the
     width on the hardware (Lava's ``precision``); ``None`` where the quantity is not a
     register (sizes, flags). ``when``: the flag that must be on for the field to exist
-    (``None``: always); a scalar of an absent part is held at its default, an array of
-    an absent part must be ``None``. ``file_dtype``: the dtype of its HDF5 dataset.
+    (``None``: always); an int of an absent part is held at its default, a choice of an
+    absent part must be its default, an array of an absent part must be ``None``.
+    ``file_dtype``: the dtype of its HDF5 dataset.
     """
 
     name: str
@@ -135,6 +138,9 @@ AMSU_FIELDS: tuple[Field, ...] = (
     _shift("shift_cv", "delay_line", "the delay line's value sum", since=2),
     Field("conv_taps", "array", "delay-line tap mantissas (row j: lag j; columns K | V)",
           -TAP_MAX, TAP_MAX, ("nc", "dc"), TAP_BITS, "delay_line", since=2),
+    # what the astrocyte senses (format 3; docs/neuromorphic.md, "Non-negative sensing")
+    Field("sensing", "choice", "k, q as they are, or max(k, 0), max(q, 0) after the delay "
+          "line", when="astrocyte", options=SENSINGS, default="identity", since=3),
 )
 
 # Lava's stock LIF (PyLifModelBitAcc); du, dv, vth shared by the population.

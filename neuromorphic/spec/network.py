@@ -159,9 +159,14 @@ class _LayerMethods:
         """A checked copy (int64 read-only arrays); ``ValueError`` naming the first bad field."""
         nb = f"{where}/neuron"
         kw: dict[str, Any] = {}
-        for f in by_kind(self.FIELDS, "flag") + by_kind(self.FIELDS, "choice"):
+        for f in by_kind(self.FIELDS, "flag"):
             kw[f.name] = check_field(f, getattr(self, f.name), nb, {})
         on = lambda when: self._cond(when, kw)   # noqa: E731
+        for f in by_kind(self.FIELDS, "choice"):
+            kw[f.name] = check_field(f, getattr(self, f.name), nb, {})
+            if not on(f.when) and kw[f.name] != f.default:
+                _fail(f"{nb}/{f.name} must be {f.default!r} when {f.when} is off, got "
+                      f"{kw[f.name]!r}")
         for f in by_kind(self.FIELDS, "int"):
             kw[f.name] = check_field(f, getattr(self, f.name), nb, {}) if on(f.when) \
                 else f.default
@@ -240,8 +245,13 @@ class _AMSUMethods(_LayerMethods):
         return self.n_astrocytes * self.d_key + self.n_neurons
 
     @property
+    def relu(self) -> bool:
+        """The astrocyte senses non-negative ``k``, ``q`` (``sensing == "relu"``)."""
+        return bool(self.astrocyte) and self.sensing == "relu"
+
+    @property
     def format_version(self) -> int:
-        return 2 if self.delay_line else 1
+        return 3 if self.relu else 2 if self.delay_line else 1
 
     @staticmethod
     def _cond(when, kw: dict) -> bool:
@@ -287,7 +297,8 @@ class _AMSUMethods(_LayerMethods):
                       f"{EXACT_BITS}); reduce the weights' range or the shifts")
 
     def describe(self) -> str:
-        line = f" conv_size={self.conv_size}" if self.delay_line else ""
+        line = (f" conv_size={self.conv_size}" if self.delay_line else "") + \
+            (" sensing=relu" if self.relu else "")
         return (f"A={self.n_astrocytes} d_key={self.d_key} astrocyte={self.astrocyte}{line} "
                 f"reset={self.reset} levels={self.spike_levels}")
 
@@ -395,8 +406,9 @@ class QuantizedNetwork:
 
     @property
     def format_version(self) -> int:
-        """The lowest file format version that expresses the network (1 unless a layer
-        has a delay line): what :func:`neuromorphic.save` writes and the checksum uses."""
+        """The lowest file format version that expresses the network (1; 2 when a layer
+        has a delay line; 3 when one senses through a ReLU): what :func:`neuromorphic.save`
+        writes and the checksum uses."""
         return max(l.format_version for l in self.layers)
 
     @property
@@ -432,7 +444,8 @@ def _canonical(net: QuantizedNetwork) -> list:
     (ints, flags, choices as one tuple; then each array). Format 1 files' checksums are
     this list's digest: its order is part of the format. Fields of a later format version
     (``Field.since``) enter only the content of networks of that version, so a network
-    without delay line has the digest it had in format 1."""
+    without delay line has the digest it had in format 1, and one without ReLU sensing
+    the digest it had in format 2."""
     version = net.format_version
     items: list = [("format", FORMAT, version), ("input", net.input_size,
                    net.input_levels, repr(float(net.dt)))]

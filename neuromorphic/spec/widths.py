@@ -8,16 +8,17 @@ __all__ = [
     "VTH_BITS", "VTH_SHIFT", "ACT_SHIFT", "BIAS_MANT_BITS", "BIAS_EXP_BITS", "BIAS_EXP_MAX",
     "GAIN_BITS", "WEIGHT_BITS", "WEIGHT_EXP_RANGE", "SHIFT_RANGE", "OPERAND_BITS_RANGE",
     "MAX_LEVELS", "MAX_UNITS", "SIGN_MODES", "RESETS", "EXACT_BITS", "message_bits",
-    "READABLE_VERSIONS", "TAP_BITS", "TAP_MAX", "MAX_CONV_SIZE",
+    "READABLE_VERSIONS", "TAP_BITS", "TAP_MAX", "MAX_CONV_SIZE", "SENSINGS",
 ]
 
 # the file format these widths belong to (neuromorphic.fileio); it changes only if the bytes do.
 # A file carries the lowest version that expresses its network: 1 without a delay line (the
 # bytes of every file written before the delay line existed), 2 when a layer has one
-# (fields conv_size, shift_ck, shift_cv, conv_taps). FORMAT_VERSION is the newest.
+# (fields conv_size, shift_ck, shift_cv, conv_taps), 3 when a layer senses through a ReLU
+# (field sensing = "relu"). FORMAT_VERSION is the newest.
 FORMAT = "astro-neuron/integer-snn"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 STATE_BITS = 24                    # u, v, H, r, o: signed 24-bit
 STATE_MAX = 2 ** (STATE_BITS - 1) - 1
@@ -41,6 +42,7 @@ RESETS = ("none", "subtract", "zero")
 TAP_BITS = 8                       # delay-line tap mantissas, signed, symmetric (as gain)
 TAP_MAX = (1 << (TAP_BITS - 1)) - 1
 MAX_CONV_SIZE = 8                  # taps of the delay line (astro_neuron's AMSUSpec allows 8)
+SENSINGS = ("identity", "relu")    # what the astrocyte senses: k, q or max(k, 0), max(q, 0)
 EXACT_BITS = 52                    # every intermediate stays below 2**52 (float64-exact)
 
 

@@ -201,3 +201,22 @@ def test_quantize_accepts_the_delay_line():
         warnings.simplefilter("ignore", nm.SaturationWarning)   # bias clamps, not the line
         q = nm.quantize(m, calibration=_x(), check_saturation=False)
     assert q.layers[0].conv_size == 3 and q.layers[0].conv_taps.shape == (3, 2 * 4 + 8)
+
+
+def test_quantize_accepts_relu_sensing():
+    """sensing='relu' is exported (test_nm_relu_sensing.py), alone and with the line."""
+    torch.manual_seed(0)
+    for conv_size in (1, 3):
+        m = an.AMSU(6, 8, n_astrocytes=2, d_key=4, conv_size=conv_size, sensing="relu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", nm.SaturationWarning)
+            q = nm.quantize(m, calibration=_x(), check_saturation=False)
+        assert (q.layers[0].sensing, q.layers[0].conv_size, q.format_version) == \
+            ("relu", conv_size, 3)
+
+
+def test_quantize_refuses_a_sensing_the_integer_network_lacks():
+    m = an.AMSU(6, 8, n_astrocytes=2, d_key=4)
+    object.__setattr__(m.spec, "sensing", "elu+1")   # a float option not exported
+    with pytest.raises(ValueError, match="sensing='elu\\+1' has no integer form"):
+        nm.quantize(m, calibration=_x())

@@ -153,7 +153,7 @@ def _build_float(fnet, batch: int):
                 neuron_path=layer.neuron_path, astrocyte=layer.astrocyte, reset=layer.reset,
                 spike_levels=layer.spike_levels, du=1 - layer.beta, bias_mant=layer.bias,
                 bias_exp=np.zeros(N), vth=layer.threshold, dH=1 - layer.gamma,
-                gain=layer.gain, conv_size=layer.conv_size,
+                gain=layer.gain, conv_size=layer.conv_size, sensing=layer.sensing,
                 conv_taps=np.zeros((1, layer.n_astrocytes * layer.d_key + N))
                 if layer.conv is None else layer.conv,
                 name=f"amsu{i}")

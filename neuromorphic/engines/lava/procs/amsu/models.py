@@ -27,6 +27,7 @@ from neuromorphic.spec.widths import (
 _F = field_map(AMSU_FIELDS)   # widths of the parameter Vars: the schema's
 
 _RESET_NONE, _RESET_SUBTRACT, _RESET_ZERO = "none", "subtract", "zero"
+_SENSING_RELU = "relu"
 
 
 class _AMSUBase(PyLoihiProcessModel):
@@ -46,6 +47,7 @@ class _AMSUBase(PyLoihiProcessModel):
         self.levels = int(p["spike_levels"])
         self.conv_size = int(p["conv_size"])
         self.delay_line = self.astrocyte and self.conv_size > 1
+        self.relu = self.astrocyte and str(p["sensing"]) == _SENSING_RELU
         sizes = []
         if self.neuron_path:
             sizes.append(("I", self.n))
@@ -128,6 +130,8 @@ class PyAMSUModelFixed(_AMSUBase):
         if self.delay_line:
             k, v = self.delay(k, v)
         q = self.saturate(self.requantize(a[:, self.slices["Q"]], self.shift["q"]), lim)
+        if self.relu:      # non-negative key and query, after the delay line
+            k, q = np.maximum(k, 0), np.maximum(q, 0)
         k, v, q = k.reshape(B, A, dk), v.reshape(B, A, dv), q.reshape(B, A, dk)
         outer = self.requantize(k[..., :, None] * v[..., None, :], self.shift["kv"])
         H = self.saturate(self.decay(self.H, self.dH[..., None]) + outer, self.state_limit)
@@ -207,9 +211,12 @@ class PyAMSUModelFloat(_AMSUBase):
                     y = y + self.conv[:, K - 1 - lag] * self.conv_taps[lag]
                 self.conv[:] = np.concatenate([self.conv[:, 1:], x[:, None]], axis=1)
                 k, v = y[:, :A * dk], y[:, A * dk:]
+            q = a[:, self.slices["Q"]]
+            if self.relu:      # non-negative key and query, after the delay line
+                k, q = np.maximum(k, 0.0), np.maximum(q, 0.0)
             k = k.reshape(B, A, dk)
             v = v.reshape(B, A, dv)
-            q = a[:, self.slices["Q"]].reshape(B, A, dk)
+            q = q.reshape(B, A, dk)
             self.H[:] = (1 - self.dH)[..., None] * self.H + k[..., :, None] * v[..., None, :]
             read = (self.H * q[..., :, None]).sum(axis=2)
             drive += read.reshape(B, self.n) * self.gain

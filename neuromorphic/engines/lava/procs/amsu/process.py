@@ -46,7 +46,7 @@ class AMSUNeuron(AbstractProcess):
 
     Parameters (keyword only): ``batch`` and every field of
     :data:`neuromorphic.spec.fields.AMSU_FIELDS`: its scalars (sizes, flags, ``reset``,
-    the shifts; fixed_pt only for the shifts and ``operand_bits``) become
+    ``sensing``, the shifts; fixed_pt only for the shifts and ``operand_bits``) become
     ``proc_params``, its arrays (``du, bias_mant, bias_exp, vth, dH, gain, conv_taps``) Vars
     of the declared shapes. States ``u`` ``[B, N]``, ``H`` ``[B, A, dk, dv]`` and the delay
     line ``conv`` ``[B, conv_size - 1, A*dk + N]`` start at 0.
