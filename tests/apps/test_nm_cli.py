@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import neuromorphic as nm
 from astro_neuron.apps.cli import main
 
 pytestmark = pytest.mark.timeout(240)
@@ -52,6 +53,8 @@ def test_simulate_npy_input_and_export_json(quantized, capsys, tmp_path):
     assert main(["export", str(net), "--to", "json", "--out", str(tmp_path / "n.json")]) == 0
     doc = json.loads((tmp_path / "n.json").read_text())
     assert doc["layers"][0]["type"] == "amsu" and len(doc["layers"][0]["vth"]) == 64
+    # the network's own file version (1: no delay line, no relu), not the newest one
+    assert doc["format_version"] == 1 < nm.FORMAT_VERSION
 
 
 def test_export_nir_fails_clearly_for_the_amsu(quantized, capsys, tmp_path):

@@ -376,7 +376,7 @@ def test_damaged_delay_line_fields_are_refused_by_name(line_file, tmp_path, labe
         nm.load(_edit(path, tmp_path / "bad.h5", edit))
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=25, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_corrupted_version_2_files_fail_cleanly(line_file, tmp_path, data):

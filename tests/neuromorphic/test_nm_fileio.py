@@ -21,6 +21,10 @@ from neuromorphic.randnet import random_network, random_spikes
 
 SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+# the random corruptions are drawn the same way on every run (derandomize): a rare
+# corrupted HDF5 attribute makes h5py's reader loop forever (docs/notes.md), a hang this
+# code cannot interrupt, so CI must not draw a new one by chance
+CORRUPT = settings(SETTINGS, derandomize=True)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +63,7 @@ def test_random_valid_networks_round_trip(tmp_path, seed, n_layers, levels, data
     assert nm.load(path).equals(net)
 
 
-@SETTINGS
+@CORRUPT
 @given(data=st.data())
 def test_corrupted_files_fail_cleanly(good_file, tmp_path, data):
     path, net = good_file

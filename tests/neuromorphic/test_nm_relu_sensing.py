@@ -455,7 +455,7 @@ def test_damaged_sensing_fields_are_refused_by_name(relu_file, tmp_path, label, 
         nm.load(_edit(path, tmp_path / "bad.h5", edit))
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=25, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_corrupted_version_3_files_fail_cleanly(relu_file, tmp_path, data):

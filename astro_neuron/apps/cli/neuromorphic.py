@@ -168,7 +168,7 @@ def _export(args) -> int:
             return int(v)
         return v
 
-    doc = {"format": nm.FORMAT, "format_version": nm.FORMAT_VERSION,
+    doc = {"format": nm.FORMAT, "format_version": qnet.format_version,
            "input_size": qnet.input_size, "input_levels": qnet.input_levels, "dt": qnet.dt,
            "latency": qnet.latency, "meta": qnet.meta, "layers": []}
     for layer in qnet.layers:
