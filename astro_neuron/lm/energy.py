@@ -149,6 +149,9 @@ def amsnet_ops(model: LanguageModel, amsu_spikes: list[Tensor], ffn_spikes: list
         if spec.neuron_path:
             out.append(LayerOps(p + "amsu.membrane", mac=N, note="u = beta u + I"))
         if spec.astrocyte:
+            if spec.sensing == "relu":
+                out.append(LayerOps(p + "amsu.sensing", add=2 * A * dk,
+                                    note="max(k, 0), max(q, 0): one comparison each"))
             if spec.rotary_dims:
                 out.append(LayerOps(p + "amsu.rotary", mac=2 * 2 * A * spec.rotary_dims,
                                     note="k, q"))

@@ -48,6 +48,16 @@ def test_amsnet_counts_equal_a_hand_count_and_silence_means_no_accumulate():
     mac, ac, add = _kinds(rep)
     assert rep.energy_pj == pytest.approx(E_MAC_PJ * mac + E_AC_PJ * (ac + add))
     assert rep.grouped()["amsu.write"].mac == 32 and "H^T q" in rep.grouped()["amsu.read"].note
+    assert "amsu.sensing" not in rep.grouped()
+    # non-negative sensing adds one comparison per key and query channel: 2 x 2 x 4
+    relu = _tiny(sensing="relu")
+    with torch.no_grad():
+        for b in relu.blocks:
+            b.amsu.log_threshold.fill_(30.0)
+            b.lif.log_threshold.fill_(30.0)
+    rep2 = count_ops(relu, "def f(x): return x\n")
+    assert rep2.total("add") - rep.total("add") == 2 * 2 * 4 == rep2.grouped()["amsu.sensing"].add
+    assert rep2.total("mac") == rep.total("mac")
 
 
 def test_a_single_spike_costs_its_fan_out():
