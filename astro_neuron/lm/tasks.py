@@ -61,7 +61,10 @@ TASK_MODELS = {"AM-SNet": {}, "astrocyte off": {"astrocyte": False},
                "AM-SNet plain read-out": {"astro_norm": False},
                # non-negative sensing, astrocyte gain 1, no rotary (docs/memory.md,
                # "Non-negative sensing"); "astrocyte off" is its ablation too
-               "AM-SNet relu": {"sensing": "relu", "astro_gain": 1.0, "rotary_fraction": 0.0}}
+               "AM-SNet relu": {"sensing": "relu", "astro_gain": 1.0, "rotary_fraction": 0.0},
+               # the same with the 4-tap pre-synaptic delay line: binds keys to values
+               "AM-SNet memory": {"sensing": "relu", "astro_gain": 1.0, "rotary_fraction": 0.0,
+                                  "conv_size": 4}}
 
 
 def _check_common(batch_size, seq_len, noise, generator) -> None:

@@ -37,7 +37,7 @@ TABLES = {
     "copy": {"task": "copy", "lengths": (256, 1024), "sizes": (16,), "x": "length"},
     "capacity": {"task": "mqar", "lengths": (256,), "sizes": (2, 4, 8, 16, 32), "x": "size"},
 }
-DEFAULT_MODELS = ("AM-SNet", "AM-SNet relu", "astrocyte off", "Transformer")
+DEFAULT_MODELS = ("AM-SNet", "AM-SNet memory", "astrocyte off", "Transformer")
 DEFAULT_LRS = (1e-4, 4.6e-4, 2.2e-3, 1e-2)      # Zoology's sweep
 
 
