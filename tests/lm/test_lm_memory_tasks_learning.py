@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from astro_neuron.lm import AMSNetConfig, build_model
-from astro_neuron.lm.tasks import mqar_batch, task_accuracy, train_task
+from astro_neuron.lm.tasks import (
+    TASK_MODELS, copy_gap_batch, mqar_batch, task_accuracy, train_task,
+)
 
 T, PAIRS, EXAMPLES, BATCH, LR = 32, 2, 6400, 32, 3e-3
 
@@ -40,3 +42,28 @@ def test_transformer_learns_mqar_well_above_chance():
         acc, loss = _run(seed)
         assert acc > 3 / 64, (seed, acc)
         assert loss < math.log(64) - 0.5, (seed, loss)
+
+
+def _copy_probe(seed: int, **overrides) -> float:
+    """A 2-layer d=64 AM-SNet with non-negative sensing (``TASK_MODELS["AM-SNet
+    relu"]``, ``overrides`` on top) trained on 6,400 copy-probe sequences (T=32, gap 6,
+    random noise, batch 16, lr 3e-3); held-out accuracy on 500 sequences."""
+    torch.manual_seed(seed)
+    cfg = AMSNetConfig(block_size=32, n_layer=2, n_head=2, d_model=64,
+                       **{**TASK_MODELS["AM-SNet relu"], **overrides})
+    model = build_model(cfg)
+    train_task(model, "gap", 32, 6400, 16, lr=3e-3, seed=seed, progress=False, gap=6)
+    x, y = copy_gap_batch(500, 32, gap=6, generator=torch.Generator().manual_seed(10_000 + seed))
+    return task_accuracy(model, x, y)
+
+
+@pytest.mark.slow
+def test_amsnet_with_relu_sensing_learns_the_copy_probe(one_thread):
+    # docs/memory.md, "Non-negative sensing": seeds 0-5 all reach 100% in 400 steps
+    # (10-17 s a seed on the loaded 2-core machine; chance 1/64 = 1.6%), where the
+    # paper's defaults stay at 1.0% and 1.4% (seeds 0, 1); two threads give 100% too.
+    # Asserted with margin on two seeds:
+    # accuracy above 50%.
+    for seed in (0, 1):
+        acc = _copy_probe(seed)
+        assert acc > 0.5, (seed, acc)
