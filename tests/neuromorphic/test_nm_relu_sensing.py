@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import astro_neuron as an
 import neuromorphic as nm
+from h5files import assert_loads_same_or_refuses, assert_same_run, corrupt, file_layout
 from astro_neuron.functional.amsu import AMSUParams, delay_line, project
 from neuromorphic import engines
 from neuromorphic.convert.graph import float_network, float_reference
@@ -394,34 +395,12 @@ def test_a_version_2_file_of_the_previous_code_loads_simulates_and_writes_back(t
     assert canonical_digest(net) == V2_DIGEST and net.format_version == 2
     assert [l.sensing for l in net.layers] == ["identity", "identity"]
     run = np.load(DATA / "net_v2_898d7c7_run.npz")
-    for backend in ("reference", "step", "numpy", "torch"):
-        out = nm.simulate(net, run["x"], backend=backend)
-        for i, layer in enumerate(net.layers):
-            np.testing.assert_array_equal(out.spikes[i], run[f"spikes{i}"], err_msg=backend)
-            for k in layer.state_names:
-                np.testing.assert_array_equal(out.states[i][k], run[f"{k}{i}"],
-                                              err_msg=f"{backend} {i} {k}")
+    assert_same_run(net, run)
     again = nm.save(net, tmp_path / "again.h5")
     assert _layout(again) == _layout(V2)
 
 
-def _layout(path) -> list:
-    """Every group, dataset (dtype, shape, bytes) and attribute of a file, in order, the
-    producer string aside (as test_nm_schema's check of the version-1 fixture)."""
-    out = []
-    with h5py.File(path) as f:
-        for k in f.attrs:
-            out.append(("/", k, "" if k == "producer" else repr(f.attrs[k])))
-
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                out.append((name, str(obj.dtype), obj.shape, obj[()].tobytes()))
-            else:
-                out.append((name, "group"))
-            for k in obj.attrs:
-                out.append((name, k, repr(obj.attrs[k])))
-        f.visititems(visit)
-    return out
+_layout = file_layout
 
 
 def _edit(src, dst, edit):
@@ -462,21 +441,8 @@ def test_corrupted_version_3_files_fail_cleanly(relu_file, tmp_path, data):
     """Any truncation or byte corruption of a file with the ReLU loads back the same
     network or raises ValueError naming the file (never another exception)."""
     path, net = relu_file
-    raw = bytearray(path.read_bytes())
-    if data.draw(st.booleans()):
-        raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
-    else:
-        for _ in range(data.draw(st.integers(1, 8))):
-            i = data.draw(st.integers(0, len(raw) - 1))
-            raw[i] ^= 1 << data.draw(st.integers(0, 7))
-    bad = tmp_path / "bad.h5"
-    bad.write_bytes(bytes(raw))
-    try:
-        back = nm.load(bad)
-    except ValueError as exc:
-        assert str(bad) in str(exc)
-        return
-    assert back.equals(net), "a corrupted file loaded as a different network"
+    assert_loads_same_or_refuses(corrupt(bytearray(path.read_bytes()), data),
+                                 tmp_path / "bad.h5", net)
 
 
 # ----------------------------------------------------------------- counts, NIR
