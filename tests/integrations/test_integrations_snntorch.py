@@ -32,6 +32,8 @@ CONFIGS = {
     "zero": {"reset": "zero"},
     "rotary": {"rotary": True},
     "astro_off": {"astrocyte": False},
+    # the memory options: relu sensing and the delay line (a 4th state, the line)
+    "relu_line": {"sensing": "relu", "conv_size": 3, "rotary": True},
 }
 
 
