@@ -40,8 +40,8 @@ from astro_neuron.lm.model import LanguageModel
 from astro_neuron.lm.train import TrainConfig, lr_at, make_optimizer
 from astro_neuron.validate import choice, int_in_range, non_negative_int, positive_int
 
-__all__ = ["mqar_batch", "selective_copy_batch", "copy_gap_batch", "task_accuracy", "train_task", "chance",
-           "TASKS", "TASK_MODELS", "NOISE", "QUERY_DIST", "N_KEYS", "N_VALUES", "VOCAB"]
+__all__ = ["mqar_batch", "selective_copy_batch", "copy_gap_batch", "task_accuracy", "train_task",
+           "chance", "TASKS", "TASK_MODELS", "NOISE", "QUERY_DIST", "N_KEYS", "N_VALUES", "VOCAB"]
 
 VOCAB = 256
 FILLER, SEP, MARK = 0, 255, 254
@@ -53,18 +53,19 @@ NOISE = ("random", "constant")
 QUERY_DIST = ("uniform", "power")
 POWER_A = 0.01                       # Zoology's power_a
 
+# non-negative sensing, astrocyte gain 1, no rotary (docs/memory.md, "Non-negative sensing")
+_RELU = {"sensing": "relu", "astro_gain": 1.0, "rotary_fraction": 0.0}
+
 #: the models of the tables: AM-SNet (the language model's defaults), its ablation
 #: without astrocyte, the same-size Transformer (config overrides of AMSNetConfig)
 TASK_MODELS = {"AM-SNet": {}, "astrocyte off": {"astrocyte": False},
                "Transformer": {"arch": "transformer"},
                # the plain read-out H^T q / sqrt(d_k) (docs/lm.md, "Memory-retention tasks")
                "AM-SNet plain read-out": {"astro_norm": False},
-               # non-negative sensing, astrocyte gain 1, no rotary (docs/memory.md,
-               # "Non-negative sensing"); "astrocyte off" is its ablation too
-               "AM-SNet relu": {"sensing": "relu", "astro_gain": 1.0, "rotary_fraction": 0.0},
+               # _RELU; "astrocyte off" is its ablation too
+               "AM-SNet relu": dict(_RELU),
                # the same with the 4-tap pre-synaptic delay line: binds keys to values
-               "AM-SNet memory": {"sensing": "relu", "astro_gain": 1.0, "rotary_fraction": 0.0,
-                                  "conv_size": 4}}
+               "AM-SNet memory": {**_RELU, "conv_size": 4}}
 
 
 def _check_common(batch_size, seq_len, noise, generator) -> None:

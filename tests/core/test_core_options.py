@@ -18,7 +18,8 @@ import torch
 import astro_neuron as an
 from astro_neuron.functional import amsu
 from astro_neuron.functional.amsu.decode import decode_shape, decode_step, fuse, rotary_rows
-from astro_neuron.functional.scan import astro_gated_chunked, astro_gated_loop
+from astro_neuron.functional.rotary import rotary as rotary_positions
+from astro_neuron.functional.scan import astro_gated_chunked, astro_gated_loop, astro_loop
 from tolerance import RTOL, assert_close
 
 OPTIONS = [
@@ -139,7 +140,6 @@ def test_delay_line_is_the_causal_filter():
     want = sum(w[j] * pad[2 - j:2 - j + 9] for j in range(3))
     nk = 8
     k2, v2 = want[..., :nk].reshape(k.shape), want[..., nk:].reshape(v.shape)
-    from astro_neuron.functional.scan import astro_loop
     o_ref, _ = astro_loop(amsu.project(x, b.params(), b.spec)[3], k2, v2, b.gamma)
     out, _ = b.run(x, mode="loop")
     assert_close(out.o, o_ref.flatten(-2) * b.astro_gain / 2, torch.float64, "delay line")
@@ -161,12 +161,10 @@ def test_relu_sensing_is_the_astrocyte_fed_max_k_0_and_max_q_0(rotary):
     k, q = k.clamp(min=0), q.clamp(min=0)
     assert (k == 0).any() and (k > 0).any()                   # both sides of the kink
     if rotary:
-        from astro_neuron.functional.rotary import rotary as rot
-        k, q = rot(k, 0, 10000.0, 4), rot(q, 0, 10000.0, 4)
+        k, q = rotary_positions(k, 0, 10000.0, 4), rotary_positions(q, 0, 10000.0, 4)
     else:
         scores = torch.einsum("tbac,sbac->btsa", q, k)
         assert bool((scores >= 0).all())
-    from astro_neuron.functional.scan import astro_loop
     o_ref, _ = astro_loop(q, k, v, b.gamma)
     out, _ = b.run(x, mode="loop")
     assert_close(out.o, o_ref.flatten(-2) * b.astro_gain / 2, torch.float64, "relu sensing")
