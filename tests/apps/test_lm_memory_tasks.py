@@ -30,6 +30,7 @@ def test_memory_tasks_rejects_bad_lr(lr, tmp_path):
     ({"models": ("GPT",)}, "unknown model"), ({"models": ("X={bad",)}, "JSON"),
     ({"models": ('X={"tau_astro": -1}',)}, "tau_astro"), ({"lrs": ()}, "at least one"),
     ({"sizes": (20,)}, "too short"), ({"examples": 0}, "examples"),
+    ({"warmup": 1.0}, "warmup"), ({"warmup": -0.1}, "warmup"), ({"warmup": float("nan")}, "warmup"),
 ])
 def test_memory_tasks_rejects_bad_settings(kw, match, tmp_path):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -60,6 +61,24 @@ def test_sweep_seeds_files_and_resume(tmp_path, monkeypatch):
     # a changed setting is not taken from the old files
     with pytest.raises(AssertionError, match="trained again"):
         _quick(tmp_path, examples=32)
+
+
+def test_warmup_reaches_training_and_is_part_of_the_resume_key(tmp_path, monkeypatch):
+    seen = []
+    real = lm_memory.train_task
+
+    def spy(*a, **k):
+        seen.append(k["warmup_steps"])
+        return real(*a, **k)
+    monkeypatch.setattr(lm_memory, "train_task", spy)
+    # quick: 64 sequences of 16 = 4 steps a run; a quarter of them warm up
+    res = _quick(tmp_path, models=("Transformer",), lrs=(1e-3,), seeds=1, warmup=0.25)
+    assert seen == [1] and res["settings"]["warmup"] == 0.25
+    assert json.loads(next((tmp_path / "runs").iterdir()).read_text())["settings"]["warmup"] == 0.25
+    _quick(tmp_path, models=("Transformer",), lrs=(1e-3,), seeds=1, warmup=0.25)
+    assert seen == [1]                               # resumed, not trained again
+    _quick(tmp_path, models=("Transformer",), lrs=(1e-3,), seeds=1)
+    assert seen == [1, 0]                            # without warm-up: a different run
 
 
 def test_resolve_models_variants():

@@ -153,6 +153,9 @@ def register(commands, bench) -> None:
     p.add_argument("--query-dist", default="uniform", choices=("uniform", "power"),
                    help="MQAR query places: uniform, or Zoology's power law (near the pairs)")
     p.add_argument("--n-eval", type=A.int_range(1, 1 << 20, "--n-eval"), default=500)
+    p.add_argument("--warmup", type=A.number(0.0, 1.0, hi_open=True, name="--warmup"), default=0.0,
+                   help="share of each run's steps with the learning rate rising linearly "
+                        "from 0 before the cosine (default 0: none)")
     p.add_argument("--out", default="out/memory-tasks", type=A.out_dir("--out"))
     p.add_argument("--combine", metavar="JSON,JSON,...",
                    help="train nothing: draw saved tables (memory_<table>.json) into one "
@@ -307,7 +310,7 @@ def _memory_tasks(args) -> int:
                      d_model=args.d_model, n_layer=args.n_layer, n_head=args.n_head,
                      noise=noise, query_dist=args.query_dist, n_eval=args.n_eval,
                      out_dir=args.out, quick=args.quick, progress=not args.no_progress,
-                     task=args.task)
+                     task=args.task, warmup=args.warmup)
     return 0
 
 

@@ -11,6 +11,7 @@ model variants and the training loop are library code: :mod:`astro_neuron.lm.tas
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 import time
@@ -26,7 +27,8 @@ from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
 from astro_neuron.lm.tasks import NOISE, QUERY_DIST, TASK_MODELS, TASKS, chance, task_accuracy, \
     train_task
-from astro_neuron.validate import choice, int_in_range, positive_int, positive_number
+from astro_neuron.validate import choice, int_in_range, number_in_range, positive_int, \
+    positive_number
 
 __all__ = ["run_memory_tasks", "format_table", "combine_tables", "TABLES", "resolve_models"]
 
@@ -90,7 +92,8 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
                      d_model: int = 64, n_layer: int = 2, n_head: int = 2,
                      noise: Union[str, tuple] = "random", query_dist: str = "uniform",
                      n_eval: int = 500, out_dir="out/memory-tasks", quick: bool = False,
-                     progress: bool = True, task: Optional[str] = None) -> dict:
+                     progress: bool = True, task: Optional[str] = None,
+                     warmup: float = 0.0) -> dict:
     """One table of docs/memory.md; prints it, saves ``memory_<table>.json`` and
     ``memory_<table>.png`` in ``out_dir`` and returns the summary.
 
@@ -100,6 +103,8 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
     (``batch_size`` per step) and is scored on ``n_eval`` held-out sequences.
     ``table``: a name of :data:`TABLES`; ``lengths`` / ``sizes`` / ``task`` override
     its lists. ``noise``: ``"random"``, ``"constant"`` or both (a tuple).
+    ``warmup``: the share of each run's steps spent warming the learning rate up
+    linearly from 0 (0: none, the cosine starts at the peak; 0.1: a tenth of the steps).
     ``quick``: tiny settings for tests (seconds).
     """
     choice("table", table, TABLES)
@@ -115,6 +120,7 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
     if not lrs:
         raise ValueError("lrs: give at least one learning rate")
     int_in_range("seeds", seeds, 1, 100)
+    warmup = number_in_range("warmup", warmup, 0.0, 1.0, hi_open=True)
     for name, value in (("examples", examples), ("batch_size", batch_size),
                         ("d_model", d_model), ("n_layer", n_layer), ("n_head", n_head),
                         ("n_eval", n_eval)):
@@ -129,7 +135,8 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
     settings = {"table": table, "task": task, "lengths": lengths, "sizes": sizes,
                 "noise": noises, "query_dist": query_dist, "models": mdl, "lrs": lrs,
                 "seeds": seeds, "examples": examples, "batch_size": batch_size,
-                "d_model": d_model, "n_layer": n_layer, "n_head": n_head, "n_eval": n_eval}
+                "d_model": d_model, "n_layer": n_layer, "n_head": n_head, "n_eval": n_eval,
+                "warmup": warmup}
     out = Path(out_dir)
     runs_dir = out / "runs"
     groups = [(T, n, nz, name) for nz in noises for n in sizes for T in lengths for name in mdl]
@@ -144,6 +151,8 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
         path = runs_dir / f"{_key(cell)}.json"
         same = {k: settings[k] for k in ("examples", "batch_size", "d_model", "n_layer",
                                          "n_head", "n_eval", "query_dist")}
+        if warmup:                    # absent when 0: runs saved before the option resume
+            same["warmup"] = warmup
         if path.exists():             # resume: a finished run with the same settings
             r = json.loads(path.read_text())
             if r.get("settings") == same and r.get("overrides") == mdl[name]:
@@ -156,8 +165,9 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
         model = build_model(cfg)
         t0 = time.perf_counter()
         try:
+            steps = math.ceil(examples / batch_size)
             losses = train_task(model, task, T, examples, batch_size, lr=lr, seed=seed,
-                                progress=progress, desc=f"{task} T={T} n={n} {name} lr={lr:g}",
+                                warmup_steps=round(warmup * steps), progress=progress, desc=f"{task} T={T} n={n} {name} lr={lr:g}",
                                 **kw)
             g = torch.Generator().manual_seed(10_000 + seed)
             x_te, y_te = TASKS[task](n_eval, T, generator=g, **kw)
