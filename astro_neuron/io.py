@@ -208,12 +208,12 @@ def load_checkpoint(path, kind: str, what: str = "checkpoint"
     path = Path(path)
     _check_file(path, what)
     with open(path, "rb") as fh:
-        head = fh.read(9)
+        head = fh.read(520)
     # a safetensors file starts with its header's length (8 bytes, little-endian, whose
     # first byte may well be 0x80) and then the header's "{"
     if head[8:9] != b"{" and head.startswith(_PICKLE_MAGIC):
         raise PickleCheckpointError(_pickle_message(path, what))
-    if head[:8] == _HDF5_MAGIC:
+    if _HDF5_MAGIC in (head[:8], head[512:520]):     # at 512 after a user block (the seal)
         raise CheckpointError(f"{what} {path} is an HDF5 file (an integer network .h5?), "
                               f"not a safetensors checkpoint")
     try:

@@ -18,6 +18,14 @@ table in :mod:`neuromorphic.spec.fields`, in its order::
     /layers/<i>/bits       attrs: the width of every quantity (must equal this format's)
     /layers/<i>/scale      attrs: power-of-two exponents for reading states as floats
 
+The first 512 bytes are an HDF5 user block (HDF5 readers skip it; the HDF5 data
+start at byte 512): a text line and the SHA-256 digest of every byte after it, the
+*seal*. :func:`load` checks the seal on the raw bytes before the HDF5 library parses
+anything, so damage anywhere in the HDF5 part is refused at once (a damaged attribute
+header can otherwise make the HDF5 library loop forever, docs/notes.md). Files written
+before the seal (no user block) load as before; a file edited on purpose with h5py
+needs :func:`seal` again.
+
 Writing is atomic (a temporary file in the same folder, then a rename). Loading
 reads every field, checks presence, dtype, shape and range against the schema and
 names the first bad field in a ``ValueError``; it then checks a SHA-256 checksum
@@ -30,6 +38,7 @@ leaves :func:`load`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -44,7 +53,12 @@ from neuromorphic.spec import (
     Synapse, bits_for, canonical_digest, check_task,
 )
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "save", "load", "canonical_digest"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "save", "load", "seal", "canonical_digest"]
+
+#: bytes of the HDF5 user block that holds the seal (HDF5's smallest user block)
+USERBLOCK = 512
+_SEAL = b"astro-neuron integer network; SHA-256 of bytes 512 to the end:\n"
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 _SYN_ATTRS = tuple(f for f in SYNAPSE_FIELDS if f.kind != "array")
 
@@ -64,7 +78,7 @@ def save(net: QuantizedNetwork, path) -> Path:
     version = net.format_version
 
     def write(tmp: str) -> None:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", userblock_size=USERBLOCK) as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = version
             f.attrs["producer"] = f"astro-neuron {__version__}"
@@ -101,8 +115,55 @@ def save(net: QuantizedNetwork, path) -> Path:
                 for k, v in l.scale.items():
                     cg.attrs[k] = int(v)
             f.attrs["checksum"] = canonical_digest(net)
+        seal(tmp)
 
     return atomic_write(path, write)
+
+
+def _body_digest(fh) -> str:
+    fh.seek(USERBLOCK)
+    h = hashlib.sha256()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        h.update(block)
+    return h.hexdigest()
+
+
+def seal(path) -> Path:
+    """Write the seal (the SHA-256 digest of every byte after the 512-byte user block)
+    into the user block of a file written by :func:`save`. :func:`save` does this
+    itself; call it after editing a file on purpose with h5py (the file's own checksum
+    and every field check still apply when it is loaded)."""
+    path = Path(path)
+    with open(path, "r+b") as fh:
+        if fh.read(USERBLOCK + len(_HDF5_SIGNATURE))[USERBLOCK:] != _HDF5_SIGNATURE:
+            raise ValueError(f"{path}: not a file written by neuromorphic.save with a "
+                             f"{USERBLOCK}-byte user block (files written before the seal "
+                             "have none: load and save the network again)")
+        head = _SEAL + _body_digest(fh).encode() + b"\n"
+        fh.seek(0)
+        fh.write(head + bytes(USERBLOCK - len(head)))
+    return path
+
+
+def _check_seal(path: Path) -> None:
+    """Refuse a file whose bytes after the user block do not match its seal, before
+    h5py reads it. A file without a user block (written before the seal) passes."""
+    with open(path, "rb") as fh:
+        head = fh.read(USERBLOCK + len(_HDF5_SIGNATURE))
+        sealed = head.startswith(_SEAL)
+        if not sealed and head[USERBLOCK:] != _HDF5_SIGNATURE:
+            return                      # no user block: an older file, checked field by field
+        n = len(_SEAL)
+        written = head[n:n + 64]
+        if not sealed or head[n + 64:USERBLOCK] != b"\n" + bytes(USERBLOCK - n - 65) or \
+                any(c not in b"0123456789abcdef" for c in written):
+            raise ValueError(f"{path}: damaged file: its first {USERBLOCK} bytes (the seal "
+                             "with the digest of the rest) are not as written")
+        if _body_digest(fh) != written.decode():
+            raise ValueError(f"{path}: damaged file: its bytes do not match the digest "
+                             "written with them (truncated, or changed after it was "
+                             "written; after a deliberate edit with h5py call "
+                             "neuromorphic.fileio.seal)")
 
 
 _KIND_ORDER = {"int": 0, "flag": 1, "choice": 2, "array": 3}
@@ -304,11 +365,13 @@ def load(path) -> QuantizedNetwork:
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the
     field for anything else wrong: not HDF5, truncated, wrong format or version,
     missing field, wrong dtype or shape, out-of-range value, a task description out of
-    bounds or not matching the network, checksum mismatch.
+    bounds or not matching the network, checksum mismatch, bytes that do not match the
+    file's seal (checked first, before the HDF5 library reads the file).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"integer network file not found: {path}")
+    _check_seal(path)
     try:
         f = h5py.File(path, "r")
     except Exception as exc:

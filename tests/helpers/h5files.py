@@ -30,6 +30,20 @@ def file_layout(path) -> list:
     return out
 
 
+def edited_copy(src, dst, edit) -> Path:
+    """Copy ``src`` to ``dst``, apply ``edit(h5py.File)`` to the copy and seal it again
+    (when it has a seal): a deliberate edit, so that what :func:`neuromorphic.load`
+    says about the edited field is what is tested, not the seal."""
+    dst = Path(dst)
+    dst.write_bytes(Path(src).read_bytes())
+    sealed = dst.read_bytes()[:len(b"astro-neuron")] == b"astro-neuron"
+    with h5py.File(dst, "r+") as f:
+        edit(f)
+    if sealed:
+        nm.fileio.seal(dst)
+    return dst
+
+
 def corrupt(raw: bytearray, data, zero_runs: bool = False) -> bytearray:
     """A hypothesis-drawn damage of a file's bytes: a truncation, 1-8 flipped bits or
     (``zero_runs``) a run of up to 64 zero bytes."""

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import astro_neuron as an
 import neuromorphic as nm
-from h5files import assert_loads_same_or_refuses, corrupt
+from h5files import assert_loads_same_or_refuses, corrupt, edited_copy
 from neuromorphic import engines
 from neuromorphic.convert.graph import float_network, float_reference
 from neuromorphic.engines import step as S
@@ -323,12 +323,6 @@ def test_networks_without_delay_line_stay_format_1(tmp_path):
     assert "conv_size" not in nm.spec.to_dict(net)["layers"][0]
 
 
-def _edit(src, dst, edit):
-    dst.write_bytes(src.read_bytes())
-    with h5py.File(dst, "r+") as f:
-        edit(f)
-    return dst
-
 
 def _replace(f, name, value):
     del f[name]
@@ -374,7 +368,7 @@ BAD = [
 def test_damaged_delay_line_fields_are_refused_by_name(line_file, tmp_path, label, edit, match):
     path, _ = line_file
     with pytest.raises(ValueError, match=match):
-        nm.load(_edit(path, tmp_path / "bad.h5", edit))
+        nm.load(edited_copy(path, tmp_path / "bad.h5", edit))
 
 
 @settings(max_examples=25, deadline=None, derandomize=True,

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import astro_neuron as an
 import neuromorphic as nm
-from h5files import assert_loads_same_or_refuses, assert_same_run, corrupt, file_layout
+from h5files import assert_loads_same_or_refuses, assert_same_run, corrupt, edited_copy, \
+    file_layout
 from astro_neuron.functional.amsu import AMSUParams, delay_line, project
 from neuromorphic import engines
 from neuromorphic.convert.graph import float_network, float_reference
@@ -403,12 +404,6 @@ def test_a_version_2_file_of_the_previous_code_loads_simulates_and_writes_back(t
 _layout = file_layout
 
 
-def _edit(src, dst, edit):
-    dst.write_bytes(src.read_bytes())
-    with h5py.File(dst, "r+") as f:
-        edit(f)
-    return dst
-
 
 NEURON = "layers/0/neuron"
 BAD = [
@@ -431,7 +426,7 @@ BAD = [
 def test_damaged_sensing_fields_are_refused_by_name(relu_file, tmp_path, label, edit, match):
     path, _ = relu_file
     with pytest.raises(ValueError, match=match):
-        nm.load(_edit(path, tmp_path / "bad.h5", edit))
+        nm.load(edited_copy(path, tmp_path / "bad.h5", edit))
 
 
 @settings(max_examples=25, deadline=None, derandomize=True,
