@@ -30,7 +30,7 @@ examples every step. The runner (``astro-neuron memory-tasks``) is an applicatio
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -195,13 +195,22 @@ def task_accuracy(model: LanguageModel, idx: Tensor, tgt: Tensor, batch_size: in
 def train_task(model: LanguageModel, task: str, seq_len: int, examples: int,
                batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.1,
                warmup_steps: int = 0, seed: int = 0, progress: bool = True, desc: str = "",
-               **task_kwargs) -> list[float]:
+               mix_lengths: Sequence[int] = (), **task_kwargs) -> list[float]:
     """Train ``model`` on ``examples`` fresh sequences of ``task`` (``batch_size`` per
     step; the last step may be smaller), Zoology's way: AdamW with weight decay 0.1
     on the matrices, the learning rate cosine from ``lr`` to 0 (after an optional
     linear warm-up), gradients clipped at norm 1. ``task_kwargs`` go to the batch
-    generator (``n_pairs``, ``noise``, ...). Returns the loss of every step."""
+    generator (``n_pairs``, ``noise``, ...). ``mix_lengths``: shorter sequence lengths
+    mixed into training (Zoology trains MQAR on several lengths at once): the steps
+    cycle over ``seq_len`` and these (one length per batch), the number of sequences
+    unchanged. Returns the loss of every step."""
     choice("task", task, TASKS)
+    positive_int("seq_len", seq_len)
+    for L in mix_lengths:
+        int_in_range("mix_lengths", L, 1, seq_len)
+    lengths = [seq_len, *mix_lengths]
+    for L in mix_lengths:             # the generator's own checks (pairs fit ...), before training
+        TASKS[task](1, L, generator=torch.Generator().manual_seed(0), **task_kwargs)
     positive_int("examples", examples)
     positive_int("batch_size", batch_size)
     non_negative_int("warmup_steps", warmup_steps)
@@ -217,7 +226,7 @@ def train_task(model: LanguageModel, task: str, seq_len: int, examples: int,
         for grp in opt.param_groups:
             grp["lr"] = lr_at(step, tc)
         B = min(batch_size, examples - step * batch_size)
-        x, y = TASKS[task](B, seq_len, generator=g, **task_kwargs)
+        x, y = TASKS[task](B, lengths[step % len(lengths)], generator=g, **task_kwargs)
         _, loss = model(x.to(dev), y.to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()

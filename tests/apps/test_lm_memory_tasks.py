@@ -30,6 +30,8 @@ def test_memory_tasks_rejects_bad_lr(lr, tmp_path):
     ({"models": ("GPT",)}, "unknown model"), ({"models": ("X={bad",)}, "JSON"),
     ({"models": ('X={"tau_astro": -1}',)}, "tau_astro"), ({"lrs": ()}, "at least one"),
     ({"sizes": (20,)}, "too short"), ({"examples": 0}, "examples"),
+    ({"mix_lengths": (32,)}, "not shorter"), ({"mix_lengths": (0,)}, "mix_lengths"),
+    ({"mix_lengths": (4,)}, "too short"),
     ({"warmup": 1.0}, "warmup"), ({"warmup": -0.1}, "warmup"), ({"warmup": float("nan")}, "warmup"),
 ])
 def test_memory_tasks_rejects_bad_settings(kw, match, tmp_path):
@@ -79,6 +81,22 @@ def test_warmup_reaches_training_and_is_part_of_the_resume_key(tmp_path, monkeyp
     assert seen == [1]                               # resumed, not trained again
     _quick(tmp_path, models=("Transformer",), lrs=(1e-3,), seeds=1)
     assert seen == [1, 0]                            # without warm-up: a different run
+
+
+def test_mixed_lengths_reach_training_and_the_resume_key(tmp_path, monkeypatch):
+    seen = []
+    real = lm_memory.train_task
+
+    def spy(*a, **k):
+        seen.append(k["mix_lengths"])
+        return real(*a, **k)
+    monkeypatch.setattr(lm_memory, "train_task", spy)
+    res = _quick(tmp_path, models=("Transformer",), lrs=(1e-3,), seeds=1, mix_lengths=(16,))
+    assert seen == [[16]] and res["settings"]["mix_lengths"] == [16]
+    _quick(tmp_path, models=("Transformer",), lrs=(1e-3,), seeds=1, mix_lengths=(16,))
+    assert seen == [[16]]                            # resumed
+    _quick(tmp_path, models=("Transformer",), lrs=(1e-3,), seeds=1)
+    assert seen == [[16], []]                        # unmixed: a different run
 
 
 def test_resolve_models_variants():

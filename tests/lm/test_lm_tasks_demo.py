@@ -53,3 +53,20 @@ def test_task_training_beats_chance_on_easy_copy():
     assert after > max(before, 0.25) + 0.1, (before, after)     # chance is 1/4
     with pytest.raises(ValueError, match="task must be"):
         train_task(model, "sort", 32, 1)
+
+
+def test_train_task_mixes_shorter_lengths_in_turn():
+    model = build_model(AMSNetConfig(arch="transformer", n_layer=1, n_head=1, d_model=8,
+                                     block_size=32))
+    seen = []
+    forward = model.forward
+    model.forward = lambda x, y=None: (seen.append(x.shape[1]), forward(x, y))[1]
+    losses = train_task(model, "mqar", 32, examples=5 * 4, batch_size=4, progress=False,
+                        mix_lengths=(16, 24), n_pairs=2)
+    assert seen == [32, 16, 24, 32, 16] and len(losses) == 5
+    seen.clear()
+    with pytest.raises(ValueError, match="mix_lengths"):
+        train_task(model, "mqar", 32, 8, 4, mix_lengths=(64,), n_pairs=2)
+    with pytest.raises(ValueError, match="too short"):         # 4 pairs need more than 8
+        train_task(model, "mqar", 32, 8, 4, mix_lengths=(8,), n_pairs=4)
+    assert seen == []                                          # refused before training

@@ -156,6 +156,10 @@ def register(commands, bench) -> None:
     p.add_argument("--warmup", type=A.number(0.0, 1.0, hi_open=True, name="--warmup"), default=0.0,
                    help="share of each run's steps with the learning rate rising linearly "
                         "from 0 before the cosine (default 0: none)")
+    p.add_argument("--mix-lengths", type=A.int_list(1, 1 << 16, "--mix-lengths"), default=[],
+                   help="shorter lengths mixed into each cell's training, comma-separated "
+                        "(batches cycle over the cell's length and these; scored at the "
+                        "cell's length)")
     p.add_argument("--out", default="out/memory-tasks", type=A.out_dir("--out"))
     p.add_argument("--combine", metavar="JSON,JSON,...",
                    help="train nothing: draw saved tables (memory_<table>.json) into one "
@@ -310,7 +314,8 @@ def _memory_tasks(args) -> int:
                      d_model=args.d_model, n_layer=args.n_layer, n_head=args.n_head,
                      noise=noise, query_dist=args.query_dist, n_eval=args.n_eval,
                      out_dir=args.out, quick=args.quick, progress=not args.no_progress,
-                     task=args.task, warmup=args.warmup)
+                     task=args.task, warmup=args.warmup,
+                     mix_lengths=args.mix_lengths)
     return 0
 
 

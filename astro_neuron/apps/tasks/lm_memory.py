@@ -93,7 +93,7 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
                      noise: Union[str, tuple] = "random", query_dist: str = "uniform",
                      n_eval: int = 500, out_dir="out/memory-tasks", quick: bool = False,
                      progress: bool = True, task: Optional[str] = None,
-                     warmup: float = 0.0) -> dict:
+                     warmup: float = 0.0, mix_lengths=()) -> dict:
     """One table of docs/memory.md; prints it, saves ``memory_<table>.json`` and
     ``memory_<table>.png`` in ``out_dir`` and returns the summary.
 
@@ -105,7 +105,10 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
     its lists. ``noise``: ``"random"``, ``"constant"`` or both (a tuple).
     ``warmup``: the share of each run's steps spent warming the learning rate up
     linearly from 0 (0: none, the cosine starts at the peak; 0.1: a tenth of the steps).
-    ``quick``: tiny settings for tests (seconds).
+    ``mix_lengths``: shorter lengths mixed into each cell's training (the steps cycle
+    over the cell's length and these; Zoology trains MQAR on several lengths at once);
+    the model is scored at the cell's length only. ``quick``: tiny settings for tests
+    (seconds).
     """
     choice("table", table, TABLES)
     spec = dict(TABLES[table])
@@ -121,6 +124,7 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
         raise ValueError("lrs: give at least one learning rate")
     int_in_range("seeds", seeds, 1, 100)
     warmup = number_in_range("warmup", warmup, 0.0, 1.0, hi_open=True)
+    mix_lengths = [positive_int("mix_lengths", L) for L in mix_lengths]
     for name, value in (("examples", examples), ("batch_size", batch_size),
                         ("d_model", d_model), ("n_layer", n_layer), ("n_head", n_head),
                         ("n_eval", n_eval)):
@@ -129,14 +133,18 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
     if quick:
         examples, batch_size, d_model, n_eval = min(examples, 64), min(batch_size, 16), 16, 32
     for T in lengths:                 # the generators' own checks, before any training
+        for L in mix_lengths:
+            if L >= T:
+                raise ValueError(f"mix_lengths: {L} is not shorter than the table's length {T}")
         for n in sizes:
             for nz in noises:
-                TASKS[task](1, T, **_task_kwargs(task, n, nz, query_dist))
+                for L in (T, *mix_lengths):
+                    TASKS[task](1, L, **_task_kwargs(task, n, nz, query_dist))
     settings = {"table": table, "task": task, "lengths": lengths, "sizes": sizes,
                 "noise": noises, "query_dist": query_dist, "models": mdl, "lrs": lrs,
                 "seeds": seeds, "examples": examples, "batch_size": batch_size,
                 "d_model": d_model, "n_layer": n_layer, "n_head": n_head, "n_eval": n_eval,
-                "warmup": warmup}
+                "warmup": warmup, "mix_lengths": mix_lengths}
     out = Path(out_dir)
     runs_dir = out / "runs"
     groups = [(T, n, nz, name) for nz in noises for n in sizes for T in lengths for name in mdl]
@@ -153,6 +161,8 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
                                          "n_head", "n_eval", "query_dist")}
         if warmup:                    # absent when 0: runs saved before the option resume
             same["warmup"] = warmup
+        if mix_lengths:
+            same["mix_lengths"] = mix_lengths
         if path.exists():             # resume: a finished run with the same settings
             r = json.loads(path.read_text())
             if r.get("settings") == same and r.get("overrides") == mdl[name]:
@@ -167,7 +177,8 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
         try:
             steps = math.ceil(examples / batch_size)
             losses = train_task(model, task, T, examples, batch_size, lr=lr, seed=seed,
-                                warmup_steps=round(warmup * steps), progress=progress, desc=f"{task} T={T} n={n} {name} lr={lr:g}",
+                                warmup_steps=round(warmup * steps), progress=progress,
+                                mix_lengths=mix_lengths, desc=f"{task} T={T} n={n} {name} lr={lr:g}",
                                 **kw)
             g = torch.Generator().manual_seed(10_000 + seed)
             x_te, y_te = TASKS[task](n_eval, T, generator=g, **kw)
