@@ -65,38 +65,29 @@ def test_sweep_seeds_files_and_resume(tmp_path, monkeypatch):
         _quick(tmp_path, examples=32)
 
 
-def test_warmup_reaches_training_and_is_part_of_the_resume_key(tmp_path, monkeypatch):
+# quick: 64 sequences of 16 = 4 steps a run, so a warm-up share of 0.25 is 1 step
+@pytest.mark.parametrize("option, value, saved, passed, off", [
+    ("warmup", 0.25, 0.25, ("warmup_steps", 1), 0),
+    ("mix_lengths", (16,), [16], ("mix_lengths", [16]), []),
+])
+def test_training_options_reach_training_and_the_resume_key(tmp_path, monkeypatch, option,
+                                                             value, saved, passed, off):
     seen = []
     real = lm_memory.train_task
 
     def spy(*a, **k):
-        seen.append(k["warmup_steps"])
+        seen.append(k[passed[0]])
         return real(*a, **k)
     monkeypatch.setattr(lm_memory, "train_task", spy)
-    # quick: 64 sequences of 16 = 4 steps a run; a quarter of them warm up
-    res = _quick(tmp_path, models=("Transformer",), lrs=(1e-3,), seeds=1, warmup=0.25)
-    assert seen == [1] and res["settings"]["warmup"] == 0.25
-    assert json.loads(next((tmp_path / "runs").iterdir()).read_text())["settings"]["warmup"] == 0.25
-    _quick(tmp_path, models=("Transformer",), lrs=(1e-3,), seeds=1, warmup=0.25)
-    assert seen == [1]                               # resumed, not trained again
-    _quick(tmp_path, models=("Transformer",), lrs=(1e-3,), seeds=1)
-    assert seen == [1, 0]                            # without warm-up: a different run
-
-
-def test_mixed_lengths_reach_training_and_the_resume_key(tmp_path, monkeypatch):
-    seen = []
-    real = lm_memory.train_task
-
-    def spy(*a, **k):
-        seen.append(k["mix_lengths"])
-        return real(*a, **k)
-    monkeypatch.setattr(lm_memory, "train_task", spy)
-    res = _quick(tmp_path, models=("Transformer",), lrs=(1e-3,), seeds=1, mix_lengths=(16,))
-    assert seen == [[16]] and res["settings"]["mix_lengths"] == [16]
-    _quick(tmp_path, models=("Transformer",), lrs=(1e-3,), seeds=1, mix_lengths=(16,))
-    assert seen == [[16]]                            # resumed
-    _quick(tmp_path, models=("Transformer",), lrs=(1e-3,), seeds=1)
-    assert seen == [[16], []]                        # unmixed: a different run
+    one = dict(models=("Transformer",), lrs=(1e-3,), seeds=1)
+    res = _quick(tmp_path, **one, **{option: value})
+    assert seen == [passed[1]] and res["settings"][option] == saved
+    run = json.loads(next((tmp_path / "runs").iterdir()).read_text())
+    assert run["settings"][option] == saved
+    _quick(tmp_path, **one, **{option: value})
+    assert seen == [passed[1]]                       # resumed, not trained again
+    _quick(tmp_path, **one)
+    assert seen == [passed[1], off]                  # without the option: a different run
 
 
 def test_resolve_models_variants():
