@@ -35,8 +35,9 @@ def edited_copy(src, dst, edit) -> Path:
     (when it has a seal): a deliberate edit, so that what :func:`neuromorphic.load`
     says about the edited field is what is tested, not the seal."""
     dst = Path(dst)
-    dst.write_bytes(Path(src).read_bytes())
-    sealed = dst.read_bytes()[:len(b"astro-neuron")] == b"astro-neuron"
+    raw = Path(src).read_bytes()
+    dst.write_bytes(raw)
+    sealed = raw.startswith(b"astro-neuron")
     with h5py.File(dst, "r+") as f:
         edit(f)
     if sealed:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import shutil
 import warnings
 import weakref
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 
 import astro_neuron as an
 import neuromorphic as nm
-from h5files import assert_same_run, file_layout
+from h5files import assert_same_run, edited_copy, file_layout
 from neuromorphic import engines
 from neuromorphic.engines import numba_fast
 from neuromorphic.randnet import random_network, random_spikes
@@ -89,13 +88,11 @@ def test_prepared_kernels_live_on_the_network_not_in_the_module():
 # ----------------------------------------------------------------- task metadata
 
 def _edited_copy(tmp_path, **task):
-    path = tmp_path / "edited.h5"
-    shutil.copy(OLD, path)
-    with h5py.File(path, "r+") as f:
+    def edit(f):
         meta = json.loads(f.attrs["meta"])
         meta["task"].update(task)
         f.attrs["meta"] = json.dumps(meta)
-    return path
+    return edited_copy(OLD, tmp_path / "edited.h5", edit)
 
 
 @pytest.mark.parametrize("task, match", [
