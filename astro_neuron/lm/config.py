@@ -31,6 +31,8 @@ class AMSNetConfig:
     block_size: int = 256           # training context: tokens per sequence
     n_layer: int = 4                # blocks
     n_head: int = 4                 # astrocytes per AM-SU layer (attention heads: transformer)
+    d_key: int = 0                  # dimensions each astrocyte senses in (its k, q size d_k);
+                                    # 0: the head size d_model / n_head (AM-SNet only)
     d_model: int = 256              # residual width d; d_k = d / n_head, N = d neurons per AM-SU
     ffn_mult: int = 4               # channel-mixing width = ffn_mult * d_model spiking neurons
     tau_mem: float = 2.0            # AM-SU membrane time constant (tokens)
@@ -105,11 +107,25 @@ class AMSNetConfig:
         self.gate_temperature = positive_number("gate_temperature", self.gate_temperature)
         finite_number("gate_bias", self.gate_bias)
         number_in_range("rotary_base", self.rotary_base, 1, lo_open=True)
+        if isinstance(self.d_key, bool) or not isinstance(self.d_key, int) or self.d_key < 0:
+            raise ValueError(f"d_key must be a non-negative int (0: the head size), got "
+                             f"{self.d_key!r}")
+        if self.d_key and self.arch != "amsnet":
+            raise ValueError(f"d_key is the AM-SNet astrocyte's key size; arch={self.arch!r} "
+                             "has attention heads of d_model / n_head (use d_key=0)")
+        if self.d_key % 2:
+            raise ValueError(f"d_key must be even (rotary positions turn pairs of key "
+                             f"channels), got {self.d_key}")
 
     @property
     def head_size(self) -> int:
-        """d_k: key size of one astrocyte (or attention head)."""
+        """d_model / n_head: the neurons (values) of one astrocyte, or an attention head."""
         return self.d_model // self.n_head
+
+    @property
+    def key_size(self) -> int:
+        """d_k: the dimensions one astrocyte senses in (``d_key``, or the head size)."""
+        return self.d_key or self.head_size
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -62,7 +62,7 @@ class Block(nn.Module):
         d, f = cfg.d_model, cfg.ffn_mult * cfg.d_model
         sg = ATan(cfg.surrogate_alpha)
         self.norm1 = nn.RMSNorm(d, eps=NORM_EPS)
-        self.amsu = AMSU(d, d, n_astrocytes=cfg.n_head, d_key=cfg.head_size,
+        self.amsu = AMSU(d, d, n_astrocytes=cfg.n_head, d_key=cfg.key_size,
                          tau_mem=cfg.tau_mem, tau_astro=cfg.tau_astro, threshold=cfg.threshold,
                          surrogate=sg, spike_levels=cfg.spike_levels, astrocyte=cfg.astrocyte,
                          neuron_path=cfg.neuron_path, spiking=cfg.spiking, rotary=True,
@@ -374,8 +374,8 @@ class _Decode:
         dec.wte = w
         dec.head = (w * model.norm_f.weight).t().detach()                 # (d, V), gain folded
         dec.eps = torch.tensor(NORM_EPS, dtype=w.dtype, device=w.device)
-        dec.rope = RotaryTable(cfg.head_size, cfg.rotary_base, w.dtype, w.device,
-                               rotary_dims(cfg.head_size, cfg.rotary_fraction))
+        dec.rope = RotaryTable(cfg.key_size, cfg.rotary_base, w.dtype, w.device,
+                               rotary_dims(cfg.key_size, cfg.rotary_fraction))
         spec = model.blocks[0].amsu.spec
         # event-driven read-out on CPU (spikes are mostly 0); dense where nonzero()
         # would synchronise (GPU) or the "spikes" are smooth (non-spiking twin)

@@ -22,6 +22,10 @@ VARIANTS = {
     "graded spikes": {"spike_levels": 3},
     "partial rotary": {"rotary_fraction": 0.25},
     "no rotary": {"rotary_fraction": 0.0},
+    # the astrocyte senses in more (or fewer) dimensions than it has neurons
+    "wide keys": {"d_key": 24},
+    "narrow keys, relu, delay line": {"d_key": 8, "sensing": "relu", "conv_size": 3,
+                                      "rotary_fraction": 0.5},
     "transformer": {"arch": "transformer"},
 }
 
@@ -210,6 +214,18 @@ def test_bad_arguments_give_clear_errors():
             AMSNetConfig(**bad)
     with pytest.raises(ValueError, match="arch='amsnet'"):
         AMSNet(AMSNetConfig(arch="transformer"))
+    for bad, match in (({"d_key": -2}, "non-negative"), ({"d_key": 2.0}, "non-negative"),
+                       ({"d_key": 7}, "even"), ({"d_key": 16, "arch": "transformer"}, "d_key=0")):
+        with pytest.raises(ValueError, match=match):
+            AMSNetConfig(**bad)
+
+
+def test_d_key_sets_the_astrocyte_key_size_and_state():
+    model = _model({"d_key": 24}, torch.float32)
+    amsu = model.blocks[0].amsu
+    assert (amsu.spec.d_key, amsu.spec.d_value) == (24, 16)      # d_model 32 / 2 heads
+    assert model.init_cache(3).H[0].shape == (3, 2, 24, 16)
+    assert AMSNetConfig(**SMALL).key_size == 16                   # 0: the head size
 
 
 # ------------------------------------------------- edges: no silent NaN, T = 0

@@ -64,7 +64,7 @@ def _lm_bytes(cfg, batch: int, training: bool = True) -> float:
     params = 2 * V * d + L * (4 + 2 * cfg.ffn_mult) * d * d
     chunks = -(-T // cfg.chunk_size)
     acts = batch * T * (16 * V + L * d * (17 + 5 * cfg.ffn_mult)) \
-        + L * batch * cfg.n_head * cfg.head_size ** 2 * chunks
+        + L * batch * cfg.n_head * cfg.key_size * cfg.head_size * chunks
     if not training:
         acts = batch * T * (2 * V + 4 * d)
     return 4.0 * ((4 if training else 1) * params + acts)
