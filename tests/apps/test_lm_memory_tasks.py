@@ -33,6 +33,9 @@ def test_memory_tasks_rejects_bad_lr(lr, tmp_path):
     ({"mix_lengths": (32,)}, "not shorter"), ({"mix_lengths": (0,)}, "mix_lengths"),
     ({"mix_lengths": (4,)}, "too short"),
     ({"warmup": 1.0}, "warmup"), ({"warmup": -0.1}, "warmup"), ({"warmup": float("nan")}, "warmup"),
+    ({"train_length": 64}, "longer than"), ({"train_length": 0}, "train_length"),
+    ({"train_length": 16, "mix_lengths": (16,)}, "not shorter"),
+    ({"train_length": 6}, "too short"),
 ])
 def test_memory_tasks_rejects_bad_settings(kw, match, tmp_path):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -88,6 +91,29 @@ def test_training_options_reach_training_and_the_resume_key(tmp_path, monkeypatc
     assert seen == [passed[1]]                       # resumed, not trained again
     _quick(tmp_path, **one)
     assert seen == [passed[1], off]                  # without the option: a different run
+
+
+def test_train_length_trains_short_and_scores_at_the_cell_length(tmp_path, monkeypatch):
+    trained, scored = [], []
+    real_train, real_acc = lm_memory.train_task, lm_memory.task_accuracy
+
+    def train(model, task, seq_len, *a, **k):
+        trained.append(seq_len)
+        return real_train(model, task, seq_len, *a, **k)
+
+    def acc(model, x, y):
+        scored.append(x.shape[1])
+        return real_acc(model, x, y)
+    monkeypatch.setattr(lm_memory, "train_task", train)
+    monkeypatch.setattr(lm_memory, "task_accuracy", acc)
+    one = dict(models=("AM-SNet", "Transformer"), lrs=(1e-3,), seeds=1)
+    res = _quick(tmp_path, **one, train_length=16)
+    assert trained == [16, 16] and scored == [32, 32]
+    assert all(r["seq_len"] == 32 and r["settings"]["train_length"] == 16 for r in res["runs"])
+    _quick(tmp_path, **one, train_length=16)
+    assert trained == [16, 16]                       # resumed, not trained again
+    _quick(tmp_path, **one)
+    assert trained == [16, 16, 32, 32]               # without it: other runs
 
 
 def test_resolve_models_variants():

@@ -160,6 +160,11 @@ def register(commands, bench) -> None:
                    help="shorter lengths mixed into each cell's training, comma-separated "
                         "(batches cycle over the cell's length and these; scored at the "
                         "cell's length)")
+    p.add_argument("--train-length", type=A.int_range(1, 1 << 16, "--train-length"),
+                   default=None,
+                   help="train every cell at this length and score it at the cell's own "
+                        "(longer) length: length extrapolation (default: train at the "
+                        "cell's length)")
     p.add_argument("--out", default="out/memory-tasks", type=A.out_dir("--out"))
     p.add_argument("--combine", metavar="JSON,JSON,...",
                    help="train nothing: draw saved tables (memory_<table>.json) into one "
@@ -315,7 +320,7 @@ def _memory_tasks(args) -> int:
                      noise=noise, query_dist=args.query_dist, n_eval=args.n_eval,
                      out_dir=args.out, quick=args.quick, progress=not args.no_progress,
                      task=args.task, warmup=args.warmup,
-                     mix_lengths=args.mix_lengths)
+                     mix_lengths=args.mix_lengths, train_length=args.train_length)
     return 0
 
 

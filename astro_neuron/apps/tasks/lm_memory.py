@@ -93,7 +93,8 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
                      noise: Union[str, tuple] = "random", query_dist: str = "uniform",
                      n_eval: int = 500, out_dir="out/memory-tasks", quick: bool = False,
                      progress: bool = True, task: Optional[str] = None,
-                     warmup: float = 0.0, mix_lengths=()) -> dict:
+                     warmup: float = 0.0, mix_lengths=(),
+                     train_length: Optional[int] = None) -> dict:
     """One table of docs/memory.md; prints it, saves ``memory_<table>.json`` and
     ``memory_<table>.png`` in ``out_dir`` and returns the summary.
 
@@ -107,8 +108,10 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
     linearly from 0 (0: none, the cosine starts at the peak; 0.1: a tenth of the steps).
     ``mix_lengths``: shorter lengths mixed into each cell's training (the steps cycle
     over the cell's length and these; Zoology trains MQAR on several lengths at once);
-    the model is scored at the cell's length only. ``quick``: tiny settings for tests
-    (seconds).
+    the model is scored at the cell's length only. ``train_length``: train every cell
+    at this length (not longer than the cell's) and score it at the cell's length, a
+    test of length extrapolation (None: train at the cell's length); ``mix_lengths``
+    are then shorter than it. ``quick``: tiny settings for tests (seconds).
     """
     choice("table", table, TABLES)
     spec = dict(TABLES[table])
@@ -125,6 +128,8 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
     int_in_range("seeds", seeds, 1, 100)
     warmup = number_in_range("warmup", warmup, 0.0, 1.0, hi_open=True)
     mix_lengths = [positive_int("mix_lengths", L) for L in mix_lengths]
+    if train_length is not None:
+        positive_int("train_length", train_length)
     for name, value in (("examples", examples), ("batch_size", batch_size),
                         ("d_model", d_model), ("n_layer", n_layer), ("n_head", n_head),
                         ("n_eval", n_eval)):
@@ -133,18 +138,23 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
     if quick:
         examples, batch_size, d_model, n_eval = min(examples, 64), min(batch_size, 16), 16, 32
     for T in lengths:                 # the generators' own checks, before any training
+        if train_length is not None and train_length > T:
+            raise ValueError(f"train_length {train_length} is longer than the table's length "
+                             f"{T}: it trains at a length no longer than it scores")
+        T_train = train_length or T
         for L in mix_lengths:
-            if L >= T:
-                raise ValueError(f"mix_lengths: {L} is not shorter than the table's length {T}")
+            if L >= T_train:
+                raise ValueError(f"mix_lengths: {L} is not shorter than the training length "
+                                 f"{T_train}")
         for n in sizes:
             for nz in noises:
-                for L in (T, *mix_lengths):
+                for L in (T, T_train, *mix_lengths):
                     TASKS[task](1, L, **_task_kwargs(task, n, nz, query_dist))
     settings = {"table": table, "task": task, "lengths": lengths, "sizes": sizes,
                 "noise": noises, "query_dist": query_dist, "models": mdl, "lrs": lrs,
                 "seeds": seeds, "examples": examples, "batch_size": batch_size,
                 "d_model": d_model, "n_layer": n_layer, "n_head": n_head, "n_eval": n_eval,
-                "warmup": warmup, "mix_lengths": mix_lengths}
+                "warmup": warmup, "mix_lengths": mix_lengths, "train_length": train_length}
     out = Path(out_dir)
     runs_dir = out / "runs"
     groups = [(T, n, nz, name) for nz in noises for n in sizes for T in lengths for name in mdl]
@@ -163,6 +173,8 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
             same["warmup"] = warmup
         if mix_lengths:
             same["mix_lengths"] = mix_lengths
+        if train_length is not None:
+            same["train_length"] = train_length
         if path.exists():             # resume: a finished run with the same settings
             r = json.loads(path.read_text())
             if r.get("settings") == same and r.get("overrides") == mdl[name]:
@@ -176,10 +188,10 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
         t0 = time.perf_counter()
         try:
             steps = math.ceil(examples / batch_size)
-            losses = train_task(model, task, T, examples, batch_size, lr=lr, seed=seed,
-                                warmup_steps=round(warmup * steps), progress=progress,
-                                mix_lengths=mix_lengths, desc=f"{task} T={T} n={n} {name} lr={lr:g}",
-                                **kw)
+            losses = train_task(model, task, train_length or T, examples, batch_size, lr=lr,
+                                seed=seed, warmup_steps=round(warmup * steps),
+                                progress=progress, mix_lengths=mix_lengths,
+                                desc=f"{task} T={T} n={n} {name} lr={lr:g}", **kw)
             g = torch.Generator().manual_seed(10_000 + seed)
             x_te, y_te = TASKS[task](n_eval, T, generator=g, **kw)
             acc, final = task_accuracy(model, x_te, y_te), sum(losses[-10:]) / len(losses[-10:])
@@ -192,7 +204,8 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
         atomic_json(r, path)
         bar.update(1)
         tqdm.write(f"{task} T={T:5d} n={n:3d} {nz:8s} {name:<16s} lr={lr:<8.3g} seed {seed}: "
-                   f"accuracy {acc:6.1%} (loss {final:.3f}, {r['train_s']} s)")
+                   f"accuracy {acc:6.1%} (loss {final:.3f}, {r['train_s']} s"
+                   + (f", trained at T={train_length})" if train_length else ")"))
         sys.stdout.flush()                          # progress visible when piped to a file
         return r
 
