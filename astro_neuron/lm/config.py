@@ -13,7 +13,8 @@ from typing import Any
 
 from astro_neuron.functional.amsu import RETENTIONS, SENSINGS
 from astro_neuron.validate import (
-    boolean, choice, finite_number, number_in_range, positive_int, positive_number, probability,
+    boolean, choice, finite_number, non_negative_int, number_in_range, positive_int,
+    positive_number, probability,
 )
 
 __all__ = ["AMSNetConfig", "ARCHS", "config_from_dict"]
@@ -33,7 +34,7 @@ class AMSNetConfig:
     n_head: int = 4                 # astrocytes per AM-SU layer (attention heads: transformer)
     d_key: int = 0                  # dimensions each astrocyte senses in (its k, q size d_k);
                                     # 0: the head size d_model / n_head (AM-SNet only)
-    d_model: int = 256              # residual width d; d_k = d / n_head, N = d neurons per AM-SU
+    d_model: int = 256              # residual width d = N, the neurons of an AM-SU layer
     ffn_mult: int = 4               # channel-mixing width = ffn_mult * d_model spiking neurons
     tau_mem: float = 2.0            # AM-SU membrane time constant (tokens)
     tau_astro: tuple = (10.0, 1000.0)  # astrocyte time constants (tokens), log-spread over
@@ -107,9 +108,7 @@ class AMSNetConfig:
         self.gate_temperature = positive_number("gate_temperature", self.gate_temperature)
         finite_number("gate_bias", self.gate_bias)
         number_in_range("rotary_base", self.rotary_base, 1, lo_open=True)
-        if isinstance(self.d_key, bool) or not isinstance(self.d_key, int) or self.d_key < 0:
-            raise ValueError(f"d_key must be a non-negative int (0: the head size), got "
-                             f"{self.d_key!r}")
+        non_negative_int("d_key", self.d_key)           # 0: the head size
         if self.d_key and self.arch != "amsnet":
             raise ValueError(f"d_key is the AM-SNet astrocyte's key size; arch={self.arch!r} "
                              "has attention heads of d_model / n_head (use d_key=0)")
