@@ -120,10 +120,13 @@ class AMSU(nn.Module):
             uptake, GLA's gate) or ``"selective"`` (the same, and the write scaled by
             ``1 - g_t``: what is retained is not overwritten, as in Mamba).
         gate_temperature: the gate's temperature (GLA: 16).
-        sensing: ``"identity"`` (default, the paper: signed ``k``, ``q``) or ``"relu"``:
+        sensing: ``"identity"`` (default, the paper: signed ``k``, ``q``), ``"relu"``:
             ``k, q <- max(k, 0), max(q, 0)`` after the delay line, before the rotary
             positions; what the astrocyte senses is non-negative, as a transmitter
-            concentration is (the feature map of linear attention; docs/model.md).
+            concentration is (the feature map of linear attention; docs/model.md), or
+            ``"relu2"``: their squares, a cooperative (Hill coefficient 2) response whose
+            sharper kernel keeps different keys apart (docs/memory.md). ``"relu2"`` has
+            no integer export (a clear error).
         gate_bias: initial ``b_G``; larger keeps more at the start
             (``g = sigmoid(b) ** (1/temperature)``).
     """

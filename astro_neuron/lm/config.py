@@ -63,8 +63,9 @@ class AMSNetConfig:
                                     # (input-dependent, GLA) or "selective" (docs/model.md)
     gate_temperature: float = 16.0  # temperature of the retention gate
     gate_bias: float = 0.0          # initial bias of the retention gate
-    sensing: str = "identity"       # what the astrocyte senses: "identity" (the paper) or
-                                    # "relu" (non-negative k, q; docs/model.md, docs/memory.md)
+    sensing: str = "identity"       # what the astrocyte senses: "identity" (the paper),
+                                    # "relu" (non-negative k, q) or "relu2" (their squares;
+                                    # docs/model.md, docs/memory.md)
     init_std: float = 0.02          # std of embeddings and output projections (GPT-2 style)
 
     def __post_init__(self) -> None:

@@ -1,7 +1,7 @@
 """The options of the AM-SU added for long-range memory (docs/model.md, "Options"):
 the pre-synaptic delay line (``conv_size``), the input-dependent retention
 (``retention="gated"`` / ``"selective"``) and the RetNet decay initialisation
-(``tau_astro="retnet"``) and the non-negative sensing (``sensing="relu"``). Every form (loop, recurrent, chunked, the streamed step, the
+(``tau_astro="retnet"``) and the non-negative sensing (``sensing="relu"``, ``"relu2"``). Every form (loop, recurrent, chunked, the streamed step, the
 fused decode step) against the loop of steps on random inputs: outputs, final states
 (the delay line included), gradients of every parameter and of the input; float32 and
 float64. Plus the paper's unit as the default, the gated scan's stability and its
@@ -29,6 +29,8 @@ OPTIONS = [
     dict(retention="gated", conv_size=4, readout_norm="rms"),
     dict(sensing="relu"),
     dict(sensing="relu", conv_size=3, retention="selective"),
+    dict(sensing="relu2"),
+    dict(sensing="relu2", conv_size=2, retention="gated", readout_norm="rms"),
 ]
 
 

@@ -58,6 +58,15 @@ def test_amsnet_counts_equal_a_hand_count_and_silence_means_no_accumulate():
     rep2 = count_ops(relu, "def f(x): return x\n")
     assert rep2.total("add") - rep.total("add") == 2 * 2 * 4 == rep2.grouped()["amsu.sensing"].add
     assert rep2.total("mac") == rep.total("mac")
+    # squared: a comparison and a product per channel
+    sq = _tiny(sensing="relu2")
+    with torch.no_grad():
+        for b in sq.blocks:
+            b.amsu.log_threshold.fill_(30.0)
+            b.lif.log_threshold.fill_(30.0)
+    rep3 = count_ops(sq, "def f(x): return x\n")
+    assert rep3.total("mac") - rep.total("mac") == 2 * 2 * 4 == rep3.grouped()["amsu.sensing"].mac
+    assert rep3.total("add") == rep2.total("add")
 
 
 def test_a_single_spike_costs_its_fan_out():

@@ -26,6 +26,8 @@ VARIANTS = {
     "wide keys": {"d_key": 24},
     "narrow keys, relu, delay line": {"d_key": 8, "sensing": "relu", "conv_size": 3,
                                       "rotary_fraction": 0.5},
+    "wide keys, squared relu": {"d_key": 24, "sensing": "relu2", "conv_size": 2,
+                                "rotary_fraction": 0.0},
     "transformer": {"arch": "transformer"},
 }
 

@@ -196,3 +196,7 @@ def test_quantize_refuses_a_sensing_the_integer_network_lacks():
     object.__setattr__(m.spec, "sensing", "elu+1")   # a float option not exported
     with pytest.raises(ValueError, match="sensing='elu\\+1' has no integer form"):
         nm.quantize(m, calibration=_x())
+    # the squared sensing is a float option of the unit the integer network lacks
+    m = an.AMSU(6, 8, n_astrocytes=2, d_key=4, sensing="relu2")
+    with pytest.raises(ValueError, match="sensing='relu2' has no integer form"):
+        nm.quantize(m, calibration=_x())

@@ -48,7 +48,8 @@ class DecodeShape(NamedTuple):
     conv: int = 1                       # taps of the delay line (1: none)
     gated: int = 0                      # retention: 0 fixed, 1 gated, 2 selective
     gate_temp: float = 16.0             # gate_temperature
-    relu: bool = False                  # sensing == "relu": k, q <- max(k, 0), max(q, 0)
+    relu: bool = False                  # sensing "relu" or "relu2": k, q <- max(k, 0), max(q, 0)
+    square: bool = False                # sensing == "relu2": then k, q <- k^2, q^2
 
 
 class DecodeTensors(NamedTuple):
@@ -96,7 +97,7 @@ def decode_shape(spec: AMSUSpec) -> DecodeShape:
                        1.0 / spec.d_value, n_I, n_I + spec.n_neurons, spec.astrocyte,
                        spec.readout_norm == "rms", spec.conv_size,
                        RETENTIONS.index(spec.retention), float(spec.gate_temperature),
-                       spec.sensing == "relu")
+                       spec.sensing in ("relu", "relu2"), spec.sensing == "relu2")
 
 
 @torch.no_grad()
@@ -145,6 +146,8 @@ def decode_step(x: Tensor, u: Tensor, H: Optional[Tensor], L: DecodeTensors, k: 
         kq = torch.stack([kv[:, :nk], z[:, k.kq0 + nk:k.kq0 + 2 * nk]], 1).view(B, 2, k.A, k.dk)
     if k.relu:                                                     # non-negative sensing
         kq = torch.relu(kq)
+        if k.square:                                               # "relu2"
+            kq = kq.square()
     if C is not None:                                              # rotary at position t
         swapped = kq.view(B, 2, k.A, 2, k.dk // 2).flip(3).view(B, 2, k.A, k.dk)
         kq = torch.addcmul(kq * C, swapped, S)

@@ -31,9 +31,10 @@ READOUT_EPS = 1e-5                 # epsilon of the "rms" read-out norm
 # retention gate g_t (GLA-style); "selective": the same gate, and the write k_t v_t^T scaled
 # by 1 - g_t (Mamba-style: what is kept is not overwritten). docs/model.md, "Options"
 RETENTIONS = ("fixed", "gated", "selective")
-# what the astrocyte senses: "identity" (the paper: signed k, q) or "relu" (non-negative
-# k and q, a concentration; the feature map of linear attention), see docs/model.md
-SENSINGS = ("identity", "relu")
+# what the astrocyte senses: "identity" (the paper: signed k, q), "relu" (non-negative
+# k and q, a concentration; the feature map of linear attention) or "relu2" (max(k, 0)^2,
+# max(q, 0)^2: a cooperative, Hill-coefficient-2 response; sharper), see docs/model.md
+SENSINGS = ("identity", "relu", "relu2")
 MAX_CONV_SIZE = 8                  # longest pre-synaptic delay line (taps)
 
 
@@ -101,8 +102,8 @@ class AMSUSpec:
     retention: str = "fixed"
     # g_t = sigmoid(W_G x_t + b_G) ** (1 / gate_temperature) (GLA's normaliser: 16)
     gate_temperature: float = 16.0
-    # "identity" (the paper) or "relu": k, q <- max(k, 0), max(q, 0) after the delay line
-    # and before the rotary positions (SENSINGS)
+    # "identity" (the paper), "relu": k, q <- max(k, 0), max(q, 0), or "relu2": their
+    # squares, after the delay line and before the rotary positions (SENSINGS)
     sensing: str = "identity"
 
     def __post_init__(self) -> None:

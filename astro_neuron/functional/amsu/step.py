@@ -9,7 +9,7 @@
 
 and the options of the astrocyte's input: :func:`delay_line` (``conv_size > 1``: a short
 causal filter on ``k`` and ``v``, the pre-synaptic delay line), :func:`sense`
-(``sensing="relu"``: non-negative ``k`` and ``q``) and :func:`log_gate`
+(``sensing="relu"`` / ``"relu2"``: non-negative ``k`` and ``q``, or their squares) and :func:`log_gate`
 (``retention`` "gated"/"selective": the input-dependent retention ``g_t``).
 
 :func:`dynamics_step` composes them into one step from projected inputs; every other
@@ -130,11 +130,15 @@ def delay_line(k: Tensor, v: Tensor, buf: Tensor, w: Tensor, spec: AMSUSpec
 
 def sense(k: Tensor, q: Tensor, spec: AMSUSpec) -> tuple[Tensor, Tensor]:
     """What the astrocyte senses and reads with: ``(k, q)`` unchanged (``sensing=
-    "identity"``, the paper) or ``(max(k, 0), max(q, 0))`` (``"relu"``: non-negative, as
-    a concentration is; the feature map of linear attention). Applied after the delay line
-    and before the rotary positions, in every form."""
+    "identity"``, the paper), ``(max(k, 0), max(q, 0))`` (``"relu"``: non-negative, as
+    a concentration is; the feature map of linear attention) or their squares
+    (``"relu2"``: a cooperative response, Hill coefficient 2, whose kernel
+    ``sum_i max(q_i, 0)^2 max(k_i, 0)^2`` is sharper, so different keys overlap less).
+    Applied after the delay line and before the rotary positions, in every form."""
     if spec.sensing == "relu":
         return torch.relu(k), torch.relu(q)
+    if spec.sensing == "relu2":
+        return torch.relu(k).square(), torch.relu(q).square()
     return k, q
 
 
