@@ -29,13 +29,18 @@ def _kinds(rep):
     return rep.total("mac"), rep.total("ac"), rep.total("add")
 
 
-def test_amsnet_counts_equal_a_hand_count_and_silence_means_no_accumulate():
-    model = _tiny()
-    with torch.no_grad():                              # nothing reaches threshold
+def _silent_ops(**opts):
+    """The op counts of a tiny AM-SNet in which nothing reaches threshold."""
+    model = _tiny(**opts)
+    with torch.no_grad():
         for b in model.blocks:
             b.amsu.log_threshold.fill_(30.0)
             b.lif.log_threshold.fill_(30.0)
-    rep = count_ops(model, "def f(x): return x\n")
+    return count_ops(model, "def f(x): return x\n")
+
+
+def test_amsnet_counts_equal_a_hand_count_and_silence_means_no_accumulate():
+    rep = _silent_ops()
     # d 8, 2 astrocytes of d_k = d_v = 4, channel mixing f = 32, vocabulary 256:
     #   norm1 17 (8 squares + rsqrt + 8 scales) | proj 32 rows x 8 = 256 | membrane 8
     #   rotary 2 (k, q) x 2 astrocytes x 4 channels x 2 = 32 | decay, write, read 32 each
@@ -50,21 +55,11 @@ def test_amsnet_counts_equal_a_hand_count_and_silence_means_no_accumulate():
     assert rep.grouped()["amsu.write"].mac == 32 and "H^T q" in rep.grouped()["amsu.read"].note
     assert "amsu.sensing" not in rep.grouped()
     # non-negative sensing adds one comparison per key and query channel: 2 x 2 x 4
-    relu = _tiny(sensing="relu")
-    with torch.no_grad():
-        for b in relu.blocks:
-            b.amsu.log_threshold.fill_(30.0)
-            b.lif.log_threshold.fill_(30.0)
-    rep2 = count_ops(relu, "def f(x): return x\n")
+    rep2 = _silent_ops(sensing="relu")
     assert rep2.total("add") - rep.total("add") == 2 * 2 * 4 == rep2.grouped()["amsu.sensing"].add
     assert rep2.total("mac") == rep.total("mac")
     # squared: a comparison and a product per channel
-    sq = _tiny(sensing="relu2")
-    with torch.no_grad():
-        for b in sq.blocks:
-            b.amsu.log_threshold.fill_(30.0)
-            b.lif.log_threshold.fill_(30.0)
-    rep3 = count_ops(sq, "def f(x): return x\n")
+    rep3 = _silent_ops(sensing="relu2")
     assert rep3.total("mac") - rep.total("mac") == 2 * 2 * 4 == rep3.grouped()["amsu.sensing"].mac
     assert rep3.total("add") == rep2.total("add")
 
