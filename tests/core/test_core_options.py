@@ -1,11 +1,12 @@
 """The options of the AM-SU added for long-range memory (docs/model.md, "Options"):
 the pre-synaptic delay line (``conv_size``), the input-dependent retention
 (``retention="gated"`` / ``"selective"``) and the RetNet decay initialisation
-(``tau_astro="retnet"``) and the non-negative sensing (``sensing="relu"``, ``"relu2"``). Every form (loop, recurrent, chunked, the streamed step, the
-fused decode step) against the loop of steps on random inputs: outputs, final states
-(the delay line included), gradients of every parameter and of the input; float32 and
-float64. Plus the paper's unit as the default, the gated scan's stability and its
-gradcheck, and the errors where an option cannot apply.
+(``tau_astro="retnet"``) and the non-negative sensing (``sensing="relu"``, ``"relu2"``).
+Every form (loop, recurrent, chunked, the streamed step, the fused decode step)
+against the loop of steps on random inputs: outputs, final states (the delay line
+included), gradients of every parameter and of the input; float32 and float64. Plus
+the paper's unit as the default, the gated scan's stability and its gradcheck, and the
+errors where an option cannot apply.
 """
 
 from __future__ import annotations

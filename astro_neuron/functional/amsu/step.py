@@ -9,8 +9,9 @@
 
 and the options of the astrocyte's input: :func:`delay_line` (``conv_size > 1``: a short
 causal filter on ``k`` and ``v``, the pre-synaptic delay line), :func:`sense`
-(``sensing="relu"`` / ``"relu2"``: non-negative ``k`` and ``q``, or their squares) and :func:`log_gate`
-(``retention`` "gated"/"selective": the input-dependent retention ``g_t``).
+(``sensing="relu"`` / ``"relu2"``: non-negative ``k`` and ``q``, or their
+squares) and :func:`log_gate` (``retention`` "gated"/"selective": the input-dependent
+retention ``g_t``).
 
 :func:`dynamics_step` composes them into one step from projected inputs; every other
 form (:mod:`.naive`, :mod:`.chunk`, :mod:`.decode`) computes the same numbers.
