@@ -36,6 +36,9 @@ class AMSNetConfig:
                                     # 0: the head size d_model / n_head (AM-SNet only)
     d_model: int = 256              # residual width d = N, the neurons of an AM-SU layer
     ffn_mult: int = 4               # channel-mixing width = ffn_mult * d_model spiking neurons
+    ffn_hidden: int = 0             # channel-mixing width in neurons, overriding ffn_mult
+                                    # (AM-SNet only; 0: ffn_mult * d_model). For ablations
+                                    # at equal parameters (bench train, docs/benchmarks.md)
     tau_mem: float = 2.0            # AM-SU membrane time constant (tokens)
     tau_astro: tuple = (10.0, 1000.0)  # astrocyte time constants (tokens), log-spread over
                                        # each astrocyte's key channels; or "retnet"
@@ -110,6 +113,11 @@ class AMSNetConfig:
         finite_number("gate_bias", self.gate_bias)
         number_in_range("rotary_base", self.rotary_base, 1, lo_open=True)
         non_negative_int("d_key", self.d_key)           # 0: the head size
+        non_negative_int("ffn_hidden", self.ffn_hidden)   # 0: ffn_mult * d_model
+        if self.ffn_hidden and self.arch != "amsnet":
+            raise ValueError(f"ffn_hidden is the AM-SNet's channel-mixing width; "
+                             f"arch={self.arch!r} sizes its MLP from ffn_mult (use "
+                             "ffn_hidden=0)")
         if self.d_key and self.arch != "amsnet":
             raise ValueError(f"d_key is the AM-SNet astrocyte's key size; arch={self.arch!r} "
                              "has attention heads of d_model / n_head (use d_key=0)")
@@ -126,6 +134,12 @@ class AMSNetConfig:
     def key_size(self) -> int:
         """d_k: the dimensions one astrocyte senses in (``d_key``, or the head size)."""
         return self.d_key or self.head_size
+
+    @property
+    def ffn_size(self) -> int:
+        """The channel-mixing layer's spiking neurons (``ffn_hidden``, or
+        ``ffn_mult * d_model``)."""
+        return self.ffn_hidden or self.ffn_mult * self.d_model
 
     def to_dict(self) -> dict:
         d = asdict(self)

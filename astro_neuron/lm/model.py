@@ -22,7 +22,7 @@ inputs and outputs are batch-major ``(B, T)`` / ``(B, T, vocab)`` like nanoGPT's
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Optional
 
 import torch
@@ -45,7 +45,8 @@ from astro_neuron.lm.base import (
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.validate import choice
 
-__all__ = ["AMSNet", "AMSNetCache", "Block", "build_model", "RotaryTable", "rope_rows", "NORM_EPS",
+__all__ = ["AMSNet", "AMSNetCache", "Block", "build_model", "equal_params_ablation",
+           "RotaryTable", "rope_rows", "NORM_EPS",
            "check_idx", "LanguageModel"]
 
 MODES = ("chunked", "recurrent", "loop")
@@ -59,7 +60,7 @@ class Block(nn.Module):
 
     def __init__(self, cfg: AMSNetConfig) -> None:
         super().__init__()
-        d, f = cfg.d_model, cfg.ffn_mult * cfg.d_model
+        d, f = cfg.d_model, cfg.ffn_size
         sg = ATan(cfg.surrogate_alpha)
         self.norm1 = nn.RMSNorm(d, eps=NORM_EPS)
         self.amsu = AMSU(d, d, n_astrocytes=cfg.n_head, d_key=cfg.key_size,
@@ -192,8 +193,8 @@ class AMSNet(LanguageModel):
 
         Returns one ``(B, T, N)`` tensor per layer: the AM-SU spikes (``which="amsu"``,
         ``N = d_model``) or the channel-mixing LIF spikes (``which="ffn"``,
-        ``N = ffn_mult * d_model``). Values are in ``{0..spike_levels}`` (smooth values
-        in (0, 1) for the non-spiking twin).
+        ``N = ffn_size``, by default ``ffn_mult * d_model``). Values are in
+        ``{0..spike_levels}`` (smooth values in (0, 1) for the non-spiking twin).
         """
         check_idx(idx, self.config.vocab_size)
         if which not in ("amsu", "ffn"):
@@ -219,7 +220,7 @@ class AMSNet(LanguageModel):
             u.append(st.u)
             H.append(st.H)
             cv.append(st.conv)
-            uf.append(torch.zeros(batch_size, cfg.ffn_mult * cfg.d_model, **kw))
+            uf.append(torch.zeros(batch_size, cfg.ffn_size, **kw))
         return AMSNetCache(0, u, H, uf, cv)
 
     def prefill(self, idx: Tensor) -> tuple[Tensor, AMSNetCache]:
@@ -396,3 +397,22 @@ def build_model(config: AMSNetConfig) -> LanguageModel:
     if config.arch == "amsnet":
         return AMSNet(config)
     return Transformer(config)
+
+
+def equal_params_ablation(config: AMSNetConfig) -> AMSNetConfig:
+    """The astrocyte-off ablation of the AM-SNet ``config`` at equal parameters.
+
+    Turning the astrocyte off removes its K, V, Q projections (``3 d^2`` weights a layer
+    with the default key size); this gives them back as channel-mixing neurons
+    (``ffn_hidden``; each adds ``2 d`` weights a layer), as many as bring the count
+    closest to the AM-SNet's, the way the Transformer baseline's MLP is sized. The
+    comparison ``bench train`` makes (issue 14: "at equal parameters").
+    """
+    if config.arch != "amsnet" or not config.astrocyte:
+        raise ValueError("equal_params_ablation needs an AM-SNet config with its astrocyte on")
+    target = AMSNet(config).num_params()
+    off = replace(config, astrocyte=False)
+    base = AMSNet(off).num_params()
+    per_neuron = AMSNet(replace(off, ffn_hidden=off.ffn_size + 1)).num_params() - base
+    add = max(0, round((target - base) / per_neuron))
+    return replace(off, ffn_hidden=off.ffn_size + add)

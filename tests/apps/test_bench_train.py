@@ -126,3 +126,33 @@ def test_bench_train_prints_the_ceiling(capsys):
     out = capsys.readouterr().out
     assert "FLOP-parity ceiling" in out and "of ceil" in out and "astro FL" in out
     assert "threads 1, d 16, T 64: AM/TF" in out and "at equal MFU" in out
+    # the astrocyte's cost against the ablation at equal parameters is the one judged
+    assert "astro eq" in out and "eq par" in out
+    assert "astrocyte at equal parameters" in out and "against the ablation at equal" in out
+
+
+def test_train_configs_are_the_four_models_at_their_sizes():
+    from astro_neuron.apps.bench.lm import train_configs
+    cfgs = train_configs(AMSNetConfig(n_layer=2, d_model=64, n_head=1, block_size=256))
+    assert list(cfgs) == ["amsnet", "transformer", "astro_off", "astro_eq"]
+    p = {n: build_model(c).num_params() for n, c in cfgs.items()}
+    assert p["astro_off"] < 0.85 * p["amsnet"]                   # 10 d^2 against 13 d^2
+    assert abs(p["astro_eq"] - p["amsnet"]) < 0.002 * p["amsnet"]
+    assert abs(p["transformer"] - p["amsnet"]) < 0.02 * p["amsnet"]
+
+
+def test_targets_judge_the_astrocyte_at_equal_parameters():
+    row = {"threads": 1, "d_model": 64, "T": 256, "batch": 16, "am_vs_tf": 1.05,
+           "astro_cost": 1.6, "astro_cost_eq": 1.3,
+           **{f"{n}_flops_per_token": f for n, f in (("amsnet", 3.0e6), ("transformer",
+                                                   3.0e6), ("astro_off", 2.0e6),
+                                                   ("astro_eq", 2.5e6))}}
+    for n in ("amsnet", "transformer", "astro_off", "astro_eq"):
+        row.update({f"{n}_tokens_per_s": 1000.0, f"{n}_spread": 0.1, f"{n}_mfu": 0.4,
+                    f"{n}_params": 1})
+    row.update(ceiling(row))
+    assert row["astro_eq_parity"] == pytest.approx(1.2)
+    t = _train_targets([row])
+    assert "astrocyte at equal parameters 1.30x (<= 1.5x; 1.20x at equal MFU): met" in t
+    assert "MISSED" in _train_targets([{**row, "astro_cost_eq": 1.55}])
+    assert " 1.30x" in _train_table([row]) and "eq FL" in _train_table([row])

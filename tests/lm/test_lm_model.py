@@ -17,6 +17,8 @@ VARIANTS = {
     "amsnet": {},
     "plain-amsu (no astro norm)": {"astro_norm": False},
     "astrocyte off": {"astrocyte": False},
+    # the ablation at equal parameters: a wider channel-mixing layer (bench train)
+    "astrocyte off, wider channel mixing": {"astrocyte": False, "ffn_hidden": 40},
     "neuron path off": {"neuron_path": False},
     "non-spiking twin": {"spiking": False},
     "graded spikes": {"spike_levels": 3},
@@ -217,9 +219,40 @@ def test_bad_arguments_give_clear_errors():
     with pytest.raises(ValueError, match="arch='amsnet'"):
         AMSNet(AMSNetConfig(arch="transformer"))
     for bad, match in (({"d_key": -2}, "non-negative"), ({"d_key": 2.0}, "non-negative"),
-                       ({"d_key": 7}, "even"), ({"d_key": 16, "arch": "transformer"}, "d_key=0")):
+                       ({"d_key": 7}, "even"), ({"d_key": 16, "arch": "transformer"}, "d_key=0"),
+                       ({"ffn_hidden": -1}, "non-negative"), ({"ffn_hidden": 8.5}, "non-negative"),
+                       ({"ffn_hidden": 64, "arch": "transformer"}, "ffn_hidden=0")):
         with pytest.raises(ValueError, match=match):
             AMSNetConfig(**bad)
+
+
+def test_ffn_hidden_sets_the_channel_mixing_width():
+    model = _model({"ffn_hidden": 40}, torch.float32)
+    b = model.blocks[0]
+    assert (b.w_1.out_features, b.lif.spec.n_neurons, b.w_2.in_features) == (40, 40, 40)
+    assert model.init_cache(3).u_ffn[0].shape == (3, 40)
+    assert AMSNetConfig(**SMALL).ffn_size == 4 * 32                # 0: ffn_mult * d_model
+    assert model.spike_record(torch.randint(0, 256, (1, 5)), "ffn")[0].shape == (1, 5, 40)
+
+
+@pytest.mark.parametrize("d, heads, d_key", [(32, 2, 0), (64, 1, 0), (32, 2, 24)])
+def test_equal_params_ablation_matches_the_amsnet(d, heads, d_key):
+    """The astrocyte-off ablation given the K, V, Q weights back as channel-mixing
+    neurons: within one neuron's weights of the AM-SNet's count; 5.5 d neurons with the
+    default key size (13 d^2 weights a layer either way, less one neuron's LIF terms)."""
+    from astro_neuron.lm.model import equal_params_ablation
+    cfg = AMSNetConfig(**{**SMALL, "d_model": d, "n_head": heads, "d_key": d_key})
+    eq = equal_params_ablation(cfg)
+    assert not eq.astrocyte and eq.ffn_hidden > cfg.ffn_size
+    am, off = build_model(cfg).num_params(), build_model(eq).num_params()
+    per_neuron = build_model(AMSNetConfig(**{**eq.to_dict(), "ffn_hidden": eq.ffn_hidden + 1})
+                             ).num_params() - off
+    assert abs(am - off) <= per_neuron / 2
+    if not d_key:
+        assert abs(eq.ffn_hidden - 5.5 * d) <= 1
+    for bad in ({"astrocyte": False}, {"arch": "transformer"}):
+        with pytest.raises(ValueError, match="astrocyte on"):
+            equal_params_ablation(AMSNetConfig(**{**SMALL, **bad}))
 
 
 def test_d_key_sets_the_astrocyte_key_size_and_state():

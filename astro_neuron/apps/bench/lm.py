@@ -14,7 +14,8 @@ is reported).
   ``compile=True`` also times both decode steps under ``torch.compile`` (the same
   treatment for both models; compile time is printed, not counted).
 * ``train``: training tokens/s (forward + backward) of AM-SNet, the same-size
-  Transformer and the astrocyte-off ablation over a grid of widths, lengths and
+  Transformer and the astrocyte-off ablation (as the switch leaves it, and at equal
+  parameters: :func:`train_configs`) over a grid of widths, lengths and
   thread counts, with the model FLOPs utilisation against the machine's measured
   fp32 matmul peak and the FLOP-parity ceiling (the AM/TF ratio at equal MFU;
   :func:`ceiling`) (``--forms``: the chunked form against the recurrent loop).
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from typing import Any, Callable, Optional
 
 import torch
@@ -34,11 +36,12 @@ import torch
 from astro_neuron.amsu import AMSU
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.data import stdlib_corpus
-from astro_neuron.lm.model import AMSNet, build_model
+from astro_neuron.lm.model import AMSNet, build_model, equal_params_ablation
 from astro_neuron.lm.train import load_model, resolve_device
 from astro_neuron.validate import positive_int
 
-__all__ = ["bench_forms", "bench_generate", "bench_serve", "bench_train", "decode_setup",
+__all__ = ["bench_forms", "bench_generate", "bench_serve", "bench_train", "train_configs",
+           "decode_setup",
            "matmul_peak", "matmul_params", "scan_flops_per_token", "attention_flops_per_token",
            "train_flops_per_token", "ceiling", "MiniGPT"]
 
@@ -435,14 +438,26 @@ def train_flops_per_token(model: torch.nn.Module, T: int) -> float:
 
 
 TRAIN_TARGETS = "AM-SNet >= 1x the Transformer everywhere, >= 2x at T >= 1024; " \
-                "astrocyte <= 1.5x the astrocyte-off ablation (issue 14)"
+                "astrocyte <= 1.5x the astrocyte-off ablation at equal parameters (issue 14)"
+TRAIN_MODELS = ("amsnet", "transformer", "astro_off", "astro_eq")
+
+
+def train_configs(cfg: AMSNetConfig) -> dict[str, AMSNetConfig]:
+    """The four models ``bench train`` times for one AM-SNet config: the AM-SNet, the
+    same-size Transformer, the astrocyte-off ablation as the switch leaves it (the
+    K, V, Q projections gone: fewer parameters) and the same ablation at equal
+    parameters (:func:`astro_neuron.lm.model.equal_params_ablation`)."""
+    return {"amsnet": cfg, "transformer": replace(cfg, arch="transformer"),
+            "astro_off": replace(cfg, astrocyte=False),
+            "astro_eq": equal_params_ablation(cfg)}
 
 
 def bench_train(d_models=(64, 128, 256, 512), lengths=(256, 1024, 4096),
                 threads=(0, 1), n_layer: int = 2, tokens: int = 4096, repeats: int = 3,
                 device: str = "cpu", forms: bool = False, peak_n: int = 2048) -> list[dict]:
     """Training tokens/s (forward + backward) of AM-SNet, the same-size Transformer and
-    the astrocyte-off ablation at every (d_model, T, threads); prints the table, the
+    the astrocyte-off ablation, as switched off and at equal parameters
+    (:func:`train_configs`), at every (d_model, T, threads); prints the table, the
     ratios measured in the same run (models interleaved, median of ``repeats``), MFU
     against the measured fp32 matmul peak at each thread count, the FLOP-parity
     ceiling of each ratio (:func:`ceiling`) and the targets.
@@ -463,8 +478,6 @@ def bench_train(d_models=(64, 128, 256, 512), lengths=(256, 1024, 4096),
     print(f"bench train: n_layer={n_layer}, ~{tokens} tokens per batch, forward + backward, "
           f"median of {repeats} interleaved rounds, {dev}; measured fp32 matmul peak "
           + ", ".join(f"{p / 1e9:.1f} GFLOP/s at {t} thread(s)" for t, p in peaks.items()))
-    archs = (("amsnet", {}), ("transformer", {"arch": "transformer"}),
-             ("astro_off", {"astrocyte": False}))
     rows = []
     for t in thr:
         for d in d_models:
@@ -473,9 +486,8 @@ def bench_train(d_models=(64, 128, 256, 512), lengths=(256, 1024, 4096),
                 B = max(1, tokens // T)
                 base = dict(n_layer=n_layer, d_model=d, n_head=max(1, d // 64), block_size=T)
                 models = {}
-                for name, extra in archs:
+                for name, cfg in train_configs(AMSNetConfig(**base)).items():
                     torch.manual_seed(0)
-                    cfg = AMSNetConfig(**{**base, **extra})
                     models[name] = build_model(cfg).to(dev)
                 x = torch.randint(0, 256, (B, T), device=dev)
                 times: dict = {name: [] for name in models}
@@ -502,8 +514,8 @@ def bench_train(d_models=(64, 128, 256, 512), lengths=(256, 1024, 4096),
                         / statistics.median(times[name])
                     row[f"{name}_mfu"] = flops * tps / peaks[t]
                 row["am_vs_tf"] = row["amsnet_tokens_per_s"] / row["transformer_tokens_per_s"]
-                row["astro_cost"] = (row["astro_off_tokens_per_s"]
-                                     / row["amsnet_tokens_per_s"])
+                for name, key in (("astro_off", "astro_cost"), ("astro_eq", "astro_cost_eq")):
+                    row[key] = row[f"{name}_tokens_per_s"] / row["amsnet_tokens_per_s"]
                 row.update(ceiling(row))
                 rows.append(row)
                 print(_train_row(row), flush=True)
@@ -519,13 +531,16 @@ def ceiling(row: dict) -> dict:
     ``parity``: the Transformer's training FLOPs per token over the AM-SNet's, i.e. the
     AM/TF speed ratio the AM-SNet would have at the Transformer's MFU;
     ``astro_parity``: the AM-SNet's FLOPs over the astrocyte-off ablation's, the
-    astrocyte's cost at equal MFU; ``of_ceiling``: the measured AM/TF over
+    astrocyte's cost at equal MFU (``astro_eq_parity``: the same against the ablation
+    at equal parameters, where the row has it); ``of_ceiling``: the measured AM/TF over
     ``parity`` (= AM MFU / TF MFU); ``need_1x`` / ``need_goal``: the AM-SNet's MFU, as
     a multiple of the Transformer's, that 1x and the point's target (2x at
     T >= 1024, else 1x) need."""
     am, tf = row["amsnet_flops_per_token"], row["transformer_flops_per_token"]
     out = {"parity": tf / am, "astro_parity": am / row["astro_off_flops_per_token"],
            "need_1x": am / tf, "need_goal": _goal(row["T"]) * am / tf}
+    if "astro_eq_flops_per_token" in row:
+        out["astro_eq_parity"] = am / row["astro_eq_flops_per_token"]
     if "am_vs_tf" in row:
         out["of_ceiling"] = row["am_vs_tf"] / out["parity"]
     return out
@@ -536,38 +551,62 @@ def _goal(T: int) -> float:
     return 2.0 if T >= 1024 else 1.0
 
 
+def _astro(r: dict) -> tuple:
+    """The astrocyte's cost the targets judge (against the ablation at equal parameters
+    where the row has it) and its equal-MFU ratio."""
+    if "astro_cost_eq" in r:
+        return r["astro_cost_eq"], r["astro_eq_parity"]
+    return r["astro_cost"], r["astro_parity"]
+
+
 def _train_row(r: dict) -> str:
+    eq = (f", {r['astro_cost_eq']:.2f}x against the ablation at equal parameters"
+          if "astro_cost_eq" in r else "")
     return (f"  threads {r['threads']}, d_model {r['d_model']}, T {r['T']}: AM-SNet "
             f"{r['amsnet_tokens_per_s']:,.0f} tok/s, Transformer "
             f"{r['transformer_tokens_per_s']:,.0f}, astrocyte off "
             f"{r['astro_off_tokens_per_s']:,.0f} (AM/TF {r['am_vs_tf']:.2f}x of a "
-            f"{r['parity']:.2f}x FLOP-parity ceiling, astrocyte cost {r['astro_cost']:.2f}x)")
+            f"{r['parity']:.2f}x FLOP-parity ceiling, astrocyte cost {r['astro_cost']:.2f}x"
+            f"{eq})")
 
 
 def _train_table(rows: list[dict]) -> str:
+    eq = all("astro_cost_eq" in r for r in rows)
+    names = TRAIN_MODELS if eq else TRAIN_MODELS[:3]
     head = (f"{'thr':>3} {'d':>4} {'T':>5} {'B':>3} {'AM tok/s':>9} {'TF tok/s':>9} "
             f"{'off tok/s':>9} {'AM/TF':>6} {'parity':>6} {'of ceil':>7} {'astro':>6} "
-            f"{'astro FL':>8} {'AM MFU':>7} {'TF MFU':>7} {'off MFU':>7} "
-            f"{'AM par':>9} {'TF par':>9} {'off par':>9} {'spread':>6}")
+            f"{'astro FL':>8} " + (f"{'eq tok/s':>9} {'astro eq':>8} {'eq FL':>6} " if eq
+                                    else "")
+            + f"{'AM MFU':>7} {'TF MFU':>7} {'off MFU':>7} "
+            f"{'AM par':>9} {'TF par':>9} {'off par':>9} " + (f"{'eq par':>9} " if eq else "")
+            + f"{'spread':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        spread = max(r[f"{n}_spread"] for n in ("amsnet", "transformer", "astro_off"))
+        spread = max(r[f"{n}_spread"] for n in names)
         lines.append(
             f"{r['threads']:>3} {r['d_model']:>4} {r['T']:>5} {r['batch']:>3} "
             f"{r['amsnet_tokens_per_s']:>9,.0f} {r['transformer_tokens_per_s']:>9,.0f} "
             f"{r['astro_off_tokens_per_s']:>9,.0f} {r['am_vs_tf']:>5.2f}x "
             f"{r['parity']:>5.2f}x {100 * r['of_ceiling']:>6.0f}% "
             f"{r['astro_cost']:>5.2f}x {r['astro_parity']:>7.2f}x "
-            f"{100 * r['amsnet_mfu']:>6.1f}% {100 * r['transformer_mfu']:>6.1f}% "
+            + (f"{r['astro_eq_tokens_per_s']:>9,.0f} {r['astro_cost_eq']:>7.2f}x "
+               f"{r['astro_eq_parity']:>5.2f}x " if eq else "")
+            + f"{100 * r['amsnet_mfu']:>6.1f}% {100 * r['transformer_mfu']:>6.1f}% "
             f"{100 * r['astro_off_mfu']:>6.1f}% {r['amsnet_params']:>9,} "
-            f"{r['transformer_params']:>9,} {r['astro_off_params']:>9,} {100 * spread:>5.0f}%")
+            f"{r['transformer_params']:>9,} {r['astro_off_params']:>9,} "
+            + (f"{r['astro_eq_params']:>9,} " if eq else "") + f"{100 * spread:>5.0f}%")
     lines.append("AM/TF: AM-SNet tokens/s over the Transformer's; parity: the Transformer's "
                  "training FLOPs per token over the AM-SNet's (the AM/TF ceiling at equal "
                  "MFU); of ceil: AM/TF over parity (= AM MFU / TF MFU); astro: "
-                 "astrocyte-off tokens/s over AM-SNet's (the astrocyte's cost); astro FL: "
-                 "the same at equal MFU (FLOPs ratio); MFU: (6 x matmul params + scan or "
-                 "causal-attention FLOPs) x tokens/s over the measured matmul peak; "
-                 "spread: (max - min) / median of the repeats, worst model")
+                 "astrocyte-off tokens/s over AM-SNet's (the astrocyte's cost; the ablation "
+                 "without the K, V, Q projections, fewer parameters); astro FL: the same at "
+                 "equal MFU (FLOPs ratio); "
+                 + ("eq: the ablation at equal parameters (those projections' weights given "
+                    "back as channel-mixing neurons), astro eq / eq FL its ratios; " if eq
+                    else "")
+                 + "MFU: (6 x matmul params + scan or causal-attention FLOPs) x tokens/s "
+                 "over the measured matmul peak; spread: (max - min) / median of the "
+                 "repeats, worst model")
     return "\n".join(lines)
 
 
@@ -575,13 +614,15 @@ def _train_targets(rows: list[dict]) -> str:
     out = [f"targets ({TRAIN_TARGETS}):"]
     for r in rows:
         goal = _goal(r["T"])
-        ok = round(r["am_vs_tf"], 2) >= goal and round(r["astro_cost"], 2) <= 1.5
+        astro, astro_fl = _astro(r)
+        ok = round(r["am_vs_tf"], 2) >= goal and round(astro, 2) <= 1.5
         reach = ("reachable at equal MFU" if r["parity"] >= goal else
                  f"needs AM MFU >= {r['need_goal']:.2f}x the Transformer's")
+        which = " at equal parameters" if "astro_cost_eq" in r else ""
         out.append(f"  threads {r['threads']}, d {r['d_model']}, T {r['T']}: AM/TF "
                    f"{r['am_vs_tf']:.2f}x (>= {goal:g}x; ceiling {r['parity']:.2f}x, "
-                   f"{reach}), astrocyte {r['astro_cost']:.2f}x (<= 1.5x; "
-                   f"{r['astro_parity']:.2f}x at equal MFU): {'met' if ok else 'MISSED'}")
+                   f"{reach}), astrocyte{which} {astro:.2f}x (<= 1.5x; "
+                   f"{astro_fl:.2f}x at equal MFU): {'met' if ok else 'MISSED'}")
     return "\n".join(out)
 
 

@@ -55,15 +55,16 @@ def _lm_bytes(cfg, batch: int, training: bool = True) -> float:
     """An estimate (bytes) of the peak memory a language model run adds: weights (with
     gradient and AdamW moments when training) plus what one batch keeps for the backward
     pass (float32): per token, the logits and their softmax and loss (16 V), and per
-    layer the residual stream and the channel-mixing layer (d (17 + 5 ffn_mult)); plus
+    layer the residual stream and the channel-mixing layer (17 d + 5 f, f its width); plus
     the chunked form's astrocyte states. Fitted above two measured runs (CPU, peak RSS
     less the 224 MiB of the imports; `train --config tiny`, 1 step): block 4096 x batch
     8, d 64: 1025 MiB measured, 1114 estimated; block 2048 x batch 32, d 128: 3109 MiB
     measured, 3463 estimated."""
     d, L, V, T = cfg.d_model, cfg.n_layer, cfg.vocab_size, cfg.block_size
-    params = 2 * V * d + L * (4 + 2 * cfg.ffn_mult) * d * d
+    f = cfg.ffn_size
+    params = 2 * V * d + L * (4 * d + 2 * f) * d
     chunks = -(-T // cfg.chunk_size)
-    acts = batch * T * (16 * V + L * d * (17 + 5 * cfg.ffn_mult)) \
+    acts = batch * T * (16 * V + L * (17 * d + 5 * f)) \
         + L * batch * cfg.n_head * cfg.key_size * cfg.head_size * chunks
     if not training:
         acts = batch * T * (2 * V + 4 * d)
@@ -211,7 +212,8 @@ def register(commands, bench) -> None:
     b.set_defaults(func=_bench_generate)
 
     b = bench.add_parser("train", help="training tokens/s: AM-SNet vs Transformer vs "
-                         "astrocyte off, with MFU (--forms: chunked form vs step loop)")
+                         "astrocyte off (as switched off, and at equal parameters), with MFU "
+                         "(--forms: chunked form vs step loop)")
     b.add_argument("--d-models", type=A.int_range(2, 8192, "--d-models"), nargs="+",
                    default=[64, 128, 256, 512])
     b.add_argument("--lengths", type=A.int_range(1, _BIG, "--lengths"), nargs="+", default=[256, 1024, 4096], metavar="T")
