@@ -33,7 +33,9 @@ def random_network(seed: int = 0, n_in: int = 12, sizes: Sequence[int] = (16,),
     ``conv_size > 1``: every layer with an astrocyte senses through a delay line of that
     many taps (random 8-bit taps and shifts). The random draws of a network without
     delay line do not depend on this option. ``sensing="relu"``: every layer with an
-    astrocyte senses non-negative keys and queries (no random draw depends on it).
+    astrocyte senses non-negative keys and queries (no random draw depends on it);
+    ``"relu2"``: their squares, requantized by random shifts ``shift_k2``, ``shift_q2``
+    in 5..8 (drawn from a stream of their own: the other draws are those of "relu").
     """
     rng = np.random.default_rng(seed)
     kinds = list(kinds or ["amsu"] * len(sizes))
@@ -77,6 +79,9 @@ def random_network(seed: int = 0, n_in: int = 12, sizes: Sequence[int] = (16,),
                               conv_taps=tr.integers(-127, 128, (conv_size, A * dk + N)),
                               shift_ck=int(tr.integers(5, 9)), shift_cv=int(tr.integers(5, 9)))
                 kw["sensing"] = sensing
+                if sensing == "relu2":
+                    sq = np.random.default_rng([seed, i, 2])        # own stream
+                    kw.update(shift_k2=int(sq.integers(5, 9)), shift_q2=int(sq.integers(5, 9)))
             layers.append(AMSULayer(**kw))
             levels = L
         n_in = N

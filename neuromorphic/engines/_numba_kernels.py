@@ -42,12 +42,12 @@ from numba import njit
 __all__ = ["amsu_steps", "lif_steps", "SHIFT_SLOTS", "AMSU_COUNTS", "LIF_COUNTS"]
 
 # rows of the ``shifts`` table handed to amsu_steps: (half, scale) per requantizing shift
-SHIFT_SLOTS = ("i", "k", "v", "q", "kv", "r", "o", "ck", "cv")
-# slots of the saturation counters (xk, xv: the delay line's inputs)
-AMSU_COUNTS = ("u", "k", "v", "q", "H", "r", "o", "xk", "xv")
+SHIFT_SLOTS = ("i", "k", "v", "q", "kv", "r", "o", "ck", "cv", "k2", "q2")
+# slots of the saturation counters (xk, xv: the delay line's inputs; k2, q2: the squares)
+AMSU_COUNTS = ("u", "k", "v", "q", "H", "r", "o", "xk", "xv", "k2", "q2")
 LIF_COUNTS = ("u_wrap", "v")
-_I, _K, _V, _Q, _KV, _R, _O, _CKS, _CVS = range(9)
-_CU, _CK, _CV, _CQ, _CH, _CR, _CO, _CXK, _CXV = range(9)
+_I, _K, _V, _Q, _KV, _R, _O, _CKS, _CVS, _K2S, _Q2S = range(11)
+_CU, _CK, _CV, _CQ, _CH, _CR, _CO, _CXK, _CXV, _CK2, _CQ2 = range(11)
 
 
 @njit(cache=True, inline="always")
@@ -87,7 +87,7 @@ def _line(x, c, taps, line):
 
 @njit(cache=True, nogil=True)
 def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, reset,
-               levels, relu, m_u, bias, theta, shifts, opl, m_H, gain, lim, taps_k, taps_v,
+               levels, relu, square, m_u, bias, theta, shifts, opl, m_H, gain, lim, taps_k, taps_v,
                s_out, u_out, H_out, ck_out, cv_out, counts):  # pragma: no cover - compiled
     """All steps of an AM-SU layer, or of an independent part of it, for the sequences
     ``b0 .. b1 - 1`` of the batch.
@@ -99,10 +99,11 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
     neurons each); given its synaptic input, an astrocyte and the neurons it reads out
     into depend on nothing else, so parts can run in parallel threads.
     ``m_u`` ``[N]`` = ``(4096 - du) / 4096``; ``bias`` ``[N]``; ``theta`` ``[N]`` =
-    ``vth << 6``; ``shifts`` ``[7, 2]``: (half, scale) per :data:`SHIFT_SLOTS`;
+    ``vth << 6``; ``shifts`` ``[11, 2]``: (half, scale) per :data:`SHIFT_SLOTS`;
     ``opl``: the operands' limit ``2**(b-1) - 1``; ``m_H`` ``[A, dk]``; ``gain`` ``[N]``;
     ``reset``: 0 none, 1 subtract, 2 zero. ``relu``: non-negative ``k``, ``q`` (after
-    the delay line; a negative value is not counted as clipped). ``taps_k``
+    the delay line; a negative value is not counted as clipped); ``square`` (with
+    ``relu``): then ``sat_b(shr(k * k, shift_k2))``, the same for ``q``. ``taps_k``
     ``[K, A*dk]``, ``taps_v`` ``[K, N]``: the delay line's taps over the part's key and
     value channels (``K = 1``: no delay line; then ``k``, ``v`` are the projected
     operands). States start at zero. Writes
@@ -139,6 +140,8 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
     h_o, c_o = shifts[_O, 0], shifts[_O, 1]
     h_ck, c_ck = shifts[_CKS, 0], shifts[_CKS, 1]
     h_cv, c_cv = shifts[_CVS, 0], shifts[_CVS, 1]
+    h_k2, c_k2 = shifts[_K2S, 0], shifts[_K2S, 1]
+    h_q2, c_q2 = shifts[_Q2S, 0], shifts[_Q2S, 1]
     for b in range(b0, b1):
         u[:] = 0.0
         H[:] = 0.0
@@ -162,7 +165,7 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
                     # operands k, q [dk] and v [dv]: sat_b(shr(a_X, shift_X)); with the
                     # delay line, k and v are sat_b(shr(sum_j taps_j x_{t-j}, shift_cX))
                     # of those (x: sat_b(shr(a_X, shift_X)))
-                    ck = cq = cv = cxk = cxv = 0
+                    ck = cq = cv = cxk = cxv = ck2 = cq2 = 0
                     for j in range(dk):
                         x = _shr(a[off_K + ai * dk + j], h_k, c_k)
                         if line:
@@ -177,6 +180,13 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
                             x = max(x, 0.0)
                         cq += abs(x) > opl
                         q[j] = _sat(x, opl)
+                        if square:     # sensing="relu2": the squares, requantized
+                            x = _shr(k[j] * k[j], h_k2, c_k2)
+                            ck2 += abs(x) > opl
+                            k[j] = _sat(x, opl)
+                            x = _shr(q[j] * q[j], h_q2, c_q2)
+                            cq2 += abs(x) > opl
+                            q[j] = _sat(x, opl)
                     for i in range(dv):
                         x = _shr(a[off_V + ai * dv + i], h_v, c_v)
                         if line:
@@ -190,6 +200,8 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
                     counts[_CV] += cv
                     counts[_CXK] += cxk
                     counts[_CXV] += cxv
+                    counts[_CK2] += ck2
+                    counts[_CQ2] += cq2
                     # H = sat24(rtz_decay(H, dH) + shr(k v^T, shift_kv)); r = H^T q
                     c = 0
                     for j in range(dk):

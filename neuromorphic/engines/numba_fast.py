@@ -80,7 +80,8 @@ def prepared(net: QuantizedNetwork, index: int, in_levels: int) -> dict:
         zeros = np.zeros(N)
         prep.update(
             offs=offs,
-            flags=(npath, astro, RESET_CODES[layer.reset], layer.spike_levels, layer.relu),
+            flags=(npath, astro, RESET_CODES[layer.reset], layer.spike_levels, layer.relu,
+                   layer.square),
             m_u=f64((DECAY_UNITY - layer.du) / DECAY_UNITY) if npath else zeros,
             bias=f64(bias_value(layer.bias_mant, layer.bias_exp)) if npath else zeros,
             theta=f64(layer.vth.astype(I64) << VTH_SHIFT),
@@ -217,7 +218,8 @@ class _JitLayer:
             if self.amsu:                # the counters of the parts it has
                 keep = (("u",) if layer.neuron_path else ()) + \
                     (("k", "v", "q", "H", "r", "o") if layer.astrocyte else ()) + \
-                    (("xk", "xv") if layer.delay_line else ())
+                    (("xk", "xv") if layer.delay_line else ()) + \
+                    (("k2", "q2") if layer.square else ())
                 c = {k: c[k] for k in keep}
             counts.update(c)
         return self.s_out, st

@@ -109,7 +109,7 @@ def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: Optional[d
     if layer.astrocyte:
         opl = (1 << (layer.operand_bits - 1)) - 1
         ops = {}
-        relu = layer.relu        # sensing="relu": k, q >= 0 (after the line; v as it is)
+        relu = layer.relu        # sensing="relu"|"relu2": k, q >= 0 (after the line; v as is)
         if layer.delay_line:     # k, v through the delay line (its inputs count as xk, xv)
             x = np.concatenate([_sat_f(_shr_f(part["K"], layer.shift_k), opl, counts, "xk"),
                                 _sat_f(_shr_f(part["V"], layer.shift_v), opl, counts, "xv")], -1)
@@ -125,6 +125,9 @@ def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: Optional[d
         ops["V"] = ops["V"].reshape(T, B, A, dv)
         ops["Q"] = _sat_f(_shr_f(part["Q"], layer.shift_q), opl, counts, "q",
                           relu).reshape(T, B, A, dk)
+        if layer.square:         # sensing="relu2": the squares requantized (count k2, q2)
+            ops["K"] = _sat_f(_shr_f(ops["K"] * ops["K"], layer.shift_k2), opl, counts, "k2")
+            ops["Q"] = _sat_f(_shr_f(ops["Q"] * ops["Q"], layer.shift_q2), opl, counts, "q2")
         kv = _shr_f(ops["K"][..., :, None] * ops["V"][..., None, :], layer.shift_kv)
         m_H = (DECAY_UNITY - layer.dH.astype(np.float64))[:, :, None] / DECAY_UNITY
         H_seq = np.empty((T, B, A, dk, dv))

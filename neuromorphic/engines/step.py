@@ -140,6 +140,9 @@ def amsu_step(layer: AMSULayer, u: Optional[np.ndarray], H: Optional[np.ndarray]
         q = sat(shr(part["Q"], layer.shift_q), b)
         if layer.relu:                                                # sensing="relu": after
             k, q = np.maximum(k, 0), np.maximum(q, 0)                 # the line, k, q >= 0
+        if layer.square:                                              # "relu2": their squares,
+            k = sat(shr(k * k, layer.shift_k2), b)                    # requantized, b-bit
+            q = sat(shr(q * q, layer.shift_q2), b)
         k, v, q = k.reshape(B, A, dk), v.reshape(B, A, dv), q.reshape(B, A, dk)
         kv = shr(k[:, :, :, None] * v[:, :, None, :], layer.shift_kv)  # k v^T, requantized
         H = sat24(rtz_decay(H, layer.dH[:, :, None]) + kv)            # astrocyte: saturates

@@ -17,10 +17,11 @@ width, ``dv = N / A`` value width, ``P`` synapse rows, ``n_in`` inputs, ``B`` ba
 ``dc = A * dk + N`` its channels (the K | V operands).
 
 ``when`` names a flag of the layer or a condition derived from its fields
-(``delay_line``: the astrocyte is on and ``conv_size > 1``). ``since``: the first file
-format version that has the field; a file of an older version does not store it and
-it reads as its default (an old file is a network without delay line, and one of
-version 1 or 2 a network with ``sensing = "identity"``).
+(``delay_line``: the astrocyte is on and ``conv_size > 1``; ``square``: the astrocyte is
+on and ``sensing == "relu2"``). ``since``: the first file format version that has the
+field; a file of an older version does not store it and it reads as its default (an old
+file is a network without delay line, one of version 1 or 2 a network with ``sensing =
+"identity"``, one of version 1 to 3 a network without the square's shifts).
 """
 
 from __future__ import annotations
@@ -139,8 +140,13 @@ AMSU_FIELDS: tuple[Field, ...] = (
     Field("conv_taps", "array", "delay-line tap mantissas (row j: lag j; columns K | V)",
           -TAP_MAX, TAP_MAX, ("nc", "dc"), TAP_BITS, "delay_line", since=2),
     # what the astrocyte senses (format 3; docs/neuromorphic.md, "Non-negative sensing")
-    Field("sensing", "choice", "k, q as they are, or max(k, 0), max(q, 0) after the delay "
-          "line", when="astrocyte", options=SENSINGS, default="identity", since=3),
+    Field("sensing", "choice", "k, q as they are, max(k, 0), max(q, 0) after the delay "
+          "line, or their squares (relu2, format 4)", when="astrocyte", options=SENSINGS,
+          default="identity", since=3),
+    # the squares of sensing="relu2" requantized to operands (format 4; docs/neuromorphic.md,
+    # "Squared sensing")
+    _shift("shift_k2", "square", "the squared key max(k, 0)^2", since=4),
+    _shift("shift_q2", "square", "the squared query max(q, 0)^2", since=4),
 )
 
 # Lava's stock LIF (PyLifModelBitAcc); du, dv, vth shared by the population.

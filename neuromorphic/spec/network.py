@@ -246,17 +246,26 @@ class _AMSUMethods(_LayerMethods):
 
     @property
     def relu(self) -> bool:
-        """The astrocyte senses non-negative ``k``, ``q`` (``sensing == "relu"``)."""
-        return bool(self.astrocyte) and self.sensing == "relu"
+        """The astrocyte senses non-negative ``k``, ``q`` (``sensing`` ``"relu"``, or
+        ``"relu2"``, which squares them after the ReLU)."""
+        return bool(self.astrocyte) and self.sensing in ("relu", "relu2")
+
+    @property
+    def square(self) -> bool:
+        """The astrocyte senses ``max(k, 0)^2``, ``max(q, 0)^2``, requantized to operands
+        by ``shift_k2``, ``shift_q2`` (``sensing == "relu2"``)."""
+        return bool(self.astrocyte) and self.sensing == "relu2"
 
     @property
     def format_version(self) -> int:
-        return 3 if self.relu else 2 if self.delay_line else 1
+        return 4 if self.square else 3 if self.relu else 2 if self.delay_line else 1
 
     @staticmethod
     def _cond(when, kw: dict) -> bool:
         if when == "delay_line":
             return bool(kw["astrocyte"]) and kw["conv_size"] > 1
+        if when == "square":
+            return bool(kw["astrocyte"]) and kw["sensing"] == "relu2"
         return when is None or bool(kw[when])
 
     def sizes(self, batch: int = 1) -> dict:
@@ -288,6 +297,9 @@ class _AMSUMethods(_LayerMethods):
             if self.delay_line:
                 worst["delay-line sum shifted"] = (self.conv_size * TAP_MAX * op) << max(
                     0, -min(self.shift_ck, self.shift_cv))
+            if self.square:     # max(k, 0)^2, max(q, 0)^2 before their requantizing shift
+                worst["squared operand shifted"] = (op * op) << max(
+                    0, -min(self.shift_k2, self.shift_q2))
             worst["k v^T shifted"] = (op * op) << max(0, -self.shift_kv)
             worst["H^T q"] = self.d_key * STATE_MAX * op
             worst["r * gain shifted"] = (STATE_MAX << GAIN_BITS) << max(0, -self.shift_o)
@@ -298,7 +310,7 @@ class _AMSUMethods(_LayerMethods):
 
     def describe(self) -> str:
         line = (f" conv_size={self.conv_size}" if self.delay_line else "") + \
-            (" sensing=relu" if self.relu else "")
+            (f" sensing={self.sensing}" if self.relu else "")
         return (f"A={self.n_astrocytes} d_key={self.d_key} astrocyte={self.astrocyte}{line} "
                 f"reset={self.reset} levels={self.spike_levels}")
 
@@ -407,8 +419,8 @@ class QuantizedNetwork:
     @property
     def format_version(self) -> int:
         """The lowest file format version that expresses the network (1; 2 when a layer
-        has a delay line; 3 when one senses through a ReLU): what :func:`neuromorphic.save`
-        writes and the checksum uses."""
+        has a delay line; 3 when one senses through a ReLU; 4 when one senses its square):
+        what :func:`neuromorphic.save` writes and the checksum uses."""
         return max(l.format_version for l in self.layers)
 
     @property
@@ -444,8 +456,9 @@ def _canonical(net: QuantizedNetwork) -> list:
     (ints, flags, choices as one tuple; then each array). Format 1 files' checksums are
     this list's digest: its order is part of the format. Fields of a later format version
     (``Field.since``) enter only the content of networks of that version, so a network
-    without delay line has the digest it had in format 1, and one without ReLU sensing
-    the digest it had in format 2."""
+    without delay line has the digest it had in format 1, one without ReLU sensing the
+    digest it had in format 2, and one without squared sensing the digest it had in
+    format 3."""
     version = net.format_version
     items: list = [("format", FORMAT, version), ("input", net.input_size,
                    net.input_levels, repr(float(net.dt)))]

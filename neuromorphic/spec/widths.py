@@ -15,10 +15,11 @@ __all__ = [
 # A file carries the lowest version that expresses its network: 1 without a delay line (the
 # bytes of every file written before the delay line existed), 2 when a layer has one
 # (fields conv_size, shift_ck, shift_cv, conv_taps), 3 when a layer senses through a ReLU
-# (field sensing = "relu"). FORMAT_VERSION is the newest.
+# (field sensing = "relu"), 4 when one senses the ReLU's square (sensing = "relu2"; fields
+# shift_k2, shift_q2). FORMAT_VERSION is the newest.
 FORMAT = "astro-neuron/integer-snn"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 STATE_BITS = 24                    # u, v, H, r, o: signed 24-bit
 STATE_MAX = 2 ** (STATE_BITS - 1) - 1
@@ -42,7 +43,8 @@ RESETS = ("none", "subtract", "zero")
 TAP_BITS = 8                       # delay-line tap mantissas, signed, symmetric (as gain)
 TAP_MAX = (1 << (TAP_BITS - 1)) - 1
 MAX_CONV_SIZE = 8                  # taps of the delay line (astro_neuron's AMSUSpec allows 8)
-SENSINGS = ("identity", "relu")    # what the astrocyte senses: k, q or max(k, 0), max(q, 0)
+# what the astrocyte senses: k, q; max(k, 0), max(q, 0); or their squares, requantized
+SENSINGS = ("identity", "relu", "relu2")
 EXACT_BITS = 52                    # every intermediate stays below 2**52 (float64-exact)
 
 

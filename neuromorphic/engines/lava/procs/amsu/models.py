@@ -27,7 +27,7 @@ from neuromorphic.spec.widths import (
 _F = field_map(AMSU_FIELDS)   # widths of the parameter Vars: the schema's
 
 _RESET_NONE, _RESET_SUBTRACT, _RESET_ZERO = "none", "subtract", "zero"
-_SENSING_RELU = "relu"
+_SENSING_RELU, _SENSING_RELU2 = "relu", "relu2"
 
 
 class _AMSUBase(PyLoihiProcessModel):
@@ -47,7 +47,8 @@ class _AMSUBase(PyLoihiProcessModel):
         self.levels = int(p["spike_levels"])
         self.conv_size = int(p["conv_size"])
         self.delay_line = self.astrocyte and self.conv_size > 1
-        self.relu = self.astrocyte and str(p["sensing"]) == _SENSING_RELU
+        self.relu = self.astrocyte and str(p["sensing"]) in (_SENSING_RELU, _SENSING_RELU2)
+        self.square = self.astrocyte and str(p["sensing"]) == _SENSING_RELU2
         sizes = []
         if self.neuron_path:
             sizes.append(("I", self.n))
@@ -95,7 +96,7 @@ class PyAMSUModelFixed(_AMSUBase):
         self.operand_limit = 2 ** (int(self.proc_params["operand_bits"]) - 1) - 1
         p = self.proc_params
         self.shift = {k: int(p[f"shift_{k}"])
-                      for k in ("i", "k", "v", "q", "kv", "r", "o", "ck", "cv")}
+                      for k in ("i", "k", "v", "q", "kv", "r", "o", "ck", "cv", "k2", "q2")}
 
     # -- arithmetic of the hardware ---------------------------------------------------
     def requantize(self, x, n):
@@ -132,6 +133,9 @@ class PyAMSUModelFixed(_AMSUBase):
         q = self.saturate(self.requantize(a[:, self.slices["Q"]], self.shift["q"]), lim)
         if self.relu:      # non-negative key and query, after the delay line
             k, q = np.maximum(k, 0), np.maximum(q, 0)
+        if self.square:    # sensing="relu2": the squares, requantized to operands
+            k = self.saturate(self.requantize(k * k, self.shift["k2"]), lim)
+            q = self.saturate(self.requantize(q * q, self.shift["q2"]), lim)
         k, v, q = k.reshape(B, A, dk), v.reshape(B, A, dv), q.reshape(B, A, dk)
         outer = self.requantize(k[..., :, None] * v[..., None, :], self.shift["kv"])
         H = self.saturate(self.decay(self.H, self.dH[..., None]) + outer, self.state_limit)
@@ -214,6 +218,8 @@ class PyAMSUModelFloat(_AMSUBase):
             q = a[:, self.slices["Q"]]
             if self.relu:      # non-negative key and query, after the delay line
                 k, q = np.maximum(k, 0.0), np.maximum(q, 0.0)
+            if self.square:    # sensing="relu2": their squares
+                k, q = k * k, q * q
             k = k.reshape(B, A, dk)
             v = v.reshape(B, A, dv)
             q = q.reshape(B, A, dk)
