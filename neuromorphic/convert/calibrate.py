@@ -64,6 +64,10 @@ class LayerPlan:
     e_xk: int = 0
     e_xv: int = 0
     e_c: dict = field(default_factory=dict)
+    # sensing="relu2": the squares max(k, 0)^2, max(q, 0)^2 as operands
+    square: bool = False
+    e_k2: int = 0
+    e_q2: int = 0
 
     def shifts(self) -> dict:
         """Requantization shifts of the AM-SU (docs/neuromorphic.md). With the delay line,
@@ -71,15 +75,19 @@ class LayerPlan:
         ``shift_ck``/``shift_cv`` its tap-weighted sums to the operands ``k``, ``v``."""
         line = self.conv_size > 1
         e_in_k, e_in_v = (self.e_xk, self.e_xv) if line else (self.e_k, self.e_v)
+        # the operands of the products: k, q, or with the square (sensing="relu2") k2, q2
+        e_op_k, e_op_q = (self.e_k2, self.e_q2) if self.square else (self.e_k, self.e_q)
         return dict(shift_i=self.e_u - self.e_w.get("I", 0),
                     shift_k=e_in_k - self.e_w.get("K", 0),
                     shift_v=e_in_v - self.e_w.get("V", 0),
                     shift_q=self.e_q - self.e_w.get("Q", 0),
-                    shift_kv=self.e_H - self.e_k - self.e_v,
-                    shift_r=self.e_r - self.e_H - self.e_q,
+                    shift_kv=self.e_H - e_op_k - self.e_v,
+                    shift_r=self.e_r - self.e_H - e_op_q,
                     shift_o=self.e_u - self.e_r - self.e_g,
                     shift_ck=self.e_k - self.e_c.get("K", 0) - self.e_xk if line else 0,
-                    shift_cv=self.e_v - self.e_c.get("V", 0) - self.e_xv if line else 0)
+                    shift_cv=self.e_v - self.e_c.get("V", 0) - self.e_xv if line else 0,
+                    shift_k2=self.e_k2 - 2 * self.e_k if self.square else 0,
+                    shift_q2=self.e_q2 - 2 * self.e_q if self.square else 0)
 
 
 def _amax(t: Optional[Tensor]) -> float:
@@ -100,8 +108,13 @@ def _observe_amsu(m, x: Tensor) -> tuple[Tensor, dict]:
             obs.update(xk=_amax(k), xv=_amax(v))
             line0 = torch.zeros(B, spec.conv_size - 1, spec.d_conv, dtype=torch.float64)
             ks, vs, _ = delay_line(k, v, line0, p.conv, spec)
-        ks, qs = sense(ks, q, spec)      # sensing="relu": k, q >= 0, ranges from 0 up
-        obs.update(k=_amax(ks), v=_amax(vs), q=_amax(qs))
+        if spec.sensing == "relu2":      # k, q >= 0 before the square, then the squares
+            obs.update(k=_amax(torch.relu(ks)), q=_amax(torch.relu(q)))
+            ks, qs = sense(ks, q, spec)
+            obs.update(k2=_amax(ks), q2=_amax(qs), v=_amax(vs))
+        else:
+            ks, qs = sense(ks, q, spec)  # sensing="relu": k, q >= 0, ranges from 0 up
+            obs.update(k=_amax(ks), v=_amax(vs), q=_amax(qs))
     state = init_state(spec, B, dtype=torch.float64)
     H_max = r_max = u_max = o_max = y_max = 0.0
     spikes = []
@@ -166,6 +179,10 @@ def _plan_layer(ref: LayerRef, obs: dict, in_levels: int, operand_bits: int) -> 
         plan.e_k = _exp_for(obs["k"], lim)
         plan.e_v = _exp_for(obs["v"], lim)
         plan.e_q = _exp_for(obs["q"], lim)
+        if ref.sensing == "relu2":       # the squares, requantized to operands
+            plan.square = True
+            plan.e_k2 = _exp_for(obs["k2"], lim)
+            plan.e_q2 = _exp_for(obs["q2"], lim)
         if ref.conv_size > 1:
             plan.conv_size = ref.conv_size
             plan.e_xk = _exp_for(obs["xk"], lim)
@@ -180,7 +197,8 @@ def _plan_layer(ref: LayerRef, obs: dict, in_levels: int, operand_bits: int) -> 
     lo, hi = SHIFT_RANGE
     for name, value in plan.shifts().items():
         used = {"shift_i": ref.neuron_path, "shift_ck": plan.conv_size > 1,
-                "shift_cv": plan.conv_size > 1}.get(name, ref.astrocyte)
+                "shift_cv": plan.conv_size > 1, "shift_k2": plan.square,
+                "shift_q2": plan.square}.get(name, ref.astrocyte)
         if used and not lo <= value <= hi:
             raise ValueError(
                 f"{ref.name}: {name} = {value} is outside [{lo}, {hi}]: the layer's value ranges "

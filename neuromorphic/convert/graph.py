@@ -89,7 +89,8 @@ class LayerRef:
 
     @property
     def sensing(self) -> str:
-        """What the astrocyte senses: ``"identity"`` or ``"relu"`` (non-negative k, q)."""
+        """What the astrocyte senses: ``"identity"``, ``"relu"`` (non-negative k, q) or
+        ``"relu2"`` (their squares)."""
         return getattr(self.amsu.spec, "sensing", "identity") if self.astrocyte else "identity"
 
     @property
@@ -242,7 +243,8 @@ class FloatLayer:
     spike_levels: int
     in_levels: int
     conv: Optional[np.ndarray] = None   # [conv_size, A*dk + N] delay-line taps, or None
-    sensing: str = "identity"           # "relu": k, q <- max(k, 0), max(q, 0) after the line
+    sensing: str = "identity"           # "relu": k, q <- max(k, 0), max(q, 0) after the line;
+                                        # "relu2": their squares
 
     @property
     def conv_size(self) -> int:

@@ -115,6 +115,8 @@ def layer_tensors(plan: LayerPlan, counts: Optional[dict] = None):
                 _clamped(ste_round(w[:, n_k:] * 2.0 ** (-plan.e_c["V"])), -TAP_MAX, TAP_MAX,
                          counts, "conv_taps")], 1)
             scale.update(xk=plan.e_xk, xv=plan.e_xv, cK=plan.e_c["K"], cV=plan.e_c["V"])
+        if plan.square:          # sensing="relu2": the squared operands' exponents
+            scale.update(k2=plan.e_k2, q2=plan.e_q2)
     static["scale"] = scale
     t = LayerTensors(None, Wq, bias, du, vth, dH=dH, gain=gain, surrogate=sg,
                      spike_scale=2.0 ** plan.e_u, taps=taps)
@@ -158,7 +160,8 @@ def frozen_layer(static: dict, t: LayerTensors, bias_parts) -> object:
     if kw["astrocyte"]:
         kw.update(dH=_to_int(t.dH), gain=_to_int(t.gain))
     else:
-        for k in ("shift_k", "shift_v", "shift_q", "shift_kv", "shift_r", "shift_o"):
+        for k in ("shift_k", "shift_v", "shift_q", "shift_kv", "shift_r", "shift_o",
+                  "shift_k2", "shift_q2"):
             kw[k] = 0
     if t.taps is not None:
         kw["conv_taps"] = _to_int(t.taps)
@@ -188,4 +191,5 @@ class StaticView:
                 parts += [("K", A * dk), ("V", N), ("Q", A * dk)]
             self.parts = tuple(parts)
             self.delay_line = bool(static["astrocyte"]) and static.get("conv_size", 1) > 1
-            self.relu = bool(static["astrocyte"]) and static.get("sensing") == "relu"
+            self.relu = bool(static["astrocyte"]) and static.get("sensing") in ("relu", "relu2")
+            self.square = bool(static["astrocyte"]) and static.get("sensing") == "relu2"
