@@ -353,10 +353,12 @@ BAD = [
      "layers/0/neuron/conv_size' is not part of format version 1"),
     ("no line left", lambda f: f["layers/0/neuron"].attrs.__setitem__("astrocyte", 0),
      "absent when|format_version"),
-    ("unknown version", lambda f: f.attrs.__setitem__("format_version", 4),
-     "format_version.*reads versions 1, 2, 3"),
-    # a version-2 network labelled version 3 lacks the version-3 field (sensing)
+    ("unknown version", lambda f: f.attrs.__setitem__("format_version", 5),
+     "format_version.*reads versions 1, 2, 3, 4"),
+    # a version-2 network labelled version 3 or 4 lacks the version-3 field (sensing)
     ("version 3 label", lambda f: f.attrs.__setitem__("format_version", 3),
+     "layers/0/neuron/sensing' is missing"),
+    ("version 4 label", lambda f: f.attrs.__setitem__("format_version", 4),
      "layers/0/neuron/sensing' is missing"),
     ("version 2 without a line", lambda f: (f["layers/0/neuron"].attrs.__setitem__("conv_size", 1),
                                             f.__delitem__(TAPS)),

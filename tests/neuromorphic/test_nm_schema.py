@@ -179,24 +179,24 @@ def test_quantize_accepts_the_delay_line():
     assert q.layers[0].conv_size == 3 and q.layers[0].conv_taps.shape == (3, 2 * 4 + 8)
 
 
-def test_quantize_accepts_relu_sensing():
-    """sensing='relu' is exported (test_nm_relu_sensing.py), alone and with the line."""
+@pytest.mark.parametrize("sensing,version", [("relu", 3), ("relu2", 4)])
+def test_quantize_accepts_relu_sensing(sensing, version):
+    """sensing='relu' and 'relu2' are exported (test_nm_relu_sensing.py), alone and with
+    the line, and the integer network agrees with its torch view."""
     torch.manual_seed(0)
     for conv_size in (1, 3):
-        m = an.AMSU(6, 8, n_astrocytes=2, d_key=4, conv_size=conv_size, sensing="relu")
+        m = an.AMSU(6, 8, n_astrocytes=2, d_key=4, conv_size=conv_size, sensing=sensing)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", nm.SaturationWarning)
             q = nm.quantize(m, calibration=_x(), check_saturation=False)
         assert (q.layers[0].sensing, q.layers[0].conv_size, q.format_version) == \
-            ("relu", conv_size, 3)
+            (sensing, conv_size, version)
+        x = _x()
+        assert nm.compare(nm.simulate(q, x), nm.simulate(q, x, backend="torch")).equal
 
 
 def test_quantize_refuses_a_sensing_the_integer_network_lacks():
     m = an.AMSU(6, 8, n_astrocytes=2, d_key=4)
     object.__setattr__(m.spec, "sensing", "elu+1")   # a float option not exported
     with pytest.raises(ValueError, match="sensing='elu\\+1' has no integer form"):
-        nm.quantize(m, calibration=_x())
-    # the squared sensing is a float option of the unit the integer network lacks
-    m = an.AMSU(6, 8, n_astrocytes=2, d_key=4, sensing="relu2")
-    with pytest.raises(ValueError, match="sensing='relu2' has no integer form"):
         nm.quantize(m, calibration=_x())
