@@ -19,7 +19,7 @@ from neuromorphic.convert.calibrate import W_MAX, LayerPlan
 from neuromorphic.engines.torch_view import LayerTensors, ste_round
 from neuromorphic.spec import (
     BIAS_EXP_MAX, BIAS_MANT_BITS, DECAY_UNITY, GAIN_BITS, TAP_MAX, VTH_BITS, VTH_SHIFT,
-    AMSULayer, LIFLayer, Synapse, message_bits,
+    AMSULayer, LIFLayer, Synapse, message_bits, senses_relu, senses_square,
 )
 
 __all__ = ["SaturationWarning", "layer_tensors", "frozen_layer", "StaticView"]
@@ -191,5 +191,5 @@ class StaticView:
                 parts += [("K", A * dk), ("V", N), ("Q", A * dk)]
             self.parts = tuple(parts)
             self.delay_line = bool(static["astrocyte"]) and static.get("conv_size", 1) > 1
-            self.relu = bool(static["astrocyte"]) and static.get("sensing") in ("relu", "relu2")
-            self.square = bool(static["astrocyte"]) and static.get("sensing") == "relu2"
+            self.relu = senses_relu(static["astrocyte"], static.get("sensing"))
+            self.square = senses_square(static["astrocyte"], static.get("sensing"))

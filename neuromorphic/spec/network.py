@@ -33,7 +33,7 @@ from neuromorphic.spec.fields import (
 )
 from neuromorphic.spec.widths import (
     ACT_SHIFT, EXACT_BITS, FORMAT, GAIN_BITS, MAX_LEVELS, MAX_UNITS, STATE_MAX, TAP_MAX,
-    WEIGHT_EXP_RANGE,
+    WEIGHT_EXP_RANGE, senses_relu, senses_square,
 )
 
 __all__ = ["Synapse", "AMSULayer", "LIFLayer", "Layer", "LAYER_TYPES", "QuantizedNetwork",
@@ -248,13 +248,13 @@ class _AMSUMethods(_LayerMethods):
     def relu(self) -> bool:
         """The astrocyte senses non-negative ``k``, ``q`` (``sensing`` ``"relu"``, or
         ``"relu2"``, which squares them after the ReLU)."""
-        return bool(self.astrocyte) and self.sensing in ("relu", "relu2")
+        return senses_relu(self.astrocyte, self.sensing)
 
     @property
     def square(self) -> bool:
         """The astrocyte senses ``max(k, 0)^2``, ``max(q, 0)^2``, requantized to operands
         by ``shift_k2``, ``shift_q2`` (``sensing == "relu2"``)."""
-        return bool(self.astrocyte) and self.sensing == "relu2"
+        return senses_square(self.astrocyte, self.sensing)
 
     @property
     def format_version(self) -> int:
@@ -265,7 +265,7 @@ class _AMSUMethods(_LayerMethods):
         if when == "delay_line":
             return bool(kw["astrocyte"]) and kw["conv_size"] > 1
         if when == "square":
-            return bool(kw["astrocyte"]) and kw["sensing"] == "relu2"
+            return senses_square(kw["astrocyte"], kw["sensing"])
         return when is None or bool(kw[when])
 
     def sizes(self, batch: int = 1) -> dict:

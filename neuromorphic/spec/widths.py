@@ -9,6 +9,7 @@ __all__ = [
     "GAIN_BITS", "WEIGHT_BITS", "WEIGHT_EXP_RANGE", "SHIFT_RANGE", "OPERAND_BITS_RANGE",
     "MAX_LEVELS", "MAX_UNITS", "SIGN_MODES", "RESETS", "EXACT_BITS", "message_bits",
     "READABLE_VERSIONS", "TAP_BITS", "TAP_MAX", "MAX_CONV_SIZE", "SENSINGS",
+    "senses_relu", "senses_square",
 ]
 
 # the file format these widths belong to (neuromorphic.fileio); it changes only if the bytes do.
@@ -46,6 +47,17 @@ MAX_CONV_SIZE = 8                  # taps of the delay line (astro_neuron's AMSU
 # what the astrocyte senses: k, q; max(k, 0), max(q, 0); or their squares, requantized
 SENSINGS = ("identity", "relu", "relu2")
 EXACT_BITS = 52                    # every intermediate stays below 2**52 (float64-exact)
+
+
+def senses_relu(astrocyte, sensing) -> bool:
+    """A layer's astrocyte clamps ``k``, ``q`` at 0 after the delay line (``"relu"``, and
+    ``"relu2"``, which squares them after): the one rule every engine and reader uses."""
+    return bool(astrocyte) and str(sensing) in ("relu", "relu2")
+
+
+def senses_square(astrocyte, sensing) -> bool:
+    """A layer's astrocyte squares the clamped ``k``, ``q`` (``sensing == "relu2"``)."""
+    return bool(astrocyte) and str(sensing) == "relu2"
 
 
 def message_bits(levels: int) -> int:

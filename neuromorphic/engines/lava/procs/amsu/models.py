@@ -22,12 +22,12 @@ from neuromorphic.engines.lava.procs.amsu.process import AMSUNeuron
 from neuromorphic.spec.fields import AMSU_FIELDS, field_map
 from neuromorphic.spec.widths import (
     DECAY_SHIFT, MAX_LEVELS, OPERAND_BITS_RANGE, STATE_BITS, VTH_SHIFT, message_bits,
+    senses_relu, senses_square,
 )
 
 _F = field_map(AMSU_FIELDS)   # widths of the parameter Vars: the schema's
 
 _RESET_NONE, _RESET_SUBTRACT, _RESET_ZERO = "none", "subtract", "zero"
-_SENSING_RELU, _SENSING_RELU2 = "relu", "relu2"
 
 
 class _AMSUBase(PyLoihiProcessModel):
@@ -47,8 +47,8 @@ class _AMSUBase(PyLoihiProcessModel):
         self.levels = int(p["spike_levels"])
         self.conv_size = int(p["conv_size"])
         self.delay_line = self.astrocyte and self.conv_size > 1
-        self.relu = self.astrocyte and str(p["sensing"]) in (_SENSING_RELU, _SENSING_RELU2)
-        self.square = self.astrocyte and str(p["sensing"]) == _SENSING_RELU2
+        self.relu = senses_relu(self.astrocyte, p["sensing"])
+        self.square = senses_square(self.astrocyte, p["sensing"])
         sizes = []
         if self.neuron_path:
             sizes.append(("I", self.n))
