@@ -30,6 +30,8 @@ HEAVY = {
     "matplotlib": "about 0.3 s to import; only functions that draw use it, so the library "
                   "and the command line start without it",
     "nir": "optional extra [nir]",
+    "fla": "optional extra [cuda]: flash-linear-attention imports Triton; only the CUDA scan "
+           "(functional/scan_fla.py) uses it, on first use",
     "nirtorch": "optional extra [nir]",
     "nest": "NEST 3.10: optional simulator, about 1 s to import, prints a banner",
     "elephant": "imports scikit-learn and scipy.stats (seconds); only neuro.analysis uses it",

@@ -20,6 +20,7 @@ from astro_neuron.functional.rotary import rotary_table, rotate
 from astro_neuron.functional.scan import (
     _log_decay, astro_chunked, astro_gated_chunked, leaky_chunked,
 )
+from astro_neuron.functional.scan_fla import astro_fla, astro_gated_fla, use_fla
 
 __all__ = ["amsu_chunked", "check_parallel"]
 
@@ -64,7 +65,12 @@ def amsu_chunked(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, spec:
             if spec.retention == "selective":
                 k = k * -torch.expm1(lg)
             lam = _log_decay(p.gamma.to(k.dtype)).to(k.dtype)
-            o, H = astro_gated_chunked(q, k, v, lam + lg, H, chunk_size)
+            if use_fla(q, v):               # CUDA: the GLA kernels (scan_fla.py)
+                o, H = astro_gated_fla(q, k, v, lam + lg, H)
+            else:
+                o, H = astro_gated_chunked(q, k, v, lam + lg, H, chunk_size)
+        elif use_fla(q, v):
+            o, H = astro_fla(q, k, v, p.gamma, H)
         else:
             o, H = astro_chunked(q, k, v, p.gamma, H, chunk_size)
         o = readout(o, p, spec)
