@@ -30,6 +30,7 @@ examples every step. The runner (``astro-neuron memory-tasks``) is an applicatio
 from __future__ import annotations
 
 import math
+import time
 from typing import Optional, Sequence
 
 import torch
@@ -38,7 +39,8 @@ from tqdm.auto import tqdm
 
 from astro_neuron.lm.model import LanguageModel
 from astro_neuron.lm.train import TrainConfig, lr_at, make_optimizer
-from astro_neuron.validate import choice, int_in_range, non_negative_int, positive_int
+from astro_neuron.validate import choice, int_in_range, non_negative_int, positive_int, \
+    positive_number
 
 __all__ = ["mqar_batch", "selective_copy_batch", "copy_gap_batch", "task_accuracy", "train_task",
            "chance", "TASKS", "TASK_MODELS", "NOISE", "QUERY_DIST", "N_KEYS", "N_VALUES", "VOCAB"]
@@ -195,12 +197,14 @@ def task_accuracy(model: LanguageModel, idx: Tensor, tgt: Tensor, batch_size: in
 def train_task(model: LanguageModel, task: str, seq_len: int, examples: int,
                batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.1,
                warmup_steps: int = 0, seed: int = 0, progress: bool = True, desc: str = "",
-               mix_lengths: Sequence[int] = (), **task_kwargs) -> list[float]:
+               mix_lengths: Sequence[int] = (), time_limit: Optional[float] = None,
+               **task_kwargs) -> list[float]:
     """Train ``model`` on ``examples`` fresh sequences of ``task`` (``batch_size`` per
     step; the last step may be smaller), Zoology's way: AdamW with weight decay 0.1
     on the matrices, the learning rate cosine from ``lr`` to 0 (after an optional
     linear warm-up), gradients clipped at norm 1. ``task_kwargs`` go to the batch
-    generator (``n_pairs``, ``noise``, ...). ``mix_lengths``: shorter sequence lengths
+    generator (``n_pairs``, ``noise``, ...). ``time_limit`` (seconds, None: none): stop
+    after the step that spends it (fewer losses than steps tell the caller). ``mix_lengths``: shorter sequence lengths
     mixed into training (Zoology trains MQAR on several lengths at once): the steps
     cycle over ``seq_len`` and these (one length per batch), the number of sequences
     unchanged. Returns the loss of every step."""
@@ -214,6 +218,9 @@ def train_task(model: LanguageModel, task: str, seq_len: int, examples: int,
     positive_int("examples", examples)
     positive_int("batch_size", batch_size)
     non_negative_int("warmup_steps", warmup_steps)
+    if time_limit is not None:
+        positive_number("time_limit", time_limit)
+    t_end = None if time_limit is None else time.perf_counter() + time_limit
     steps = math.ceil(examples / batch_size)
     tc = TrainConfig(lr=lr, min_lr=0.0, warmup_steps=min(warmup_steps, steps - 1),
                      max_steps=steps, weight_decay=weight_decay, beta2=0.999)
@@ -235,4 +242,6 @@ def train_task(model: LanguageModel, task: str, seq_len: int, examples: int,
         losses.append(loss.item())
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"{desc or task}: loss became {losses[-1]} at step {step}")
+        if t_end is not None and time.perf_counter() > t_end:
+            break
     return losses

@@ -135,3 +135,40 @@ def test_combine_tables(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(ValueError, match="not a memory-tasks table"):
         lm_memory.combine_tables([tmp_path / "x.json"], out)
+
+
+def test_device_cuda_refused_without_cuda(tmp_path, monkeypatch):
+    monkeypatch.setattr(lm_memory.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        _quick(tmp_path, device="cuda")
+    assert not list(tmp_path.iterdir())
+
+
+def _cell_settings(examples):
+    return {"examples": examples, "batch_size": 4, "d_model": 16, "n_layer": 1,
+            "n_head": 1, "n_eval": 8, "query_dist": "uniform", "warmup": 0.0,
+            "mix_lengths": [], "train_length": None}
+
+
+def test_run_cell_time_limit_marks_the_run_and_never_resumes_it(tmp_path, monkeypatch):
+    """A run cut by its time limit records what it saw, and a later call trains it again
+    (a cut run is not a finished one); a finished run is read back without training."""
+    clock = iter(range(0, 10_000, 7))           # every perf_counter call: 7 s later
+    monkeypatch.setattr(lm_memory.time, "perf_counter", lambda: float(next(clock)))
+    import astro_neuron.lm.tasks as tasks
+    monkeypatch.setattr(tasks.time, "perf_counter", lambda: float(next(clock)))
+    r = lm_memory.run_cell("mqar", 32, 2, "random", "AM-SNet", {}, 1e-3, 0,
+                           _cell_settings(400), tmp_path, time_limit=20.0)
+    assert r["stopped_early"] and 4 <= r["examples_trained"] < 400
+    saved = json.loads(next(tmp_path.iterdir()).read_text())
+    assert saved["examples_trained"] == r["examples_trained"]
+    monkeypatch.setattr(tasks.time, "perf_counter", __import__("time").perf_counter)
+    monkeypatch.setattr(lm_memory.time, "perf_counter", __import__("time").perf_counter)
+    r2 = lm_memory.run_cell("mqar", 32, 2, "random", "AM-SNet", {}, 1e-3, 0,
+                            _cell_settings(400), tmp_path)
+    assert "stopped_early" not in r2                          # trained again, in full
+    trained = []
+    monkeypatch.setattr(lm_memory, "train_task", lambda *a, **k: trained.append(1))
+    r3 = lm_memory.run_cell("mqar", 32, 2, "random", "AM-SNet", {}, 1e-3, 0,
+                            _cell_settings(400), tmp_path)
+    assert not trained and r3 == r2                           # finished: read back

@@ -166,6 +166,9 @@ def register(commands, bench) -> None:
                    help="train every cell at this length and score it at the cell's own "
                         "(longer) length: length extrapolation (default: train at the "
                         "cell's length)")
+    p.add_argument("--device", default="cpu",
+                   help="where the models train: cpu (default) or cuda (the astrocyte scan "
+                        "then runs on flash-linear-attention's GLA kernels where installed)")
     p.add_argument("--out", default="out/memory-tasks", type=A.out_dir("--out"))
     p.add_argument("--combine", metavar="JSON,JSON,...",
                    help="train nothing: draw saved tables (memory_<table>.json) into one "
@@ -322,7 +325,8 @@ def _memory_tasks(args) -> int:
                      noise=noise, query_dist=args.query_dist, n_eval=args.n_eval,
                      out_dir=args.out, quick=args.quick, progress=not args.no_progress,
                      task=args.task, warmup=args.warmup,
-                     mix_lengths=args.mix_lengths, train_length=args.train_length)
+                     mix_lengths=args.mix_lengths, train_length=args.train_length,
+                     device=args.device)
     return 0
 
 

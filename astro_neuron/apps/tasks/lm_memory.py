@@ -30,7 +30,7 @@ from astro_neuron.lm.tasks import NOISE, QUERY_DIST, TASK_MODELS, TASKS, chance,
 from astro_neuron.validate import choice, int_in_range, number_in_range, positive_int, \
     positive_number
 
-__all__ = ["run_memory_tasks", "format_table", "combine_tables", "TABLES", "resolve_models"]
+__all__ = ["run_memory_tasks", "run_cell", "format_table", "combine_tables", "TABLES", "resolve_models"]
 
 #: the tables of docs/memory.md: task, lengths, sizes (key-value pairs for MQAR, data
 #: tokens for selective copy) and the axis the plot puts on x
@@ -94,7 +94,7 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
                      n_eval: int = 500, out_dir="out/memory-tasks", quick: bool = False,
                      progress: bool = True, task: Optional[str] = None,
                      warmup: float = 0.0, mix_lengths=(),
-                     train_length: Optional[int] = None) -> dict:
+                     train_length: Optional[int] = None, device: str = "cpu") -> dict:
     """One table of docs/memory.md; prints it, saves ``memory_<table>.json`` and
     ``memory_<table>.png`` in ``out_dir`` and returns the summary.
 
@@ -112,6 +112,8 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
     at this length (not longer than the cell's) and score it at the cell's length, a
     test of length extrapolation (None: train at the cell's length); ``mix_lengths``
     are then shorter than it. ``quick``: tiny settings for tests (seconds).
+    ``device``: where the models train (``"cuda"`` on a GPU; the results do not depend on
+    it beyond rounding, and a finished run is reused on any device).
     """
     choice("table", table, TABLES)
     spec = dict(TABLES[table])
@@ -135,6 +137,9 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
                         ("n_eval", n_eval)):
         positive_int(name, value)
     mdl = resolve_models(models)
+    device = str(torch.device(device))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available here")
     if quick:
         examples, batch_size, d_model, n_eval = min(examples, 64), min(batch_size, 16), 16, 32
     for T in lengths:                 # the generators' own checks, before any training
@@ -164,49 +169,9 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
     runs = []
 
     def run_one(T, n, nz, name, lr, seed) -> dict:
-        cell = {"task": task, "seq_len": T, "size": n, "noise": nz, "model": name,
-                "lr": lr, "seed": seed}
-        path = runs_dir / f"{_key(cell)}.json"
-        same = {k: settings[k] for k in ("examples", "batch_size", "d_model", "n_layer",
-                                         "n_head", "n_eval", "query_dist")}
-        if warmup:                    # absent when 0: runs saved before the option resume
-            same["warmup"] = warmup
-        if mix_lengths:
-            same["mix_lengths"] = mix_lengths
-        if train_length is not None:
-            same["train_length"] = train_length
-        if path.exists():             # resume: a finished run with the same settings
-            r = json.loads(path.read_text())
-            if r.get("settings") == same and r.get("overrides") == mdl[name]:
-                bar.update(1)
-                return r
-        kw = _task_kwargs(task, n, nz, query_dist)
-        torch.manual_seed(seed)
-        cfg = AMSNetConfig(**{"vocab_size": 256, "block_size": T, "n_layer": n_layer,
-                              "n_head": n_head, "d_model": d_model, **mdl[name]})
-        model = build_model(cfg)
-        t0 = time.perf_counter()
-        try:
-            steps = math.ceil(examples / batch_size)
-            losses = train_task(model, task, train_length or T, examples, batch_size, lr=lr,
-                                seed=seed, warmup_steps=round(warmup * steps),
-                                progress=progress, mix_lengths=mix_lengths,
-                                desc=f"{task} T={T} n={n} {name} lr={lr:g}", **kw)
-            g = torch.Generator().manual_seed(10_000 + seed)
-            x_te, y_te = TASKS[task](n_eval, T, generator=g, **kw)
-            acc, final = task_accuracy(model, x_te, y_te), sum(losses[-10:]) / len(losses[-10:])
-        except FloatingPointError as exc:          # a diverged rate scores as untrained
-            acc, final = float("nan"), float("nan")
-            tqdm.write(f"  {exc}")
-        r = {**cell, "accuracy": acc, "final_loss": final, "chance": chance(task, **kw),
-             "train_s": round(time.perf_counter() - t0, 1), "settings": same,
-             "overrides": mdl[name]}
-        atomic_json(r, path)
+        r = run_cell(task, T, n, nz, name, mdl[name], lr, seed, settings, runs_dir,
+                     progress=progress, device=device)
         bar.update(1)
-        tqdm.write(f"{task} T={T:5d} n={n:3d} {nz:8s} {name:<16s} lr={lr:<8.3g} seed {seed}: "
-                   f"accuracy {acc:6.1%} (loss {final:.3f}, {r['train_s']} s"
-                   + (f", trained at T={train_length})" if train_length else ")"))
-        sys.stdout.flush()                          # progress visible when piped to a file
         return r
 
     summary = []
@@ -232,6 +197,73 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
     (out / f"memory_{table}.txt").write_text(text + "\n")
     plot_table(summary, out / f"memory_{table}.png", spec["x"])
     return result
+
+
+def run_cell(task: str, T: int, n: int, nz: str, name: str, overrides: dict, lr: float,
+             seed: int, settings: dict, runs_dir, progress: bool = False, device: str = "cpu",
+             time_limit: Optional[float] = None) -> dict:
+    """Train and score one run of a table (one cell, model, rate and seed) and save it as
+    ``runs_dir/<key>.json`` at once; a finished run saved with the same settings is read
+    back instead of trained again. ``settings`` holds the table's ``examples``,
+    ``batch_size``, ``d_model``, ``n_layer``, ``n_head``, ``n_eval``, ``query_dist``,
+    ``warmup``, ``mix_lengths`` and ``train_length``. ``time_limit`` (seconds): stop
+    training when it is spent and score what was learnt; such a run records the sequences
+    it saw (``examples_trained``), is marked ``"stopped_early"`` and is never reused as a
+    finished one. The device tables (scripts/device_tables.py) run cells this way, several
+    processes at once."""
+    cell = {"task": task, "seq_len": T, "size": n, "noise": nz, "model": name,
+            "lr": lr, "seed": seed}
+    path = Path(runs_dir) / f"{_key(cell)}.json"
+    examples, batch_size = settings["examples"], settings["batch_size"]
+    warmup, mix_lengths = settings.get("warmup", 0.0), settings.get("mix_lengths", ())
+    train_length = settings.get("train_length")
+    same = {k: settings[k] for k in ("examples", "batch_size", "d_model", "n_layer",
+                                     "n_head", "n_eval", "query_dist")}
+    if warmup:                    # absent when 0: runs saved before the option resume
+        same["warmup"] = warmup
+    if mix_lengths:
+        same["mix_lengths"] = list(mix_lengths)
+    if train_length is not None:
+        same["train_length"] = train_length
+    if path.exists():             # resume: a finished run with the same settings
+        r = json.loads(path.read_text())
+        if (r.get("settings") == same and r.get("overrides") == overrides
+                and not r.get("stopped_early")):
+            return r
+    kw = _task_kwargs(task, n, nz, settings["query_dist"])
+    torch.manual_seed(seed)
+    cfg = AMSNetConfig(**{"vocab_size": 256, "block_size": T, "n_layer": settings["n_layer"],
+                          "n_head": settings["n_head"], "d_model": settings["d_model"],
+                          **overrides})
+    model = build_model(cfg).to(device)
+    t0 = time.perf_counter()
+    try:
+        steps = math.ceil(examples / batch_size)
+        losses = train_task(model, task, train_length or T, examples, batch_size, lr=lr,
+                            seed=seed, warmup_steps=round(warmup * steps),
+                            progress=progress, mix_lengths=mix_lengths,
+                            desc=f"{task} T={T} n={n} {name} lr={lr:g}",
+                            time_limit=time_limit, **kw)
+        g = torch.Generator().manual_seed(10_000 + seed)
+        x_te, y_te = TASKS[task](settings["n_eval"], T, generator=g, **kw)
+        acc, final = task_accuracy(model, x_te, y_te), sum(losses[-10:]) / len(losses[-10:])
+    except FloatingPointError as exc:          # a diverged rate scores as untrained
+        acc, final, losses = float("nan"), float("nan"), [float("nan")] * steps
+        tqdm.write(f"  {exc}")
+    seen = min(len(losses) * batch_size, examples)
+    r = {**cell, "accuracy": acc, "final_loss": final, "chance": chance(task, **kw),
+         "train_s": round(time.perf_counter() - t0, 1), "settings": same,
+         "overrides": overrides, "device": device}
+    if seen < examples:
+        r.update(stopped_early=True, examples_trained=seen)
+    atomic_json(r, path)
+    tqdm.write(f"{task} T={T:5d} n={n:3d} {nz:8s} {name:<16s} lr={lr:<8.3g} seed {seed}: "
+               f"accuracy {acc:6.1%} (loss {final:.3f}, {r['train_s']} s"
+               + (f", trained at T={train_length}" if train_length else "")
+               + (f", stopped after {seen} of {examples} sequences" if seen < examples else "")
+               + ")")
+    sys.stdout.flush()                          # progress visible when piped to a file
+    return r
 
 
 def format_table(summary: list[dict], x: str = "length") -> str:
