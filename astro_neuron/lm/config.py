@@ -69,7 +69,10 @@ class AMSNetConfig:
     sensing: str = "identity"       # what the astrocyte senses: "identity" (the paper),
                                     # "relu" (non-negative k, q) or "relu2" (their squares;
                                     # docs/model.md, docs/memory.md)
-    init_std: float = 0.02          # std of embeddings and output projections (GPT-2 style)
+    init_std: float = 0.02          # std of embeddings and output projections (GPT-2 style);
+                                    # "width": 1 / sqrt(d_model), resolved when the config
+                                    # is made (what attention needs to learn MQAR at small
+                                    # widths: docs/memory.md, "The Transformer's init")
 
     def __post_init__(self) -> None:
         choice("arch", self.arch, ARCHS)
@@ -92,6 +95,9 @@ class AMSNetConfig:
                              f"got {tau!r}")
         if not isinstance(tau, str):
             self.tau_astro = (float(tau[0]), float(tau[1]))
+        if isinstance(self.init_std, str):
+            choice("init_std", self.init_std, ("width",))
+            self.init_std = self.d_model ** -0.5
         for name in ("tau_mem", "tau_ffn", "threshold", "surrogate_alpha", "init_std",
                      "synapse_init"):
             setattr(self, name, positive_number(name, getattr(self, name)))

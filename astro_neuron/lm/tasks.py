@@ -61,7 +61,10 @@ _RELU = {"sensing": "relu", "astro_gain": 1.0, "rotary_fraction": 0.0}
 #: the models of the tables: AM-SNet (the language model's defaults), its ablation
 #: without astrocyte, the same-size Transformer (config overrides of AMSNetConfig)
 TASK_MODELS = {"AM-SNet": {}, "astrocyte off": {"astrocyte": False},
-               "Transformer": {"arch": "transformer"},
+               # init std 1 / sqrt(d_model): with GPT-2's 0.02 at d_model 64-128 attention
+               # stays at the 1/pairs plateau on MQAR (docs/memory.md, "The Transformer's init")
+               "Transformer": {"arch": "transformer", "init_std": "width"},
+               "Transformer GPT-2 init": {"arch": "transformer"},
                # the plain read-out H^T q / sqrt(d_k) (docs/lm.md, "Memory-retention tasks")
                "AM-SNet plain read-out": {"astro_norm": False},
                # _RELU; "astrocyte off" is its ablation too

@@ -296,3 +296,18 @@ def test_empty_sequence_gives_empty_logits(mode):
     assert logits.shape == (2, 0, 256) and loss is None
     with pytest.raises(ValueError, match="T = 0"):
         model(torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0, dtype=torch.long))
+
+
+@pytest.mark.parametrize("arch", ["amsnet", "transformer"])
+def test_init_std_width_is_one_over_sqrt_d_model(arch):
+    """``init_std="width"`` resolves to 1/sqrt(d_model) when the config is made, and the
+    embedding is drawn with it (the memory tables' Transformer, docs/memory.md)."""
+    cfg = AMSNetConfig(vocab_size=256, block_size=16, n_layer=1, n_head=2, d_model=64,
+                       arch=arch, init_std="width")
+    assert cfg.init_std == pytest.approx(0.125)
+    torch.manual_seed(0)
+    std = build_model(cfg).wte.weight.std().item()
+    assert 0.12 < std < 0.13
+    with pytest.raises(ValueError, match="init_std"):
+        AMSNetConfig(vocab_size=256, block_size=16, n_layer=1, n_head=2, d_model=64,
+                     init_std="wide")
