@@ -159,7 +159,8 @@ def astro_fla(q: Tensor, k: Tensor, v: Tensor, decay: Tensor,
     if T == 0:
         H = q.new_zeros(B, A, dk, v.shape[-1]) if H0 is None else H0
         return q.new_zeros(0, B, A, v.shape[-1]), H
-    return _gla(q, k, v, torch.log(decay.to(torch.float32).clamp(min=1e-30)).expand(T, B, A, dk), H0)
+    lg = torch.log(decay.to(torch.float32).clamp(min=1e-30)).expand(T, B, A, dk)
+    return _gla(q, k, v, lg, H0)
 
 
 def astro_gated_fla(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor,

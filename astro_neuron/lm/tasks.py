@@ -207,10 +207,10 @@ def train_task(model: LanguageModel, task: str, seq_len: int, examples: int,
     on the matrices, the learning rate cosine from ``lr`` to 0 (after an optional
     linear warm-up), gradients clipped at norm 1. ``task_kwargs`` go to the batch
     generator (``n_pairs``, ``noise``, ...). ``time_limit`` (seconds, None: none): stop
-    after the step that spends it (fewer losses than steps tell the caller). ``mix_lengths``: shorter sequence lengths
-    mixed into training (Zoology trains MQAR on several lengths at once): the steps
-    cycle over ``seq_len`` and these (one length per batch), the number of sequences
-    unchanged. Returns the loss of every step."""
+    after the step that spends it (fewer losses than steps tell the caller).
+    ``mix_lengths``: shorter sequence lengths mixed into training (Zoology trains MQAR
+    on several lengths at once): the steps cycle over ``seq_len`` and these (one length
+    per batch), the number of sequences unchanged. Returns the loss of every step."""
     choice("task", task, TASKS)
     positive_int("seq_len", seq_len)
     for L in mix_lengths:

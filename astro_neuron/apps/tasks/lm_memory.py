@@ -30,7 +30,8 @@ from astro_neuron.lm.tasks import NOISE, QUERY_DIST, TASK_MODELS, TASKS, chance,
 from astro_neuron.validate import choice, int_in_range, number_in_range, positive_int, \
     positive_number
 
-__all__ = ["run_memory_tasks", "run_cell", "format_table", "combine_tables", "TABLES", "resolve_models"]
+__all__ = ["run_memory_tasks", "run_cell", "format_table", "combine_tables", "TABLES",
+           "resolve_models"]
 
 #: the tables of docs/memory.md: task, lengths, sizes (key-value pairs for MQAR, data
 #: tokens for selective copy) and the axis the plot puts on x
