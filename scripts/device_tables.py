@@ -23,11 +23,14 @@ import time
 import traceback
 from pathlib import Path
 
-_M = {"sensing": "relu", "astro_gain": 1.0, "rotary_fraction": 0.0, "conv_size": 4,
-      "tau_astro": [256, 4096]}
-MEM = ("AM-SNet memory tau256 dkey128", {**_M, "d_key": 128})
-OFF = ("astrocyte off", {"astrocyte": False})
-TF = ("Transformer", {"arch": "transformer"})
+from astro_neuron.lm.tasks import TASK_MODELS
+
+MEM = ("AM-SNet memory tau256 dkey128",
+       {**TASK_MODELS["AM-SNet memory"], "tau_astro": [256, 4096], "d_key": 128})
+OFF = ("astrocyte off", TASK_MODELS["astrocyte off"])
+# the baseline of the first GPU run (docs/figures/memory_device_h200.json, where it was
+# still named "Transformer"); the tables' "Transformer" now has init_std "width"
+TF = ("Transformer GPT-2 init", TASK_MODELS["Transformer GPT-2 init"])
 
 # (task, T, size, train_length, model, lr, seed, target sequences)
 JOBS = [
@@ -52,31 +55,19 @@ def _settings(examples: int, train_length) -> dict:
 
 
 def _probe(job, steps: int) -> float:
-    """Seconds a training step of this job's model takes here, now (after warm-up)."""
-    import torch
-
+    """Seconds a training step of this job's model takes here, now: ``train_task``'s own
+    steps (after three to warm up), averaged."""
     from astro_neuron.lm.config import AMSNetConfig
     from astro_neuron.lm.model import build_model
-    from astro_neuron.lm.tasks import TASKS
+    from astro_neuron.lm.tasks import train_task
     task, T, size, tl, (name, ov), lr, seed, _ = job
     model = build_model(AMSNetConfig(vocab_size=256, block_size=T, n_layer=N_LAYER,
                                      n_head=N_HEAD, d_model=D_MODEL, **ov)).cuda()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
     kw = {"n_pairs": size} if task == "mqar" else {"n_tokens": size}
-    g = torch.Generator().manual_seed(123)
-    times = []
-    for i in range(steps + 3):
-        x, y = TASKS[task](BATCH, tl or T, generator=g, **kw)
-        t0 = time.perf_counter()
-        _, loss = model(x.cuda(), y.cuda())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        loss.item()
-        if i >= 3:
-            times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+    train_task(model, task, tl or T, 3 * BATCH, BATCH, lr=lr, progress=False, **kw)
+    t0 = time.perf_counter()
+    train_task(model, task, tl or T, steps * BATCH, BATCH, lr=lr, progress=False, **kw)
+    return (time.perf_counter() - t0) / steps
 
 
 def _worker(job, out: str, budget: float, probe_steps: int, t_start: float) -> dict:

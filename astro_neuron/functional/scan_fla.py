@@ -133,12 +133,14 @@ def _gla(q: Tensor, k: Tensor, v: Tensor, g: Tensor,
          H0: Tensor | None) -> tuple[Tensor, Tensor]:
     """``[T, B, A, d]`` operands and a ``[T, B, A, d_k]`` log-gate -> fla's ``[B, T, A, d]``
     layout, the kernel, and back. The kernel keeps its state in float32."""
-    kernel = _load_kernel()
-    if kernel is None:
-        raise RuntimeError(f"flash-linear-attention is not importable: {_kernel_error}")
     T, B, A, dk = q.shape
     dv = v.shape[-1]
     dt = q.dtype
+    if T == 0:
+        return q.new_zeros(0, B, A, dv), (q.new_zeros(B, A, dk, dv) if H0 is None else H0)
+    kernel = _load_kernel()
+    if kernel is None:
+        raise RuntimeError(f"flash-linear-attention is not importable: {_kernel_error}")
     if H0 is None:
         H0 = q.new_zeros(B, A, dk, dv, dtype=torch.float32)
 
@@ -156,9 +158,6 @@ def astro_fla(q: Tensor, k: Tensor, v: Tensor, decay: Tensor,
     """:func:`~astro_neuron.functional.scan.astro_chunked` by the GLA kernel (same
     arguments and results; ``decay`` ``[A, d_k]`` in (0, 1])."""
     T, B, A, dk = q.shape
-    if T == 0:
-        H = q.new_zeros(B, A, dk, v.shape[-1]) if H0 is None else H0
-        return q.new_zeros(0, B, A, v.shape[-1]), H
     lg = torch.log(decay.to(torch.float32).clamp(min=1e-30)).expand(T, B, A, dk)
     return _gla(q, k, v, lg, H0)
 
@@ -167,8 +166,4 @@ def astro_gated_fla(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor,
                     H0: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """:func:`~astro_neuron.functional.scan.astro_gated_chunked` by the GLA kernel
     (``log_decay`` ``[T, B, A, d_k]``, <= 0)."""
-    T, B, A, dk = q.shape
-    if T == 0:
-        H = q.new_zeros(B, A, dk, v.shape[-1]) if H0 is None else H0
-        return q.new_zeros(0, B, A, v.shape[-1]), H
     return _gla(q, k, v, log_decay, H0)

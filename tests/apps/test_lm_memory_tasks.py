@@ -139,7 +139,7 @@ def test_combine_tables(tmp_path):
 
 def test_device_cuda_refused_without_cuda(tmp_path, monkeypatch):
     monkeypatch.setattr(lm_memory.torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="CUDA is not available"):
+    with pytest.raises(ValueError, match="sees no CUDA GPU here"):
         _quick(tmp_path, device="cuda")
     assert not list(tmp_path.iterdir())
 

@@ -166,7 +166,7 @@ def register(commands, bench) -> None:
                    help="train every cell at this length and score it at the cell's own "
                         "(longer) length: length extrapolation (default: train at the "
                         "cell's length)")
-    p.add_argument("--device", default="cpu",
+    p.add_argument("--device", default="cpu", type=A.device(),
                    help="where the models train: cpu (default) or cuda (the astrocyte scan "
                         "then runs on flash-linear-attention's GLA kernels where installed)")
     p.add_argument("--out", default="out/memory-tasks", type=A.out_dir("--out"))

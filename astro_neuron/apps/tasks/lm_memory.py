@@ -27,6 +27,7 @@ from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
 from astro_neuron.lm.tasks import NOISE, QUERY_DIST, TASK_MODELS, TASKS, chance, task_accuracy, \
     train_task
+from astro_neuron.lm.train import resolve_device
 from astro_neuron.validate import choice, int_in_range, number_in_range, positive_int, \
     positive_number
 
@@ -138,9 +139,7 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
                         ("n_eval", n_eval)):
         positive_int(name, value)
     mdl = resolve_models(models)
-    device = str(torch.device(device))
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available here")
+    device = str(resolve_device(str(device)))
     if quick:
         examples, batch_size, d_model, n_eval = min(examples, 64), min(batch_size, 16), 16, 32
     for T in lengths:                 # the generators' own checks, before any training
