@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from astro_neuron.functional.rotary import _inv_freq, rotate
+from astro_neuron.functional.rotary import rotate
 from astro_neuron.functional.scan import astro_chunked
 from astro_neuron.lm.tasks import selective_copy_batch, task_accuracy, train_task
 
@@ -67,7 +67,9 @@ class Memory(nn.Module):
                 p = torch.arange(T, dtype=x.dtype)[:, None, None].expand(T, B, self.h)
             else:
                 p = torch.sigmoid(self.tick(x)).cumsum(0)            # (T, B, heads)
-            ang = p[..., None] * _inv_freq(self.dk, 10000.0, x.device).to(x.dtype)
+            inv_freq = (10000.0 ** (-torch.arange(0, self.dk // 2, dtype=torch.float64)
+                                    * 2 / self.dk)).to(x.dtype)       # the library's
+            ang = p[..., None] * inv_freq                             # rotary frequencies
             cos, sin = torch.cos(ang), torch.sin(ang)
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         gamma = torch.exp(-torch.exp(-self.log_tau))
