@@ -26,7 +26,7 @@ from torch import nn
 from astro_neuron.lm import baselines
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
-from astro_neuron.lm.tasks import mqar_batch
+from astro_neuron.lm.tasks import mqar_batch, task_accuracy
 
 T, PAIRS, BATCH, D = 32, 2, 64, 64
 
@@ -64,15 +64,6 @@ def build(variant: str) -> nn.Module:
                                     d_model=D, arch="transformer", **extra))
 
 
-@torch.no_grad()
-def accuracy(model, x, y) -> float:
-    model.eval()
-    logits, _ = model(x)
-    model.train()
-    m = y >= 0
-    return (logits.argmax(-1)[m] == y[m]).float().mean().item()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variant", choices=["gpt2", "width", "no-rotary", "reference"],
@@ -94,9 +85,9 @@ def main() -> None:
         loss.backward()
         opt.step()
         if (s + 1) % max(a.steps // 5, 1) == 0:
+            acc = task_accuracy(model, x_te, y_te, batch_size=256)    # one batch: all 256
             print(f"{a.variant} step {s + 1}: query loss {loss.item():.3f}, accuracy "
-                  f"{accuracy(model, x_te, y_te):.1%} ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)
+                  f"{acc:.1%} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
