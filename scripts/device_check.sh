@@ -1,32 +1,40 @@
 #!/usr/bin/env bash
 # The GPU items of issue 11 in one run on the device machine (docs/memory.md "On a GPU",
-# docs/model.md "The astrocyte scan on CUDA"): the CUDA path's tests, training tokens/s
-# (astro-neuron bench train on CUDA, once per scan),
-# the sequence-level tables. Expects flash-linear-attention's wheel in .whl/ (fla-core
-# 0.6.0, carried; the machine has no registry) and $OUT for what comes back.
-#   TABLE_BUDGET=300 bash scripts/device_check.sh
+# docs/model.md "The astrocyte scan on CUDA"): training tokens/s with the torch scan on a
+# quiet GPU; then the CUDA path's tests (pytest-xdist, so that Triton's compilation runs
+# on several cores) beside the sequence-level tables (scripts/device_tables.py); then
+# training tokens/s with flash-linear-attention's kernels, their Triton cache warmed by
+# the tests. Expects flash-linear-attention's wheel in .whl/ (fla-core 0.6.0, carried;
+# the machine has no registry) and $OUT for what comes back.
+#   TABLE_BUDGET=380 bash scripts/device_check.sh
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
 OUT=${OUT:-out/device}; mkdir -p "$OUT" out/device
 t0=$(date +%s)
+stamp() { echo "== $1 $(( $(date +%s) - t0 )) s"; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl && export PYTHONPATH="$PWD:/tmp/site"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, triton, numpy, fla; print('torch', torch.__version__, 'triton', \
 triton.__version__, 'numpy', numpy.__version__, 'fla', fla.__version__)"
-echo "== tests (CUDA path) $(( $(date +%s) - t0 )) s"
-# alone on the GPU: the first calls compile and autotune the Triton kernels (98 s for the
-# first shape on an H200; 13 table runs beside it left time for 4 of the 17 tests)
-timeout 300 python3 -m pytest -p no:cacheprovider tests/core/test_core_cuda.py -rA \
-  -o addopts="--import-mode=importlib" -o timeout=290 2>&1 | tail -40 | tee "$OUT/tests.txt"
-echo "== speed $(( $(date +%s) - t0 )) s"
-# training tokens/s, AM-SNet with each scan (the benchmark's other models use no scan)
-for scan in fla torch; do
-  ASTRO_NEURON_SCAN=$scan timeout 75 python3 -m astro_neuron bench train --device cuda \
-    --d-models 128 512 --lengths 256 1024 4096 --threads 0 2>&1 | tail -20
-done | tee "$OUT/speed.txt"
-echo "== tables $(( $(date +%s) - t0 )) s"
-timeout $(( ${TABLE_BUDGET:-300} + 40 )) python3 scripts/device_tables.py --out out/device \
-  --budget "${TABLE_BUDGET:-300}" 2>&1 | grep -v "^\s*$" | tail -40 | tee "$OUT/tables.txt"
-echo "== done $(( $(date +%s) - t0 )) s"
+SPEED="--device cuda --d-models 128 512 --lengths 256 1024 4096 --threads 0 --tokens 65536 \
+--repeats 5"
+stamp "speed, torch scan"
+ASTRO_NEURON_SCAN=torch timeout 80 python3 -m astro_neuron bench train $SPEED 2>&1 \
+  | tee "$OUT/speed_torch.txt" | tail -12
+stamp "tables (background) and tests"
+nice -n 5 timeout $(( ${TABLE_BUDGET:-380} + 45 )) python3 scripts/device_tables.py \
+  --out out/device --budget "${TABLE_BUDGET:-380}" --workers 8 > "$OUT/tables.txt" 2>&1 &
+tables=$!
+timeout 260 python3 -m pytest -p no:cacheprovider tests/core/test_core_cuda.py -rA -n 6 \
+  -o addopts="--import-mode=importlib" -o timeout=250 > "$OUT/tests.txt" 2>&1
+grep -E "passed|failed|PASSED|FAILED|ERROR|error" "$OUT/tests.txt" | tail -30
+stamp "tests done"
+wait $tables
+grep -v "^\s*$" "$OUT/tables.txt" | tail -14
+cp out/device/summary.json "$OUT/" 2>/dev/null
+stamp "speed, flash-linear-attention"
+ASTRO_NEURON_SCAN=fla timeout 75 python3 -m astro_neuron bench train $SPEED 2>&1 \
+  | tee "$OUT/speed_fla.txt" | tail -12
+stamp done
 tar czf "$OUT/device_results.tar.gz" out/device 2>/dev/null

@@ -23,67 +23,127 @@ import time
 import traceback
 from pathlib import Path
 
+import torch
+
 from astro_neuron.lm.tasks import TASK_MODELS
 
 MEM = ("AM-SNet memory tau256 dkey128",
        {**TASK_MODELS["AM-SNet memory"], "tau_astro": [256, 4096], "d_key": 128})
+RELU = ("AM-SNet relu", TASK_MODELS["AM-SNet relu"])
 OFF = ("astrocyte off", TASK_MODELS["astrocyte off"])
-# the baseline of the first GPU run (docs/figures/memory_device_h200.json, where it was
-# still named "Transformer"); the tables' "Transformer" now has init_std "width"
-TF = ("Transformer GPT-2 init", TASK_MODELS["Transformer GPT-2 init"])
+TF = ("Transformer", TASK_MODELS["Transformer"])            # init_std "width"
+# the stand-in model of scripts/probe_event_clock.py (not the AM-SU): keys turned by a
+# learned event clock or by time steps
+EVENT, TIME = ("probe event clock", {"probe": "event"}), ("probe time", {"probe": "time"})
 
-# (task, T, size, train_length, model, lr, seed, target sequences)
+# One job: (task, T, size, model, lr, seed, target sequences, batch, d_model, mix_lengths).
+# The twelfth session's lease (docs/memory.md "On a GPU, twelfth session"): the misses
+# at T=1024 and the Transformer's MQAR budget at T=256, batch 64.
 JOBS = [
-    *[("mqar", 1024, 8, None, MEM, 1e-3, s, 102_400) for s in (0, 1, 2)],
-    *[("mqar", 256, 8, None, TF, lr, 0, 409_600) for lr in (3e-4, 1e-3, 3e-3)],
-    *[("mqar", 256, 8, None, MEM, lr, 0, 102_400) for lr in (3e-4, 3e-3)],
-    ("mqar", 256, 8, None, OFF, 1e-3, 0, 102_400),
-    ("mqar", 1024, 8, None, TF, 1e-3, 0, 102_400),
-    ("copy", 1024, 16, None, MEM, 1e-3, 0, 102_400),
-    ("copy", 256, 16, None, MEM, 1e-3, 0, 102_400),
-    ("copy", 1024, 16, None, TF, 1e-3, 0, 102_400),
-    ("mqar", 1024, 8, None, OFF, 1e-3, 0, 102_400),
+    ("copy", 1024, 16, RELU, 1e-3, 0, 2_000_000, 64, 128, []),
+    ("copy", 1024, 16, RELU, 1e-3, 0, 2_000_000, 64, 128, [256]),
+    ("copy", 1024, 16, EVENT, 1e-3, 0, 2_000_000, 64, 64, []),
+    ("copy", 1024, 16, TIME, 1e-3, 0, 2_000_000, 64, 64, []),
+    ("mqar", 1024, 8, MEM, 1e-3, 0, 2_000_000, 64, 128, []),
+    ("mqar", 1024, 8, MEM, 1e-3, 0, 2_000_000, 64, 128, [256]),
+    ("mqar", 256, 8, TF, 1e-3, 0, 4_000_000, 64, 128, []),
+    ("mqar", 256, 8, TF, 3e-4, 0, 4_000_000, 64, 128, []),
 ]
 
-BATCH, D_MODEL, N_LAYER, N_HEAD, N_EVAL = 16, 128, 2, 2, 500
+N_LAYER, N_HEAD, N_EVAL = 2, 2, 500
 
 
-def _settings(examples: int, train_length) -> dict:
-    return {"examples": examples, "batch_size": BATCH, "d_model": D_MODEL,
+def _settings(job, examples: int) -> dict:
+    batch, d_model, mix = job[7], job[8], job[9]
+    return {"examples": examples, "batch_size": batch, "d_model": d_model,
             "n_layer": N_LAYER, "n_head": N_HEAD, "n_eval": N_EVAL, "query_dist": "uniform",
-            "warmup": 0.0, "mix_lengths": [], "train_length": train_length}
+            "warmup": 0.0, "mix_lengths": list(mix), "train_length": None}
 
 
-def _probe(job, steps: int) -> float:
-    """Seconds a training step of this job's model takes here, now: ``train_task``'s own
-    steps (after three to warm up), averaged."""
+def _probe_model(clock: str):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "probe_event_clock", Path(__file__).with_name("probe_event_clock.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.Probe(clock)
+
+
+def _model(job, device: str):
     from astro_neuron.lm.config import AMSNetConfig
     from astro_neuron.lm.model import build_model
+    task, T, size, (name, ov), lr, seed, _, batch, d_model, mix = job
+    if "probe" in ov:
+        return _probe_model(ov["probe"]).to(device)
+    return build_model(AMSNetConfig(vocab_size=256, block_size=T, n_layer=N_LAYER,
+                                    n_head=N_HEAD, d_model=d_model, **ov)).to(device)
+
+
+def _kw(job) -> dict:
+    from astro_neuron.apps.tasks.lm_memory import _task_kwargs
+    return _task_kwargs(job[0], job[2], "random", "uniform")
+
+
+def _probe(job, steps: int, device: str, start_at: float) -> float:
+    """Seconds a training step of this job's model takes here, now: ``train_task``'s own
+    steps (after three to warm up and a wait until every worker has started), averaged."""
     from astro_neuron.lm.tasks import train_task
-    task, T, size, tl, (name, ov), lr, seed, _ = job
-    model = build_model(AMSNetConfig(vocab_size=256, block_size=T, n_layer=N_LAYER,
-                                     n_head=N_HEAD, d_model=D_MODEL, **ov)).cuda()
-    kw = {"n_pairs": size} if task == "mqar" else {"n_tokens": size}
-    train_task(model, task, tl or T, 3 * BATCH, BATCH, lr=lr, progress=False, **kw)
+    task, T, size, _, lr, seed, _, batch, _, mix = job
+    model = _model(job, device)
+    train_task(model, task, T, 3 * batch, batch, lr=lr, progress=False, mix_lengths=mix,
+               **_kw(job))
+    time.sleep(max(0.0, start_at - time.perf_counter()))
     t0 = time.perf_counter()
-    train_task(model, task, tl or T, steps * BATCH, BATCH, lr=lr, progress=False, **kw)
+    train_task(model, task, T, steps * batch, batch, lr=lr, progress=False, mix_lengths=mix,
+               **_kw(job))
     return (time.perf_counter() - t0) / steps
 
 
-def _worker(job, out: str, budget: float, probe_steps: int, t_start: float) -> dict:
-    import torch
+def _run_probe_model(job, examples: int, out: str, time_limit: float, device: str) -> dict:
+    """A job of the stand-in model: trained by ``train_task`` and scored on held-out
+    sequences as ``run_cell`` scores (the same generator seeds), saved beside the runs."""
+    from astro_neuron.lm.tasks import TASKS, chance, task_accuracy, train_task
+    task, T, size, (name, ov), lr, seed, _, batch, d_model, mix = job
+    torch.manual_seed(seed)
+    model = _model(job, device)
+    t0 = time.perf_counter()
+    losses = train_task(model, task, T, examples, batch, lr=lr, seed=seed, progress=False,
+                        mix_lengths=mix, time_limit=time_limit, **_kw(job))
+    x, y = TASKS[task](N_EVAL, T, generator=torch.Generator().manual_seed(10_000 + seed),
+                       **_kw(job))
+    r = {"task": task, "seq_len": T, "size": size, "noise": "random", "model": name,
+         "lr": lr, "seed": seed, "accuracy": task_accuracy(model, x, y),
+         "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+         "chance": chance(task, **_kw(job)),
+         "train_s": round(time.perf_counter() - t0, 1),
+         "settings": _settings(job, examples), "overrides": ov, "device": device}
+    seen = min(len(losses) * batch, examples)
+    if seen < examples:
+        r.update(stopped_early=True, examples_trained=seen)
+    Path(out, "runs").mkdir(parents=True, exist_ok=True)
+    Path(out, "runs", f"{task}_T{T}_{name.replace(' ', '-')}_lr{lr:g}_s{seed}.json").write_text(
+        json.dumps(r, indent=1))
+    return r
 
+
+def _worker(job, out: str, budget: float, probe_steps: int, t_start: float,
+            device: str) -> dict:
     from astro_neuron.apps.tasks.lm_memory import run_cell
-    task, T, size, tl, (name, ov), lr, seed, target = job
+    task, T, size, (name, ov), lr, seed, target, batch, d_model, mix = job
     try:
-        s_step = _probe(job, probe_steps)
+        torch.set_num_threads(1)
+        s_step = _probe(job, probe_steps, device, t_start + 30.0)
         left = budget - (time.perf_counter() - t_start) - 25.0     # scoring and slack
-        fit = int(left / (s_step * 1.15)) * BATCH
-        examples = max(BATCH, min(target, fit))
-        r = run_cell(task, T, size, "random", name, ov, lr, seed, _settings(examples, tl),
-                     Path(out) / "runs", device="cuda", time_limit=max(left, 10.0))
+        fit = int(left / (s_step * 1.25)) * batch
+        examples = max(batch, min(target, fit))
+        if "probe" in ov:
+            r = _run_probe_model(job, examples, out, max(left, 10.0), device)
+        else:
+            r = run_cell(task, T, size, "random", name, ov, lr, seed,
+                         _settings(job, examples), Path(out) / "runs", device=device,
+                         time_limit=max(left, 10.0))
         r.update(target_examples=target, probe_s_per_step=round(s_step, 4),
-                 gpu=torch.cuda.get_device_name())
+                 gpu=torch.cuda.get_device_name() if device == "cuda" else "cpu")
         return r
     except Exception:
         return {"job": repr(job), "error": traceback.format_exc()}
@@ -96,13 +156,14 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=len(JOBS))
     p.add_argument("--probe-steps", type=int, default=20)
     p.add_argument("--jobs", default=None, help="comma-separated job indices (default all)")
+    p.add_argument("--device", default="cuda", help="cuda; cpu only to try the script")
     a = p.parse_args()
     jobs = JOBS if a.jobs is None else [JOBS[int(i)] for i in a.jobs.split(",")]
     os.makedirs(a.out, exist_ok=True)
     t_start = time.perf_counter()
     ctx = mp.get_context("spawn")
     with ctx.Pool(min(a.workers, len(jobs))) as pool:
-        res = pool.starmap(_worker, [(j, a.out, a.budget, a.probe_steps, t_start)
+        res = pool.starmap(_worker, [(j, a.out, a.budget, a.probe_steps, t_start, a.device)
                                      for j in jobs])
     summary = {"wall_s": round(time.perf_counter() - t_start, 1), "budget_s": a.budget,
                "workers": a.workers, "runs": res}

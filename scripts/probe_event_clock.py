@@ -64,11 +64,12 @@ class Memory(nn.Module):
         v = v.reshape(T, B, self.h, self.dv)
         if self.clock != "none":
             if self.clock == "time":
-                p = torch.arange(T, dtype=x.dtype)[:, None, None].expand(T, B, self.h)
+                p = torch.arange(T, dtype=x.dtype, device=x.device)
+                p = p[:, None, None].expand(T, B, self.h)
             else:
                 p = torch.sigmoid(self.tick(x)).cumsum(0)            # (T, B, heads)
             inv_freq = (10000.0 ** (-torch.arange(0, self.dk // 2, dtype=torch.float64)
-                                    * 2 / self.dk)).to(x.dtype)       # the library's
+                                    * 2 / self.dk)).to(x)             # the library's
             ang = p[..., None] * inv_freq                             # rotary frequencies
             cos, sin = torch.cos(ang), torch.sin(ang)
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
