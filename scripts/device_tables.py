@@ -48,6 +48,15 @@ JOBS = [
     ("mqar", 1024, 8, MEM, 1e-3, 0, 2_000_000, 64, 128, [256]),
     ("mqar", 256, 8, TF, 1e-3, 0, 4_000_000, 64, 128, []),
     ("mqar", 256, 8, TF, 3e-4, 0, 4_000_000, 64, 128, []),
+    # the second call: the seeds of what learnt (MQAR, lengths 1024 and 256 mixed), the
+    # ablation in the same setting
+    ("mqar", 1024, 8, MEM, 1e-3, 1, 2_000_000, 64, 128, [256]),
+    ("mqar", 1024, 8, MEM, 1e-3, 2, 2_000_000, 64, 128, [256]),
+    ("mqar", 1024, 8, OFF, 1e-3, 0, 2_000_000, 64, 128, [256]),
+    ("copy", 1024, 16, RELU, 1e-3, 1, 2_000_000, 64, 128, [256]),
+    # the third: seed 0 again, two runs on the GPU (the first had eight beside it)
+    ("mqar", 1024, 8, MEM, 1e-3, 0, 2_000_000, 64, 128, [256]),
+    ("copy", 1024, 16, RELU, 1e-3, 0, 2_000_000, 64, 128, [256]),
 ]
 
 N_LAYER, N_HEAD, N_EVAL = 2, 2, 500
