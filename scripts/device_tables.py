@@ -1,16 +1,20 @@
 """The sequence-level memory tables on a GPU: many runs at once, each fitted to a time budget.
 
 Every job is one run of ``astro-neuron memory-tasks`` (one cell, model, learning rate and
-seed), trained and scored by the runner's own :func:`run_cell` on CUDA; ``--workers``
-processes share the GPU. A job first times ``--probe-steps`` training steps of its model
-(with every other worker running), then sets its number of training sequences to the
-smaller of its target and what fits in ``--budget`` seconds, so the cosine schedule ends
-where training does; ``time_limit`` is a safety stop (a run cut by it says so). The run
-files land in ``--out/runs`` (the runner's layout) and a summary in ``--out/summary.json``.
+seed), trained and scored by the runner's own :func:`run_cell` on CUDA, with its own
+batch size, width and mixed training lengths; the jobs of the stand-in model of
+``scripts/probe_event_clock.py`` are trained by ``train_task`` and scored on the same
+held-out sequences. ``--workers`` processes share the GPU. A job first times
+``--probe-steps`` training steps of its model (once every worker has started), then
+sets its number of training sequences to the smaller of its target and what fits in
+``--budget`` seconds, so the cosine schedule ends where training does; ``time_limit``
+is a safety stop (a run cut by it says so). The run files land in ``--out/runs`` (the
+runner's layout) and a summary in ``--out/summary.json``.
 
-    python scripts/device_tables.py --out out/device --budget 300 --workers 14
+    python scripts/device_tables.py --out out/device --budget 300 --workers 8 --jobs 0,1,2
 
-The jobs (the issue's missed items, docs/memory.md "On a GPU") are listed in JOBS.
+The jobs (the issue's missed items, docs/memory.md "On a GPU") are listed in JOBS;
+``--device cpu`` only tries the script.
 """
 
 from __future__ import annotations
