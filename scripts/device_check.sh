@@ -6,7 +6,10 @@
 # training tokens/s with flash-linear-attention's kernels, their Triton cache warmed by
 # the tests. Expects flash-linear-attention's wheel in .whl/ (fla-core 0.6.0, carried;
 # the machine has no registry) and $OUT for what comes back.
-#   TABLE_BUDGET=380 bash scripts/device_check.sh
+#   TABLE_BUDGET=350 bash scripts/device_check.sh      # as run in the twelfth session
+# TABLE_JOBS picks scripts/device_tables.py's jobs (default 0-7, that call's). The
+# twelfth session's lesson: beside 8 training runs no CUDA test finished in 260 s, so a
+# next lease should give the tests the machine alone before any table.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD"
 OUT=${OUT:-out/device}; mkdir -p "$OUT" out/device
@@ -24,7 +27,8 @@ ASTRO_NEURON_SCAN=torch timeout 80 python3 -m astro_neuron bench train $SPEED 2>
   | tee "$OUT/speed_torch.txt" | tail -12
 stamp "tables (background) and tests"
 nice -n 5 timeout $(( ${TABLE_BUDGET:-380} + 45 )) python3 scripts/device_tables.py \
-  --out out/device --budget "${TABLE_BUDGET:-380}" --workers 8 > "$OUT/tables.txt" 2>&1 &
+  --out out/device --budget "${TABLE_BUDGET:-380}" --workers 8 \
+  --jobs "${TABLE_JOBS:-0,1,2,3,4,5,6,7}" > "$OUT/tables.txt" 2>&1 &
 tables=$!
 timeout 260 python3 -m pytest -p no:cacheprovider tests/core/test_core_cuda.py -rA -n 6 \
   -o addopts="--import-mode=importlib" -o timeout=250 > "$OUT/tests.txt" 2>&1
