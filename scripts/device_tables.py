@@ -34,7 +34,6 @@ from astro_neuron.lm.tasks import TASK_MODELS
 MEM = ("AM-SNet memory tau256 dkey128",
        {**TASK_MODELS["AM-SNet memory"], "tau_astro": [256, 4096], "d_key": 128})
 RELU = ("AM-SNet relu", TASK_MODELS["AM-SNet relu"])
-RELU_LONG = ("AM-SNet relu tau256_4096", {**TASK_MODELS["AM-SNet relu"], "tau_astro": [256, 4096]})
 OFF = ("astrocyte off", TASK_MODELS["astrocyte off"])
 TF = ("Transformer", TASK_MODELS["Transformer"])            # init_std "width"
 # the stand-in model of scripts/probe_event_clock.py (not the AM-SU): keys turned by a
@@ -62,11 +61,11 @@ JOBS = [
     # the third: seed 0 again, two runs on the GPU (the first had eight beside it)
     ("mqar", 1024, 8, MEM, 1e-3, 0, 2_000_000, 64, 128, [256]),
     ("copy", 1024, 16, RELU, 1e-3, 0, 2_000_000, 64, 128, [256]),
-    # prepared for the next lease, not run yet: selective copying at T=1024 with every
-    # astrocyte time constant at or above 256 steps (docs/memory.md, "Selective copying
-    # at T=1024: the short time constants"), on T=1024 alone and with T=256 mixed in
-    *[("copy", 1024, 16, RELU_LONG, 1e-3, s, 2_000_000, 64, 128, mix)
-      for mix in ([], [256]) for s in (0, 1, 2)],
+    # prepared for the next lease, not run yet: selective copying at T=1024 at the lower
+    # rates that start learning there on the CPU (docs/memory.md, "Selective copying at
+    # T=1024: the learning rate"), on T=1024 alone, three seeds, and at 1e-4
+    *[("copy", 1024, 16, RELU, 3e-4, s, 2_000_000, 64, 128, []) for s in (0, 1, 2)],
+    ("copy", 1024, 16, RELU, 1e-4, 0, 2_000_000, 64, 128, []),
 ]
 
 N_LAYER, N_HEAD, N_EVAL = 2, 2, 500
