@@ -3,9 +3,9 @@
 Every job is one run of ``astro-neuron memory-tasks`` (one cell, model, learning rate and
 seed), trained and scored by the runner's own :func:`run_cell` on CUDA, with its own
 batch size, width and mixed training lengths; the jobs of the stand-in model of
-``scripts/probe_event_clock.py`` are trained by ``train_task`` and scored on the same
-held-out sequences. ``--workers`` processes share the GPU. A job first times
-``--probe-steps`` training steps of its model (once every worker has started), then
+``scripts/probe_event_clock.py`` go through ``run_cell`` too (its ``build``).
+``--workers`` processes share the GPU. A job first times ``--probe-steps`` training
+steps of its model (once every worker has started), then
 sets its number of training sequences to the smaller of its target and what fits in
 ``--budget`` seconds, so the cosine schedule ends where training does; ``time_limit``
 is a safety stop (a run cut by it says so). The run files land in ``--out/runs`` (the
@@ -117,33 +117,6 @@ def _probe(job, steps: int, device: str, start_at: float) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def _run_probe_model(job, examples: int, out: str, time_limit: float, device: str) -> dict:
-    """A job of the stand-in model: trained by ``train_task`` and scored on held-out
-    sequences as ``run_cell`` scores (the same generator seeds), saved beside the runs."""
-    from astro_neuron.lm.tasks import TASKS, chance, task_accuracy, train_task
-    task, T, size, (name, ov), lr, seed, _, batch, d_model, mix = job
-    torch.manual_seed(seed)
-    model = _model(job, device)
-    t0 = time.perf_counter()
-    losses = train_task(model, task, T, examples, batch, lr=lr, seed=seed, progress=False,
-                        mix_lengths=mix, time_limit=time_limit, **_kw(job))
-    x, y = TASKS[task](N_EVAL, T, generator=torch.Generator().manual_seed(10_000 + seed),
-                       **_kw(job))
-    r = {"task": task, "seq_len": T, "size": size, "noise": "random", "model": name,
-         "lr": lr, "seed": seed, "accuracy": task_accuracy(model, x, y),
-         "final_loss": sum(losses[-10:]) / len(losses[-10:]),
-         "chance": chance(task, **_kw(job)),
-         "train_s": round(time.perf_counter() - t0, 1),
-         "settings": _settings(job, examples), "overrides": ov, "device": device}
-    seen = min(len(losses) * batch, examples)
-    if seen < examples:
-        r.update(stopped_early=True, examples_trained=seen)
-    Path(out, "runs").mkdir(parents=True, exist_ok=True)
-    Path(out, "runs", f"{task}_T{T}_{name.replace(' ', '-')}_lr{lr:g}_s{seed}.json").write_text(
-        json.dumps(r, indent=1))
-    return r
-
-
 def _worker(job, out: str, budget: float, probe_steps: int, t_start: float,
             device: str) -> dict:
     from astro_neuron.apps.tasks.lm_memory import run_cell
@@ -154,12 +127,10 @@ def _worker(job, out: str, budget: float, probe_steps: int, t_start: float,
         left = budget - (time.perf_counter() - t_start) - 25.0     # scoring and slack
         fit = int(left / (s_step * 1.25)) * batch
         examples = max(batch, min(target, fit))
-        if "probe" in ov:
-            r = _run_probe_model(job, examples, out, max(left, 10.0), device)
-        else:
-            r = run_cell(task, T, size, "random", name, ov, lr, seed,
-                         _settings(job, examples), Path(out) / "runs", device=device,
-                         time_limit=max(left, 10.0))
+        build = (lambda: _probe_model(ov["probe"])) if "probe" in ov else None
+        r = run_cell(task, T, size, "random", name, ov, lr, seed, _settings(job, examples),
+                     Path(out) / "runs", device=device, time_limit=max(left, 10.0),
+                     build=build)
         r.update(target_examples=target, probe_s_per_step=round(s_step, 4),
                  gpu=torch.cuda.get_device_name() if device == "cuda" else "cpu")
         return r

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from astro_neuron.apps.tasks import lm_memory
 from astro_neuron.apps.tasks.lm_memory import resolve_models, run_memory_tasks
@@ -172,3 +173,27 @@ def test_run_cell_time_limit_marks_the_run_and_never_resumes_it(tmp_path, monkey
     r3 = lm_memory.run_cell("mqar", 32, 2, "random", "AM-SNet", {}, 1e-3, 0,
                             _cell_settings(400), tmp_path)
     assert not trained and r3 == r2                           # finished: read back
+
+
+def test_run_cell_trains_and_scores_the_model_build_returns(tmp_path):
+    """``build`` replaces the AM-SNet of ``overrides``: the runner trains and scores the
+    model it returns (called once, after seeding) and saves the run under its name."""
+    from astro_neuron.lm.config import AMSNetConfig
+    from astro_neuron.lm.model import build_model
+    built = []
+
+    def build():
+        m = build_model(AMSNetConfig(vocab_size=256, block_size=32, n_layer=1, n_head=1,
+                                     d_model=16, arch="transformer"))
+        built.append(m)
+        return m
+
+    r = lm_memory.run_cell("mqar", 32, 2, "random", "stand-in", {"probe": "x"}, 1e-3, 0,
+                           _cell_settings(32), tmp_path, build=build)
+    assert len(built) == 1 and r["model"] == "stand-in" and r["overrides"] == {"probe": "x"}
+    assert 0.0 <= r["accuracy"] <= 1.0 and "stopped_early" not in r
+    torch.manual_seed(0)                                   # the same init, untrained
+    fresh = build()
+    moved = [not torch.equal(a, b) for a, b in zip(built[0].parameters(), fresh.parameters())]
+    assert any(moved)                                      # the built model was trained
+    assert json.loads(next(tmp_path.iterdir()).read_text())["model"] == "stand-in"

@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -201,7 +201,8 @@ def run_memory_tasks(table: str = "mqar", lengths=None, sizes=None,
 
 def run_cell(task: str, T: int, n: int, nz: str, name: str, overrides: dict, lr: float,
              seed: int, settings: dict, runs_dir, progress: bool = False, device: str = "cpu",
-             time_limit: Optional[float] = None) -> dict:
+             time_limit: Optional[float] = None,
+             build: Optional[Callable[[], torch.nn.Module]] = None) -> dict:
     """Train and score one run of a table (one cell, model, rate and seed) and save it as
     ``runs_dir/<key>.json`` at once; a finished run saved with the same settings is read
     back instead of trained again. ``settings`` holds the table's ``examples``,
@@ -209,8 +210,10 @@ def run_cell(task: str, T: int, n: int, nz: str, name: str, overrides: dict, lr:
     ``warmup``, ``mix_lengths`` and ``train_length``. ``time_limit`` (seconds): stop
     training when it is spent and score what was learnt; such a run records the sequences
     it saw (``examples_trained``), is marked ``"stopped_early"`` and is never reused as a
-    finished one. The device tables (scripts/device_tables.py) run cells this way, several
-    processes at once."""
+    finished one. ``build``: a function that returns the model to train instead of the
+    AM-SNet of ``overrides`` (called after seeding; ``overrides`` then only names the
+    run, e.g. the stand-in models of scripts/device_tables.py). The device tables
+    (scripts/device_tables.py) run cells this way, several processes at once."""
     cell = {"task": task, "seq_len": T, "size": n, "noise": nz, "model": name,
             "lr": lr, "seed": seed}
     path = Path(runs_dir) / f"{_key(cell)}.json"
@@ -232,10 +235,13 @@ def run_cell(task: str, T: int, n: int, nz: str, name: str, overrides: dict, lr:
             return r
     kw = _task_kwargs(task, n, nz, settings["query_dist"])
     torch.manual_seed(seed)
-    cfg = AMSNetConfig(**{"vocab_size": 256, "block_size": T, "n_layer": settings["n_layer"],
-                          "n_head": settings["n_head"], "d_model": settings["d_model"],
-                          **overrides})
-    model = build_model(cfg).to(device)
+    if build is not None:
+        model = build().to(device)
+    else:
+        cfg = AMSNetConfig(**{"vocab_size": 256, "block_size": T,
+                              "n_layer": settings["n_layer"], "n_head": settings["n_head"],
+                              "d_model": settings["d_model"], **overrides})
+        model = build_model(cfg).to(device)
     t0 = time.perf_counter()
     try:
         steps = math.ceil(examples / batch_size)
