@@ -19,7 +19,7 @@ from typing import Optional
 
 from astro_neuron.apps.savefig import save_figure
 from astro_neuron.io import atomic_json
-from astro_neuron.lm.config import AMSNetConfig, config_from_dict
+from astro_neuron.lm.config import AMSNetConfig, config_from_dict, transformer_twin
 from astro_neuron.lm.data import load_corpus
 from astro_neuron.lm.train import RunConfig, train
 
@@ -41,7 +41,8 @@ def _slug(name: str) -> str:
 
 def _variant_run(base: RunConfig, changes: dict, out_dir: Path) -> RunConfig:
     run = copy.deepcopy(base)
-    d = run.model.to_dict()
+    d = (transformer_twin(run.model) if changes.get("arch") == "transformer"
+         else run.model).to_dict()
     d.update(changes)
     run.model = config_from_dict(d)
     run.train.out_dir = str(out_dir)

@@ -8,7 +8,7 @@ through one code path (see docs/lm.md). Checkpoints store ``asdict(config)``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from astro_neuron.functional.amsu import RETENTIONS, SENSINGS
@@ -17,9 +17,18 @@ from astro_neuron.validate import (
     positive_number, probability,
 )
 
-__all__ = ["AMSNetConfig", "ARCHS", "config_from_dict"]
+__all__ = ["AMSNetConfig", "ARCHS", "AMSNET_ONLY", "config_from_dict", "transformer_twin"]
 
 ARCHS = ("amsnet", "transformer")
+#: the model options only the AM-SNet reads: the Transformer baseline
+#: (``arch="transformer"``) has no spiking neurons or astrocytes, so a value other than
+#: the default is an error there rather than silently ignored (:func:`transformer_twin`).
+#: ``chunk_size`` is not one: it chooses how the AM-SNet's parallel form runs, not what
+#: it computes, and the Transformer accepts and ignores it as it does ``mode``.
+AMSNET_ONLY = ("d_key", "ffn_hidden", "tau_mem", "tau_astro", "tau_ffn", "threshold",
+               "spike_levels", "astro_gain", "synapse_init", "astro_norm", "surrogate_alpha",
+               "astrocyte", "neuron_path", "spiking", "rotary_fraction", "conv_size",
+               "retention", "gate_temperature", "gate_bias", "sensing")
 TAU_ASTRO_INITS = ("retnet",)       # named decay initialisations (astro_neuron.AMSU's)
 
 
@@ -120,16 +129,18 @@ class AMSNetConfig:
         number_in_range("rotary_base", self.rotary_base, 1, lo_open=True)
         non_negative_int("d_key", self.d_key)           # 0: the head size
         non_negative_int("ffn_hidden", self.ffn_hidden)   # 0: ffn_mult * d_model
-        if self.ffn_hidden and self.arch != "amsnet":
-            raise ValueError(f"ffn_hidden is the AM-SNet's channel-mixing width; "
-                             f"arch={self.arch!r} sizes its MLP from ffn_mult (use "
-                             "ffn_hidden=0)")
-        if self.d_key and self.arch != "amsnet":
-            raise ValueError(f"d_key is the AM-SNet astrocyte's key size; arch={self.arch!r} "
-                             "has attention heads of d_model / n_head (use d_key=0)")
         if self.d_key % 2:
             raise ValueError(f"d_key must be even (rotary positions turn pairs of key "
                              f"channels), got {self.d_key}")
+        if self.arch != "amsnet":
+            defaults = {f.name: f.default for f in fields(self)}
+            unused = [f"{n}={getattr(self, n)!r}" for n in AMSNET_ONLY
+                      if getattr(self, n) != defaults[n]]
+            if unused:
+                raise ValueError(f"{', '.join(unused)}: AM-SNet option(s) that "
+                                 f"arch={self.arch!r} does not use; leave them at their "
+                                 "defaults (transformer_twin(config) gives the Transformer "
+                                 "of an AM-SNet config)")
 
     @property
     def head_size(self) -> int:
@@ -152,6 +163,14 @@ class AMSNetConfig:
         if not isinstance(self.tau_astro, str):
             d["tau_astro"] = list(self.tau_astro)
         return d
+
+
+def transformer_twin(config: AMSNetConfig) -> AMSNetConfig:
+    """The same-size causal Transformer of ``config``: its shape (``vocab_size``,
+    ``block_size``, ``n_layer``, ``n_head``, ``d_model``, ``ffn_mult``), rotary base and
+    init, with every option in :data:`AMSNET_ONLY` back at its default."""
+    defaults = {f.name: f.default for f in fields(AMSNetConfig) if f.name in AMSNET_ONLY}
+    return replace(config, arch="transformer", **defaults)
 
 
 def check_table(cls, d: Any, what: str) -> dict[str, Any]:

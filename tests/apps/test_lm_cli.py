@@ -78,6 +78,23 @@ def test_compare_two_variants(tmp_path, capsys):
     assert main(["compare", "--out", str(tmp_path), "--variants", "GPT-5", *TINY]) == 2
 
 
+def test_compare_transformer_is_the_twin_of_the_amsnet_config(tmp_path):
+    """The Transformer variant of an AM-SNet with memory options keeps the shape and
+    drops the options it cannot use (they would be an error in its config); the other
+    variants keep them."""
+    from astro_neuron.apps.compare import VARIANTS, _variant_run
+    from astro_neuron.lm.train import RunConfig
+
+    base = RunConfig.from_dict({"model": {"d_model": 32, "n_head": 2, "conv_size": 4,
+                                          "sensing": "relu", "tau_astro": [256, 4096]}})
+    tf = _variant_run(base, VARIANTS["Transformer"], tmp_path).model
+    off = _variant_run(base, VARIANTS["astrocyte off"], tmp_path).model
+    assert (tf.arch, tf.d_model, tf.n_head, tf.conv_size, tf.sensing) == (
+        "transformer", 32, 2, 1, "identity")
+    assert (off.astrocyte, off.conv_size, off.sensing, off.tau_astro) == (
+        False, 4, "relu", (256.0, 4096.0))
+
+
 def test_bench_generate_compile_columns(capsys, monkeypatch):
     """The --compile plumbing (columns, targets); torch.compile itself is tested in
     test_lm_decode.py, so here the "compiled" step is the eager one (no compile time)."""

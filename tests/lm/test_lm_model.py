@@ -10,6 +10,7 @@ from astro_neuron.functional.finite import NonFiniteError
 from astro_neuron.lm import AMSNet, AMSNetConfig, build_model
 from astro_neuron.functional.lif import LIFSpec
 from astro_neuron.functional.rotary import rotary
+from astro_neuron.lm.config import transformer_twin
 from astro_neuron.lm.model import RotaryTable, _spike_out_dense, _spike_out_event
 
 SMALL = dict(n_layer=2, d_model=32, n_head=2, block_size=48, chunk_size=16)
@@ -167,8 +168,7 @@ def test_state_size_does_not_grow():
                                       (AMSNetConfig(d_model=64, n_head=2, n_layer=2), 0.02)])
 def test_transformer_parameter_count_matches(cfg, tol):
     am = build_model(cfg).num_params()
-    tf = build_model(AMSNetConfig(**{**cfg.to_dict(), "arch": "transformer",
-                                     "tau_astro": cfg.tau_astro})).num_params()
+    tf = build_model(transformer_twin(cfg)).num_params()
     assert abs(am - tf) / tf < tol, (am, tf)
 
 
@@ -219,11 +219,34 @@ def test_bad_arguments_give_clear_errors():
     with pytest.raises(ValueError, match="arch='amsnet'"):
         AMSNet(AMSNetConfig(arch="transformer"))
     for bad, match in (({"d_key": -2}, "non-negative"), ({"d_key": 2.0}, "non-negative"),
-                       ({"d_key": 7}, "even"), ({"d_key": 16, "arch": "transformer"}, "d_key=0"),
+                       ({"d_key": 7}, "even"),
+                       ({"d_key": 16, "arch": "transformer"}, "d_key=16: AM-SNet"),
                        ({"ffn_hidden": -1}, "non-negative"), ({"ffn_hidden": 8.5}, "non-negative"),
-                       ({"ffn_hidden": 64, "arch": "transformer"}, "ffn_hidden=0")):
+                       ({"ffn_hidden": 64, "arch": "transformer"}, "ffn_hidden=64: AM-SNet")):
         with pytest.raises(ValueError, match=match):
             AMSNetConfig(**bad)
+
+
+def test_transformer_rejects_amsnet_options_and_its_twin_drops_them():
+    # an option the Transformer does not read is an error, not silently ignored
+    for opts in ({"conv_size": 4}, {"sensing": "relu"}, {"retention": "gated"},
+                 {"astro_gain": 1.0}, {"tau_astro": (256, 4096)}, {"spiking": False}):
+        name = next(iter(opts))
+        with pytest.raises(ValueError, match=f"{name}=.*AM-SNet option.*transformer_twin"):
+            AMSNetConfig(arch="transformer", **opts)
+    am = AMSNetConfig(**{**SMALL, "conv_size": 4, "sensing": "relu", "d_key": 24,
+                         "tau_astro": (256, 4096), "astro_gain": 1.0, "rotary_base": 500.0,
+                         "init_std": "width"})
+    tf = transformer_twin(am)
+    plain = AMSNetConfig(**{**SMALL, "arch": "transformer", "rotary_base": 500.0,
+                            "init_std": "width"})
+    assert tf == plain and am.conv_size == 4           # the shape, base and init are kept
+    torch.manual_seed(0)
+    a = build_model(tf)
+    torch.manual_seed(0)
+    b = build_model(plain)
+    idx = torch.randint(0, 256, (2, 20))
+    assert torch.equal(a(idx)[0], b(idx)[0])
 
 
 def test_ffn_hidden_sets_the_channel_mixing_width():

@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from astro_neuron.amsu import AMSU
-from astro_neuron.lm.config import AMSNetConfig
+from astro_neuron.lm.config import AMSNetConfig, config_from_dict, transformer_twin
 from astro_neuron.lm.data import stdlib_corpus
 from astro_neuron.lm.model import AMSNet, build_model, equal_params_ablation
 from astro_neuron.lm.train import load_model, resolve_device
@@ -146,8 +146,7 @@ def _models(d_model, n_layer, n_head, checkpoint, device):
                          astro_gain=1.0).to_dict()
         am = build_model(AMSNetConfig(**{**d, "tau_astro": tuple(d["tau_astro"])})).to(device)
     torch.manual_seed(0)
-    tf = build_model(AMSNetConfig(**{**d, "arch": "transformer",
-                                     "tau_astro": tuple(d["tau_astro"])})).to(device)
+    tf = build_model(transformer_twin(config_from_dict(d))).to(device)
     return am.eval(), tf.eval()
 
 
@@ -300,13 +299,11 @@ def _rss_probe(arch: str, context: int, cfg: dict, checkpoint: Optional[str]) ->
 
 def _rss_child(a: dict) -> None:
     torch.set_num_threads(1)
-    cfg = dict(a["cfg"])
-    cfg["tau_astro"] = tuple(cfg["tau_astro"])
+    cfg = config_from_dict({**a["cfg"], "arch": "amsnet"})
     if a["arch"] == "amsnet" and a["checkpoint"]:
         model, _ = load_model(a["checkpoint"])
     else:
-        cfg["arch"] = "amsnet" if a["arch"] == "amsnet" else "transformer"
-        model = build_model(AMSNetConfig(**cfg))
+        model = build_model(cfg if a["arch"] == "amsnet" else transformer_twin(cfg))
     model.eval()
     prompt = torch.randint(0, model.config.vocab_size, (1, 256),
                            generator=torch.Generator().manual_seed(0))
@@ -447,7 +444,7 @@ def train_configs(cfg: AMSNetConfig) -> dict[str, AMSNetConfig]:
     same-size Transformer, the astrocyte-off ablation as the switch leaves it (the
     K, V, Q projections gone: fewer parameters) and the same ablation at equal
     parameters (:func:`astro_neuron.lm.model.equal_params_ablation`)."""
-    return {"amsnet": cfg, "transformer": replace(cfg, arch="transformer"),
+    return {"amsnet": cfg, "transformer": transformer_twin(cfg),
             "astro_off": replace(cfg, astrocyte=False),
             "astro_eq": equal_params_ablation(cfg)}
 

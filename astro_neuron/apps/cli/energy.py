@@ -4,12 +4,11 @@ per step of an integer network (``.h5``); docs/lm.md, "Operations and energy".""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import neuromorphic as nm
 from astro_neuron.apps.cli import args as A
 from astro_neuron.apps.cli.neuromorphic import _inputs as integer_inputs
 from astro_neuron.io import atomic_json
+from astro_neuron.lm.config import transformer_twin
 from astro_neuron.lm.data import stdlib_corpus
 from astro_neuron.lm.energy import E_AC_PJ, E_MAC_PJ, count_ops
 from astro_neuron.lm.model import build_model
@@ -66,7 +65,7 @@ def _energy(args) -> int:
         desc = f"--text ({len(text.encode('utf-8'))} bytes)"
     reports = [count_ops(model, text, args.e_mac, args.e_ac)]
     if model.config.arch == "amsnet" and not args.no_compare:
-        twin = build_model(replace(model.config, arch="transformer"))
+        twin = build_model(transformer_twin(model.config))
         reports.append(count_ops(twin, text, args.e_mac, args.e_ac))
     print(f"{args.file}; text: {desc}")
     for r in reports:
