@@ -3,7 +3,8 @@
 Every job is one run of ``astro-neuron memory-tasks`` (one cell, model, learning rate and
 seed), trained and scored by the runner's own :func:`run_cell` on CUDA, with its own
 batch size, width and mixed training lengths; the jobs of the stand-in model of
-``scripts/probe_event_clock.py`` go through ``run_cell`` too (its ``build``).
+``scripts/probe_event_clock.py`` and of ``scripts/probe_transformer_delay.py`` go through
+``run_cell`` too (its ``build``).
 ``--workers`` processes share the GPU. A job first times ``--probe-steps`` training
 steps of its model (once every worker has started), then
 sets its number of training sequences to the smaller of its target and what fits in
@@ -39,6 +40,8 @@ TF = ("Transformer", TASK_MODELS["Transformer"])            # init_std "width"
 # the stand-in model of scripts/probe_event_clock.py (not the AM-SU): keys turned by a
 # learned event clock or by time steps
 EVENT, TIME = ("probe event clock", {"probe": "event"}), ("probe time", {"probe": "time"})
+# the Transformer with the AM-SU's 4-tap delay line on k, v (scripts/probe_transformer_delay.py)
+TFD = ("Transformer delay4", {**TASK_MODELS["Transformer"], "probe": "delay line 4 taps"})
 
 # One job: (task, T, size, model, lr, seed, target sequences, batch, d_model, mix_lengths).
 # The twelfth session's lease (docs/memory.md "On a GPU, twelfth session"): the misses
@@ -66,6 +69,15 @@ JOBS = [
     # T=1024: the learning rate"), on T=1024 alone, three seeds, and at 1e-4
     *[("copy", 1024, 16, RELU, 3e-4, s, 2_000_000, 64, 128, []) for s in (0, 1, 2)],
     ("copy", 1024, 16, RELU, 1e-4, 0, 2_000_000, 64, 128, []),
+    # prepared in the thirteenth session (CPU: the Transformer with a delay line learns MQAR
+    # at T=256 with 51,200 sequences; docs/memory.md "The Transformer with a delay line"):
+    # the plain Transformer at Zoology's budget (64 epochs of 100,000) and batch 256, two
+    # rates; the T=1024 MQAR protocol that the AM-SNet met (T=256 mixed in) for the plain
+    # Transformer and the one with the delay line
+    ("mqar", 256, 8, TF, 1e-3, 0, 6_400_000, 256, 128, []),
+    ("mqar", 256, 8, TF, 3e-4, 0, 6_400_000, 256, 128, []),
+    ("mqar", 1024, 8, TF, 1e-3, 0, 2_000_000, 64, 128, [256]),
+    ("mqar", 1024, 8, TFD, 1e-3, 0, 2_000_000, 64, 128, [256]),
 ]
 
 N_LAYER, N_HEAD, N_EVAL = 2, 2, 500
@@ -78,13 +90,25 @@ def _settings(job, examples: int) -> dict:
             "warmup": 0.0, "mix_lengths": list(mix), "train_length": None}
 
 
-def _probe_model(clock: str):
+def _script(name: str):
     import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "probe_event_clock", Path(__file__).with_name("probe_event_clock.py"))
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.Probe(clock)
+    return mod
+
+
+def _probe_model(job):
+    """A stand-in model of a probe script: the event-clock probe ("event", "time") or the
+    Transformer with a delay line ("delay line K taps")."""
+    from astro_neuron.lm.config import AMSNetConfig
+    task, T, size, (name, ov), lr, seed, _, batch, d_model, mix = job
+    if ov["probe"] in ("event", "time"):
+        return _script("probe_event_clock").Probe(ov["probe"])
+    taps = int(ov["probe"].split()[2])
+    cfg = AMSNetConfig(vocab_size=256, block_size=T, n_layer=N_LAYER, n_head=N_HEAD,
+                       d_model=d_model, **{k: v for k, v in ov.items() if k != "probe"})
+    return _script("probe_transformer_delay").delay_transformer(cfg, taps)
 
 
 def _model(job, device: str):
@@ -92,7 +116,7 @@ def _model(job, device: str):
     from astro_neuron.lm.model import build_model
     task, T, size, (name, ov), lr, seed, _, batch, d_model, mix = job
     if "probe" in ov:
-        return _probe_model(ov["probe"]).to(device)
+        return _probe_model(job).to(device)
     return build_model(AMSNetConfig(vocab_size=256, block_size=T, n_layer=N_LAYER,
                                     n_head=N_HEAD, d_model=d_model, **ov)).to(device)
 
@@ -127,7 +151,7 @@ def _worker(job, out: str, budget: float, probe_steps: int, t_start: float,
         left = budget - (time.perf_counter() - t_start) - 25.0     # scoring and slack
         fit = int(left / (s_step * 1.25)) * batch
         examples = max(batch, min(target, fit))
-        build = (lambda: _probe_model(ov["probe"])) if "probe" in ov else None
+        build = (lambda: _probe_model(job)) if "probe" in ov else None
         r = run_cell(task, T, size, "random", name, ov, lr, seed, _settings(job, examples),
                      Path(out) / "runs", device=device, time_limit=max(left, 10.0),
                      build=build)
