@@ -5,7 +5,10 @@ steps (on a shared machine the minimum is the least disturbed), then the ops the
 astrocyte adds, largest first; then the scan's batched product's rate against the
 model's and a large sgemm (docs/benchmarks.md, issue 14, third round).
 
-    PYTHONPATH=$PWD python scripts/profile_astrocyte_cost.py [d_model T batch runs]
+With a fifth argument ``transformer`` the AM-SNet is compared with the Transformer of the
+same shape instead of the ablation (docs/notes.md, thirteenth session).
+
+    PYTHONPATH=$PWD python scripts/profile_astrocyte_cost.py [d_model T batch runs [transformer]]
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from astro_neuron.lm.model import build_model
 def main() -> None:
     torch.set_num_threads(1)
     d, T, B, runs = (int(a) for a in sys.argv[1:5]) if len(sys.argv) > 4 else (128, 256, 16, 5)
+    tf = len(sys.argv) > 5 and sys.argv[5] == "transformer"
+    other, label = ({"arch": "transformer"}, "Transformer") if tf else \
+        ({"astrocyte": False}, "astrocyte off")
     x = torch.randint(0, 256, (B, T))
     models = {}
-    for name, extra in (("am", {}), ("off", {"astrocyte": False})):
+    for name, extra in (("am", {}), ("off", other)):
         torch.manual_seed(0)
         models[name] = build_model(AMSNetConfig(n_layer=2, d_model=d, n_head=max(1, d // 64),
                                                 block_size=T, **extra))
@@ -49,7 +55,7 @@ def main() -> None:
                         best[n][k] = v
     tot = {n: sum(v[0] for v in best[n].values()) for n in best}
     print(f"d_model {d}, T {T}, batch {B}, one thread, min over {runs} steps: sum of per-op "
-          f"minima AM-SNet {tot['am']:.1f} ms, astrocyte off {tot['off']:.1f} ms")
+          f"minima AM-SNet {tot['am']:.1f} ms, {label} {tot['off']:.1f} ms")
     keys = set(best["am"]) | set(best["off"])
     diff = sorted(((best["am"].get(k, (0, 0))[0] - best["off"].get(k, (0, 0))[0], k)
                    for k in keys), reverse=True)
@@ -59,7 +65,7 @@ def main() -> None:
                        ("everything else", lambda k: k[0] not in mat)):
         a = sum(v[0] for k, v in best["am"].items() if pick(k))
         o = sum(v[0] for k, v in best["off"].items() if pick(k))
-        print(f"{what}: AM-SNet {a:.1f} ms, astrocyte off {o:.1f} ms, extra {a - o:.1f} ms")
+        print(f"{what}: AM-SNet {a:.1f} ms, {label} {o:.1f} ms, extra {a - o:.1f} ms")
     print(f"{'op':<32} {'input shapes':<60} {'AM ms':>7} {'off ms':>7} {'extra':>7} "
           f"{'AM n':>5} {'off n':>5}")
     for dd, k in diff[:30]:
