@@ -6,7 +6,8 @@
 The JSON file holds ``{"title": ..., "chance": 1/64, "pairs": 8, "groups": [{"label":
 ..., "accuracy": [seed 0, seed 1, ...], "source": ...}, ...]}``: each group is drawn as
 its seeds (dots) and their mean (a bar), with chance (dashed), the 1/pairs level of
-naming one of the sequence's values (dotted) and an optional ``"target"`` line.
+naming one of the sequence's values (dotted) and an optional ``"target"`` line;
+``"legend_loc"`` (optional) places the legend (matplotlib's ``loc``).
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ def main() -> None:
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([g["label"] for g in groups], fontsize=7)
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 103)                          # dots at 100% drawn whole
     if d.get("title"):
         ax.set_title(d["title"], fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc=d.get("legend_loc", "upper left"))
     print(save_figure(fig, a.out, 150))
 
 
