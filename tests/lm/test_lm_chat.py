@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from astro_neuron.lm import AMSNetConfig, build_model
+from astro_neuron.lm.config import transformer_twin
 from astro_neuron.lm.chat import (
     END_OF_TURN, IGNORE, ChatDataError, ChatSession, _builtin, batch_for_step,
     check_dialogue, collate, encode_dialogue, load_jsonl, prompt_text, render, save_jsonl,
@@ -128,8 +129,9 @@ def test_chat_session_keeps_the_state_across_turns(arch):
     torch.manual_seed(0)
     # nn.Linear-sized synapses and gain: an untrained AM-SU that fires (the defaults
     # leave it silent until trained), so earlier turns leave a trace in the state
-    m = build_model(AMSNetConfig(arch=arch, d_model=32, n_head=2, n_layer=1, block_size=64,
-                                 synapse_init=1.0, astro_gain=1.0))
+    cfg = AMSNetConfig(d_model=32, n_head=2, n_layer=1, block_size=64, synapse_init=1.0,
+                       astro_gain=1.0)
+    m = build_model(cfg if arch == "amsnet" else transformer_twin(cfg))
     s = ChatSession(m, max_new_tokens=12)
     s.reply("hi there")
     n1 = s.tokens

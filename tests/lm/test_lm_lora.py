@@ -6,6 +6,7 @@ import torch
 
 from astro_neuron.io import CheckpointError
 from astro_neuron.lm import AMSNetConfig, build_model
+from astro_neuron.lm.config import transformer_twin
 from astro_neuron.lm.lora import (
     add_lora, apply_adapter, load_adapter, lora_modules, lora_parameters, lora_targets, merge,
     remove_lora, save_adapter, unmerge,
@@ -16,8 +17,9 @@ ARCHS = ["amsnet", "transformer"]
 
 def _model(arch, seed=0):
     torch.manual_seed(seed)
-    return build_model(AMSNetConfig(arch=arch, d_model=32, n_head=2, n_layer=2, block_size=32,
-                                    synapse_init=1.0, astro_gain=1.0))
+    cfg = AMSNetConfig(d_model=32, n_head=2, n_layer=2, block_size=32, synapse_init=1.0,
+                       astro_gain=1.0)
+    return build_model(cfg if arch == "amsnet" else transformer_twin(cfg))
 
 
 def _randomise(model, seed=1):
