@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from astro_neuron.io import CHECKPOINT_SUFFIX, CheckpointError, load_pickle_checkpoint
-from astro_neuron.lm.config import config_from_dict
+from astro_neuron.lm.config import stored_config
 from astro_neuron.lm.model import build_model
 from astro_neuron.lm.train import TrainConfig, make_optimizer, save_lm_checkpoint
 from astro_neuron.tasks import MemoryNet
@@ -24,7 +24,7 @@ _LM_INFO = ("step", "losses", "evals", "tokens_seen", "train_time_s", "world_siz
 
 
 def _convert_lm(src: Path, old: dict, dst: Path) -> Path:
-    model = build_model(config_from_dict(old["config"]))
+    model = build_model(stored_config(old["config"]))
     model.load_state_dict(old["model"])
     run_config = old.get("run_config")
     opt = None

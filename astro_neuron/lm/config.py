@@ -17,7 +17,8 @@ from astro_neuron.validate import (
     positive_number, probability,
 )
 
-__all__ = ["AMSNetConfig", "ARCHS", "AMSNET_ONLY", "config_from_dict", "transformer_twin"]
+__all__ = ["AMSNetConfig", "ARCHS", "AMSNET_ONLY", "config_from_dict", "stored_config",
+           "transformer_twin"]
 
 ARCHS = ("amsnet", "transformer")
 #: the model options only the AM-SNet reads: the Transformer baseline
@@ -171,6 +172,16 @@ def transformer_twin(config: AMSNetConfig) -> AMSNetConfig:
     init, with every option in :data:`AMSNET_ONLY` back at its default."""
     defaults = {f.name: f.default for f in fields(AMSNetConfig) if f.name in AMSNET_ONLY}
     return replace(config, arch="transformer", **defaults)
+
+
+def stored_config(d: dict[str, Any]) -> AMSNetConfig:
+    """:func:`config_from_dict` for a config read from a checkpoint. A Transformer saved
+    before 2026-12-04 may hold AM-SNet options (:data:`AMSNET_ONLY`) away from their
+    defaults, accepted and unused then; they are set back to the defaults, which changes
+    nothing the model computes, so such a checkpoint still loads."""
+    if isinstance(d, dict) and d.get("arch") == "transformer":
+        d = {**d, **{f.name: f.default for f in fields(AMSNetConfig) if f.name in AMSNET_ONLY}}
+    return config_from_dict(d)
 
 
 def check_table(cls, d: Any, what: str) -> dict[str, Any]:

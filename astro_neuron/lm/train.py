@@ -40,7 +40,7 @@ from astro_neuron.io import (
     CONVERT_COMMAND, CheckpointError, atomic_json, check_tensors, clean_stale_tmp,
     ensure_folder, load_checkpoint, save_checkpoint,
 )
-from astro_neuron.lm.config import AMSNetConfig, check_table, config_from_dict
+from astro_neuron.lm.config import AMSNetConfig, check_table, config_from_dict, stored_config
 from astro_neuron.lm.data import CORPORA, Corpus, batch_for_step, eval_windows, load_corpus
 from astro_neuron.lm.model import LanguageModel, build_model
 from astro_neuron.validate import (
@@ -307,7 +307,7 @@ def load_lm_checkpoint(path, device="cpu", what: str = "checkpoint"
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{what} {path} has no model config")
     try:
-        model = build_model(config_from_dict(meta["config"]))
+        model = build_model(stored_config(meta["config"]))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{what} {path}: its stored model config is invalid ({exc})") \
             from None
@@ -477,7 +477,7 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
             raise CheckpointError(f"no checkpoint {ckpt_path} to resume; {old} is an old "
                                   f"pickled one: convert it first with `{CONVERT_COMMAND}`")
         _, ck = load_lm_checkpoint(ckpt_path, what="checkpoint to resume")
-        if ck.get("config") != mc.to_dict():
+        if stored_config(ck["config"]).to_dict() != mc.to_dict():
             raise ValueError(f"{ckpt_path} was trained with another model config; resume "
                              "needs the same [model] table (compare with its 'config' entry)")
         old_train = (ck.get("run_config") or {}).get("train", {})

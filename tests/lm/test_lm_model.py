@@ -334,3 +334,23 @@ def test_init_std_width_is_one_over_sqrt_d_model(arch):
     with pytest.raises(ValueError, match="init_std"):
         AMSNetConfig(vocab_size=256, block_size=16, n_layer=1, n_head=2, d_model=64,
                      init_std="wide")
+
+
+def test_transformer_checkpoint_with_amsnet_options_still_loads(tmp_path):
+    """A Transformer saved while AM-SNet options were accepted and unused (before
+    2026-12-04) loads with them at their defaults, computing the same logits."""
+    from astro_neuron.io import load_checkpoint, save_checkpoint
+    from astro_neuron.lm.train import LM_KIND, load_model, save_lm_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(AMSNetConfig(**{**SMALL, "arch": "transformer"}))
+    save_lm_checkpoint(tmp_path / "new.safetensors", model)
+    meta, tensors = load_checkpoint(tmp_path / "new.safetensors", LM_KIND)
+    meta["config"].update(astro_gain=1.0, conv_size=4, sensing="relu")    # as saved then
+    save_checkpoint(tmp_path / "old.safetensors", LM_KIND, meta, tensors)
+    with pytest.raises(ValueError, match="astro_gain=1.0"):
+        AMSNetConfig(**{**meta["config"], "tau_astro": (10.0, 1000.0)})
+    loaded, _ = load_model(tmp_path / "old.safetensors")
+    assert loaded.config == model.config
+    idx = torch.randint(0, 256, (2, 20))
+    assert torch.equal(loaded(idx)[0], model(idx)[0])
