@@ -92,6 +92,8 @@ def main() -> None:
                     help="also score the trained model at these lengths (not trained there)")
     ap.add_argument("--out", default="out/tf_delay")
     a = ap.parse_args()
+    if a.taps < 1:
+        ap.error(f"--taps must be at least 1 (1: a per-channel gain, no delay), got {a.taps}")
     name = "Transformer" if a.taps_off else f"Transformer delay{a.taps}"
     ov = dict(TASK_MODELS["Transformer"])
     if not a.taps_off:
