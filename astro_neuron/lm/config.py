@@ -134,9 +134,8 @@ class AMSNetConfig:
             raise ValueError(f"d_key must be even (rotary positions turn pairs of key "
                              f"channels), got {self.d_key}")
         if self.arch != "amsnet":
-            defaults = {f.name: f.default for f in fields(self)}
-            unused = [f"{n}={getattr(self, n)!r}" for n in AMSNET_ONLY
-                      if getattr(self, n) != defaults[n]]
+            unused = [f"{n}={getattr(self, n)!r}" for n, v in _amsnet_only_defaults().items()
+                      if getattr(self, n) != v]
             if unused:
                 raise ValueError(f"{', '.join(unused)}: AM-SNet option(s) that "
                                  f"arch={self.arch!r} does not use; leave them at their "
@@ -166,12 +165,16 @@ class AMSNetConfig:
         return d
 
 
+def _amsnet_only_defaults() -> dict[str, Any]:
+    """The defaults of the options in :data:`AMSNET_ONLY`, by name."""
+    return {f.name: f.default for f in fields(AMSNetConfig) if f.name in AMSNET_ONLY}
+
+
 def transformer_twin(config: AMSNetConfig) -> AMSNetConfig:
     """The same-size causal Transformer of ``config``: its shape (``vocab_size``,
     ``block_size``, ``n_layer``, ``n_head``, ``d_model``, ``ffn_mult``), rotary base and
     init, with every option in :data:`AMSNET_ONLY` back at its default."""
-    defaults = {f.name: f.default for f in fields(AMSNetConfig) if f.name in AMSNET_ONLY}
-    return replace(config, arch="transformer", **defaults)
+    return replace(config, arch="transformer", **_amsnet_only_defaults())
 
 
 def stored_config(d: dict[str, Any]) -> AMSNetConfig:
@@ -180,7 +183,7 @@ def stored_config(d: dict[str, Any]) -> AMSNetConfig:
     defaults, accepted and unused then; they are set back to the defaults, which changes
     nothing the model computes, so such a checkpoint still loads."""
     if isinstance(d, dict) and d.get("arch") == "transformer":
-        d = {**d, **{f.name: f.default for f in fields(AMSNetConfig) if f.name in AMSNET_ONLY}}
+        d = {**d, **_amsnet_only_defaults()}
     return config_from_dict(d)
 
 

@@ -476,8 +476,8 @@ def train(run: RunConfig, resume: bool = False, progress: bool = True,
         if not ckpt_path.exists() and old.is_file():
             raise CheckpointError(f"no checkpoint {ckpt_path} to resume; {old} is an old "
                                   f"pickled one: convert it first with `{CONVERT_COMMAND}`")
-        _, ck = load_lm_checkpoint(ckpt_path, what="checkpoint to resume")
-        if stored_config(ck["config"]).to_dict() != mc.to_dict():
+        stored, ck = load_lm_checkpoint(ckpt_path, what="checkpoint to resume")
+        if stored.config.to_dict() != mc.to_dict():
             raise ValueError(f"{ckpt_path} was trained with another model config; resume "
                              "needs the same [model] table (compare with its 'config' entry)")
         old_train = (ck.get("run_config") or {}).get("train", {})

@@ -136,17 +136,15 @@ def _models(d_model, n_layer, n_head, checkpoint, device):
         am, _ = load_model(checkpoint, device)
         if am.config.arch != "amsnet":
             raise ValueError(f"--checkpoint must hold an AM-SNet, got arch {am.config.arch!r}")
-        d = am.config.to_dict()
     else:
         # untrained default weights leave the AM-SU silent (docs/lm.md); nn.Linear-sized
         # synapses and gain make ~25% of the neurons fire, more than trained models do
         # (2-14%), so the event-driven read-out is not flattered
         torch.manual_seed(0)
-        d = AMSNetConfig(n_layer=n_layer, d_model=d_model, n_head=n_head, synapse_init=1.0,
-                         astro_gain=1.0).to_dict()
-        am = build_model(AMSNetConfig(**{**d, "tau_astro": tuple(d["tau_astro"])})).to(device)
+        am = build_model(AMSNetConfig(n_layer=n_layer, d_model=d_model, n_head=n_head,
+                                      synapse_init=1.0, astro_gain=1.0)).to(device)
     torch.manual_seed(0)
-    tf = build_model(transformer_twin(config_from_dict(d))).to(device)
+    tf = build_model(transformer_twin(am.config)).to(device)
     return am.eval(), tf.eval()
 
 
