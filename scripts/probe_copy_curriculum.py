@@ -1,0 +1,101 @@
+"""Does a length curriculum start selective copying at T=1024? A probe (docs/memory.md,
+"Selective copying at T=1024: a length curriculum").
+
+Trained on T=1024 alone, ``AM-SNet relu`` sits at the uniform guess (loss ln 16) for
+tens of thousands of sequences and leaves it by chance (docs/memory.md, "Selective
+copying at T=1024: the learning rate"); at T=256 the same model learns within a few
+thousand steps. Mixing T=256 batches into T=1024 training (the GPU tables'
+``--mix-lengths``) started it. This probe runs the curriculum in two stages instead: the
+model first learns the task at ``--first-length`` (``--first-examples`` sequences at
+``--first-lr``), and is then trained at the cell's length as one cell of ``astro-neuron
+memory-tasks`` (``run_cell`` with ``build`` returning the trained model: the same
+schedule, the same held-out scoring, the run file in the runner's layout). The first
+stage's accuracy at its own length is recorded beside the run.
+
+    OMP_NUM_THREADS=1 python scripts/probe_copy_curriculum.py --seed 0 --out out/curriculum
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from astro_neuron.apps.tasks.lm_memory import _task_kwargs, run_cell
+from astro_neuron.lm.config import AMSNetConfig
+from astro_neuron.lm.model import build_model
+from astro_neuron.lm.tasks import TASK_MODELS, TASKS, task_accuracy, train_task
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="AM-SNet relu", choices=sorted(TASK_MODELS))
+    ap.add_argument("--seq-len", type=int, default=1024)
+    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--examples", type=int, default=51_200, help="sequences at --seq-len")
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--first-length", type=int, default=256)
+    ap.add_argument("--first-examples", type=int, default=102_400)
+    ap.add_argument("--first-lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-eval", type=int, default=500)
+    ap.add_argument("--out", default="out/curriculum")
+    ap.add_argument("--first-weights", help="a safetensors file: the first stage's weights "
+                    "are read from it if it exists (the first stage is then not trained "
+                    "again), else written to it after the first stage")
+    a = ap.parse_args(argv)
+    if not 0 < a.first_length < a.seq_len:
+        ap.error(f"--first-length must lie in 1..{a.seq_len - 1}")
+    ov = TASK_MODELS[a.model]
+    kw = _task_kwargs("copy", a.tokens, "random", "uniform")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(a.seed)
+    cfg = AMSNetConfig(vocab_size=256, block_size=a.seq_len, n_layer=2, n_head=2,
+                       d_model=a.d_model, **ov)
+    model = build_model(cfg)
+    t0 = time.perf_counter()
+    if a.first_weights and Path(a.first_weights).exists():
+        model.load_state_dict(load_file(a.first_weights))
+        losses = [float("nan")]
+    else:
+        losses = train_task(model, "copy", a.first_length, a.first_examples, a.batch_size,
+                            lr=a.first_lr, seed=1000 + a.seed, progress=False, **kw)
+        if a.first_weights:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                      a.first_weights)
+    first_s = time.perf_counter() - t0
+    g = torch.Generator().manual_seed(20_000 + a.seed)
+    x, y = TASKS["copy"](a.n_eval, a.first_length, generator=g, **kw)
+    first_acc = task_accuracy(model, x, y)
+    final = sum(losses[-10:]) / len(losses[-10:])
+    x, y = TASKS["copy"](a.n_eval, a.seq_len, generator=g, **kw)
+    transfer = task_accuracy(model, x, y)       # the first stage's model at the full length
+    print(f"stage 1: T={a.first_length} {a.first_examples} sequences lr {a.first_lr:g}: "
+          f"accuracy {first_acc:.1%} (loss {final:.3f}, {first_s:.0f} s); at T={a.seq_len} "
+          f"before training there: {transfer:.1%}", flush=True)
+
+    name = f"{a.model} after T{a.first_length}"
+    settings = {"examples": a.examples, "batch_size": a.batch_size, "d_model": a.d_model,
+                "n_layer": 2, "n_head": 2, "n_eval": a.n_eval, "query_dist": "uniform"}
+    r = run_cell("copy", a.seq_len, a.tokens, "random", name,
+                 {**ov, "first_stage": {"length": a.first_length,
+                                        "examples": a.first_examples, "lr": a.first_lr}},
+                 a.lr, a.seed, settings, out / "runs", build=lambda: model)
+    r = {**r, "first_stage": {"length": a.first_length, "examples": a.first_examples,
+                              "lr": a.first_lr, "accuracy": first_acc, "final_loss": final,
+                              f"accuracy_at_{a.seq_len}": transfer,
+                              "train_s": round(first_s, 1)}}
+    (out / f"curriculum_s{a.seed}.json").write_text(json.dumps(r, indent=1) + "\n")
+    return r
+
+
+if __name__ == "__main__":
+    main()
