@@ -28,7 +28,62 @@ from safetensors.torch import load_file, save_file
 from astro_neuron.apps.tasks.lm_memory import _task_kwargs, run_cell
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
-from astro_neuron.lm.tasks import TASK_MODELS, TASKS, task_accuracy, train_task
+from astro_neuron.lm.tasks import DATA0, TASK_MODELS, TASKS, task_accuracy, train_task
+
+
+def copy_breakdown(model, T: int, n_eval: int, seed: int, tokens: int = 16) -> dict:
+    """Where selective copying misses: accuracy by output place (the i-th data token
+    due), the share of misses that name another data token of the same sequence, and
+    how many places in the order the nearest token with that symbol was from the one due
+    (``miss_offset``: 1 is a neighbour); beside them the same counts for a uniform guess."""
+    kw = _task_kwargs("copy", tokens, "random", "uniform")
+    g = torch.Generator().manual_seed(30_000 + seed)
+    x, y = TASKS["copy"](n_eval, T, generator=g, **kw)
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(x[i:i + 50])[0].argmax(-1) for i in range(0, n_eval, 50)])
+    m = y >= 0
+    want = y[m].view(n_eval, tokens)
+    res = {"seq_len": T, **_misses(pred[m].view(n_eval, tokens), want)}
+    # the middle places (5 .. tokens - 2) by the gap in steps to the nearest data token
+    # before or after: a code of order by age confuses close neighbours most, a count not
+    region = T - tokens - 1
+    pos = torch.stack([((r[:region] >= DATA0) & (r[:region] < DATA0 + 16)).nonzero()[:, 0]
+                       for r in x])
+    far = torch.full((n_eval, 1), T)
+    gap = torch.minimum(torch.cat([far, pos.diff(dim=1)], 1), torch.cat([pos.diff(dim=1), far], 1))
+    right = (pred[m].view(n_eval, tokens) == want)[:, 4:tokens - 2]
+    gap = gap[:, 4:tokens - 2]
+    edges = [1, 2, 4, 8, 16, 32, T]
+    res["middle_by_gap"] = {f"{lo}-{hi - 1}": [round(right[(gap >= lo) & (gap < hi)].float()
+                                                     .mean().item(), 3),
+                                               int(((gap >= lo) & (gap < hi)).sum())]
+                            for lo, hi in zip(edges[:-1], edges[1:])
+                            if int(((gap >= lo) & (gap < hi)).sum())}
+    # the same counts for a uniform guess among the 16 symbols: symbols repeat in a row,
+    # so a guess often names some data token, most often a near one
+    guess = torch.randint(DATA0, DATA0 + 16, want.shape, generator=g)
+    res["uniform_guess"] = _misses(guess, want)
+    return res
+
+
+def _misses(p: torch.Tensor, want: torch.Tensor) -> dict:
+    tokens = want.shape[1]
+    right = p == want
+    wrong = ~right
+    # a miss names token j of the row's data (its targets, in order) if p == want[j]
+    named = (p[:, :, None] == want[:, None, :]) & wrong[:, :, None]     # (B, i, j)
+    j = torch.arange(tokens)
+    dist = (j[None, None, :] - j[None, :, None]).abs().float()
+    # the nearest place in the order that holds the named symbol (symbols repeat)
+    off = torch.where(named, dist, torch.full_like(dist, 99.0)).min(-1).values
+    off = off[named.any(-1)]
+    return {
+        "accuracy": round(right.float().mean().item(), 4),
+        "by_place": [round(v, 3) for v in right.float().mean(0).tolist()],
+        "misses_naming_a_data_token": round(named.any(-1)[wrong].float().mean().item(), 4),
+        "miss_offset": {str(int(o)): int((off == o).sum()) for o in off.unique()},
+    }
 
 
 def main(argv=None) -> dict:
@@ -46,6 +101,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-eval", type=int, default=500)
     ap.add_argument("--out", default="out/curriculum")
+    ap.add_argument("--analyse", metavar="WEIGHTS",
+                    help="train nothing: print where these weights (safetensors) miss, at "
+                         "--first-length and --seq-len")
+    ap.add_argument("--save", help="write the trained weights here (safetensors)")
     ap.add_argument("--first-weights", help="a safetensors file: the first stage's weights "
                     "are read from it if it exists (the first stage is then not trained "
                     "again), else written to it after the first stage")
@@ -54,17 +113,24 @@ def main(argv=None) -> dict:
         ap.error(f"--first-length must lie in 1..{a.seq_len - 1}")
     ov = TASK_MODELS[a.model]
     kw = _task_kwargs("copy", a.tokens, "random", "uniform")
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(a.seed)
     cfg = AMSNetConfig(vocab_size=256, block_size=a.seq_len, n_layer=2, n_head=2,
                        d_model=a.d_model, **ov)
     model = build_model(cfg)
+    if a.analyse:
+        model.load_state_dict(load_file(a.analyse))
+        res = {"weights": a.analyse, "breakdown": [
+            copy_breakdown(model, T, a.n_eval, a.seed, a.tokens)
+            for T in (a.first_length, a.seq_len)]}
+        print(json.dumps(res))
+        return res
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if a.first_weights and Path(a.first_weights).exists():
         model.load_state_dict(load_file(a.first_weights))
-        losses = [float("nan")]
+        losses = []                             # trained in an earlier run
     else:
         losses = train_task(model, "copy", a.first_length, a.first_examples, a.batch_size,
                             lr=a.first_lr, seed=1000 + a.seed, progress=False, **kw)
@@ -75,11 +141,13 @@ def main(argv=None) -> dict:
     g = torch.Generator().manual_seed(20_000 + a.seed)
     x, y = TASKS["copy"](a.n_eval, a.first_length, generator=g, **kw)
     first_acc = task_accuracy(model, x, y)
-    final = sum(losses[-10:]) / len(losses[-10:])
+    final = sum(losses[-10:]) / len(losses[-10:]) if losses else None
     x, y = TASKS["copy"](a.n_eval, a.seq_len, generator=g, **kw)
     transfer = task_accuracy(model, x, y)       # the first stage's model at the full length
     print(f"stage 1: T={a.first_length} {a.first_examples} sequences lr {a.first_lr:g}: "
-          f"accuracy {first_acc:.1%} (loss {final:.3f}, {first_s:.0f} s); at T={a.seq_len} "
+          f"accuracy {first_acc:.1%} ("
+          + (f"loss {final:.3f}, {first_s:.0f} s" if losses else "weights read back")
+          + f"); at T={a.seq_len} "
           f"before training there: {transfer:.1%}", flush=True)
 
     name = f"{a.model} after T{a.first_length}"
@@ -89,7 +157,10 @@ def main(argv=None) -> dict:
                  {**ov, "first_stage": {"length": a.first_length,
                                         "examples": a.first_examples, "lr": a.first_lr}},
                  a.lr, a.seed, settings, out / "runs", build=lambda: model)
-    r = {**r, "first_stage": {"length": a.first_length, "examples": a.first_examples,
+    if a.save:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, a.save)
+    r = {**r, "breakdown": copy_breakdown(model, a.seq_len, a.n_eval, a.seed, a.tokens),
+         "first_stage": {"length": a.first_length, "examples": a.first_examples,
                               "lr": a.first_lr, "accuracy": first_acc, "final_loss": final,
                               f"accuracy_at_{a.seq_len}": transfer,
                               "train_s": round(first_s, 1)}}

@@ -1,0 +1,61 @@
+"""scripts/probe_copy_curriculum.py: the miss breakdown docs/memory.md quotes, and the
+two-stage run (seconds, tiny settings)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def probe():
+    spec = importlib.util.spec_from_file_location(
+        "probe_copy_curriculum", ROOT / "scripts" / "probe_copy_curriculum.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_misses_counts_places_data_tokens_and_neighbours(probe):
+    want = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    pred = torch.tensor([[1, 3, 3, 9],      # place 2 names place 3 (a neighbour); 4 not data
+                         [5, 6, 5, 8]])     # place 3 names place 1 (two places away)
+    r = probe._misses(pred, want)
+    assert r["accuracy"] == pytest.approx(5 / 8)
+    assert r["by_place"] == [1.0, 0.5, 0.5, 0.5]
+    assert r["misses_naming_a_data_token"] == pytest.approx(2 / 3, abs=1e-4)
+    assert r["miss_offset"] == {"1": 1, "2": 1}
+
+
+def test_misses_takes_the_nearest_place_of_a_repeated_symbol(probe):
+    want = torch.tensor([[4, 1, 2, 4]])
+    r = probe._misses(torch.tensor([[4, 4, 2, 4]]), want)   # place 2 names 4: places 1 and 4
+    assert r["miss_offset"] == {"1": 1}
+
+
+def test_two_stages_resume_from_the_first_stage_weights(probe, tmp_path):
+    args = ["--seq-len", "64", "--first-length", "32", "--tokens", "8", "--examples", "32",
+            "--first-examples", "32", "--n-eval", "8", "--d-model", "16",
+            "--first-weights", str(tmp_path / "first.safetensors"),
+            "--save", str(tmp_path / "final.safetensors")]
+    a = probe.main([*args, "--out", str(tmp_path / "a")])
+    b = probe.main([*args, "--out", str(tmp_path / "b")])       # reads the first stage back
+    assert (tmp_path / "first.safetensors").exists() and (tmp_path / "final.safetensors").exists()
+    assert b["first_stage"]["accuracy"] == a["first_stage"]["accuracy"]
+    assert b["accuracy"] == a["accuracy"] and b["final_loss"] == a["final_loss"]
+    saved = json.loads((tmp_path / "a" / "curriculum_s0.json").read_text())
+    assert saved["breakdown"]["seq_len"] == 64 and len(saved["breakdown"]["by_place"]) == 8
+    assert set(saved["breakdown"]["middle_by_gap"]) <= {"1-1", "2-3", "4-7", "8-15", "16-31",
+                                                         "32-63"}
+    res = probe.main(["--seq-len", "64", "--first-length", "32", "--tokens", "8", "--n-eval", "8",
+                      "--d-model", "16", "--analyse", str(tmp_path / "final.safetensors")])
+    assert [x["seq_len"] for x in res["breakdown"]] == [32, 64]
+
+
+def test_first_length_must_be_shorter(probe):
+    with pytest.raises(SystemExit):
+        probe.main(["--seq-len", "64", "--first-length", "64"])
