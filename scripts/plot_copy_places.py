@@ -1,0 +1,58 @@
+"""Draw selective-copying accuracy by output place (a serial-position curve).
+
+    python scripts/plot_copy_places.py docs/figures/memory_copy_places.json \\
+        --out docs/figures/memory_copy_places.png
+
+The JSON file holds ``{"title": ..., "chance": 1/16, "panels": [{"title": ...,
+"curves": [{"label": ..., "by_place": [place 1, place 2, ...], "source": ...}, ...]},
+...]}`` (the ``by_place`` lists of ``scripts/probe_copy_curriculum.py``'s breakdown):
+one panel each, accuracy against the place in the order in which the data token is
+due, chance dashed, the legend below each panel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from astro_neuron.apps.savefig import save_figure  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("data", help="the JSON file described above")
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+    with open(a.data) as f:
+        d = json.load(f)
+    panels = d.get("panels") or []
+    if not panels or any(not c["by_place"] for pn in panels for c in pn["curves"]):
+        p.error(f"{a.data}: give at least one panel, every curve with its by_place list")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.0), squeeze=False,
+                             sharey=True)
+    for ax, pn in zip(axes[0], panels):
+        for i, c in enumerate(pn["curves"]):
+            places = range(1, len(c["by_place"]) + 1)
+            ax.plot(places, [100 * v for v in c["by_place"]], "o-", ms=3, color=f"C{i}",
+                    label=c["label"])
+        ax.axhline(100 * d.get("chance", 1 / 16), ls="--", c="gray", lw=1, label="chance")
+        ax.set_title(pn["title"], fontsize=9)
+        ax.set_xlabel("place in the order (the i-th data token due)")
+        ax.set_ylim(0, 103)
+        n = max(len(c["by_place"]) for c in pn["curves"])
+        ax.set_xticks([1, *range(4, n + 1, 4)])
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+                  frameon=False)                    # below the panel, clear of the curves
+    axes[0][0].set_ylabel("accuracy (%)")
+    if d.get("title"):
+        fig.suptitle(d["title"], fontsize=10)
+    save_figure(fig, a.out, dpi=150)
+
+
+if __name__ == "__main__":
+    main()
