@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from astro_neuron.apps.tasks.lm_memory import _task_kwargs, run_cell
+from astro_neuron.io import atomic_json, atomic_save_tensors
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
 from astro_neuron.lm.tasks import DATA0, TASK_MODELS, TASKS, task_accuracy, train_task
@@ -43,8 +44,8 @@ def copy_breakdown(model, T: int, n_eval: int, seed: int, tokens: int = 16) -> d
     with torch.no_grad():
         pred = torch.cat([model(x[i:i + 50])[0].argmax(-1) for i in range(0, n_eval, 50)])
     m = y >= 0
-    want = y[m].view(n_eval, tokens)
-    res = {"seq_len": T, **_misses(pred[m].view(n_eval, tokens), want)}
+    want, p = y[m].view(n_eval, tokens), pred[m].view(n_eval, tokens)
+    res = {"seq_len": T, **_misses(p, want)}
     # the middle places (5 .. tokens - 2) by the gap in steps to the nearest data token
     # before or after: a code of order by age confuses close neighbours most, a count not
     region = T - tokens - 1
@@ -52,14 +53,15 @@ def copy_breakdown(model, T: int, n_eval: int, seed: int, tokens: int = 16) -> d
                        for r in x])
     far = torch.full((n_eval, 1), T)
     gap = torch.minimum(torch.cat([far, pos.diff(dim=1)], 1), torch.cat([pos.diff(dim=1), far], 1))
-    right = (pred[m].view(n_eval, tokens) == want)[:, 4:tokens - 2]
+    right = (p == want)[:, 4:tokens - 2]
     gap = gap[:, 4:tokens - 2]
     edges = [1, 2, 4, 8, 16, 32, T]
-    res["middle_by_gap"] = {f"{lo}-{hi - 1}": [round(right[(gap >= lo) & (gap < hi)].float()
-                                                     .mean().item(), 3),
-                                               int(((gap >= lo) & (gap < hi)).sum())]
-                            for lo, hi in zip(edges[:-1], edges[1:])
-                            if int(((gap >= lo) & (gap < hi)).sum())}
+    res["middle_by_gap"] = {}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (gap >= lo) & (gap < hi)
+        if sel.any():
+            res["middle_by_gap"][f"{lo}-{hi - 1}"] = [round(right[sel].float().mean().item(), 3),
+                                                      int(sel.sum())]
     # the same counts for a uniform guess among the 16 symbols: symbols repeat in a row,
     # so a guess often names some data token, most often a near one
     guess = torch.randint(DATA0, DATA0 + 16, want.shape, generator=g)
@@ -135,8 +137,7 @@ def main(argv=None) -> dict:
         losses = train_task(model, "copy", a.first_length, a.first_examples, a.batch_size,
                             lr=a.first_lr, seed=1000 + a.seed, progress=False, **kw)
         if a.first_weights:
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                      a.first_weights)
+            atomic_save_tensors(model.state_dict(), a.first_weights)
     first_s = time.perf_counter() - t0
     g = torch.Generator().manual_seed(20_000 + a.seed)
     x, y = TASKS["copy"](a.n_eval, a.first_length, generator=g, **kw)
@@ -150,21 +151,18 @@ def main(argv=None) -> dict:
           + f"); at T={a.seq_len} "
           f"before training there: {transfer:.1%}", flush=True)
 
+    first = {"length": a.first_length, "examples": a.first_examples, "lr": a.first_lr}
     name = f"{a.model} after T{a.first_length}"
     settings = {"examples": a.examples, "batch_size": a.batch_size, "d_model": a.d_model,
                 "n_layer": 2, "n_head": 2, "n_eval": a.n_eval, "query_dist": "uniform"}
-    r = run_cell("copy", a.seq_len, a.tokens, "random", name,
-                 {**ov, "first_stage": {"length": a.first_length,
-                                        "examples": a.first_examples, "lr": a.first_lr}},
+    r = run_cell("copy", a.seq_len, a.tokens, "random", name, {**ov, "first_stage": first},
                  a.lr, a.seed, settings, out / "runs", build=lambda: model)
     if a.save:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, a.save)
+        atomic_save_tensors(model.state_dict(), a.save)
     r = {**r, "breakdown": copy_breakdown(model, a.seq_len, a.n_eval, a.seed, a.tokens),
-         "first_stage": {"length": a.first_length, "examples": a.first_examples,
-                              "lr": a.first_lr, "accuracy": first_acc, "final_loss": final,
-                              f"accuracy_at_{a.seq_len}": transfer,
-                              "train_s": round(first_s, 1)}}
-    (out / f"curriculum_s{a.seed}.json").write_text(json.dumps(r, indent=1) + "\n")
+         "first_stage": {**first, "accuracy": first_acc, "final_loss": final,
+                         f"accuracy_at_{a.seq_len}": transfer, "train_s": round(first_s, 1)}}
+    atomic_json(r, out / f"curriculum_s{a.seed}.json")
     return r
 
 

@@ -27,8 +27,9 @@ import json
 import time
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from astro_neuron.io import atomic_save_tensors
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
 from astro_neuron.lm.tasks import mqar_batch, train_task
@@ -113,7 +114,7 @@ def main() -> None:
         losses = train_task(model, "mqar", a.seq_len, a.examples, a.batch_size, lr=a.lr,
                             seed=a.seed, progress=False, n_pairs=a.pairs, noise=a.noise)
         if a.save:
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, a.save)
+            atomic_save_tensors(model.state_dict(), a.save)
     res = breakdown(model, a.seq_len, a.pairs, a.n_eval, a.seed, a.noise)
     final = sum(losses[-10:]) / len(losses[-10:]) if losses else None
     res.update(settings=vars(a), final_loss=final,
