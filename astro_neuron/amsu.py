@@ -129,6 +129,15 @@ class AMSU(nn.Module):
             no integer export (a clear error).
         gate_bias: initial ``b_G``; larger keeps more at the start
             (``g = sigmoid(b) ** (1/temperature)``).
+        clock: what turns the rotary channels of ``k`` and ``q`` (needs ``rotary=True``):
+            ``"time"`` (default: the step count) or ``"activity"``: a phase ``p_t =
+            p_{t-1} + a_t`` per astrocyte, advanced by its activity ``a_t = softplus(W_E
+            x_t + b_E)``, which also scales what it writes (``k_t <- a_t k_t``); the
+            frequencies are evenly spaced, ``2 pi f / n_rot``. The astrocyte stores by
+            how much has happened, not by when: an order of events however far apart
+            (Mamba's selective step; docs/model.md, docs/memory.md). The phase is part
+            of the state (``AMSUState.phase``). No integer export (a clear error).
+        clock_step: the activity at the start, ``softplus(b_E)`` (Mamba: 0.001-0.1).
     """
 
     def __init__(self, in_features: int, n_neurons: int, n_astrocytes: int = 4,
@@ -142,8 +151,8 @@ class AMSU(nn.Module):
                  detach_reset: bool = False, chunk_size: int = 64,
                  rotary_fraction: float = 1.0, readout_norm: str = "none",
                  conv_size: int = 1, retention: str = "fixed", gate_temperature: float = 16.0,
-                 gate_bias: float = 0.0, sensing: str = "identity", device=None,
-                 dtype=None) -> None:
+                 gate_bias: float = 0.0, sensing: str = "identity", clock: str = "time",
+                 clock_step: float = 0.05, device=None, dtype=None) -> None:
         super().__init__()
         dt = positive_number("dt", float(dt))
         model = resolve_astro_model(astro_model, dt)
@@ -154,7 +163,7 @@ class AMSU(nn.Module):
             rotary_base=rotary_base, rotary_fraction=rotary_fraction,
             detach_reset=detach_reset, surrogate=surrogate, astro_model=model,
             readout_norm=readout_norm, conv_size=conv_size, retention=retention,
-            gate_temperature=gate_temperature, sensing=sensing)
+            gate_temperature=gate_temperature, sensing=sensing, clock=clock)
         positive_int("chunk_size", chunk_size)
         self.dt = dt
         self.chunk_size = chunk_size
@@ -181,13 +190,17 @@ class AMSU(nn.Module):
         self._gate_bias0 = finite_number("gate_bias", float(gate_bias))
         if spec.gated:
             self.gate_bias = nn.Parameter(torch.empty(A, d_key, **fk))
+        self.clock_bias = None
+        self._clock_step0 = positive_number("clock_step", float(clock_step))
+        if spec.activity_clock:
+            self.clock_bias = nn.Parameter(torch.empty(A, **fk))
         self.reset_parameters()
 
     # ---------------------------------------------------------------- parameters
     def reset_parameters(self) -> None:
         """Weights uniform in +-1/sqrt(in_features) (as ``nn.Linear``), bias too; the
         delay line's taps uniform in +-1/sqrt(conv_size) (as a depthwise ``nn.Conv1d``);
-        the gate bias ``gate_bias``."""
+        the gate bias ``gate_bias``; the clock's bias ``softplus^-1(clock_step)``."""
         bound = 1.0 / math.sqrt(self.spec.in_features)
         nn.init.uniform_(self.weight, -bound, bound)
         if self.bias is not None:
@@ -197,6 +210,8 @@ class AMSU(nn.Module):
             nn.init.uniform_(self.conv, -b, b)
         if self.gate_bias is not None:
             nn.init.constant_(self.gate_bias, self._gate_bias0)
+        if self.clock_bias is not None:                  # softplus(b) = clock_step
+            nn.init.constant_(self.clock_bias, math.log(math.expm1(self._clock_step0)))
 
     @property
     def tau_mem(self) -> Tensor:
@@ -226,12 +241,13 @@ class AMSU(nn.Module):
     def params(self) -> AMSUParams:
         """The layer's tensors in the form the functional API takes."""
         return AMSUParams(self.weight, self.bias, self.beta, self.gamma, self.threshold,
-                          self.astro_gain, self.conv, self.gate_bias)
+                          self.astro_gain, self.conv, self.gate_bias, self.clock_bias)
 
     # ---------------------------------------------------------------- state
     def init_state(self, batch_size: int, device=None, dtype=None) -> AMSUState:
-        """The zero state ``AMSUState(u [B, N], H [B, A, d_k, d_v], t=0, conv)``
-        (``conv`` ``[B, conv_size - 1, A*d_k + N]``, None without delay line)."""
+        """The zero state ``AMSUState(u [B, N], H [B, A, d_k, d_v], t=0, conv, phase)``
+        (``conv`` ``[B, conv_size - 1, A*d_k + N]``, None without delay line; ``phase``
+        ``[B, A]``, None unless ``clock="activity"``)."""
         return init_state(self.spec, batch_size, device or self.weight.device,
                           dtype or self.weight.dtype)
 
@@ -277,7 +293,8 @@ class AMSU(nn.Module):
                               ("astrocyte", True), ("neuron_path", True), ("spiking", True),
                               ("rotary", False), ("rotary_fraction", 1.0),
                               ("readout_norm", "none"), ("conv_size", 1),
-                              ("retention", "fixed"), ("sensing", "identity")):
+                              ("retention", "fixed"), ("sensing", "identity"),
+                              ("clock", "time")):
             if getattr(s, name) != default:
                 parts.append(f"{name}={getattr(s, name)!r}")
         if not s.linear_astro:

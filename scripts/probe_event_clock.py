@@ -19,15 +19,27 @@ difference between the variants is what turns the keys:
 * ``time``:  rotary positions ``p_t = t`` (what the AM-SU's ``rotary`` option does);
 * ``event``: the event clock above, one per astrocyte;
 * ``spike``: the same clock counting spikes, ``a_s = Theta(w . x_s + b)`` (surrogate
-  gradient, the library's ATan): on what does not fire it stands exactly still, so the
-  count is exact however much noise there is;
+  gradient, the library's ATan): on what does not fire it stands exactly still;
+* ``write``: the spike clock that also gates the write (``k_s <- a_s k_s``);
+  ``write-detached``: the same, the clock passing no gradient to the detector;
+* ``soft``: Mamba's step, ``a_s = softplus(w . x_s + b)`` (``softplus(b) = --step`` at
+  the start, small), scaling the write and advancing the phase: what became the AM-SU's
+  ``clock="activity"`` (fifteenth session);
+* ``oracle``: the task's own events, ticking exactly on the data tokens, the separator
+  and the markers (no learning: what an exact count gives); ``oracle-data``: on the
+  data tokens only;
 * ``none``:  no rotation.
+
+``--period P`` turns pair ``f`` at ``2 pi f / P`` (evenly spaced) instead of the
+library's ``10000^(-2f/d_k)``. For the learned clocks the JSON line also holds how often
+each layer's clock ticks on data, noise, separator and markers (``tick_rates``).
 
 Trained the memory tables' way (``train_task``: AdamW, cosine, clip 1) on selective
 copying (16 data tokens, 16 symbols, random noise) and scored on 1,000 held-out
 sequences; prints one JSON line.
 
     OMP_NUM_THREADS=1 python scripts/probe_event_clock.py --clock event --seq-len 256
+    OMP_NUM_THREADS=1 python scripts/probe_event_clock.py --clock soft --period 32
 """
 
 from __future__ import annotations
@@ -50,7 +62,8 @@ VOCAB = 256
 
 
 class Memory(nn.Module):
-    def __init__(self, d: int, heads: int, d_k: int, clock: str, period: int = 0) -> None:
+    def __init__(self, d: int, heads: int, d_k: int, clock: str, period: int = 0,
+                 step: float = 0.05) -> None:
         super().__init__()
         self.h, self.dk, self.dv, self.clock = heads, d_k, d // heads, clock
         self.period = period
@@ -60,8 +73,8 @@ class Memory(nn.Module):
         self.log_tau = nn.Parameter(tau.log())
         if clock in ("event", "spike", "write", "write-detached", "soft"):
             self.tick = nn.Linear(d, heads)
-        if clock == "soft":                   # step 0.05 at the start (Mamba: 0.001-0.1)
-            nn.init.constant_(self.tick.bias, math.log(math.expm1(0.05)))
+        if clock == "soft":                   # a small step at the start (Mamba: 0.001-0.1)
+            nn.init.constant_(self.tick.bias, math.log(math.expm1(step)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:          # x: (T, B, d)
         T, B, _ = x.shape
@@ -104,12 +117,13 @@ class Memory(nn.Module):
 
 class Probe(nn.Module):
     def __init__(self, clock: str, d: int = 64, layers: int = 2, heads: int = 2,
-                 d_k: int = 32, period: int = 0) -> None:
+                 d_k: int = 32, period: int = 0, step: float = 0.05) -> None:
         super().__init__()
         self.clock = clock
         self.emb = nn.Embedding(VOCAB, d)
         self.blocks = nn.ModuleList(
-            nn.ModuleList([nn.LayerNorm(d), Memory(d, heads, d_k, clock, period), nn.LayerNorm(d),
+            nn.ModuleList([nn.LayerNorm(d), Memory(d, heads, d_k, clock, period, step),
+                           nn.LayerNorm(d),
                            nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))])
             for _ in range(layers))
         self.norm = nn.LayerNorm(d)
@@ -158,11 +172,14 @@ def tick_rates(model: Probe, idx: torch.Tensor) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--clock", choices=["time", "event", "spike", "write", "write-detached", "soft", "oracle", "oracle-data",
-                                        "none"], default="event")
+    p.add_argument("--clock", default="event",
+                   choices=["time", "event", "spike", "write", "write-detached", "soft",
+                            "oracle", "oracle-data", "none"])
     p.add_argument("--period", type=int, default=0,
                    help="rotary frequencies 2 pi f / period (f < d_k / 2) instead of the "
                         "library's base-10000 ones; 0: the library's")
+    p.add_argument("--step", type=float, default=0.05,
+                   help="the soft clock's step at the start (softplus of its bias)")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--examples", type=int, default=25600)
     p.add_argument("--batch-size", type=int, default=16)
@@ -170,7 +187,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     torch.manual_seed(a.seed)
-    model = Probe(a.clock, period=a.period)
+    model = Probe(a.clock, period=a.period, step=a.step)
     t0 = time.perf_counter()
     losses = train_task(model, "copy", a.seq_len, a.examples, batch_size=a.batch_size,
                         lr=a.lr, seed=a.seed, progress=False)
@@ -178,7 +195,8 @@ def main() -> None:
                                 generator=torch.Generator().manual_seed(10_000 + a.seed))
     acc = task_accuracy(model, x, y)
     rates = tick_rates(model, x[:200])
-    print(json.dumps({"clock": a.clock, "period": a.period, "seq_len": a.seq_len, "examples": a.examples,
+    print(json.dumps({"clock": a.clock, "period": a.period, "step": a.step,
+                      "seq_len": a.seq_len, "examples": a.examples,
                       "lr": a.lr, "seed": a.seed, "accuracy": round(acc, 4),
                       "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 3),
                       "seconds": round(time.perf_counter() - t0, 1), "tick_rates": rates}))

@@ -11,13 +11,15 @@ form (a range of positions) rotate identically.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["rotary", "rotary_angles", "rotary_dims", "rotary_table", "rotate"]
+__all__ = ["rotary", "rotary_angles", "rotary_dims", "rotary_table", "rotate", "phase_freqs",
+           "phase_table"]
 
 
 def rotary_dims(d: int, fraction: float) -> int:
@@ -75,6 +77,30 @@ def rotary_table(start: int, shape, base: float = 10000.0, n_rot: Optional[int] 
     full = tuple(shape[:-1]) + (d // 2,)
     return (cos.to(dtype).reshape(view).expand(full).contiguous(),
             sin.to(dtype).reshape(view).expand(full).contiguous())
+
+
+def phase_freqs(dim: int, n_rot: int, device=None) -> Tensor:
+    """Frequencies ``[dim/2]`` (float64) of a clock of phase ``p`` turning ``n_rot``
+    channels: ``2 pi f / n_rot`` for pairs ``f < n_rot/2``, evenly spaced from 0 (pair 0
+    never turns), and 0 for the pairs not rotated. A phase advanced by one unit turns
+    pair ``f`` by ``f`` ``n_rot``-ths of a circle, so keys at phases that differ by a
+    whole number ``m`` (``0 < m < n_rot``) are apart on a discrete Fourier basis: the
+    clock holds its phase modulo ``n_rot`` as sharply as ``n_rot/2`` pairs allow (the
+    ``clock="activity"`` option of the AM-SU)."""
+    if dim % 2 or n_rot % 2 or not 0 < n_rot <= dim:
+        raise ValueError(f"phase_freqs needs an even dim and an even n_rot in (0, dim], got "
+                         f"dim={dim}, n_rot={n_rot}")
+    f = torch.arange(dim // 2, dtype=torch.float64, device=device)
+    return torch.where(f < n_rot // 2, f * (2 * math.pi / n_rot), torch.zeros_like(f))
+
+
+def phase_table(phase: Tensor, dim: int, n_rot: int) -> tuple[Tensor, Tensor]:
+    """``cos``, ``sin`` ``[*phase.shape, dim/2]`` of the phases ``phase`` (any shape, any
+    floating dtype, differentiable) at the frequencies of :func:`phase_freqs`; the angles
+    in float64, the tables in ``phase.dtype``. :func:`rotate` a ``[..., dim]`` tensor with
+    them (the gradient reaches ``phase`` through the tables)."""
+    ang = phase.to(torch.float64)[..., None] * phase_freqs(dim, n_rot, phase.device)
+    return torch.cos(ang).to(phase.dtype), torch.sin(ang).to(phase.dtype)
 
 
 class _Rotate(torch.autograd.Function):

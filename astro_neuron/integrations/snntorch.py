@@ -132,9 +132,7 @@ class AstroLeaky(nn.Module):
     def detach_hidden(self) -> None:
         """Detach the stored state from the graph (truncated BPTT with ``init_hidden``)."""
         if self.state is not None:
-            u, H, t, conv = AMSUState(*self.state)
-            self.state = AMSUState(u.detach(), None if H is None else H.detach(), t,
-                                   None if conv is None else conv.detach())
+            self.state = _map_state(AMSUState(*self.state), lambda z: z.detach())
 
     def _start(self, state: Optional[AMSUState], batch: int, what: str) -> Optional[AMSUState]:
         if not self.init_hidden:
@@ -178,13 +176,18 @@ class AstroLeaky(nn.Module):
         # .to() / .double() / .cuda() move the stored state along with the parameters
         out = super()._apply(fn, *args, **kwargs)
         if self.state is not None:
-            u, H, t, conv = AMSUState(*self.state)
-            self.state = AMSUState(fn(u), None if H is None else fn(H), t,
-                                   None if conv is None else fn(conv))
+            self.state = _map_state(AMSUState(*self.state), fn)
         return out
 
     def extra_repr(self) -> str:
         return f"init_hidden={self.init_hidden}, output={self.output}"
+
+
+def _map_state(state: AMSUState, fn) -> AMSUState:
+    """``fn`` applied to every tensor of ``state`` (the step count ``t`` kept; the
+    activity clock's phase stays float64 whatever ``fn`` casts to)."""
+    st = AMSUState(*(z if z is None or not isinstance(z, Tensor) else fn(z) for z in state))
+    return st if st.phase is None else st._replace(phase=st.phase.double())
 
 
 def reset(net: nn.Module) -> nn.Module:

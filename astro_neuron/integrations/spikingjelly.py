@@ -111,8 +111,17 @@ class AMSUNode(_sj_neuron.BaseNode):
         # BaseNode registered "v" (the membrane); add the astrocyte and the clock.
         self.register_memory("H", 0.0)
         self.register_memory("t", 0)
-        if self.amsu.spec.conv_size > 1:
-            self.register_memory("conv", None)    # the delay line (AMSUState.conv)
+        self._register_option_memories()
+
+    def _register_option_memories(self) -> None:
+        """The memories the layer's options add after ``(v, H, t)``: the delay line
+        (``AMSUState.conv``) and the activity clock (``AMSUState.phase``, after ``conv``,
+        which is then registered even without a delay line)."""
+        spec = self.amsu.spec
+        if (spec.conv_size > 1 or spec.activity_clock) and "conv" not in self._memories:
+            self.register_memory("conv", None)
+        if spec.activity_clock and "phase" not in self._memories:
+            self.register_memory("phase", None)
 
     @classmethod
     def from_amsu(cls, layer: AMSU, step_mode: str = "s",
@@ -124,6 +133,7 @@ class AMSUNode(_sj_neuron.BaseNode):
         node = cls(s.in_features, s.n_neurons, s.n_astrocytes, s.d_key,
                    step_mode=step_mode, store_v_seq=store_v_seq, device="meta")
         node.amsu = layer
+        node._register_option_memories()
         return node
 
     # ---------------------------------------------------------------- mapped attributes
@@ -194,12 +204,17 @@ class AMSUNode(_sj_neuron.BaseNode):
         spec = self.amsu.spec
         v, H, t = states[:3]
         conv = states[3] if len(states) > 3 else None
+        phase = states[4] if len(states) > 4 else None
+        # the delay line a 4th memory; the activity clock a 5th (after conv, None or not)
+        n = 5 if spec.activity_clock else 4 if spec.conv_size > 1 else 3
         if not isinstance(v, Tensor) or tuple(v.shape) != (batch, spec.n_neurons):
-            n = 4 if spec.conv_size > 1 else 3          # the delay line: a 4th memory
             return tuple(self.amsu.init_state(batch, device=x.device, dtype=x.dtype))[:n]
         if spec.conv_size > 1:
             conv = conv.to(device=x.device, dtype=x.dtype) if isinstance(conv, Tensor) else \
                 self.amsu.init_state(batch, device=x.device, dtype=x.dtype).conv
+        if spec.activity_clock:
+            phase = phase.to(device=x.device) if isinstance(phase, Tensor) \
+                else self.amsu.init_state(batch, device=x.device, dtype=x.dtype).phase
         v = v.to(device=x.device, dtype=x.dtype)
         if not spec.astrocyte:
             H = None
@@ -207,7 +222,7 @@ class AMSUNode(_sj_neuron.BaseNode):
             H = H.to(device=x.device, dtype=x.dtype)
         else:
             H = self.amsu.init_state(batch, device=x.device, dtype=x.dtype).H
-        return (v, H, t) + ((conv,) if spec.conv_size > 1 else ())
+        return (v, H, t, conv, phase)[:n]
 
     def single_step_functional_forward(self, inputs: tuple, states: tuple, **kwargs):
         """One AM-SU step: ``((x [B, in],), (v, H, t))`` -> ``((spikes [B, N],), (v, H, t))``.

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from astro_neuron.functional.amsu import RETENTIONS, SENSINGS
+from astro_neuron.functional.amsu import CLOCKS, RETENTIONS, SENSINGS
 from astro_neuron.validate import (
     boolean, choice, finite_number, non_negative_int, number_in_range, positive_int,
     positive_number, probability,
@@ -29,7 +29,7 @@ ARCHS = ("amsnet", "transformer")
 AMSNET_ONLY = ("d_key", "ffn_hidden", "tau_mem", "tau_astro", "tau_ffn", "threshold",
                "spike_levels", "astro_gain", "synapse_init", "astro_norm", "surrogate_alpha",
                "astrocyte", "neuron_path", "spiking", "rotary_fraction", "conv_size",
-               "retention", "gate_temperature", "gate_bias", "sensing")
+               "retention", "gate_temperature", "gate_bias", "sensing", "clock", "clock_step")
 TAU_ASTRO_INITS = ("retnet",)       # named decay initialisations (astro_neuron.AMSU's)
 
 
@@ -79,6 +79,10 @@ class AMSNetConfig:
     sensing: str = "identity"       # what the astrocyte senses: "identity" (the paper),
                                     # "relu" (non-negative k, q) or "relu2" (their squares;
                                     # docs/model.md, docs/memory.md)
+    clock: str = "time"             # what turns the astrocyte's rotary channels: "time"
+                                    # (the step count) or "activity" (a phase its activity
+                                    # advances; docs/model.md, docs/memory.md)
+    clock_step: float = 0.05        # the activity at the start (clock="activity")
     init_std: float = 0.02          # std of embeddings and output projections (GPT-2 style);
                                     # "width": 1 / sqrt(d_model), resolved when the config
                                     # is made (what attention needs to learn MQAR at small
@@ -125,6 +129,8 @@ class AMSNetConfig:
         positive_int("conv_size", self.conv_size)
         choice("retention", self.retention, RETENTIONS)
         choice("sensing", self.sensing, SENSINGS)
+        choice("clock", self.clock, CLOCKS)
+        self.clock_step = positive_number("clock_step", self.clock_step)
         self.gate_temperature = positive_number("gate_temperature", self.gate_temperature)
         finite_number("gate_bias", self.gate_bias)
         number_in_range("rotary_base", self.rotary_base, 1, lo_open=True)

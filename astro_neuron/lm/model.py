@@ -73,6 +73,7 @@ class Block(nn.Module):
                          conv_size=cfg.conv_size if cfg.astrocyte else 1,
                          retention=cfg.retention if cfg.astrocyte else "fixed",
                          sensing=cfg.sensing if cfg.astrocyte else "identity",
+                         clock=cfg.clock if cfg.astrocyte else "time", clock_step=cfg.clock_step,
                          gate_temperature=cfg.gate_temperature, gate_bias=cfg.gate_bias)
         self.w_o = nn.Linear(d, d, bias=False)
         self.norm2 = nn.RMSNorm(d, eps=NORM_EPS)
@@ -114,10 +115,14 @@ class AMSNetCache:
     u_ffn: list                             # per layer: channel-mixing membrane (B, f)
     conv: list = None                       # per layer: the AM-SU's delay line
                                             # (B, conv_size - 1, A d_k + d) or None
+    phase: list = None                      # per layer: the AM-SU's activity clock (B, A)
+                                            # or None (clock="time")
 
     def __post_init__(self) -> None:
         if self.conv is None:
             self.conv = [None] * len(self.u)
+        if self.phase is None:
+            self.phase = [None] * len(self.u)
 
     @property
     def batch_size(self) -> int:
@@ -130,7 +135,8 @@ class AMSNetCache:
     def nbytes(self) -> int:
         """Bytes held by the state tensors."""
         return sum(x.numel() * x.element_size()
-                   for x in (*self.u, *self.H, *self.u_ffn, *self.conv) if x is not None)
+                   for x in (*self.u, *self.H, *self.u_ffn, *self.conv, *self.phase)
+                   if x is not None)
 
 
 class AMSNet(LanguageModel):
@@ -214,14 +220,15 @@ class AMSNet(LanguageModel):
         p = self.wte.weight
         cfg = self.config
         kw = {"device": p.device, "dtype": p.dtype}
-        u, H, uf, cv = [], [], [], []
+        u, H, uf, cv, ph = [], [], [], [], []
         for b in self.blocks:
             st = b.amsu.init_state(batch_size)
             u.append(st.u)
             H.append(st.H)
             cv.append(st.conv)
+            ph.append(st.phase)
             uf.append(torch.zeros(batch_size, cfg.ffn_size, **kw))
-        return AMSNetCache(0, u, H, uf, cv)
+        return AMSNetCache(0, u, H, uf, cv, ph)
 
     def prefill(self, idx: Tensor) -> tuple[Tensor, AMSNetCache]:
         """Read a prompt ``(B, T)`` in the chunked form: ``(logits (B, T, V), cache)``.
@@ -233,7 +240,7 @@ class AMSNet(LanguageModel):
             logits, states = self._run_checked(self._run, idx, "chunked")
         cache = AMSNetCache(idx.shape[1], [s[0].u for s in states],
                             [s[0].H for s in states], [s[1] for s in states],
-                            [s[0].conv for s in states])
+                            [s[0].conv for s in states], [s[0].phase for s in states])
         return logits, cache
 
     def step(self, idx_t: Tensor, cache: Optional[AMSNetCache] = None, compile: bool = False
@@ -260,10 +267,12 @@ class AMSNet(LanguageModel):
         if compiled:
             logits = self.compiled(_amsnet_step)(idx_t, C, S, cache.u, cache.H, cache.u_ffn,
                                              dec.wte, dec.head, dec.eps, dec.layers,
-                                             dec.shape._replace(event=False), None, cache.conv)
+                                             dec.shape._replace(event=False), None, cache.conv,
+                                             cache.phase)
         else:
             logits = _amsnet_step(idx_t, C, S, cache.u, cache.H, cache.u_ffn, dec.wte,
-                                  dec.head, dec.eps, dec.layers, dec.shape, record, cache.conv)
+                                  dec.head, dec.eps, dec.layers, dec.shape, record, cache.conv,
+                                  cache.phase)
         cache.t += 1
         return logits
 
@@ -309,7 +318,7 @@ _ZERO_OFFSET = torch.zeros(1, dtype=torch.long)     # one bag starting at index 
 def _amsnet_step(idx_t: Tensor, C: Optional[Tensor], S: Optional[Tensor], us: list, Hs: list,
                  ufs: list, wte: Tensor, head: Tensor, eps: Tensor, layers: tuple,
                  k: "_DecodeShape", record: Optional[list] = None,
-                 convs: Optional[list] = None) -> Tensor:
+                 convs: Optional[list] = None, phases: Optional[list] = None) -> Tensor:
     """One AM-SNet token: ``idx_t`` ``(B,)`` -> logits ``(B, V)``; the states advance in
     place (``us`` AM-SU membranes ``(B, N)``, ``Hs`` astrocyte states ``(B, A, d_k, d_v)``,
     ``ufs`` channel-mixing membranes ``(B, f)``, one per layer). ``C, S`` ``(d_k,)``:
@@ -322,15 +331,18 @@ def _amsnet_step(idx_t: Tensor, C: Optional[Tensor], S: Optional[Tensor], us: li
     Eager (``k.event``: event-driven read-outs) or under ``torch.compile`` (dense
     read-outs, static shapes). ``record``: a list that gets the spikes of each layer.
     ``convs``: per layer, the AM-SU's delay line ``(B, K-1, A d_k + d)`` (advanced in
-    place) or None.
+    place) or None; ``phases``: per layer, the AM-SU's activity clock ``(B, A)`` (advanced
+    in place) or None.
     """
     x = wte[idx_t]                                                     # (B, d)
     spike_out = _spike_out_event if k.event else _spike_out_dense
     if convs is None:
         convs = [None] * len(us)
-    for L, u, H, uf, cv in zip(layers, us, Hs, ufs, convs):
+    if phases is None:
+        phases = [None] * len(us)
+    for L, u, H, uf, cv, ph in zip(layers, us, Hs, ufs, convs, phases):
         # ---- token mixing: AM-SU (drive y = u + g_astro o; u, H advance in place)
-        y = decode_step(rms(x, eps, k.inv_d), u, H, L.amsu, k.amsu, C, S, cv)  # (B, N)
+        y = decode_step(rms(x, eps, k.inv_d), u, H, L.amsu, k.amsu, C, S, cv, ph)  # (B, N)
         if record is not None:
             record.append(_spikes(y, L.amsu.thr, k.spec))
         x = spike_out(x, y, L.amsu.thr, k.spec, L.w_o)                 # x + W_O s

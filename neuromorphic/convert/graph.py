@@ -135,6 +135,12 @@ def _check_amsu(where: str, m: AMSU) -> None:
     if s.synapse != "identity":
         _unsupported(where, f"AMSU synapse={s.synapse!r} has no integer form (a sigmoid needs "
                             "a lookup table the integer AM-SU does not have); use 'identity'")
+    if getattr(s, "clock", "time") != "time":
+        _unsupported(where, f"AMSU clock={s.clock!r} (a phase advanced by the astrocyte's "
+                            "activity softplus(W_E x), turning k and q by its cosines and "
+                            "scaling the write) has no integer form: a softplus and the "
+                            "cosines of a running phase are not integer-expressible; the "
+                            "integer export needs clock='time' and rotary=False")
     if s.rotary:
         _unsupported(where, "AMSU rotary=True (rotary positions) has no integer form")
     if not s.spiking:

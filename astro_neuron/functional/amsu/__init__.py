@@ -26,22 +26,23 @@ from astro_neuron.functional.amsu.naive import (
     amsu_loop, amsu_recurrent, amsu_step, check_input, prepare,
 )
 from astro_neuron.functional.amsu.spec import (
-    MAX_CONV_SIZE, READOUT_EPS, READOUT_NORMS, RESETS, RETENTIONS, SENSINGS, SYNAPSES,
+    CLOCKS, MAX_CONV_SIZE, READOUT_EPS, READOUT_NORMS, RESETS, RETENTIONS, SENSINGS, SYNAPSES,
     AMSUOutput,
     AMSUParams, AMSUSpec, AMSUState, check_state, init_state, projection_parts, split_rows,
 )
 from astro_neuron.functional.amsu.step import (
-    astro_decay, delay_line, dynamics_step, fire, log_gate, project, project_all, readout,
-    reset_membrane, sense,
+    activity, astro_decay, delay_line, dynamics_step, fire, log_gate, project, project_all,
+    readout, reset_membrane, sense, turn,
 )
 from astro_neuron.functional.finite import check_finite, checking_finite
 from astro_neuron.validate import choice, positive_int
 
 __all__ = [
     "AMSUSpec", "projection_parts", "split_rows", "AMSUParams", "AMSUState", "AMSUOutput",
-    "RESETS", "SYNAPSES", "READOUT_NORMS", "READOUT_EPS", "RETENTIONS", "SENSINGS", "MAX_CONV_SIZE",
-    "FORMS",
-    "init_state", "project", "project_all", "delay_line", "sense", "log_gate", "astro_decay", "readout", "fire", "reset_membrane", "dynamics_step",
+    "RESETS", "SYNAPSES", "READOUT_NORMS", "READOUT_EPS", "RETENTIONS", "SENSINGS", "CLOCKS",
+    "MAX_CONV_SIZE", "FORMS",
+    "init_state", "project", "project_all", "delay_line", "sense", "log_gate", "activity", "turn",
+    "astro_decay", "readout", "fire", "reset_membrane", "dynamics_step",
     "amsu_step", "amsu_loop", "amsu_recurrent", "amsu_chunked", "check_state",
     "check_input", "check_parallel", "prepare", "run", "check_run",
 ]
@@ -62,11 +63,12 @@ def check_run(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, out: AMS
     named += [(f"{name} input", x_seq, seq)]
     if st is not None:
         named += [(f"{name} state.u", st.u, False), (f"{name} state.H", st.H, False),
-                  (f"{name} state.conv", st.conv, False)]
+                  (f"{name} state.conv", st.conv, False), (f"{name} state.phase", st.phase, False)]
     named += [(f"{name} membrane u", out.u, seq), (f"{name} astrocyte output o", out.o, seq),
               (f"{name} spikes", out.spikes, seq), (f"{name} final state.u", new.u, False),
               (f"{name} final state.H", new.H, False),
-              (f"{name} final state.conv", new.conv, False)]
+              (f"{name} final state.conv", new.conv, False),
+              (f"{name} final state.phase", new.phase, False)]
     check_finite(named)
 
 

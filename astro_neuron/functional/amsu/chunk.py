@@ -14,7 +14,7 @@ from torch import Tensor
 from astro_neuron.functional.amsu.naive import prepare
 from astro_neuron.functional.amsu.spec import AMSUOutput, AMSUParams, AMSUSpec, AMSUState
 from astro_neuron.functional.amsu.step import (
-    delay_line, fire, log_gate, project_all, readout, sense,
+    activity, delay_line, fire, log_gate, project_all, readout, sense, turn,
 )
 from astro_neuron.functional.rotary import rotary_table, rotate
 from astro_neuron.functional.scan import (
@@ -45,17 +45,22 @@ def amsu_chunked(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, spec:
     reset."""
     check_parallel(spec)
     state = prepare(x_seq, state, p, spec, seq=True)
-    I, k, v, q, zg = project_all(x_seq, p, spec)
+    I, k, v, q, zg, ze = project_all(x_seq, p, spec)
     if spec.neuron_path:
         u, u_T = leaky_chunked(I, p.beta, state.u, chunk_size)
     else:
         u, u_T = state.u.expand(x_seq.shape[0], *state.u.shape), state.u
-    H, conv = state.H, state.conv
+    H, conv, phase = state.H, state.conv, state.phase
     if spec.astrocyte:
         if spec.conv_size > 1 and x_seq.shape[0]:
             k, v, conv = delay_line(k, v, conv, p.conv, spec)
         k, q = sense(k, q, spec)
-        if spec.rotary:
+        if spec.activity_clock and x_seq.shape[0]:
+            a = activity(ze)                 # the phase summed from the state's, in order
+            ph = torch.cat([phase[None], a.to(phase.dtype)]).cumsum(0)[1:]    # float64
+            k, q = turn(k, q, ph, a, spec)
+            phase = ph[-1]
+        elif spec.rotary and not spec.activity_clock:
             if spec.rotary_dims:             # one table for keys and queries
                 cos, sin = rotary_table(state.t, k.shape, spec.rotary_base,
                                         spec.rotary_dims, k.dtype, k.device)
@@ -77,4 +82,4 @@ def amsu_chunked(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, spec:
     else:
         o = torch.zeros_like(u)
     s = fire(u + o, p.threshold, spec)
-    return AMSUOutput(s, u, o), AMSUState(u_T, H, state.t + x_seq.shape[0], conv)
+    return AMSUOutput(s, u, o), AMSUState(u_T, H, state.t + x_seq.shape[0], conv, phase)

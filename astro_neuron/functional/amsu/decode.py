@@ -25,12 +25,12 @@ import torch.nn.functional as F
 from astro_neuron.functional.amsu.spec import (
     READOUT_EPS, RETENTIONS, AMSUParams, AMSUSpec, split_rows,
 )
-from astro_neuron.functional.rotary import rotary_angles
+from astro_neuron.functional.rotary import phase_table, rotary_angles
 
 __all__ = ["DECODE_ORDER", "DecodeShape", "DecodeTensors", "rms", "rotary_rows",
            "decode_shape", "fuse", "decode_step"]
 
-DECODE_ORDER = ("I", "V", "K", "Q", "G")    # K, Q adjacent: one rotary turns both
+DECODE_ORDER = ("I", "V", "K", "Q", "G", "E")    # K, Q adjacent: one rotary turns both
 
 
 class DecodeShape(NamedTuple):
@@ -50,6 +50,8 @@ class DecodeShape(NamedTuple):
     gate_temp: float = 16.0             # gate_temperature
     relu: bool = False                  # sensing "relu" or "relu2": k, q <- max(k, 0), max(q, 0)
     square: bool = False                # sensing == "relu2": then k, q <- k^2, q^2
+    clock: bool = False                 # clock == "activity": the phase turns k, q
+    n_rot: int = 0                      # rotary channels (clock == "activity")
 
 
 class DecodeTensors(NamedTuple):
@@ -64,6 +66,7 @@ class DecodeTensors(NamedTuple):
     eps: Tensor                         # () READOUT_EPS in the layer's dtype
     conv_w: Optional[Tensor] = None     # (K, A*d_k + N) delay-line taps, row i: lag K-1-i
     gate_b: Optional[Tensor] = None     # (A, d_k) bias of the retention gate
+    clock_b: Optional[Tensor] = None    # (A,) bias of the activity clock
 
 
 def rms(x: Tensor, eps: Tensor, inv_n: float) -> Tensor:
@@ -97,7 +100,8 @@ def decode_shape(spec: AMSUSpec) -> DecodeShape:
                        1.0 / spec.d_value, n_I, n_I + spec.n_neurons, spec.astrocyte,
                        spec.readout_norm == "rms", spec.conv_size,
                        RETENTIONS.index(spec.retention), float(spec.gate_temperature),
-                       spec.sensing in ("relu", "relu2"), spec.sensing == "relu2")
+                       spec.sensing in ("relu", "relu2"), spec.sensing == "relu2",
+                       spec.activity_clock, spec.rotary_dims)
 
 
 @torch.no_grad()
@@ -119,16 +123,19 @@ def fuse(p: AMSUParams, spec: AMSUSpec, in_gain: Optional[Tensor] = None) -> Dec
         thr=p.threshold.detach(),
         eps=torch.tensor(READOUT_EPS, dtype=p.weight.dtype, device=p.weight.device),
         conv_w=None if p.conv is None else p.conv.detach().flip(0).contiguous(),
-        gate_b=None if p.gate_bias is None else p.gate_bias.detach())
+        gate_b=None if p.gate_bias is None else p.gate_bias.detach(),
+        clock_b=None if p.clock_bias is None else p.clock_bias.detach())
 
 
 def decode_step(x: Tensor, u: Tensor, H: Optional[Tensor], L: DecodeTensors, k: DecodeShape,
-                C: Optional[Tensor], S: Optional[Tensor], buf: Optional[Tensor] = None) -> Tensor:
+                C: Optional[Tensor], S: Optional[Tensor], buf: Optional[Tensor] = None,
+                phase: Optional[Tensor] = None) -> Tensor:
     """One step of one layer: ``x`` ``(B, in)`` -> the drive ``y = u + g_astro o`` ``(B, N)``
     (spikes are ``fire(y, L.thr, spec)``). ``u`` ``(B, N)`` and ``H`` ``(B, A, d_k, d_v)``
     advance in place; ``C, S`` ``(d_k,)``: rotary rows of this step's position (None: no
     rotary); ``buf`` ``(B, K-1, A*d_k + N)``: the delay line (``conv_size = K > 1``; the
-    state's ``conv``, K | V channels), advanced in place."""
+    state's ``conv``, K | V channels), advanced in place; ``phase`` ``(B, A)``: the
+    activity clock (``clock="activity"``; then ``C, S`` are not used), advanced in place."""
     B = x.shape[0]
     z = torch.mm(x, L.w_in) if L.b_in is None else torch.addmm(L.b_in, x, L.w_in)
     if k.n_I:                                                      # z (B, P): I|V|K|Q
@@ -148,11 +155,19 @@ def decode_step(x: Tensor, u: Tensor, H: Optional[Tensor], L: DecodeTensors, k: 
         kq = torch.relu(kq)
         if k.square:                                               # "relu2"
             kq = kq.square()
+    if k.clock:                                                    # the activity clock
+        a = F.softplus(z[:, -k.A:] + L.clock_b)                    # (B, A), E rows last
+        phase.add_(a.to(phase.dtype))                              # float64
+        cos, sin = (c.to(a.dtype) for c in phase_table(phase, k.dk, k.n_rot))  # (B, A, d_k/2)
+        C, S = torch.cat([cos, cos], -1)[:, None], torch.cat([-sin, sin], -1)[:, None]
     if C is not None:                                              # rotary at position t
         swapped = kq.view(B, 2, k.A, 2, k.dk // 2).flip(3).view(B, 2, k.A, k.dk)
         kq = torch.addcmul(kq * C, swapped, S)
+    if k.clock:                                                    # the write scaled by a_t
+        kq = torch.stack([kq[:, 0] * a[..., None], kq[:, 1]], 1)
     if k.gated:                                                    # retention gamma * g_t
-        lg = F.logsigmoid(z[:, k.kq0 + 2 * nk:].view(B, k.A, k.dk) + L.gate_b) / k.gate_temp
+        g0 = k.kq0 + 2 * nk
+        lg = F.logsigmoid(z[:, g0:g0 + nk].view(B, k.A, k.dk) + L.gate_b) / k.gate_temp
         kw = kq[:, 0] * -torch.expm1(lg) if k.gated == 2 else kq[:, 0]
         H.mul_(L.gamma * torch.exp(lg).unsqueeze(-1)).addcmul_(kw.unsqueeze(-1), v)
     else:

@@ -73,8 +73,8 @@ def amsu_step(x: Tensor, state: Optional[AMSUState], p: AMSUParams,
               spec: AMSUSpec) -> tuple[AMSUOutput, AMSUState]:
     """One step: ``x`` ``[B, in]`` -> (``AMSUOutput`` of ``[B, N]``, new state)."""
     state = prepare(x, state, p, spec, seq=False)
-    I, k, v, q, zg = project_all(x, p, spec)
-    return dynamics_step(I, k, v, q, state, p, spec, zg)
+    I, k, v, q, zg, ze = project_all(x, p, spec)
+    return dynamics_step(I, k, v, q, state, p, spec, zg, ze)
 
 
 def amsu_loop(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams,
@@ -93,9 +93,9 @@ def amsu_recurrent(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams,
     """The loop with all projections done at once; exact for every option."""
     state = prepare(x_seq, state, p, spec, seq=True)
     T = x_seq.shape[0]
-    I, k, v, q, zg = (_steps(z, T) for z in project_all(x_seq, p, spec))
+    I, k, v, q, zg, ze = (_steps(z, T) for z in project_all(x_seq, p, spec))
     outs = []
     for t in range(T):
-        out, state = dynamics_step(I[t], k[t], v[t], q[t], state, p, spec, zg[t])
+        out, state = dynamics_step(I[t], k[t], v[t], q[t], state, p, spec, zg[t], ze[t])
         outs.append(out)
     return _stack(outs, x_seq, spec), state

@@ -18,7 +18,8 @@ from astro_neuron.functional.surrogate import ATan, as_surrogate
 from astro_neuron.validate import boolean, choice, number_in_range, positive_int
 
 __all__ = [
-    "RESETS", "SYNAPSES", "READOUT_NORMS", "READOUT_EPS", "RETENTIONS", "SENSINGS", "MAX_CONV_SIZE",
+    "RESETS", "SYNAPSES", "READOUT_NORMS", "READOUT_EPS", "RETENTIONS", "SENSINGS", "CLOCKS",
+    "MAX_CONV_SIZE",
     "projection_parts", "split_rows",
     "AMSUSpec", "AMSUParams", "AMSUState", "AMSUOutput", "init_state", "check_state",
 ]
@@ -36,15 +37,22 @@ RETENTIONS = ("fixed", "gated", "selective")
 # max(q, 0)^2: a cooperative, Hill-coefficient-2 response; sharper), see docs/model.md
 SENSINGS = ("identity", "relu", "relu2")
 MAX_CONV_SIZE = 8                  # longest pre-synaptic delay line (taps)
+# what turns the rotary channels of k and q: "time" (the step count t, the paper's
+# language model) or "activity" (the astrocyte's own activity: a phase that advances by
+# a_t = softplus(W_E x_t + b_E) per astrocyte, which also scales what it writes; the
+# frequencies evenly spaced, 2 pi f / n_rot), see docs/model.md
+CLOCKS = ("time", "activity")
 
 
 def projection_parts(n_neurons: int, n_astrocytes: int, d_key: int, neuron_path: bool = True,
-                     astrocyte: bool = True, gate: bool = False) -> tuple[tuple[str, int], ...]:
+                     astrocyte: bool = True, gate: bool = False, activity: bool = False
+                     ) -> tuple[tuple[str, int], ...]:
     """Row blocks ``(name, rows)`` of an AM-SU layer's fused input projection, in order
     I (neuron path), K, V, Q (astrocyte), G (the retention gate, ``gate=True``: an
-    input-dependent retention). The one definition of the layout, shared by the float
-    layer and the integer network (``neuromorphic``), so their weight layouts cannot
-    drift apart."""
+    input-dependent retention), E (one row per astrocyte, ``activity=True``: the
+    activity that drives its clock, ``clock="activity"``). The one definition of the
+    layout, shared by the float layer and the integer network (``neuromorphic``), so
+    their weight layouts cannot drift apart."""
     N, A, dk = n_neurons, n_astrocytes, d_key
     out = []
     if neuron_path:
@@ -53,6 +61,8 @@ def projection_parts(n_neurons: int, n_astrocytes: int, d_key: int, neuron_path:
         out += [("K", A * dk), ("V", N), ("Q", A * dk)]
         if gate:
             out.append(("G", A * dk))
+        if activity:
+            out.append(("E", A))
     return tuple(out)
 
 
@@ -105,6 +115,9 @@ class AMSUSpec:
     # "identity" (the paper), "relu": k, q <- max(k, 0), max(q, 0), or "relu2": their
     # squares, after the delay line and before the rotary positions (SENSINGS)
     sensing: str = "identity"
+    # "time" (the step count t) or "activity" (a phase advanced by the astrocyte's
+    # activity a_t, which also scales its write): what turns the rotary channels (CLOCKS)
+    clock: str = "time"
 
     def __post_init__(self) -> None:
         for name in ("in_features", "n_neurons", "n_astrocytes", "d_key", "spike_levels",
@@ -119,6 +132,7 @@ class AMSUSpec:
         choice("readout_norm", self.readout_norm, READOUT_NORMS)
         choice("retention", self.retention, RETENTIONS)
         choice("sensing", self.sensing, SENSINGS)
+        choice("clock", self.clock, CLOCKS)
         if self.conv_size > MAX_CONV_SIZE:
             raise ValueError(f"conv_size must be at most {MAX_CONV_SIZE} (a short delay line; "
                              f"1 = none), got {self.conv_size}")
@@ -144,6 +158,19 @@ class AMSUSpec:
         if not self.astrocyte and self.sensing != "identity":
             raise ValueError(f"sensing={self.sensing!r} is an option of the astrocyte, but "
                              "astrocyte=False has none (use sensing='identity')")
+        if self.activity_clock:
+            if not self.astrocyte or not self.linear_astro:
+                raise ValueError("clock='activity' is an option of the linear astrocyte (its "
+                                 "activity turns the keys), but this layer has "
+                                 + ("none (astrocyte=False)" if not self.astrocyte else
+                                    f"astro_model={self.astro_model.name!r}")
+                                 + "; use clock='time'")
+            if self.rotary_dims < 4:
+                raise ValueError("clock='activity' turns the rotary channels of k and q (pair 0 "
+                                 "at frequency 0, so at least 4 channels), but rotary="
+                                 f"{self.rotary}, rotary_fraction={self.rotary_fraction} leaves "
+                                 f"{self.rotary_dims} of d_key={self.d_key}: set rotary=True and "
+                                 "a larger rotary_fraction")
         if not self.linear_astro and (self.conv_size > 1 or self.gated):
             raise ValueError(f"conv_size and retention={self.retention!r} are options of the "
                              f"linear astrocyte; astro_model={self.astro_model.name!r} has its "
@@ -154,6 +181,12 @@ class AMSUSpec:
         """True when the astrocyte's retention depends on the input (``retention`` is
         "gated" or "selective")."""
         return self.retention != "fixed"
+
+    @property
+    def activity_clock(self) -> bool:
+        """True when the rotary channels turn with the astrocyte's activity
+        (``clock="activity"``) rather than with time."""
+        return self.clock == "activity"
 
     @property
     def d_conv(self) -> int:
@@ -184,7 +217,8 @@ class AMSUSpec:
     def parts(self) -> tuple[tuple[str, int], ...]:
         """Row blocks of the fused input projection, in order: I, K, V, Q."""
         return projection_parts(self.n_neurons, self.n_astrocytes, self.d_key,
-                                self.neuron_path, self.astrocyte, self.gated)
+                                self.neuron_path, self.astrocyte, self.gated,
+                                self.activity_clock)
 
     @property
     def proj_size(self) -> int:
@@ -203,6 +237,7 @@ class AMSUParams(NamedTuple):
     conv: Optional[Tensor] = None       # [conv_size, A*d_k + N] delay-line taps (row j:
                                         # lag j) over the K | V channels; None: no delay line
     gate_bias: Optional[Tensor] = None  # [A, d_k] bias b_G of the retention gate, or None
+    clock_bias: Optional[Tensor] = None  # [A] bias b_E of the activity clock, or None
 
 
 class AMSUState(NamedTuple):
@@ -213,6 +248,9 @@ class AMSUState(NamedTuple):
     t: int = 0                   # steps taken so far (rotary position of the next step)
     conv: Optional[Tensor] = None  # [B, conv_size - 1, A*d_k + N] the delay line: the last
                                    # K | V inputs, oldest first (None: conv_size = 1)
+    phase: Optional[Tensor] = None  # [B, A] float64, the activity clock: sum of a_t so far
+                                    # (None: clock="time"); float64 in every dtype, so that
+                                    # every form sums it alike and long runs keep it exact
 
 
 class AMSUOutput(NamedTuple):
@@ -237,7 +275,10 @@ def init_state(spec: AMSUSpec, batch_size: int, device=None,
     if spec.conv_size > 1:
         conv = torch.zeros(batch_size, spec.conv_size - 1, spec.d_conv, device=device,
                            dtype=dtype)
-    return AMSUState(u, H, 0, conv)
+    phase = None
+    if spec.activity_clock:
+        phase = torch.zeros(batch_size, spec.n_astrocytes, device=device, dtype=torch.float64)
+    return AMSUState(u, H, 0, conv, phase)
 
 
 def _shape(x) -> str:
@@ -246,14 +287,16 @@ def _shape(x) -> str:
 
 def check_state(state: AMSUState, spec: AMSUSpec, batch: int, like: Tensor) -> None:
     """Raise a clear error when ``state`` does not belong to this layer and input."""
-    if not isinstance(state, tuple) or len(state) not in (3, 4):
+    if not isinstance(state, tuple) or len(state) not in (3, 4, 5):
         got = type(state).__name__
         if isinstance(state, tuple):
             got += f" of {len(state)} items"
         raise TypeError(f"state must be an AMSUState(u, H, t) (and conv, the delay line, when "
-                        f"conv_size > 1; from init_state or a previous run), got {got}")
+                        f"conv_size > 1, and phase, when clock='activity'; from init_state or "
+                        f"a previous run), got {got}")
     u, H, t = state[:3]
-    conv = state[3] if len(state) == 4 else None
+    conv = state[3] if len(state) > 3 else None
+    phase = state[4] if len(state) > 4 else None
     want_u = (batch, spec.n_neurons)
     if not isinstance(u, Tensor) or tuple(u.shape) != want_u:
         raise ValueError(f"state.u must have shape {list(want_u)} [batch, n_neurons], got "
@@ -280,6 +323,20 @@ def check_state(state: AMSUState, spec: AMSUSpec, batch: int, like: Tensor) -> N
                              f"{_shape(conv) if conv is not None else None}")
     elif conv is not None:
         raise ValueError("state.conv must be None for a layer without delay line (conv_size=1)")
+    if spec.activity_clock:
+        want_p = (batch, spec.n_astrocytes)
+        if not isinstance(phase, Tensor) or tuple(phase.shape) != want_p:
+            raise ValueError(f"state.phase must have shape {list(want_p)} [batch, n_astrocytes] "
+                             "(the activity clock of clock='activity'), got "
+                             f"{_shape(phase) if phase is not None else None}")
+        if phase.dtype != torch.float64:
+            raise TypeError(f"state.phase must be float64 (the activity clock is summed in "
+                            f"double precision in every dtype), got {phase.dtype}")
+    elif phase is not None:
+        raise ValueError("state.phase must be None for a layer whose clock is time "
+                         "(clock='time')")
+    if phase is not None and phase.device != like.device:
+        raise ValueError(f"state.phase is on {phase.device} but the input is on {like.device}")
     for name, ten in (("state.u", u), ("state.H", H), ("state.conv", conv)):
         if ten is None:
             continue

@@ -1,7 +1,7 @@
 """The definition of the AM-SU: one step, in four pieces (equations: docs/model.md).
 
 * :func:`project`        ``x -> (I, k, v, q)``: the fused input projection, split by
-  ``spec.parts`` (I | K | V | Q);
+  ``spec.parts`` (I | K | V | Q, then G and E where the options need them);
 * :func:`readout`        the astrocyte's output ``g_astro * o`` from ``H^T q``
   (scaled by ``1/sqrt(d_k)``, or RMS-normalised per astrocyte with ``readout_norm="rms"``);
 * :func:`fire`           spikes of the drive ``u + o``;
@@ -10,8 +10,10 @@
 and the options of the astrocyte's input: :func:`delay_line` (``conv_size > 1``: a short
 causal filter on ``k`` and ``v``, the pre-synaptic delay line), :func:`sense`
 (``sensing="relu"`` / ``"relu2"``: non-negative ``k`` and ``q``, or their
-squares) and :func:`log_gate` (``retention`` "gated"/"selective": the input-dependent
-retention ``g_t``).
+squares), :func:`log_gate` (``retention`` "gated"/"selective": the input-dependent
+retention ``g_t``) and :func:`activity` with :func:`turn` (``clock="activity"``: the
+astrocyte's activity ``a_t``, which advances the phase that turns its keys and queries
+and scales what it writes).
 
 :func:`dynamics_step` composes them into one step from projected inputs; every other
 form (:mod:`.naive`, :mod:`.chunk`, :mod:`.decode`) computes the same numbers.
@@ -29,12 +31,12 @@ from torch import Tensor
 from astro_neuron.functional.amsu.spec import (
     READOUT_EPS, AMSUOutput, AMSUParams, AMSUSpec, AMSUState,
 )
-from astro_neuron.functional.rotary import rotary
+from astro_neuron.functional.rotary import phase_table, rotary, rotate
 from astro_neuron.functional.scan import astro_read, astro_step, leaky_step
 from astro_neuron.functional.surrogate import fire_levels
 
-__all__ = ["project", "project_all", "delay_line", "sense", "log_gate", "astro_decay", "readout",
-           "fire", "reset_membrane", "dynamics_step"]
+__all__ = ["project", "project_all", "delay_line", "sense", "log_gate", "activity", "turn",
+           "astro_decay", "readout", "fire", "reset_membrane", "dynamics_step"]
 
 
 class _LinearSplit(torch.autograd.Function):
@@ -81,8 +83,9 @@ def project(x: Tensor, p: AMSUParams, spec: AMSUSpec):
 
 
 def project_all(x: Tensor, p: AMSUParams, spec: AMSUSpec):
-    """:func:`project` and the retention gate's pre-activation: ``(I, k, v, q, z_g)``,
-    ``z_g = W_G x + b_G`` ``[..., A, d_k]`` (None unless ``spec.gated``)."""
+    """:func:`project`, the retention gate's pre-activation and the activity's:
+    ``(I, k, v, q, z_g, z_e)``, ``z_g = W_G x + b_G`` ``[..., A, d_k]`` (None unless
+    ``spec.gated``), ``z_e = W_E x + b_E`` ``[..., A]`` (None unless ``clock="activity"``)."""
     sizes = [n for _, n in spec.parts]
     if len(sizes) == 1:
         z = (F.linear(x, p.weight),)
@@ -104,7 +107,8 @@ def project_all(x: Tensor, p: AMSUParams, spec: AMSUSpec):
         q = chunks["Q"].reshape(*lead, A, spec.d_key)
     if spec.gated:
         zg = chunks["G"].reshape(*lead, A, spec.d_key) + p.gate_bias
-    return I, k, v, q, zg
+    ze = chunks["E"] + p.clock_bias if spec.activity_clock else None
+    return I, k, v, q, zg, ze
 
 
 def delay_line(k: Tensor, v: Tensor, buf: Tensor, w: Tensor, spec: AMSUSpec
@@ -147,6 +151,24 @@ def log_gate(zg: Tensor, spec: AMSUSpec) -> Tensor:
     """``log g_t = log sigmoid(z_g) / gate_temperature`` (<= 0): the log of the
     input-dependent retention (``spec.gated``)."""
     return F.logsigmoid(zg) / spec.gate_temperature
+
+
+def activity(ze: Tensor) -> Tensor:
+    """The astrocyte's activity ``a_t = softplus(z_e)`` (> 0; ``clock="activity"``): how
+    far its phase advances this step and how strongly it writes. Mamba's step size
+    ``Delta_t``, one per astrocyte."""
+    return F.softplus(ze)
+
+
+def turn(k: Tensor, q: Tensor, phase: Tensor, a: Tensor, spec: AMSUSpec
+         ) -> tuple[Tensor, Tensor]:
+    """``clock="activity"``: ``k`` and ``q`` ``[..., A, d_k]`` turned by the phase
+    ``[..., A]`` (float64; :func:`~astro_neuron.functional.rotary.phase_table`: the
+    rotary channels at frequencies ``2 pi f / n_rot``), and the key scaled by the
+    activity ``a`` ``[..., A]`` (what the astrocyte writes)."""
+    cos, sin = phase_table(phase, spec.d_key, spec.rotary_dims)
+    cos, sin = cos.to(k.dtype), sin.to(k.dtype)
+    return rotate(k, cos, sin) * a[..., None], rotate(q, cos, sin)
 
 
 def astro_decay(lg: Optional[Tensor], k: Tensor, p: AMSUParams, spec: AMSUSpec
@@ -209,21 +231,28 @@ def reset_membrane(u: Tensor, s: Tensor, threshold: Tensor, spec) -> Tensor:
 
 def dynamics_step(I: Optional[Tensor], k: Optional[Tensor], v: Optional[Tensor],
                   q: Optional[Tensor], state: AMSUState, p: AMSUParams,
-                  spec: AMSUSpec, zg: Optional[Tensor] = None) -> tuple[AMSUOutput, AMSUState]:
+                  spec: AMSUSpec, zg: Optional[Tensor] = None, ze: Optional[Tensor] = None
+                  ) -> tuple[AMSUOutput, AMSUState]:
     """One step of the unit from already-projected inputs (``[B, ...]``); ``zg``: the
-    retention gate's pre-activation (``spec.gated``)."""
+    retention gate's pre-activation (``spec.gated``); ``ze``: the activity's
+    (``clock="activity"``)."""
     if spec.neuron_path:
         u = leaky_step(state.u, I, p.beta)
     else:
         u = state.u
     H = state.H
     conv = state.conv if len(state) > 3 else None
+    phase = state.phase if len(state) > 4 else None
     if spec.astrocyte:
         if spec.conv_size > 1:
             k, v, conv = delay_line(k[None], v[None], conv, p.conv, spec)
             k, v = k[0], v[0]
         k, q = sense(k, q, spec)
-        if spec.rotary:
+        if spec.activity_clock:
+            a = activity(ze)
+            phase = phase + a.to(phase.dtype)                      # float64
+            k, q = turn(k, q, phase, a, spec)
+        elif spec.rotary:
             k = rotary(k[None], state.t, spec.rotary_base, spec.rotary_dims)[0]
             q = rotary(q[None], state.t, spec.rotary_base, spec.rotary_dims)[0]
         if spec.linear_astro:
@@ -237,4 +266,4 @@ def dynamics_step(I: Optional[Tensor], k: Optional[Tensor], v: Optional[Tensor],
         o = torch.zeros_like(u)
     s = fire(u + o, p.threshold, spec)
     u_next = reset_membrane(u, s, p.threshold, spec) if spec.neuron_path else u
-    return AMSUOutput(s, u, o), AMSUState(u_next, H, state.t + 1, conv)
+    return AMSUOutput(s, u, o), AMSUState(u_next, H, state.t + 1, conv, phase)

@@ -1,0 +1,291 @@
+"""The activity clock of the AM-SU (``clock="activity"``, docs/model.md, "Options"): a
+phase per astrocyte advanced by its activity ``a_t = softplus(W_E x_t + b_E)``, which
+turns the rotary channels of ``k`` and ``q`` at evenly spaced frequencies and scales
+what the astrocyte writes.
+
+Checked against a slow, obvious reference (the read-out written as the double sum over
+steps, ``o_t = sum_{s<=t} gamma^(t-s) (R(p_t) q_t) . (a_s R(p_s) k_s) v_s``), every form
+(loop, recurrent, chunked, the streamed step, the fused decode step, the language
+model's step and prefill) against the loop on random inputs with the other options
+(outputs, final states, gradients of every parameter and of the input; float64 and
+float32), the adapters' state handling, the frequencies' discrete Fourier property, and
+the errors where the option cannot apply.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import astro_neuron as an
+import neuromorphic as nm
+from astro_neuron.functional import amsu
+from astro_neuron.functional.amsu.decode import decode_shape, decode_step, fuse
+from astro_neuron.functional.rotary import phase_freqs, phase_table, rotate
+from astro_neuron.lm.config import AMSNetConfig
+from astro_neuron.lm.model import AMSNet
+from tolerance import RTOL, assert_close
+
+OPTIONS = [
+    dict(),
+    dict(sensing="relu", conv_size=3),
+    dict(retention="selective", readout_norm="rms"),
+    dict(retention="gated", conv_size=2, sensing="relu2", readout_norm="rms"),
+    dict(rotary_fraction=0.5),
+]
+
+
+def _id(o):
+    return ",".join(f"{k}={v}" for k, v in o.items()) or "plain"
+
+
+def _layer(dtype, d_key=8, **kw):
+    layer = an.AMSU(6, 12, n_astrocytes=3, d_key=d_key, rotary=True, clock="activity",
+                    **kw).to(dtype)
+    with torch.no_grad():              # spread the learnable scalars so each one matters
+        layer.astro_gain.uniform_(0.5, 1.5)
+        layer.log_threshold.uniform_(-0.5, 0.5)
+        layer.clock_bias.uniform_(-1.0, 1.5)
+        if layer.gate_bias is not None:
+            layer.gate_bias.uniform_(-2.0, 2.0)
+    return layer
+
+
+def _random_state(layer, B):
+    st = layer.init_state(B)
+    conv = None if st.conv is None else torch.randn_like(st.conv)
+    return an.AMSUState(torch.randn_like(st.u), torch.randn_like(st.H), 5, conv,
+                        10 * torch.rand_like(st.phase))                 # float64
+
+
+def _run_grads(layer, x, mode, st0):
+    layer.zero_grad()
+    x = x.clone().requires_grad_(True)
+    out, st = layer.run(x, st0, mode=mode)
+    g = torch.Generator().manual_seed(1)
+    loss = ((out.u + out.o) * torch.randn(out.u.shape, generator=g, dtype=x.dtype)).sum()
+    loss = loss + (st.H * torch.randn(st.H.shape, generator=g, dtype=x.dtype)).sum()
+    loss = loss + (st.phase * torch.randn(st.phase.shape, generator=g, dtype=x.dtype)).sum()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in layer.named_parameters() if p.grad is not None}
+    grads["input"] = x.grad.clone()
+    return out, st, grads
+
+
+def _reference(layer, x, st0):
+    """The read-out as the double sum over steps, from the state's phase (zero H)."""
+    spec, p = layer.spec, layer.params()
+    _, k, v, q, _, ze = amsu.project_all(x, p, spec)
+    a = torch.nn.functional.softplus(ze)                                   # (T, B, A)
+    phase = st0.phase + a.cumsum(0)
+    cos, sin = phase_table(phase, spec.d_key, spec.rotary_dims)
+    k, q = rotate(k, cos, sin) * a[..., None], rotate(q, cos, sin)
+    T = x.shape[0]
+    o = torch.zeros_like(v)
+    for t in range(T):
+        for s in range(t + 1):
+            w = (layer.gamma ** (t - s) * q[t] * k[s]).sum(-1)            # (B, A)
+            o[t] = o[t] + w[..., None] * v[s]
+    return o.flatten(-2) * p.astro_gain / math.sqrt(spec.d_key), phase[-1]
+
+
+def test_the_read_out_is_the_double_sum_over_steps():
+    torch.manual_seed(0)
+    layer = _layer(torch.float64)
+    x = torch.randn(13, 2, 6, dtype=torch.float64)
+    st0 = layer.init_state(2)
+    st0 = st0._replace(phase=3 * torch.rand_like(st0.phase))
+    o_ref, phase_ref = _reference(layer, x, st0)
+    for mode in ("loop", "chunked"):
+        out, st = layer.run(x, st0, mode=mode)
+        assert_close(out.o, o_ref, torch.float64, f"{mode} read-out")
+        assert_close(st.phase, phase_ref, torch.float64, f"{mode} phase")
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=_id)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("T,chunk,B", [(1, 64, 1), (23, 8, 2), (40, 16, 2)])
+def test_every_form_agrees_with_the_loop(options, dtype, T, chunk, B):
+    torch.manual_seed(T + B)
+    layer = _layer(dtype, chunk_size=chunk, **options)
+    x = torch.randn(T, B, 6, dtype=dtype)
+    st0 = _random_state(layer, B)
+    ref, st_ref, g_ref = _run_grads(layer, x, "loop", st0)
+    rtol = RTOL[dtype]
+    assert "clock_bias" in g_ref and float(g_ref["clock_bias"].abs().max()) > 0
+    for mode in ("recurrent", "chunked", "auto"):
+        out, st = _run_grads(layer, x, mode, st0)[:2]
+        g = _run_grads(layer, x, mode, st0)[2]
+        assert_close(out.u + out.o, ref.u + ref.o, dtype, f"{mode} drive", rtol)
+        assert_close(st.H, st_ref.H, dtype, f"{mode} final H", rtol)
+        assert_close(st.phase, st_ref.phase, dtype, f"{mode} final phase", rtol)
+        if st_ref.conv is not None:
+            assert_close(st.conv, st_ref.conv, dtype, f"{mode} final delay line", rtol)
+        assert st.t == st_ref.t == 5 + T
+        for name, gr in g_ref.items():
+            assert_close(g[name], gr, dtype, f"{mode} grad {name}", rtol * 10)
+    state, ys = st0, []                                     # the step form, streamed
+    for t in range(T):
+        o_t, state = layer.step_full(x[t], state)
+        ys.append(o_t.u + o_t.o)
+    assert_close(torch.stack(ys), ref.u + ref.o, dtype, "step drive", rtol)
+    assert_close(state.phase, st_ref.phase, dtype, "step final phase", rtol)
+    spec = layer.spec                                       # the fused decode step
+    L, shape = fuse(layer.params(), spec), decode_shape(spec)
+    u, H, ph = st0.u.clone(), st0.H.clone(), st0.phase.clone()
+    buf = None if st0.conv is None else st0.conv.clone()
+    with torch.no_grad():
+        y = torch.stack([decode_step(x[t], u, H, L, shape, None, None, buf, ph).clone()
+                         for t in range(T)])
+    assert_close(y, ref.u + ref.o, dtype, "decode drive", rtol)
+    assert_close(H, st_ref.H, dtype, "decode final H", rtol)
+    assert_close(ph, st_ref.phase, dtype, "decode final phase", rtol)
+    o1, s1 = layer.run(x[: T // 2], st0)                    # cut in two: the state carries
+    o2, _ = layer.run(x[T // 2:], s1)
+    assert_close(torch.cat([o1.o, o2.o]), ref.o, dtype, "split run", rtol * 10)
+
+
+def test_the_phase_sums_the_activity_and_the_write_is_scaled():
+    """``p_t = p_{t-1} + softplus(W_E x_t + b_E)``; a zero-activity astrocyte (a very
+    negative bias) neither writes nor turns: its state stays where it started."""
+    torch.manual_seed(2)
+    layer = _layer(torch.float64)
+    x = torch.randn(9, 2, 6, dtype=torch.float64)
+    ze = amsu.project_all(x, layer.params(), layer.spec)[5]
+    _, st = layer.run(x)
+    assert_close(st.phase, torch.nn.functional.softplus(ze).sum(0), torch.float64, "phase")
+    with torch.no_grad():
+        layer.clock_bias.fill_(-800.0)                     # softplus underflows to 0
+        layer.weight[-3:].zero_()                          # the E rows
+    st0 = _random_state(layer, 2)
+    _, st = layer.run(x, st0)
+    assert torch.equal(st.phase, st0.phase)
+    assert_close(st.H, st0.H * layer.gamma[..., None] ** 9, torch.float64, "no write")
+
+
+def test_the_clock_step_sets_the_starting_activity():
+    layer = an.AMSU(6, 12, n_astrocytes=3, d_key=8, rotary=True, clock="activity",
+                    clock_step=0.01)
+    assert_close(torch.nn.functional.softplus(layer.clock_bias.detach().double()),
+                 torch.full((3,), 0.01, dtype=torch.float64), torch.float32, "clock step")
+
+
+@pytest.mark.parametrize("n_rot", [4, 8, 32])
+def test_frequencies_put_whole_phase_steps_on_a_fourier_basis(n_rot):
+    """Pair ``f`` turns by ``2 pi f / n_rot`` a unit of phase: summed over the pairs,
+    ``cos(omega m)`` is ``n_rot/2`` at ``m = 0``, 0 at even and 1 at odd ``m`` in
+    ``(0, n_rot)`` (the Dirichlet kernel); pairs past ``n_rot`` do not turn."""
+    w = phase_freqs(n_rot + 4, n_rot)
+    assert torch.equal(w[n_rot // 2:], torch.zeros(2, dtype=torch.float64))
+    assert_close(w[:n_rot // 2], torch.arange(n_rot // 2) * 2 * math.pi / n_rot)
+    for m in range(n_rot):
+        got = float(torch.cos(w[:n_rot // 2] * m).sum())
+        want = n_rot / 2 if m == 0 else (0.0 if m % 2 == 0 else 1.0)
+        assert abs(got - want) < 1e-9, (m, got)
+
+
+def test_time_is_the_default_and_the_option_adds_rows_and_state():
+    plain = an.AMSU(6, 12, n_astrocytes=3, d_key=8, rotary=True)
+    assert plain.spec.clock == "time" and plain.clock_bias is None
+    assert plain.init_state(2).phase is None
+    assert [n for n, _ in plain.spec.parts] == ["I", "K", "V", "Q"]
+    layer = an.AMSU(6, 12, n_astrocytes=3, d_key=8, rotary=True, clock="activity")
+    assert [n for n, _ in layer.spec.parts] == ["I", "K", "V", "Q", "E"]
+    assert layer.weight.shape[0] == plain.weight.shape[0] + 3
+    assert layer.init_state(2).phase.shape == (2, 3)
+    assert "clock='activity'" in repr(layer)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(clock="activity"), "clock='activity' turns the rotary channels"),
+    (dict(clock="activity", rotary=True, rotary_fraction=0.25), "leaves 2 of d_key=8"),
+    (dict(clock="activity", rotary=True, astrocyte=False), "astrocyte=False"),
+    (dict(clock="activity", rotary=True, astro_model="li-rinzel"), "li-rinzel"),
+    (dict(clock="space", rotary=True), "clock"),
+    (dict(clock="activity", rotary=True, clock_step=0.0), "clock_step"),
+])
+def test_errors_where_the_option_cannot_apply(kw, match):
+    with pytest.raises(ValueError, match=match):
+        an.AMSU(6, 12, n_astrocytes=3, d_key=8, **kw)
+
+
+def test_state_errors_name_the_phase():
+    layer = an.AMSU(6, 12, n_astrocytes=3, d_key=8, rotary=True, clock="activity")
+    st = layer.init_state(2)
+    x = torch.randn(4, 2, 6)
+    with pytest.raises(ValueError, match=r"state.phase must have shape \[2, 3\]"):
+        layer.run(x, an.AMSUState(st.u, st.H, 0, None))
+    with pytest.raises(ValueError, match=r"state.phase must have shape"):
+        layer.run(x, st._replace(phase=torch.zeros(2, 4)))
+    plain = an.AMSU(6, 12, n_astrocytes=3, d_key=8, rotary=True)
+    with pytest.raises(ValueError, match="state.phase must be None"):
+        plain.run(x, plain.init_state(2)._replace(phase=torch.zeros(2, 3)))
+    with pytest.raises(TypeError, match="state.phase must be float64"):
+        layer.run(x, st._replace(phase=torch.zeros(2, 3)))
+    with an.validation(True), pytest.raises(ValueError, match="state.phase"):
+        layer.run(x, st._replace(phase=torch.full((2, 3), float("nan"), dtype=torch.float64)))
+
+
+def test_the_integer_export_refuses_the_option_by_name():
+    m = an.AMSU(6, 8, n_astrocytes=2, d_key=4, rotary=True, clock="activity")
+    with pytest.raises(ValueError, match="clock='activity'.*no integer form"):
+        nm.quantize(m, calibration=torch.rand(10, 3, 6))
+
+
+def test_spikingjelly_steps_and_sequence_carry_the_phase():
+    pytest.importorskip("spikingjelly")
+    from spikingjelly.activation_based import functional as sjf
+
+    from astro_neuron.integrations.spikingjelly import AMSUNode
+    torch.manual_seed(3)
+    kw = dict(rotary=True, clock="activity", conv_size=2)
+    node_s = AMSUNode(6, 12, 3, 8, step_mode="s", **kw).double()
+    node_m = AMSUNode.from_amsu(node_s.amsu, step_mode="m")
+    x = torch.randn(7, 2, 6, dtype=torch.float64)
+    ys = torch.stack([node_s(x[t]) for t in range(7)])
+    ym = node_m(x)
+    assert torch.equal(ys, ym) or float((ys - ym).abs().max()) == 0.0
+    assert_close(node_s.phase, node_m.phase, torch.float64, "phase memory")
+    sjf.reset_net(node_m)
+    assert node_m.phase is None
+
+
+def test_snntorch_cell_moves_and_detaches_the_phase():
+    from astro_neuron.integrations.snntorch import AstroLeaky
+    cell = AstroLeaky(6, 12, n_astrocytes=3, d_key=8, rotary=True, clock="activity",
+                      init_hidden=True)
+    x = torch.randn(5, 2, 6)
+    cell.forward_sequence(x)
+    assert cell.state.phase.shape == (2, 3) and cell.state.phase.requires_grad
+    cell.detach_hidden()
+    assert not cell.state.phase.requires_grad
+    cell.double()
+    assert cell.state.phase.dtype == torch.float64
+
+
+def test_language_model_step_and_prefill_agree_with_the_parallel_form():
+    torch.manual_seed(4)
+    cfg = AMSNetConfig(vocab_size=64, block_size=64, n_layer=2, n_head=2, d_model=32,
+                       clock="activity", astro_gain=1.0, spiking=False, conv_size=3)
+    m = AMSNet(cfg).double()
+    x = torch.randint(0, 64, (3, 30))
+    ref, _ = m(x)
+    cache = m.init_cache(3)
+    steps = torch.stack([m.step(x[:, t], cache)[0] for t in range(30)], 1)
+    assert_close(steps, ref, torch.float64, "step logits")
+    _, cache = m.prefill(x[:, :20])
+    assert all(p.shape == (3, 2) for p in cache.phase)
+    rest = torch.stack([m.step(x[:, t], cache)[0] for t in range(20, 30)], 1)
+    assert_close(rest, ref[:, 20:], torch.float64, "prefill + step logits")
+
+
+def test_language_model_config_checks_the_clock():
+    with pytest.raises(ValueError, match="clock"):
+        AMSNetConfig(clock="space")
+    with pytest.raises(ValueError, match="clock='activity'"):
+        AMSNetConfig(arch="transformer", clock="activity")
+    with pytest.raises(ValueError, match="leaves 0"):
+        AMSNet(AMSNetConfig(vocab_size=64, n_layer=1, n_head=2, d_model=32,
+                            clock="activity", rotary_fraction=0.0))
