@@ -4,12 +4,11 @@ turns the rotary channels of ``k`` and ``q`` at evenly spaced frequencies and sc
 what the astrocyte writes.
 
 Checked against a slow, obvious reference (the read-out written as the double sum over
-steps, ``o_t = sum_{s<=t} gamma^(t-s) (R(p_t) q_t) . (a_s R(p_s) k_s) v_s``), every form
-(loop, recurrent, chunked, the streamed step, the fused decode step, the language
-model's step and prefill) against the loop on random inputs with the other options
-(outputs, final states, gradients of every parameter and of the input; float64 and
-float32), the adapters' state handling, the frequencies' discrete Fourier property, and
-the errors where the option cannot apply.
+steps, ``o_t = sum_{s<=t} gamma^(t-s) (R(p_t) q_t) . (a_s R(p_s) k_s) v_s``), the
+language model's step and prefill against its parallel form, the adapters' state
+handling, the frequencies' discrete Fourier property, and the errors where the option
+cannot apply. Every form of the unit against the loop with the other options (outputs,
+final states, gradients; float64 and float32): ``OPTIONS`` of test_core_options.py.
 """
 
 from __future__ import annotations
@@ -22,24 +21,10 @@ import torch
 import astro_neuron as an
 import neuromorphic as nm
 from astro_neuron.functional import amsu
-from astro_neuron.functional.amsu.decode import decode_shape, decode_step, fuse
 from astro_neuron.functional.rotary import phase_freqs, phase_table, rotate
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import AMSNet
-from tolerance import RTOL, assert_close
-
-OPTIONS = [
-    dict(),
-    dict(sensing="relu", conv_size=3),
-    dict(retention="selective", readout_norm="rms"),
-    dict(retention="gated", conv_size=2, sensing="relu2", readout_norm="rms"),
-    dict(rotary_fraction=0.5),
-]
-
-
-def _id(o):
-    return ",".join(f"{k}={v}" for k, v in o.items()) or "plain"
-
+from tolerance import assert_close
 
 def _layer(dtype, d_key=8, **kw):
     layer = an.AMSU(6, 12, n_astrocytes=3, d_key=d_key, rotary=True, clock="activity",
@@ -60,20 +45,6 @@ def _random_state(layer, B):
                         10 * torch.rand_like(st.phase))                 # float64
 
 
-def _run_grads(layer, x, mode, st0):
-    layer.zero_grad()
-    x = x.clone().requires_grad_(True)
-    out, st = layer.run(x, st0, mode=mode)
-    g = torch.Generator().manual_seed(1)
-    loss = ((out.u + out.o) * torch.randn(out.u.shape, generator=g, dtype=x.dtype)).sum()
-    loss = loss + (st.H * torch.randn(st.H.shape, generator=g, dtype=x.dtype)).sum()
-    loss = loss + (st.phase * torch.randn(st.phase.shape, generator=g, dtype=x.dtype)).sum()
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in layer.named_parameters() if p.grad is not None}
-    grads["input"] = x.grad.clone()
-    return out, st, grads
-
-
 def _reference(layer, x, st0):
     """The read-out as the double sum over steps, from the state's phase (zero H)."""
     spec, p = layer.spec, layer.params()
@@ -91,9 +62,11 @@ def _reference(layer, x, st0):
     return o.flatten(-2) * p.astro_gain / math.sqrt(spec.d_key), phase[-1]
 
 
-def test_the_read_out_is_the_double_sum_over_steps():
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_the_read_out_is_the_double_sum_over_steps(fraction):
+    """Also: the activity's bias gets a gradient through the phase and the write."""
     torch.manual_seed(0)
-    layer = _layer(torch.float64)
+    layer = _layer(torch.float64, rotary_fraction=fraction)
     x = torch.randn(13, 2, 6, dtype=torch.float64)
     st0 = layer.init_state(2)
     st0 = st0._replace(phase=3 * torch.rand_like(st0.phase))
@@ -102,49 +75,9 @@ def test_the_read_out_is_the_double_sum_over_steps():
         out, st = layer.run(x, st0, mode=mode)
         assert_close(out.o, o_ref, torch.float64, f"{mode} read-out")
         assert_close(st.phase, phase_ref, torch.float64, f"{mode} phase")
-
-
-@pytest.mark.parametrize("options", OPTIONS, ids=_id)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("T,chunk,B", [(1, 64, 1), (23, 8, 2), (40, 16, 2)])
-def test_every_form_agrees_with_the_loop(options, dtype, T, chunk, B):
-    torch.manual_seed(T + B)
-    layer = _layer(dtype, chunk_size=chunk, **options)
-    x = torch.randn(T, B, 6, dtype=dtype)
-    st0 = _random_state(layer, B)
-    ref, st_ref, g_ref = _run_grads(layer, x, "loop", st0)
-    rtol = RTOL[dtype]
-    assert "clock_bias" in g_ref and float(g_ref["clock_bias"].abs().max()) > 0
-    for mode in ("recurrent", "chunked", "auto"):
-        out, st = _run_grads(layer, x, mode, st0)[:2]
-        g = _run_grads(layer, x, mode, st0)[2]
-        assert_close(out.u + out.o, ref.u + ref.o, dtype, f"{mode} drive", rtol)
-        assert_close(st.H, st_ref.H, dtype, f"{mode} final H", rtol)
-        assert_close(st.phase, st_ref.phase, dtype, f"{mode} final phase", rtol)
-        if st_ref.conv is not None:
-            assert_close(st.conv, st_ref.conv, dtype, f"{mode} final delay line", rtol)
-        assert st.t == st_ref.t == 5 + T
-        for name, gr in g_ref.items():
-            assert_close(g[name], gr, dtype, f"{mode} grad {name}", rtol * 10)
-    state, ys = st0, []                                     # the step form, streamed
-    for t in range(T):
-        o_t, state = layer.step_full(x[t], state)
-        ys.append(o_t.u + o_t.o)
-    assert_close(torch.stack(ys), ref.u + ref.o, dtype, "step drive", rtol)
-    assert_close(state.phase, st_ref.phase, dtype, "step final phase", rtol)
-    spec = layer.spec                                       # the fused decode step
-    L, shape = fuse(layer.params(), spec), decode_shape(spec)
-    u, H, ph = st0.u.clone(), st0.H.clone(), st0.phase.clone()
-    buf = None if st0.conv is None else st0.conv.clone()
-    with torch.no_grad():
-        y = torch.stack([decode_step(x[t], u, H, L, shape, None, None, buf, ph).clone()
-                         for t in range(T)])
-    assert_close(y, ref.u + ref.o, dtype, "decode drive", rtol)
-    assert_close(H, st_ref.H, dtype, "decode final H", rtol)
-    assert_close(ph, st_ref.phase, dtype, "decode final phase", rtol)
-    o1, s1 = layer.run(x[: T // 2], st0)                    # cut in two: the state carries
-    o2, _ = layer.run(x[T // 2:], s1)
-    assert_close(torch.cat([o1.o, o2.o]), ref.o, dtype, "split run", rtol * 10)
+    layer.zero_grad()
+    layer.run(x, st0)[0].o.square().sum().backward()
+    assert float(layer.clock_bias.grad.abs().min()) > 0
 
 
 def test_the_phase_sums_the_activity_and_the_write_is_scaled():

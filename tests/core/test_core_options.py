@@ -18,9 +18,9 @@ import torch
 
 import astro_neuron as an
 from astro_neuron.functional import amsu
-from astro_neuron.functional.amsu.decode import decode_shape, decode_step, fuse, rotary_rows
 from astro_neuron.functional.rotary import rotary as rotary_positions
 from astro_neuron.functional.scan import astro_gated_chunked, astro_gated_loop, astro_loop
+from forms import decode_run
 from tolerance import RTOL, assert_close
 
 OPTIONS = [
@@ -32,6 +32,11 @@ OPTIONS = [
     dict(sensing="relu", conv_size=3, retention="selective"),
     dict(sensing="relu2"),
     dict(sensing="relu2", conv_size=2, retention="gated", readout_norm="rms"),
+    # the activity clock (more of its tests: test_core_activity_clock.py)
+    dict(clock="activity"),
+    dict(clock="activity", sensing="relu", conv_size=3),
+    dict(clock="activity", retention="selective", readout_norm="rms"),
+    dict(clock="activity", retention="gated", conv_size=2, sensing="relu2", readout_norm="rms"),
 ]
 
 
@@ -47,13 +52,16 @@ def _layer(dtype, **kw):
         layer.log_tau_mem.uniform_(0.0, 2.0)
         if layer.gate_bias is not None:
             layer.gate_bias.uniform_(-2.0, 2.0)
+        if layer.clock_bias is not None:
+            layer.clock_bias.uniform_(-1.0, 1.5)
     return layer
 
 
 def _random_state(layer, B, dtype):
     st = layer.init_state(B)
     conv = None if st.conv is None else torch.randn_like(st.conv)
-    return an.AMSUState(torch.randn_like(st.u), torch.randn_like(st.H), 5, conv)
+    phase = None if st.phase is None else 10 * torch.rand_like(st.phase)    # float64
+    return an.AMSUState(torch.randn_like(st.u), torch.randn_like(st.H), 5, conv, phase)
 
 
 def _run_grads(layer, x, mode, st0):
@@ -65,23 +73,13 @@ def _run_grads(layer, x, mode, st0):
     loss = loss + (st.H * torch.randn(st.H.shape, generator=g, dtype=x.dtype)).sum()
     if st.conv is not None:
         loss = loss + (st.conv * torch.randn(st.conv.shape, generator=g, dtype=x.dtype)).sum()
+    if st.phase is not None:
+        loss = loss + (st.phase * torch.randn(st.phase.shape, generator=g,
+                                              dtype=st.phase.dtype)).sum()
     loss.backward()
     grads = {n: p.grad.clone() for n, p in layer.named_parameters() if p.grad is not None}
     grads["input"] = x.grad.clone()
     return out, st, grads
-
-
-def _decode(layer, x, st0):
-    spec = layer.spec
-    L, k = fuse(layer.params(), spec), decode_shape(spec)
-    u, H = st0.u.clone(), st0.H.clone()
-    buf = None if st0.conv is None else st0.conv.clone()
-    T = x.shape[0]
-    C, S = rotary_rows(torch.arange(st0.t, st0.t + T), spec.d_key, spec.rotary_base,
-                       x.dtype, spec.rotary_dims)
-    with torch.no_grad():
-        ys = [decode_step(x[t], u, H, L, k, C[t], S[t], buf).clone() for t in range(T)]
-    return torch.stack(ys), u, H, buf
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=_id)
@@ -100,6 +98,8 @@ def test_option_every_form_agrees_with_the_loop(options, dtype, T, chunk, B):
         assert_close(st.H, st_ref.H, dtype, f"{mode} final H", rtol)
         if st_ref.conv is not None:
             assert_close(st.conv, st_ref.conv, dtype, f"{mode} final delay line", rtol)
+        if st_ref.phase is not None:
+            assert_close(st.phase, st_ref.phase, dtype, f"{mode} final phase", rtol)
         assert st.t == st_ref.t == 5 + T
         for name, gr in g_ref.items():
             assert_close(g[name], gr, dtype, f"{mode} grad {name}", rtol * 10)
@@ -109,11 +109,13 @@ def test_option_every_form_agrees_with_the_loop(options, dtype, T, chunk, B):
         ys.append(o_t.u + o_t.o)
     assert_close(torch.stack(ys), ref.u + ref.o, dtype, "step drive", rtol)
     assert_close(state.H, st_ref.H, dtype, "step final H", rtol)
-    y, u_T, H_T, buf = _decode(layer, x.detach(), st0)     # the fused decode step
+    y, st_dec = decode_run(layer, x.detach(), st0, full=True)   # the fused decode step
     assert_close(y, ref.u + ref.o, dtype, "decode drive", rtol)
-    assert_close(H_T, st_ref.H, dtype, "decode final H", rtol)
-    if buf is not None:
-        assert_close(buf, st_ref.conv, dtype, "decode final delay line", rtol)
+    assert_close(st_dec.H, st_ref.H, dtype, "decode final H", rtol)
+    if st_dec.conv is not None:
+        assert_close(st_dec.conv, st_ref.conv, dtype, "decode final delay line", rtol)
+    if st_dec.phase is not None:
+        assert_close(st_dec.phase, st_ref.phase, dtype, "decode final phase", rtol)
     # the sequence cut in two runs gives the same as one run (state carried)
     o1, s1 = layer.run(x[: T // 2], st0)
     o2, s2 = layer.run(x[T // 2:], s1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from astro_neuron.functional.amsu import AMSUState
 from astro_neuron.functional.amsu.decode import decode_shape, decode_step, fuse, rotary_rows
 
 
@@ -46,14 +47,18 @@ def lif_run_with_grads(layer, x, mode, u0=None):
     return (s, u, u_T), grads
 
 
-def decode_run(layer, x, state):
+def decode_run(layer, x, state, full=False):
     """The fused decode form of an :class:`astro_neuron.AMSU` over ``x`` ``[T, B, in]``
     from ``state``: one :func:`~astro_neuron.functional.amsu.decode.decode_step` per
-    step (in place on copies of the state). Returns ``(drive y [T, B, N], u_T, H_T)``."""
+    step (in place on copies of the state, the delay line and the activity clock
+    included). Returns ``(drive y [T, B, N], u_T, H_T)``, or with ``full`` ``(y, final
+    AMSUState)``."""
     spec = layer.spec
     L, k = fuse(layer.params(), spec), decode_shape(spec)
     u = state.u.clone()
     H = None if state.H is None else state.H.clone()
+    buf = None if state.conv is None else state.conv.clone()
+    phase = None if state.phase is None else state.phase.clone()
     T = x.shape[0]
     C = S = None
     if spec.rotary:
@@ -63,5 +68,7 @@ def decode_run(layer, x, state):
     with torch.no_grad():
         for t in range(T):
             rows = (None, None) if C is None else (C[t], S[t])
-            ys.append(decode_step(x[t], u, H, L, k, *rows).clone())
+            ys.append(decode_step(x[t], u, H, L, k, *rows, buf, phase).clone())
+    if full:
+        return torch.stack(ys), AMSUState(u, H, state.t + T, buf, phase)
     return torch.stack(ys), u, H
