@@ -183,6 +183,9 @@ def test_spikingjelly_steps_and_sequence_carry_the_phase():
     assert_close(node_s.phase, node_m.phase, torch.float64, "phase memory")
     sjf.reset_net(node_m)
     assert node_m.phase is None
+    line = AMSUNode.from_amsu(an.AMSU(6, 12, 3, 8, conv_size=3), step_mode="m")
+    assert line(torch.randn(5, 2, 6)).shape == (5, 2, 12)   # the delay line alone: 4 memories
+    assert line.conv.shape == (2, 2, 3 * 8 + 12)
 
 
 def test_snntorch_cell_moves_and_detaches_the_phase():
