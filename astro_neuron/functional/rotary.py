@@ -94,13 +94,15 @@ def phase_freqs(dim: int, n_rot: int, device=None) -> Tensor:
     return torch.where(f < n_rot // 2, f * (2 * math.pi / n_rot), torch.zeros_like(f))
 
 
-def phase_table(phase: Tensor, dim: int, n_rot: int) -> tuple[Tensor, Tensor]:
+def phase_table(phase: Tensor, dim: int, n_rot: int, dtype: Optional[torch.dtype] = None
+                ) -> tuple[Tensor, Tensor]:
     """``cos``, ``sin`` ``[*phase.shape, dim/2]`` of the phases ``phase`` (any shape, any
     floating dtype, differentiable) at the frequencies of :func:`phase_freqs`; the angles
-    in float64, the tables in ``phase.dtype``. :func:`rotate` a ``[..., dim]`` tensor with
-    them (the gradient reaches ``phase`` through the tables)."""
+    in float64, the tables in ``dtype`` (default ``phase.dtype``). :func:`rotate` a
+    ``[..., dim]`` tensor with them (the gradient reaches ``phase`` through the tables)."""
+    dtype = dtype or phase.dtype
     ang = phase.to(torch.float64)[..., None] * phase_freqs(dim, n_rot, phase.device)
-    return torch.cos(ang).to(phase.dtype), torch.sin(ang).to(phase.dtype)
+    return torch.cos(ang).to(dtype), torch.sin(ang).to(dtype)
 
 
 class _Rotate(torch.autograd.Function):

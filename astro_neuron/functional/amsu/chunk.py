@@ -55,12 +55,13 @@ def amsu_chunked(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, spec:
         if spec.conv_size > 1 and x_seq.shape[0]:
             k, v, conv = delay_line(k, v, conv, p.conv, spec)
         k, q = sense(k, q, spec)
-        if spec.activity_clock and x_seq.shape[0]:
-            a = activity(ze)                 # the phase summed from the state's, in order
-            ph = torch.cat([phase[None], a.to(phase.dtype)]).cumsum(0)[1:]    # float64
-            k, q = turn(k, q, ph, a, spec)
-            phase = ph[-1]
-        elif spec.rotary and not spec.activity_clock:
+        if spec.activity_clock:
+            if x_seq.shape[0]:               # the phase summed from the state's, in order
+                a = activity(ze)
+                ph = torch.cat([phase[None], a.to(phase.dtype)]).cumsum(0)[1:]  # float64
+                k, q = turn(k, q, ph, a, spec)
+                phase = ph[-1]
+        elif spec.rotary:
             if spec.rotary_dims:             # one table for keys and queries
                 cos, sin = rotary_table(state.t, k.shape, spec.rotary_base,
                                         spec.rotary_dims, k.dtype, k.device)

@@ -158,20 +158,22 @@ def decode_step(x: Tensor, u: Tensor, H: Optional[Tensor], L: DecodeTensors, k: 
     if k.clock:                                                    # the activity clock
         a = F.softplus(z[:, -k.A:] + L.clock_b)                    # (B, A), E rows last
         phase.add_(a.to(phase.dtype))                              # float64
-        cos, sin = (c.to(a.dtype) for c in phase_table(phase, k.dk, k.n_rot))  # (B, A, d_k/2)
+        cos, sin = phase_table(phase, k.dk, k.n_rot, a.dtype)      # (B, A, d_k/2)
         C, S = torch.cat([cos, cos], -1)[:, None], torch.cat([-sin, sin], -1)[:, None]
     if C is not None:                                              # rotary at position t
         swapped = kq.view(B, 2, k.A, 2, k.dk // 2).flip(3).view(B, 2, k.A, k.dk)
         kq = torch.addcmul(kq * C, swapped, S)
-    if k.clock:                                                    # the write scaled by a_t
-        kq = torch.stack([kq[:, 0] * a[..., None], kq[:, 1]], 1)
+    kw = kq[:, 0]                                                  # the key written
+    if k.clock:                                                    # scaled by a_t
+        kw = kw * a[..., None]
     if k.gated:                                                    # retention gamma * g_t
         g0 = k.kq0 + 2 * nk
         lg = F.logsigmoid(z[:, g0:g0 + nk].view(B, k.A, k.dk) + L.gate_b) / k.gate_temp
-        kw = kq[:, 0] * -torch.expm1(lg) if k.gated == 2 else kq[:, 0]
+        if k.gated == 2:                                           # selective: (1 - g_t) k
+            kw = kw * -torch.expm1(lg)
         H.mul_(L.gamma * torch.exp(lg).unsqueeze(-1)).addcmul_(kw.unsqueeze(-1), v)
     else:
-        H.mul_(L.gamma).addcmul_(kq[:, 0].unsqueeze(-1), v)        # H = diag(g) H + k v^T
+        H.mul_(L.gamma).addcmul_(kw.unsqueeze(-1), v)              # H = diag(g) H + k v^T
     q = kq[:, 1].reshape(B * k.A, 1, k.dk)
     o = torch.bmm(q, H.view(B * k.A, k.dk, k.dv))                  # H^T q (B A, 1, d_v)
     if k.rms:

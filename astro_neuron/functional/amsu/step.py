@@ -166,8 +166,7 @@ def turn(k: Tensor, q: Tensor, phase: Tensor, a: Tensor, spec: AMSUSpec
     ``[..., A]`` (float64; :func:`~astro_neuron.functional.rotary.phase_table`: the
     rotary channels at frequencies ``2 pi f / n_rot``), and the key scaled by the
     activity ``a`` ``[..., A]`` (what the astrocyte writes)."""
-    cos, sin = phase_table(phase, spec.d_key, spec.rotary_dims)
-    cos, sin = cos.to(k.dtype), sin.to(k.dtype)
+    cos, sin = phase_table(phase, spec.d_key, spec.rotary_dims, k.dtype)
     return rotate(k, cos, sin) * a[..., None], rotate(q, cos, sin)
 
 
