@@ -1,23 +1,16 @@
 """scripts/probe_copy_curriculum.py: the miss breakdown docs/memory.md quotes, and the
 two-stage run (seconds, tiny settings)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
+from script_modules import load_script
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location(
-        "probe_copy_curriculum", ROOT / "scripts" / "probe_copy_curriculum.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("probe_copy_curriculum")
 
 
 def test_misses_counts_places_data_tokens_and_neighbours(probe):

@@ -2,26 +2,19 @@
 clock's starting step, the tick rates docs/memory.md quotes) and a tiny run's JSON line
 (seconds, tiny settings)."""
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[2]
+from script_modules import ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location(
-        "probe_event_clock", ROOT / "scripts" / "probe_event_clock.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("probe_event_clock")
 
 
 def _capture_phase(model, idx):
