@@ -125,8 +125,11 @@ class AMSU(nn.Module):
             positions; what the astrocyte senses is non-negative, as a transmitter
             concentration is (the feature map of linear attention; docs/model.md), or
             ``"relu2"``: their squares, a cooperative (Hill coefficient 2) response whose
-            sharper kernel keeps different keys apart (docs/memory.md). ``"relu2"`` has
-            no integer export (a clear error).
+            sharper kernel keeps different keys apart (docs/memory.md), or
+            ``"relu-key"``: ``k <- max(k, 0)`` alone, the query signed, so that with
+            rotary channels a key and a query can be any angle apart (docs/memory.md,
+            the activity clock). ``"relu-key"`` is not in the integer export yet (a
+            clear error naming it).
         gate_bias: initial ``b_G``; larger keeps more at the start
             (``g = sigmoid(b) ** (1/temperature)``).
         clock: what turns the rotary channels of ``k`` and ``q`` (needs ``rotary=True``):

@@ -77,7 +77,8 @@ class AMSNetConfig:
     gate_temperature: float = 16.0  # temperature of the retention gate
     gate_bias: float = 0.0          # initial bias of the retention gate
     sensing: str = "identity"       # what the astrocyte senses: "identity" (the paper),
-                                    # "relu" (non-negative k, q) or "relu2" (their squares;
+                                    # "relu" (non-negative k, q), "relu2" (their squares)
+                                    # or "relu-key" (non-negative k, signed q;
                                     # docs/model.md, docs/memory.md)
     clock: str = "time"             # what turns the astrocyte's rotary channels: "time"
                                     # (the step count) or "activity" (a phase its activity

@@ -152,6 +152,9 @@ def amsnet_ops(model: LanguageModel, amsu_spikes: list[Tensor], ffn_spikes: list
             if spec.sensing == "relu":
                 out.append(LayerOps(p + "amsu.sensing", add=2 * A * dk,
                                     note="max(k, 0), max(q, 0): one comparison each"))
+            elif spec.sensing == "relu-key":
+                out.append(LayerOps(p + "amsu.sensing", add=A * dk,
+                                    note="max(k, 0): one comparison each"))
             elif spec.sensing == "relu2":
                 out.append(LayerOps(p + "amsu.sensing", mac=2 * A * dk, add=2 * A * dk,
                                     note="max(k, 0)^2, max(q, 0)^2: a comparison and "

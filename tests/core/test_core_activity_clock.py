@@ -201,10 +201,12 @@ def test_snntorch_cell_moves_and_detaches_the_phase():
     assert cell.state.phase.dtype == torch.float64
 
 
-def test_language_model_step_and_prefill_agree_with_the_parallel_form():
+@pytest.mark.parametrize("sensing", ["identity", "relu-key"])
+def test_language_model_step_and_prefill_agree_with_the_parallel_form(sensing):
     torch.manual_seed(4)
     cfg = AMSNetConfig(vocab_size=64, block_size=64, n_layer=2, n_head=2, d_model=32,
-                       clock="activity", astro_gain=1.0, spiking=False, conv_size=3)
+                       clock="activity", astro_gain=1.0, spiking=False, conv_size=3,
+                       sensing=sensing)
     m = AMSNet(cfg).double()
     x = torch.randint(0, 64, (3, 30))
     ref, _ = m(x)

@@ -1,7 +1,8 @@
 """The options of the AM-SU added for long-range memory (docs/model.md, "Options"):
 the pre-synaptic delay line (``conv_size``), the input-dependent retention
 (``retention="gated"`` / ``"selective"``) and the RetNet decay initialisation
-(``tau_astro="retnet"``) and the non-negative sensing (``sensing="relu"``, ``"relu2"``).
+(``tau_astro="retnet"``) and the non-negative sensing (``sensing="relu"``, ``"relu2"``,
+``"relu-key"``).
 Every form (loop, recurrent, chunked, the streamed step, the fused decode step)
 against the loop of steps on random inputs: outputs, final states (the delay line
 included), gradients of every parameter and of the input; float32 and float64. Plus
@@ -32,11 +33,15 @@ OPTIONS = [
     dict(sensing="relu", conv_size=3, retention="selective"),
     dict(sensing="relu2"),
     dict(sensing="relu2", conv_size=2, retention="gated", readout_norm="rms"),
+    dict(sensing="relu-key"),
+    dict(sensing="relu-key", conv_size=3, retention="selective", readout_norm="rms"),
     # the activity clock (more of its tests: test_core_activity_clock.py)
     dict(clock="activity"),
     dict(clock="activity", sensing="relu", conv_size=3),
     dict(clock="activity", retention="selective", readout_norm="rms"),
     dict(clock="activity", retention="gated", conv_size=2, sensing="relu2", readout_norm="rms"),
+    dict(clock="activity", sensing="relu-key"),
+    dict(clock="activity", sensing="relu-key", conv_size=2, retention="gated"),
 ]
 
 
@@ -176,6 +181,38 @@ def test_relu_sensing_is_the_astrocyte_fed_max_k_0_and_max_q_0(rotary):
     assert not torch.allclose(out.o, a.run(x, mode="loop")[0].o)  # the option acts
 
 
+@pytest.mark.parametrize("rotary", [False, True])
+def test_relu_key_sensing_clamps_the_key_alone(rotary):
+    """sensing="relu-key": the paper's astrocyte fed max(k, 0) and the signed q (after
+    the delay line, before the rotary positions). With rotary channels a non-negative
+    key and a non-negative query are at most a quarter turn apart within a pair; a
+    signed query is not: some pair of the read-out is more than a quarter turn from
+    every key (what "relu" cannot do)."""
+    torch.manual_seed(2)
+    kw = dict(n_astrocytes=2, d_key=4, conv_size=2, rotary=rotary)
+    a = an.AMSU(5, 8, **kw).double()
+    b = an.AMSU(5, 8, sensing="relu-key", **kw).double()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(11, 3, 5, dtype=torch.float64)
+    _, k, v, q = amsu.project(x, a.params(), a.spec)
+    k, v, _ = amsu.delay_line(k, v, a.init_state(3).conv, a.conv, a.spec)
+    k = k.clamp(min=0)
+    assert (k == 0).any() and (k > 0).any() and (q < 0).any()
+    # within a pair (channel c and c + d_k/2), the angle between key and query
+    ang = lambda z: torch.atan2(z[..., 2:], z[..., :2])      # noqa: E731
+    gap = (ang(q)[:, None] - ang(k)[None]).remainder(2 * math.pi)
+    gap = torch.minimum(gap, 2 * math.pi - gap)
+    assert bool((gap > math.pi / 2 + 0.1).any())
+    if rotary:
+        k, q = rotary_positions(k, 0, 10000.0, 4), rotary_positions(q, 0, 10000.0, 4)
+    o_ref, _ = astro_loop(q, k, v, b.gamma)
+    out, _ = b.run(x, mode="loop")
+    assert_close(out.o, o_ref.flatten(-2) * b.astro_gain / 2, torch.float64, "relu-key")
+    for other in (a, an.AMSU(5, 8, sensing="relu", **kw).double()):
+        other.load_state_dict(a.state_dict())
+        assert not torch.allclose(out.o, other.run(x, mode="loop")[0].o)  # it differs
+
+
 @pytest.mark.parametrize("worst", [0.05, 3.0, 80.0])
 def test_gated_scan_is_finite_and_exact_where_a_factorisation_would_overflow(worst):
     """Log-decays down to -``worst`` per step for 1,000 steps in float32 (-80: a gate
@@ -253,6 +290,7 @@ def test_retnet_decay_init():
     (dict(conv_size=2, astrocyte=False), "astrocyte=False"),
     (dict(sensing="softplus"), "sensing"),
     (dict(sensing="relu", astrocyte=False), "sensing='relu'.*astrocyte=False"),
+    (dict(sensing="relu-key", astrocyte=False), "sensing='relu-key'.*astrocyte=False"),
     (dict(retention="gated", astro_model="li_rinzel"), "linear astrocyte"),
 ])
 def test_option_errors(kw, match):

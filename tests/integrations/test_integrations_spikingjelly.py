@@ -35,6 +35,7 @@ CONFIGS = {
     # the memory options: relu sensing and the delay line (a 4th state, the line)
     "relu_line": {"sensing": "relu", "conv_size": 3, "rotary": True},
     "relu2": {"sensing": "relu2", "rotary": True},
+    "relu_key": {"sensing": "relu-key", "rotary": True},
     "graded_sigmoid": {"spike_levels": 2, "synapse": "sigmoid"},
 }
 

@@ -127,8 +127,9 @@ def test_compile_failure_is_one_clear_error():
     {"sensing": "relu", "conv_size": 3, "retention": "gated", "astro_gain": 1.0},
     {"sensing": "relu", "conv_size": 4, "astro_gain": 1.0, "d_key": 40, "retention": "gated"},
     {"sensing": "relu2", "conv_size": 4, "astro_gain": 1.0, "d_key": 40, "rotary_fraction": 0.5},
+    {"sensing": "relu-key", "conv_size": 2, "astro_gain": 1.0, "rotary_fraction": 0.5},
 ], ids=["conv", "gated", "selective+conv+retnet", "relu", "relu+conv+gated",
-        "wide keys+relu+conv+gated", "wide keys+relu2+conv+rotary"])
+        "wide keys+relu+conv+gated", "wide keys+relu2+conv+rotary", "relu-key+conv+rotary"])
 def test_memory_options_step_equals_parallel_and_prefill(opts):
     """The unit's memory options in the language model: the eager decode step (delay
     line and gate in the cache) reproduces the parallel logits, from the start and

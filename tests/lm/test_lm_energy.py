@@ -62,6 +62,9 @@ def test_amsnet_counts_equal_a_hand_count_and_silence_means_no_accumulate():
     rep3 = _silent_ops(sensing="relu2")
     assert rep3.total("mac") - rep.total("mac") == 2 * 2 * 4 == rep3.grouped()["amsu.sensing"].mac
     assert rep3.total("add") == rep2.total("add")
+    # the key alone: one comparison per key channel
+    rep4 = _silent_ops(sensing="relu-key")
+    assert rep4.total("add") - rep.total("add") == 2 * 4 == rep4.grouped()["amsu.sensing"].add
 
 
 def test_a_single_spike_costs_its_fan_out():

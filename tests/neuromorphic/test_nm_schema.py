@@ -195,6 +195,14 @@ def test_quantize_accepts_relu_sensing(sensing, version):
         assert nm.compare(nm.simulate(q, x), nm.simulate(q, x, backend="torch")).equal
 
 
+def test_quantize_refuses_relu_key_by_name():
+    """sensing="relu-key" is integer-expressible but not in the file format: refused
+    with an error naming it, not exported as "relu"."""
+    m = an.AMSU(6, 8, n_astrocytes=2, d_key=4, sensing="relu-key")
+    with pytest.raises(ValueError, match="sensing='relu-key'.*not in the integer export"):
+        nm.quantize(m, calibration=_x())
+
+
 def test_quantize_refuses_a_sensing_the_integer_network_lacks():
     m = an.AMSU(6, 8, n_astrocytes=2, d_key=4)
     object.__setattr__(m.spec, "sensing", "elu+1")   # a float option not exported

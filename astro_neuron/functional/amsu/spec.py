@@ -34,8 +34,10 @@ READOUT_EPS = 1e-5                 # epsilon of the "rms" read-out norm
 RETENTIONS = ("fixed", "gated", "selective")
 # what the astrocyte senses: "identity" (the paper: signed k, q), "relu" (non-negative
 # k and q, a concentration; the feature map of linear attention) or "relu2" (max(k, 0)^2,
-# max(q, 0)^2: a cooperative, Hill-coefficient-2 response; sharper), see docs/model.md
-SENSINGS = ("identity", "relu", "relu2")
+# max(q, 0)^2: a cooperative, Hill-coefficient-2 response; sharper) or "relu-key"
+# (non-negative k, what it senses, and a signed q, what it reads with: with rotary
+# channels a key and a query can then be any angle apart), see docs/model.md
+SENSINGS = ("identity", "relu", "relu2", "relu-key")
 MAX_CONV_SIZE = 8                  # longest pre-synaptic delay line (taps)
 # what turns the rotary channels of k and q: "time" (the step count t, the paper's
 # language model) or "activity" (the astrocyte's own activity: a phase that advances by
@@ -112,8 +114,9 @@ class AMSUSpec:
     retention: str = "fixed"
     # g_t = sigmoid(W_G x_t + b_G) ** (1 / gate_temperature) (GLA's normaliser: 16)
     gate_temperature: float = 16.0
-    # "identity" (the paper), "relu": k, q <- max(k, 0), max(q, 0), or "relu2": their
-    # squares, after the delay line and before the rotary positions (SENSINGS)
+    # "identity" (the paper), "relu": k, q <- max(k, 0), max(q, 0), "relu2": their
+    # squares, or "relu-key": k <- max(k, 0), q signed; after the delay line and before
+    # the rotary positions (SENSINGS)
     sensing: str = "identity"
     # "time" (the step count t) or "activity" (a phase advanced by the astrocyte's
     # activity a_t, which also scales its write): what turns the rotary channels (CLOCKS)

@@ -9,9 +9,9 @@
 
 and the options of the astrocyte's input: :func:`delay_line` (``conv_size > 1``: a short
 causal filter on ``k`` and ``v``, the pre-synaptic delay line), :func:`sense`
-(``sensing="relu"`` / ``"relu2"``: non-negative ``k`` and ``q``, or their
-squares), :func:`log_gate` (``retention`` "gated"/"selective": the input-dependent
-retention ``g_t``) and :func:`activity` with :func:`turn` (``clock="activity"``: the
+(``sensing="relu"`` / ``"relu2"`` / ``"relu-key"``: non-negative ``k`` and ``q``,
+their squares, or a non-negative ``k`` alone), :func:`log_gate` (``retention``
+"gated"/"selective": the input-dependent retention ``g_t``) and :func:`activity` with :func:`turn` (``clock="activity"``: the
 astrocyte's activity ``a_t``, which advances the phase that turns its keys and queries
 and scales what it writes).
 
@@ -138,10 +138,15 @@ def sense(k: Tensor, q: Tensor, spec: AMSUSpec) -> tuple[Tensor, Tensor]:
     "identity"``, the paper), ``(max(k, 0), max(q, 0))`` (``"relu"``: non-negative, as
     a concentration is; the feature map of linear attention) or their squares
     (``"relu2"``: a cooperative response, Hill coefficient 2, whose kernel
-    ``sum_i max(q_i, 0)^2 max(k_i, 0)^2`` is sharper, so different keys overlap less).
+    ``sum_i max(q_i, 0)^2 max(k_i, 0)^2`` is sharper, so different keys overlap less),
+    or ``(max(k, 0), q)`` (``"relu-key"``: what it senses non-negative, what it reads with
+    signed; with rotary channels a non-negative key and query are at most a quarter turn
+    apart within a pair, a signed query any angle: docs/memory.md).
     Applied after the delay line and before the rotary positions, in every form."""
     if spec.sensing == "relu":
         return torch.relu(k), torch.relu(q)
+    if spec.sensing == "relu-key":
+        return torch.relu(k), q
     if spec.sensing == "relu2":
         return torch.relu(k).square(), torch.relu(q).square()
     return k, q
