@@ -155,30 +155,40 @@ def test_delay_line_is_the_causal_filter():
     assert_close(out.o, o_ref.flatten(-2) * b.astro_gain / 2, torch.float64, "delay line")
 
 
+def _sensed(sensing, rotary, seed):
+    """A plain layer, the same layer with ``sensing``, an input, the plain layer's ``k``,
+    ``v``, ``q`` after its delay line, and the ``sensing`` layer's loop read-out."""
+    torch.manual_seed(seed)
+    kw = dict(n_astrocytes=2, d_key=4, conv_size=2, rotary=rotary)
+    a = an.AMSU(5, 8, **kw).double()
+    b = an.AMSU(5, 8, sensing=sensing, **kw).double()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(11, 3, 5, dtype=torch.float64)
+    _, k, v, q = amsu.project(x, a.params(), a.spec)
+    k, v, _ = amsu.delay_line(k, v, a.init_state(3).conv, a.conv, a.spec)
+    return a, b, x, k, v, q, b.run(x, mode="loop")[0].o
+
+
+def _read_out(b, k, v, q, rotary):
+    """The paper's read-out of ``k``, ``v``, ``q`` as already sensed (rotary after)."""
+    if rotary:
+        k, q = rotary_positions(k, 0, 10000.0, 4), rotary_positions(q, 0, 10000.0, 4)
+    return astro_loop(q, k, v, b.gamma)[0].flatten(-2) * b.astro_gain / 2
+
+
 @pytest.mark.parametrize("rotary", [False, True])
 def test_relu_sensing_is_the_astrocyte_fed_max_k_0_and_max_q_0(rotary):
     """sensing="relu": the astrocyte of the paper fed max(k, 0), max(q, 0), taken after
     the delay line and before the rotary positions; without rotary every score q.k of
     the read-out is then >= 0 (a weighted sum of the values sensed)."""
-    torch.manual_seed(1)
-    kw = dict(n_astrocytes=2, d_key=4, conv_size=2, rotary=rotary)
-    a = an.AMSU(5, 8, **kw).double()
-    b = an.AMSU(5, 8, sensing="relu", **kw).double()
-    b.load_state_dict(a.state_dict())
-    x = torch.randn(11, 3, 5, dtype=torch.float64)
-    _, k, v, q = amsu.project(x, a.params(), a.spec)
-    k, v, _ = amsu.delay_line(k, v, a.init_state(3).conv, a.conv, a.spec)
+    a, b, x, k, v, q, o = _sensed("relu", rotary, 1)
     k, q = k.clamp(min=0), q.clamp(min=0)
     assert (k == 0).any() and (k > 0).any()                   # both sides of the kink
-    if rotary:
-        k, q = rotary_positions(k, 0, 10000.0, 4), rotary_positions(q, 0, 10000.0, 4)
-    else:
+    if not rotary:
         scores = torch.einsum("tbac,sbac->btsa", q, k)
         assert bool((scores >= 0).all())
-    o_ref, _ = astro_loop(q, k, v, b.gamma)
-    out, _ = b.run(x, mode="loop")
-    assert_close(out.o, o_ref.flatten(-2) * b.astro_gain / 2, torch.float64, "relu sensing")
-    assert not torch.allclose(out.o, a.run(x, mode="loop")[0].o)  # the option acts
+    assert_close(o, _read_out(b, k, v, q, rotary), torch.float64, "relu sensing")
+    assert not torch.allclose(o, a.run(x, mode="loop")[0].o)  # the option acts
 
 
 @pytest.mark.parametrize("rotary", [False, True])
@@ -188,14 +198,7 @@ def test_relu_key_sensing_clamps_the_key_alone(rotary):
     key and a non-negative query are at most a quarter turn apart within a pair; a
     signed query is not: some pair of the read-out is more than a quarter turn from
     every key (what "relu" cannot do)."""
-    torch.manual_seed(2)
-    kw = dict(n_astrocytes=2, d_key=4, conv_size=2, rotary=rotary)
-    a = an.AMSU(5, 8, **kw).double()
-    b = an.AMSU(5, 8, sensing="relu-key", **kw).double()
-    b.load_state_dict(a.state_dict())
-    x = torch.randn(11, 3, 5, dtype=torch.float64)
-    _, k, v, q = amsu.project(x, a.params(), a.spec)
-    k, v, _ = amsu.delay_line(k, v, a.init_state(3).conv, a.conv, a.spec)
+    a, b, x, k, v, q, o = _sensed("relu-key", rotary, 2)
     k = k.clamp(min=0)
     assert (k == 0).any() and (k > 0).any() and (q < 0).any()
     # within a pair (channel c and c + d_k/2), the angle between key and query
@@ -203,14 +206,12 @@ def test_relu_key_sensing_clamps_the_key_alone(rotary):
     gap = (ang(q)[:, None] - ang(k)[None]).remainder(2 * math.pi)
     gap = torch.minimum(gap, 2 * math.pi - gap)
     assert bool((gap > math.pi / 2 + 0.1).any())
-    if rotary:
-        k, q = rotary_positions(k, 0, 10000.0, 4), rotary_positions(q, 0, 10000.0, 4)
-    o_ref, _ = astro_loop(q, k, v, b.gamma)
-    out, _ = b.run(x, mode="loop")
-    assert_close(out.o, o_ref.flatten(-2) * b.astro_gain / 2, torch.float64, "relu-key")
-    for other in (a, an.AMSU(5, 8, sensing="relu", **kw).double()):
+    assert_close(o, _read_out(b, k, v, q, rotary), torch.float64, "relu-key")
+    relu = an.AMSU(5, 8, n_astrocytes=2, d_key=4, conv_size=2, rotary=rotary,
+                   sensing="relu").double()
+    for other in (a, relu):
         other.load_state_dict(a.state_dict())
-        assert not torch.allclose(out.o, other.run(x, mode="loop")[0].o)  # it differs
+        assert not torch.allclose(o, other.run(x, mode="loop")[0].o)  # it differs
 
 
 @pytest.mark.parametrize("worst", [0.05, 3.0, 80.0])
