@@ -11,9 +11,9 @@ and the options of the astrocyte's input: :func:`delay_line` (``conv_size > 1``:
 causal filter on ``k`` and ``v``, the pre-synaptic delay line), :func:`sense`
 (``sensing="relu"`` / ``"relu2"`` / ``"relu-key"``: non-negative ``k`` and ``q``,
 their squares, or a non-negative ``k`` alone), :func:`log_gate` (``retention``
-"gated"/"selective": the input-dependent retention ``g_t``) and :func:`activity` with :func:`turn` (``clock="activity"``: the
-astrocyte's activity ``a_t``, which advances the phase that turns its keys and queries
-and scales what it writes).
+"gated"/"selective": the input-dependent retention ``g_t``) and :func:`activity` with
+:func:`turn` (``clock="activity"``: the astrocyte's activity ``a_t``, which advances the
+phase that turns its keys and queries and scales what it writes).
 
 :func:`dynamics_step` composes them into one step from projected inputs; every other
 form (:mod:`.naive`, :mod:`.chunk`, :mod:`.decode`) computes the same numbers.
