@@ -149,11 +149,13 @@ def decode_step(x: Tensor, u: Tensor, H: Optional[Tensor], L: DecodeTensors, k: 
     v = z[:, k.n_I:k.kq0].view(B, k.A, 1, k.dv)
     kq = z[:, k.kq0:k.kq0 + 2 * nk].view(B, 2, k.A, k.dk)
     if k.conv > 1:                                                 # delay line on k, v
-        win = torch.cat([buf, torch.cat([z[:, k.kq0:k.kq0 + nk], z[:, k.n_I:k.kq0]], 1)[:, None]], 1)
+        new = torch.cat([z[:, k.kq0:k.kq0 + nk], z[:, k.n_I:k.kq0]], 1)      # K | V now
+        win = torch.cat([buf, new[:, None]], 1)
         buf.copy_(win[:, 1:])
         kv = (win * L.conv_w).sum(1)                               # (B, A d_k + N): K | V
         v = kv[:, nk:].view(B, k.A, 1, k.dv)
-        kq = torch.stack([kv[:, :nk], z[:, k.kq0 + nk:k.kq0 + 2 * nk]], 1).view(B, 2, k.A, k.dk)
+        kq = torch.stack([kv[:, :nk], z[:, k.kq0 + nk:k.kq0 + 2 * nk]], 1)
+        kq = kq.view(B, 2, k.A, k.dk)
     if k.key_only:                                                 # "relu-key": k >= 0
         kq = torch.stack([torch.relu(kq[:, 0]), kq[:, 1]], 1)
     elif k.relu:                                                   # non-negative sensing
