@@ -48,8 +48,7 @@ class DecodeShape(NamedTuple):
     conv: int = 1                       # taps of the delay line (1: none)
     gated: int = 0                      # retention: 0 fixed, 1 gated, 2 selective
     gate_temp: float = 16.0             # gate_temperature
-    relu: bool = False                  # sensing "relu", "relu2": k, q <- max(k, 0), max(q, 0)
-                                        # ("relu-key": k alone, see key_only)
+    relu: bool = False                  # sensing "relu" or "relu2": k, q <- max(k, 0), max(q, 0)
     square: bool = False                # sensing == "relu2": then k, q <- k^2, q^2
     clock: bool = False                 # clock == "activity": the phase turns k, q
     n_rot: int = 0                      # rotary channels (clock == "activity")
@@ -102,9 +101,8 @@ def decode_shape(spec: AMSUSpec) -> DecodeShape:
                        1.0 / spec.d_value, n_I, n_I + spec.n_neurons, spec.astrocyte,
                        spec.readout_norm == "rms", spec.conv_size,
                        RETENTIONS.index(spec.retention), float(spec.gate_temperature),
-                       spec.sensing in ("relu", "relu2", "relu-key"),
-                       spec.sensing == "relu2", spec.activity_clock, spec.rotary_dims,
-                       spec.sensing == "relu-key")
+                       spec.sensing in ("relu", "relu2"), spec.sensing == "relu2",
+                       spec.activity_clock, spec.rotary_dims, spec.sensing == "relu-key")
 
 
 @torch.no_grad()
@@ -156,12 +154,12 @@ def decode_step(x: Tensor, u: Tensor, H: Optional[Tensor], L: DecodeTensors, k: 
         v = kv[:, nk:].view(B, k.A, 1, k.dv)
         kq = torch.stack([kv[:, :nk], z[:, k.kq0 + nk:k.kq0 + 2 * nk]], 1)
         kq = kq.view(B, 2, k.A, k.dk)
-    if k.key_only:                                                 # "relu-key": k >= 0
-        kq = torch.stack([torch.relu(kq[:, 0]), kq[:, 1]], 1)
-    elif k.relu:                                                   # non-negative sensing
+    if k.relu:                                                     # non-negative sensing
         kq = torch.relu(kq)
         if k.square:                                               # "relu2"
             kq = kq.square()
+    elif k.key_only:                                               # "relu-key": k >= 0
+        kq = torch.stack([torch.relu(kq[:, 0]), kq[:, 1]], 1)
     if k.clock:                                                    # the activity clock
         a = F.softplus(z[:, -k.A:] + L.clock_b)                    # (B, A), E rows last
         phase.add_(a.to(phase.dtype))                              # float64
