@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from astro_neuron.apps.tasks.lm_memory import _task_kwargs, run_cell
+from astro_neuron.apps.tasks.lm_memory import _task_kwargs, resolve_models, run_cell
 from astro_neuron.io import atomic_json, atomic_save_tensors
 from astro_neuron.lm.config import AMSNetConfig
 from astro_neuron.lm.model import build_model
@@ -90,7 +90,9 @@ def _misses(p: torch.Tensor, want: torch.Tensor) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="AM-SNet relu", choices=sorted(TASK_MODELS))
+    ap.add_argument("--model", default="AM-SNet relu",
+                    help=f"one of {sorted(TASK_MODELS)}, or NAME=JSON (the model options, as "
+                         "the runner's --variant)")
     ap.add_argument("--seq-len", type=int, default=1024)
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--examples", type=int, default=51_200, help="sequences at --seq-len")
@@ -113,7 +115,10 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     if not 0 < a.first_length < a.seq_len:
         ap.error(f"--first-length must lie in 1..{a.seq_len - 1}")
-    ov = TASK_MODELS[a.model]
+    try:
+        (model_name, ov), = resolve_models([a.model]).items()
+    except ValueError as exc:
+        ap.error(str(exc))
     kw = _task_kwargs("copy", a.tokens, "random", "uniform")
 
     torch.manual_seed(a.seed)
@@ -152,7 +157,7 @@ def main(argv=None) -> dict:
           f"before training there: {transfer:.1%}", flush=True)
 
     first = {"length": a.first_length, "examples": a.first_examples, "lr": a.first_lr}
-    name = f"{a.model} after T{a.first_length}"
+    name = f"{model_name} after T{a.first_length}"
     settings = {"examples": a.examples, "batch_size": a.batch_size, "d_model": a.d_model,
                 "n_layer": 2, "n_head": 2, "n_eval": a.n_eval, "query_dist": "uniform"}
     r = run_cell("copy", a.seq_len, a.tokens, "random", name, {**ov, "first_stage": first},

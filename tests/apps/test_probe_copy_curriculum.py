@@ -52,3 +52,21 @@ def test_two_stages_resume_from_the_first_stage_weights(probe, tmp_path):
 def test_first_length_must_be_shorter(probe):
     with pytest.raises(SystemExit):
         probe.main(["--seq-len", "64", "--first-length", "64"])
+
+
+def test_a_model_given_as_options_is_trained_with_them(probe, tmp_path):
+    r = probe.main(["--seq-len", "64", "--first-length", "32", "--tokens", "8",
+                    "--examples", "16", "--first-examples", "16", "--n-eval", "8",
+                    "--d-model", "16", "--out", str(tmp_path),
+                    "--model", 'clocked={"clock": "activity", "rotary_fraction": 1.0, '
+                               '"sensing": "relu-key", "neuron_path": false}'])
+    assert r["model"] == "clocked after T32"
+    assert r["overrides"]["clock"] == "activity" and r["overrides"]["sensing"] == "relu-key"
+    assert r["overrides"]["neuron_path"] is False
+
+
+@pytest.mark.parametrize("model", ["no such model", 'bad={"clock": "sometimes"}', "bad=[1]"])
+def test_an_unknown_model_or_option_is_refused_before_training(probe, tmp_path, model):
+    with pytest.raises(SystemExit):
+        probe.main(["--seq-len", "64", "--first-length", "32", "--out", str(tmp_path),
+                    "--model", model])
