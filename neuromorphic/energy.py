@@ -17,7 +17,8 @@ for the AM-SU's astrocyte the integer products of its matrix state (decay, write
 ``k v^T``, read ``H^T q``: ``A d_k d_v`` each) and the read-out gain (``N``), plus, with a
 delay line of ``K`` taps, its ``K (A d_k + N)`` tap products and, with ``sensing="relu"``,
 the ``2 A d_k`` comparisons ``max(k, 0)``, ``max(q, 0)`` (``"relu2"``: those and the
-``2 A d_k`` squares ``k k``, ``q q``, each requantized). These are integer
+``2 A d_k`` squares ``k k``, ``q q``, each requantized; ``"relu-key"``: the ``A d_k``
+comparisons ``max(k, 0)``). These are integer
 operations; no energy constant is attached (a chip's figures are its own).
 """
 
@@ -47,6 +48,7 @@ class LayerSynOps:
                                      # (+ K (A d_k + N) delay-line tap products)
                                      # (+ 2 A d_k ReLU comparisons, sensing="relu")
                                      # (+ 2 A d_k squares as well, sensing="relu2")
+                                     # (+ A d_k comparisons of k alone, "relu-key")
     spikes_out: float                # output events per step
     info: dict = field(default_factory=dict)
 
@@ -83,8 +85,9 @@ def synaptic_ops(net: QuantizedNetwork, x: np.ndarray) -> list[LayerSynOps]:
                      if layer.astrocyte else 0)
             if layer.delay_line:                 # K tap products per K | V channel
                 astro += layer.conv_size * layer.d_conv
-            if layer.relu:                       # max(k, 0), max(q, 0)
-                astro += 2 * layer.n_astrocytes * layer.d_key
+            if layer.relu:                       # max(k, 0), and max(q, 0) unless the
+                per = 2 if layer.relu_q else 1   # query stays signed ("relu-key")
+                astro += per * layer.n_astrocytes * layer.d_key
             if layer.square:                     # k k, q q (sensing="relu2")
                 astro += 2 * layer.n_astrocytes * layer.d_key
         else:

@@ -5,7 +5,8 @@ table in :mod:`neuromorphic.spec.fields`, in its order::
 
     /                      attrs: format, format_version (1; 2 when a layer has a
                                   delay line; 3 when one has sensing = "relu";
-                                  4 when one has sensing = "relu2"),
+                                  4 when one has sensing = "relu2"; 5 when one has
+                                  sensing = "relu-key"),
                                   producer, dt, time_unit,
                                   input_size, input_levels, n_layers, checksum, meta (JSON)
     /graph                 attrs: kind = "chain"; dataset edges [n_layers, 2] (S32):
@@ -352,7 +353,8 @@ def _read(r: _Reader) -> tuple[QuantizedNetwork, str]:
                                  f"{net.format_version} (a file carries the lowest version "
                                  "that expresses its network: 2 only when a layer has a "
                                  "delay line, conv_size > 1; 3 only when one has "
-                                 "sensing='relu'; 4 only when one has sensing='relu2')")
+                                 "sensing='relu'; 4 only when one has sensing='relu2'; 5 "
+                                 "only when one has sensing='relu-key')")
     try:
         check_task(meta.get("task"), net.input_size)
     except ValueError as exc:

@@ -10,8 +10,9 @@ exactly are exported, and anything else is a clear error naming the layer:
   ``Threshold`` (a leaky integrator that never resets, read through a step);
 * not expressible: the astrocyte (its ``k v^T`` and ``H^T q`` are products of two
   signals, NIR has no such node; with it its options, the delay line and
-  ``sensing="relu"`` or ``"relu2"``, which the error names), ``reset="subtract"``,
-  graded spikes, the sigmoid synapse, rotary positions, the astrocyte-alone ablation.
+  ``sensing="relu"``, ``"relu2"`` or ``"relu-key"``, which the error names),
+  ``reset="subtract"``, graded spikes, the sigmoid synapse, rotary positions, the
+  astrocyte-alone ablation.
 
 Discretisation: our layers are discrete (``u_t = beta u_{t-1} + x_t``); NIR's are
 continuous (``tau du/dt = (v_leak - u) + r I``). We write ``tau = dt / (1 - beta)`` and

@@ -35,7 +35,8 @@ def random_network(seed: int = 0, n_in: int = 12, sizes: Sequence[int] = (16,),
     delay line do not depend on this option. ``sensing="relu"``: every layer with an
     astrocyte senses non-negative keys and queries (no random draw depends on it);
     ``"relu2"``: their squares, requantized by random shifts ``shift_k2``, ``shift_q2``
-    in 5..8 (drawn from a stream of their own: the other draws are those of "relu").
+    in 5..8 (drawn from a stream of their own: the other draws are those of "relu");
+    ``"relu-key"``: non-negative keys, signed queries (the draws of "relu").
     """
     rng = np.random.default_rng(seed)
     kinds = list(kinds or ["amsu"] * len(sizes))

@@ -89,8 +89,8 @@ class LayerRef:
 
     @property
     def sensing(self) -> str:
-        """What the astrocyte senses: ``"identity"``, ``"relu"`` (non-negative k, q) or
-        ``"relu2"`` (their squares)."""
+        """What the astrocyte senses: ``"identity"``, ``"relu"`` (non-negative k, q),
+        ``"relu2"`` (their squares) or ``"relu-key"`` (non-negative k, signed q)."""
         return getattr(self.amsu.spec, "sensing", "identity") if self.astrocyte else "identity"
 
     @property
@@ -156,12 +156,6 @@ def _check_amsu(where: str, m: AMSU) -> None:
         _unsupported(where, f"AMSU conv_size={conv}: the integer delay line has at most "
                             f"{MAX_CONV_SIZE} taps")
     sensing = getattr(s, "sensing", "identity")
-    if s.astrocyte and sensing == "relu-key":
-        _unsupported(where, "AMSU sensing='relu-key' (non-negative k, signed q) is not in the "
-                            "integer export: the file format clamps k and q together "
-                            "(sensing 'relu'); relu-key is integer-expressible but no engine "
-                            "implements it yet (docs/notes.md); use 'identity', 'relu' or "
-                            "'relu2'")
     if s.astrocyte and sensing not in SENSINGS:
         _unsupported(where, f"AMSU sensing={sensing!r} has no integer form (the integer "
                             f"network has sensing {', '.join(map(repr, SENSINGS))})")

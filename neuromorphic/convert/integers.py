@@ -19,7 +19,8 @@ from neuromorphic.convert.calibrate import W_MAX, LayerPlan
 from neuromorphic.engines.torch_view import LayerTensors, ste_round
 from neuromorphic.spec import (
     BIAS_EXP_MAX, BIAS_MANT_BITS, DECAY_UNITY, GAIN_BITS, TAP_MAX, VTH_BITS, VTH_SHIFT,
-    AMSULayer, LIFLayer, Synapse, message_bits, senses_relu, senses_square,
+    AMSULayer, LIFLayer, Synapse, message_bits, senses_relu, senses_relu_query,
+    senses_square,
 )
 
 __all__ = ["SaturationWarning", "layer_tensors", "frozen_layer", "StaticView"]
@@ -192,4 +193,5 @@ class StaticView:
             self.parts = tuple(parts)
             self.delay_line = bool(static["astrocyte"]) and static.get("conv_size", 1) > 1
             self.relu = senses_relu(static["astrocyte"], static.get("sensing"))
+            self.relu_q = senses_relu_query(static["astrocyte"], static.get("sensing"))
             self.square = senses_square(static["astrocyte"], static.get("sensing"))

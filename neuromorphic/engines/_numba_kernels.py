@@ -101,9 +101,10 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
     ``m_u`` ``[N]`` = ``(4096 - du) / 4096``; ``bias`` ``[N]``; ``theta`` ``[N]`` =
     ``vth << 6``; ``shifts`` ``[11, 2]``: (half, scale) per :data:`SHIFT_SLOTS`;
     ``opl``: the operands' limit ``2**(b-1) - 1``; ``m_H`` ``[A, dk]``; ``gain`` ``[N]``;
-    ``reset``: 0 none, 1 subtract, 2 zero. ``relu``: non-negative ``k``, ``q`` (after
-    the delay line; a negative value is not counted as clipped); ``square`` (with
-    ``relu``): then ``sat_b(shr(k * k, shift_k2))``, the same for ``q``. ``taps_k``
+    ``reset``: 0 none, 1 subtract, 2 zero. ``relu``: 0 none, 1 non-negative ``k``, ``q``
+    (after the delay line; a negative value is not counted as clipped), 2 non-negative
+    ``k`` alone (``sensing="relu-key"``: ``q`` signed); ``square`` (with ``relu`` 1):
+    then ``sat_b(shr(k * k, shift_k2))``, the same for ``q``. ``taps_k``
     ``[K, A*dk]``, ``taps_v`` ``[K, N]``: the delay line's taps over the part's key and
     value channels (``K = 1``: no delay line; then ``k``, ``v`` are the projected
     operands). States start at zero. Writes
@@ -176,7 +177,7 @@ def amsu_steps(buf, b0, b1, off_I, off_K, off_V, off_Q, neuron_path, astrocyte, 
                         ck += abs(x) > opl
                         k[j] = _sat(x, opl)
                         x = _shr(a[off_Q + ai * dk + j], h_q, c_q)
-                        if relu:
+                        if relu == 1:
                             x = max(x, 0.0)
                         cq += abs(x) > opl
                         q[j] = _sat(x, opl)

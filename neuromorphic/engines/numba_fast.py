@@ -80,8 +80,8 @@ def prepared(net: QuantizedNetwork, index: int, in_levels: int) -> dict:
         zeros = np.zeros(N)
         prep.update(
             offs=offs,
-            flags=(npath, astro, RESET_CODES[layer.reset], layer.spike_levels, layer.relu,
-                   layer.square),
+            flags=(npath, astro, RESET_CODES[layer.reset], layer.spike_levels,
+                   (1 if layer.relu_q else 2) if layer.relu else 0, layer.square),
             m_u=f64((DECAY_UNITY - layer.du) / DECAY_UNITY) if npath else zeros,
             bias=f64(bias_value(layer.bias_mant, layer.bias_exp)) if npath else zeros,
             theta=f64(layer.vth.astype(I64) << VTH_SHIFT),

@@ -109,7 +109,8 @@ def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: Optional[d
     if layer.astrocyte:
         opl = (1 << (layer.operand_bits - 1)) - 1
         ops = {}
-        relu = layer.relu        # sensing="relu"|"relu2": k, q >= 0 (after the line; v as is)
+        relu = layer.relu        # sensing="relu"|"relu2"|"relu-key": k >= 0 (after the line)
+        relu_q = layer.relu_q    # "relu"|"relu2": q >= 0 too ("relu-key": signed; v as is)
         if layer.delay_line:     # k, v through the delay line (its inputs count as xk, xv)
             x = np.concatenate([_sat_f(_shr_f(part["K"], layer.shift_k), opl, counts, "xk"),
                                 _sat_f(_shr_f(part["V"], layer.shift_v), opl, counts, "xv")], -1)
@@ -124,7 +125,7 @@ def _amsu_fast(layer: AMSULayer, a: np.ndarray, record: bool, counts: Optional[d
         ops["K"] = ops["K"].reshape(T, B, A, dk)
         ops["V"] = ops["V"].reshape(T, B, A, dv)
         ops["Q"] = _sat_f(_shr_f(part["Q"], layer.shift_q), opl, counts, "q",
-                          relu).reshape(T, B, A, dk)
+                          relu_q).reshape(T, B, A, dk)
         if layer.square:         # sensing="relu2": the squares requantized (count k2, q2)
             ops["K"] = _sat_f(_shr_f(ops["K"] * ops["K"], layer.shift_k2), opl, counts, "k2")
             ops["Q"] = _sat_f(_shr_f(ops["Q"] * ops["Q"], layer.shift_q2), opl, counts, "q2")

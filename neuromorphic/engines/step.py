@@ -139,7 +139,9 @@ def amsu_step(layer: AMSULayer, u: Optional[np.ndarray], H: Optional[np.ndarray]
             v = sat(shr(acc[:, A * dk:], layer.shift_cv), b)
         q = sat(shr(part["Q"], layer.shift_q), b)
         if layer.relu:                                                # sensing="relu": after
-            k, q = np.maximum(k, 0), np.maximum(q, 0)                 # the line, k, q >= 0
+            k = np.maximum(k, 0)                                      # the line, k >= 0,
+        if layer.relu_q:                                              # and q >= 0 (not with
+            q = np.maximum(q, 0)                                      # "relu-key")
         if layer.square:                                              # "relu2": their squares,
             k = sat(shr(k * k, layer.shift_k2), b)                    # requantized, b-bit
             q = sat(shr(q * q, layer.shift_q2), b)

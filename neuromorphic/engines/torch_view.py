@@ -169,8 +169,10 @@ def _amsu(p: LayerTensors, a: Tensor, record: bool):
             if record:
                 states["conv"] = line
         q = sat(shr(parts["Q"], L.shift_q), opl)
-        if L.relu:               # sensing="relu": non-negative k, q (after the line)
-            k, q = torch.relu(k), torch.relu(q)
+        if L.relu:               # sensing="relu": non-negative k (after the line) ...
+            k = torch.relu(k)
+        if L.relu_q:             # ... and q ("relu-key": the query stays signed)
+            q = torch.relu(q)
         if L.square:             # sensing="relu2": their squares, requantized to operands
             k, q = sat(shr(k * k, L.shift_k2), opl), sat(shr(q * q, L.shift_q2), opl)
         k, v, q = k.reshape(T, B, A, dk), v.reshape(T, B, A, dv), q.reshape(T, B, A, dk)

@@ -141,7 +141,8 @@ AMSU_FIELDS: tuple[Field, ...] = (
           -TAP_MAX, TAP_MAX, ("nc", "dc"), TAP_BITS, "delay_line", since=2),
     # what the astrocyte senses (format 3; docs/neuromorphic.md, "Non-negative sensing")
     Field("sensing", "choice", "k, q as they are, max(k, 0), max(q, 0) after the delay "
-          "line, or their squares (relu2, format 4)", when="astrocyte", options=SENSINGS,
+          "line, their squares (relu2, format 4), or max(k, 0) with q signed (relu-key, "
+          "format 5)", when="astrocyte", options=SENSINGS,
           default="identity", since=3),
     # the squares of sensing="relu2" requantized to operands (format 4; docs/neuromorphic.md,
     # "Squared sensing")

@@ -33,7 +33,7 @@ from neuromorphic.spec.fields import (
 )
 from neuromorphic.spec.widths import (
     ACT_SHIFT, EXACT_BITS, FORMAT, GAIN_BITS, MAX_LEVELS, MAX_UNITS, STATE_MAX, TAP_MAX,
-    WEIGHT_EXP_RANGE, senses_relu, senses_square,
+    WEIGHT_EXP_RANGE, senses_relu, senses_relu_query, senses_square,
 )
 
 __all__ = ["Synapse", "AMSULayer", "LIFLayer", "Layer", "LAYER_TYPES", "QuantizedNetwork",
@@ -246,9 +246,15 @@ class _AMSUMethods(_LayerMethods):
 
     @property
     def relu(self) -> bool:
-        """The astrocyte senses non-negative ``k``, ``q`` (``sensing`` ``"relu"``, or
-        ``"relu2"``, which squares them after the ReLU)."""
+        """The astrocyte senses a non-negative ``k`` (``sensing`` ``"relu"``, ``"relu2"``,
+        which squares it after the ReLU, or ``"relu-key"``)."""
         return senses_relu(self.astrocyte, self.sensing)
+
+    @property
+    def relu_q(self) -> bool:
+        """The astrocyte senses a non-negative ``q`` as well (``"relu"``, ``"relu2"``; with
+        ``"relu-key"`` the query stays signed)."""
+        return senses_relu_query(self.astrocyte, self.sensing)
 
     @property
     def square(self) -> bool:
@@ -258,7 +264,8 @@ class _AMSUMethods(_LayerMethods):
 
     @property
     def format_version(self) -> int:
-        return 4 if self.square else 3 if self.relu else 2 if self.delay_line else 1
+        return (5 if self.relu and not self.relu_q else 4 if self.square else 3 if self.relu
+                else 2 if self.delay_line else 1)
 
     @staticmethod
     def _cond(when, kw: dict) -> bool:

@@ -9,7 +9,7 @@ __all__ = [
     "GAIN_BITS", "WEIGHT_BITS", "WEIGHT_EXP_RANGE", "SHIFT_RANGE", "OPERAND_BITS_RANGE",
     "MAX_LEVELS", "MAX_UNITS", "SIGN_MODES", "RESETS", "EXACT_BITS", "message_bits",
     "READABLE_VERSIONS", "TAP_BITS", "TAP_MAX", "MAX_CONV_SIZE", "SENSINGS",
-    "senses_relu", "senses_square",
+    "senses_relu", "senses_relu_query", "senses_square",
 ]
 
 # the file format these widths belong to (neuromorphic.fileio); it changes only if the bytes do.
@@ -17,10 +17,12 @@ __all__ = [
 # bytes of every file written before the delay line existed), 2 when a layer has one
 # (fields conv_size, shift_ck, shift_cv, conv_taps), 3 when a layer senses through a ReLU
 # (field sensing = "relu"), 4 when one senses the ReLU's square (sensing = "relu2"; fields
-# shift_k2, shift_q2). FORMAT_VERSION is the newest.
+# shift_k2, shift_q2), 5 when one clamps the key alone (sensing = "relu-key"; no new field,
+# a value of sensing that readers of versions 3 and 4 do not know). FORMAT_VERSION is the
+# newest.
 FORMAT = "astro-neuron/integer-snn"
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 
 STATE_BITS = 24                    # u, v, H, r, o: signed 24-bit
 STATE_MAX = 2 ** (STATE_BITS - 1) - 1
@@ -44,14 +46,22 @@ RESETS = ("none", "subtract", "zero")
 TAP_BITS = 8                       # delay-line tap mantissas, signed, symmetric (as gain)
 TAP_MAX = (1 << (TAP_BITS - 1)) - 1
 MAX_CONV_SIZE = 8                  # taps of the delay line (astro_neuron's AMSUSpec allows 8)
-# what the astrocyte senses: k, q; max(k, 0), max(q, 0); or their squares, requantized
-SENSINGS = ("identity", "relu", "relu2")
+# what the astrocyte senses: k, q; max(k, 0), max(q, 0); their squares, requantized; or
+# max(k, 0) with the query signed
+SENSINGS = ("identity", "relu", "relu2", "relu-key")
 EXACT_BITS = 52                    # every intermediate stays below 2**52 (float64-exact)
 
 
 def senses_relu(astrocyte, sensing) -> bool:
-    """A layer's astrocyte clamps ``k``, ``q`` at 0 after the delay line (``"relu"``, and
-    ``"relu2"``, which squares them after): the one rule every engine and reader uses."""
+    """A layer's astrocyte clamps ``k`` at 0 after the delay line (``"relu"``, ``"relu2"``,
+    which squares it after, and ``"relu-key"``): the one rule every engine and reader
+    uses; :func:`senses_relu_query` says whether ``q`` is clamped too."""
+    return bool(astrocyte) and str(sensing) in ("relu", "relu2", "relu-key")
+
+
+def senses_relu_query(astrocyte, sensing) -> bool:
+    """A layer's astrocyte clamps ``q`` at 0 as well (``"relu"``, ``"relu2"``; not
+    ``"relu-key"``, whose query stays signed)."""
     return bool(astrocyte) and str(sensing) in ("relu", "relu2")
 
 

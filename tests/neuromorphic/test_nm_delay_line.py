@@ -353,8 +353,8 @@ BAD = [
      "layers/0/neuron/conv_size' is not part of format version 1"),
     ("no line left", lambda f: f["layers/0/neuron"].attrs.__setitem__("astrocyte", 0),
      "absent when|format_version"),
-    ("unknown version", lambda f: f.attrs.__setitem__("format_version", 5),
-     "format_version.*reads versions 1, 2, 3, 4"),
+    ("unknown version", lambda f: f.attrs.__setitem__("format_version", 6),
+     "format_version.*reads versions 1, 2, 3, 4, 5"),
     # a version-2 network labelled version 3 or 4 lacks the version-3 field (sensing)
     ("version 3 label", lambda f: f.attrs.__setitem__("format_version", 3),
      "layers/0/neuron/sensing' is missing"),

@@ -79,11 +79,12 @@ def _replace(f, name, value):
 
 
 BAD_FIELDS = [
-    ("format_version", lambda f: f.attrs.__setitem__("format_version", 5), "format_version"),
+    ("format_version", lambda f: f.attrs.__setitem__("format_version", 6), "format_version"),
     # a version-1 network labelled version 2, 3 or 4 lacks the version-2 fields
     ("version 2 label", lambda f: f.attrs.__setitem__("format_version", 2), "layers/0/bits/tap"),
     ("version 3 label", lambda f: f.attrs.__setitem__("format_version", 3), "layers/0/bits/tap"),
     ("version 4 label", lambda f: f.attrs.__setitem__("format_version", 4), "layers/0/bits/tap"),
+    ("version 5 label", lambda f: f.attrs.__setitem__("format_version", 5), "layers/0/bits/tap"),
     ("format", lambda f: f.attrs.__setitem__("format", "other"), "'format'"),
     ("missing du", lambda f: f.__delitem__("layers/0/neuron/du"), "layers/0/neuron/du"),
     ("du dtype", lambda f: _replace(f, "layers/0/neuron/du",

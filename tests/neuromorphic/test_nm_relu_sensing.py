@@ -1,13 +1,15 @@
 """Non-negative sensing (``sensing="relu"``: ``k, q <- max(k, 0), max(q, 0)`` after the
-delay line) and its square (``sensing="relu2"``: then ``k, q <- sat_b(shr(k k,
-shift_k2))``, ``sat_b(shr(q q, shift_q2))``) in the integer network, each test run for
-both where both apply: every engine identical to the step specification (spikes and
-every state, ``atol=0``), alone and with the delay line; the torch/QAT view and Lava
+delay line), its square (``sensing="relu2"``: then ``k, q <- sat_b(shr(k k,
+shift_k2))``, ``sat_b(shr(q q, shift_q2))``) and the key alone (``sensing="relu-key"``:
+``k <- max(k, 0)``, ``q`` signed) in the integer network, each test run for all three
+where they apply: every engine identical to the step specification (spikes and every
+state, ``atol=0``), alone and with the delay line; the torch/QAT view and Lava
 (``fixed_pt`` and ``floating_pt``) identical to the reference or the float model; k and
-q calibrated after the ReLU, the squares after the square; the float model and its
-integer network agreeing on a trained task; the files (format versions 3 and 4) round
-trip; files without the option (versions 1 and 2) and version-3 files of the code
-before "relu2" loading and writing back as before; damaged fields refused by name."""
+q calibrated after the ReLU (a signed q over its signed range), the squares after the
+square; the float model and its integer network agreeing on a trained task; the files
+(format versions 3, 4 and 5) round trip; files without the option (versions 1 and 2)
+and version-3 files of the code before "relu2" loading and writing back as before;
+damaged fields refused by name."""
 
 from __future__ import annotations
 
@@ -39,8 +41,9 @@ V2 = DATA / "net_v2_898d7c7.h5"     # a delay-line network written by the code a
 V2_DIGEST = "6c316e4173c0b8c85434c7aeadf7d8f3d797e38c99948a28610200d54ef10ce0"
 V3 = DATA / "net_v3_5cd60e8.h5"     # a relu + delay-line network written by the code at 5cd60e8
 V3_DIGEST = "c84d11564ae72d925b6efc4bdc1d03e55139f329f4e61b2132dd491dad5f85de"
-SENSINGS = ["relu", "relu2"]
-VERSION = {"relu": 3, "relu2": 4}   # the file version of a network with that sensing
+SENSINGS = ["relu", "relu2", "relu-key"]
+VERSION = {"relu": 3, "relu2": 4, "relu-key": 5}   # the file version of a network with it
+OPTIONS = r"\('identity', 'relu', 'relu2', 'relu-key'\)"     # the sensings, as errors list them
 
 
 def _assert_same(a, b, what=""):
@@ -72,11 +75,12 @@ def _identity(net, sensing="identity"):
 @pytest.mark.parametrize("conv_size", [1, 3])
 @pytest.mark.parametrize("seed", range(4))
 def test_engines_equal_step_form_with_relu(seed, conv_size, sensing):
-    """Random integer networks sensing through the ReLU or its square (every AM-SU kind,
-    graded spikes; with and without the delay line): numpy, numba on 1-3 threads (split
-    by sequence and by astrocyte) and the torch view equal the step specification, every
-    state and the saturation counts; the ReLU changes the dynamics, and the square those
-    of the ReLU."""
+    """Random integer networks sensing through the ReLU, its square or the key's ReLU
+    alone (every AM-SU kind, graded spikes; with and without the delay line): numpy,
+    numba on 1-3 threads (split by sequence and by astrocyte) and the torch view equal
+    the step specification, every state and the saturation counts; the ReLU changes the
+    dynamics, the square those of the ReLU, and the signed query the spikes of "relu"
+    (its astrocyte state the same)."""
     kinds = KINDS[seed]
     net = random_network(seed, sizes=[16, 8][:len(kinds)], kinds=kinds, conv_size=conv_size,
                          sensing=sensing, spike_levels=1 + seed % 2, input_levels=1 + seed % 3)
@@ -88,10 +92,16 @@ def test_engines_equal_step_form_with_relu(seed, conv_size, sensing):
     x = random_spikes(seed, 50, 1 + seed % 3, net.input_size, net.input_levels, rate=0.4)
     step = S.run(net, x)
     assert sum(int(s.sum()) for s in step.spikes) > 0
+    assert [l.kind == "amsu" and l.relu_q for l in net.layers] == \
+        [l.kind == "amsu" and l.astrocyte and sensing != "relu-key" for l in net.layers]
     i = next(i for i, l in enumerate(net.layers) if l.kind == "amsu" and l.relu)
     for other in {"identity", "relu"} - {sensing}:
         plain = S.run(_identity(net, other), x)
-        assert not np.array_equal(step.states[i]["H"], plain.states[i]["H"]), other
+        if {sensing, other} == {"relu-key", "relu"}:    # the same H, another read-out
+            np.testing.assert_array_equal(step.states[i]["H"], plain.states[i]["H"])
+            assert not np.array_equal(step.spikes[i], plain.spikes[i]), other
+        else:
+            assert not np.array_equal(step.states[i]["H"], plain.states[i]["H"]), other
     outs = {"numpy": engines.engine("numpy")(net, x, True, count_saturation=True)}
     for th in (1, 2, 3):
         outs[f"numba {th}"] = engines.engine("numba")(net, x, True, count_saturation=True,
@@ -108,8 +118,9 @@ def test_engines_equal_step_form_with_relu(seed, conv_size, sensing):
 def test_relu_is_the_documented_rectifier(conv_size, sensing):
     """One layer written out by hand: k, q are the operands (after the delay line) with
     their negative values set to 0 ("relu2": then squared, shifted right by shift_k2,
-    shift_q2 rounding half up and saturated to the operands' width), v as it is; the line
-    holds the unrectified inputs."""
+    shift_q2 rounding half up and saturated to the operands' width; "relu-key": k alone,
+    q keeps its sign), v as it is; the line holds the unrectified inputs; the read-out
+    of the last step from the sensed query."""
     net = random_network(5, sizes=[8], kinds=["amsu"], conv_size=conv_size, reset="none",
                          sensing=sensing)
     layer = net.layers[0]
@@ -134,7 +145,9 @@ def test_relu_is_the_documented_rectifier(conv_size, sensing):
         v = S.sat(S.shr(acc[..., n_k:], layer.shift_cv), b)
     q = S.sat(S.shr(parts["Q"], layer.shift_q), b)
     assert (k < 0).any() and (q < 0).any(), "the ReLU has nothing to do"
-    k, q = np.maximum(k, 0), np.maximum(q, 0)
+    k = np.maximum(k, 0)
+    if sensing != "relu-key":       # "relu-key": the query keeps its sign
+        q = np.maximum(q, 0)
     if sensing == "relu2":          # written out: (x + 2**(n-1)) >> n, then the clip
         lim = (1 << (b - 1)) - 1
         sq = {}
@@ -152,21 +165,21 @@ def test_relu_is_the_documented_rectifier(conv_size, sensing):
         H = S.sat24(S.rtz_decay(H, layer.dH[:, :, None]) + kv)
         np.testing.assert_array_equal(run.states[0]["H"][t], H)
     assert np.abs(H).max() > 0
-    if sensing == "relu2":          # the read-out uses the squared query
-        r = S.sat24(S.shr(np.einsum("bakv,bak->bav", H, q[-1].reshape(-1, A, dk)),
-                          layer.shift_r))
-        o = S.sat24(S.shr(r.reshape(2, -1) * layer.gain, layer.shift_o))
-        u = run.states[0]["u"][-1]
-        theta = layer.vth.astype(np.int64) << 6
-        s = sum((u + o > lv * theta).astype(np.int64) for lv in range(1, layer.spike_levels + 1))
-        np.testing.assert_array_equal(run.spikes[0][-1], s)
+    # the read-out from the sensed query (rectified, squared or signed)
+    r = S.sat24(S.shr(np.einsum("bakv,bak->bav", H, q[-1].reshape(-1, A, dk)), layer.shift_r))
+    o = S.sat24(S.shr(r.reshape(2, -1) * layer.gain, layer.shift_o))
+    u = run.states[0]["u"][-1]
+    theta = layer.vth.astype(np.int64) << 6
+    s = sum((u + o > lv * theta).astype(np.int64) for lv in range(1, layer.spike_levels + 1))
+    np.testing.assert_array_equal(run.spikes[0][-1], s)
 
 
 @pytest.mark.parametrize("sensing", SENSINGS)
 def test_relu_saturation_counts_only_positive_overflow(sensing):
     """With operands that clip, a negative k or q is not counted (the ReLU zeroes it
     whatever its size): the counters are the positive overflows, in numpy and numba.
-    "relu2": the squares that clip after their shift are counted apart (k2, q2)."""
+    "relu2": the squares that clip after their shift are counted apart (k2, q2);
+    "relu-key": the signed query's overflows are counted both ways."""
     base = random_network(9, sizes=[8], kinds=["amsu"], operand_bits=6, input_levels=3,
                           sensing=sensing)
     layer = replace(base.layers[0], shift_k=-3, shift_q=-3)
@@ -180,19 +193,22 @@ def test_relu_saturation_counts_only_positive_overflow(sensing):
     opl = (1 << 5) - 1
     want = {n: int((S.shr(parts[n.upper()], getattr(layer, f"shift_{n}")) > opl).sum())
             for n in ("k", "q")}
+    signed = {n: int((np.abs(S.shr(parts[n.upper()], getattr(layer, f"shift_{n}"))) > opl).sum())
+              for n in ("k", "q")}
+    if sensing == "relu-key":
+        want["q"] = signed["q"]
     if sensing == "relu2":
         for n in ("k", "q"):
             z = np.clip(S.shr(parts[n.upper()], getattr(layer, f"shift_{n}")), 0, opl)
             want[f"{n}2"] = int((S.shr(z * z, getattr(layer, f"shift_{n}2")) > opl).sum())
-    signed = {n: int((np.abs(S.shr(parts[n.upper()], getattr(layer, f"shift_{n}"))) > opl).sum())
-              for n in ("k", "q")}
     for e in ("numpy", "numba"):
         out = engines.engine(e)(net, x, True, count_saturation=True)
         _assert_same(step, out, e)
         sat = out.saturation[0]
         assert {n: sat[n] for n in want} == want, (e, sat, want)
         assert ("k2" in sat) == (sensing == "relu2")
-    assert all(0 < want[n] < signed[n] for n in signed), (want, signed)
+    rectified = ("k",) if sensing == "relu-key" else ("k", "q")
+    assert all(0 < want[n] < signed[n] for n in rectified), (want, signed)
     assert all(0 < want[n] < 60 * 2 * 8 for n in want), want      # of 960 k and 960 q
     ident = engines.engine("numpy")(_identity(net), x, False, count_saturation=True)
     assert {n: ident.saturation[0][n] for n in signed} == signed
@@ -205,8 +221,8 @@ def test_relu_needs_the_astrocyte(sensing):
                                          f"astrocyte is off, got '{sensing}'"):
         nm.QuantizedNetwork((replace(off, sensing=sensing),), input_size=12)
     on = random_network(2, sizes=[8], kinds=["amsu"]).layers[0]
-    with pytest.raises(ValueError, match=r"layers/0/neuron/sensing must be one of \('identity', "
-                                         r"'relu', 'relu2'\), got 'elu'"):
+    with pytest.raises(ValueError, match=f"layers/0/neuron/sensing must be one of {OPTIONS}, "
+                                         "got 'elu'"):
         nm.QuantizedNetwork((replace(on, sensing="elu"),), input_size=12)
 
 
@@ -292,12 +308,14 @@ def test_qat_view_torch_and_reference_identical(seed, conv_size, sensing):
             np.testing.assert_array_equal(v.detach().numpy(), ref.states[i][k], err_msg=k)
 
 
+@pytest.mark.parametrize("sensing", ["relu", "relu-key"])
 @pytest.mark.parametrize("conv_size", [1, 4])
-def test_keys_and_queries_are_calibrated_after_the_relu(conv_size):
+def test_keys_and_queries_are_calibrated_after_the_relu(conv_size, sensing):
     """The calibration observes k (after the delay line) and q after the ReLU: their
     maxima are those of the rectified float operands, and their exponents are at most
-    those of the same model without the ReLU (a non-negative range is no wider)."""
-    model = _relu_model(2, conv_size)[:1]
+    those of the same model without the ReLU (a non-negative range is no wider);
+    "relu-key": the signed query over its signed range, as without the ReLU."""
+    model = _relu_model(2, conv_size, sensing)[:1]
     m = model[0]
     calib = _spikes(2, 60, 6, m.spec.in_features)
     plan = nm.calibrate(model, calib)[0]
@@ -309,12 +327,17 @@ def test_keys_and_queries_are_calibrated_after_the_relu(conv_size):
         k, v, _ = delay_line(k, v, line0, p.conv, spec)
     assert float(k.min()) < 0 and float(q.min()) < 0
     assert plan.observed["k"] == round(float(k.clamp(min=0).max()), 6)
-    assert plan.observed["q"] == round(float(q.clamp(min=0).max()), 6)
+    if sensing == "relu":
+        assert plan.observed["q"] == round(float(q.clamp(min=0).max()), 6)
+    else:
+        assert plan.observed["q"] == round(float(q.abs().max()), 6)
     assert plan.observed["v"] == round(float(v.abs().max()), 6)
     plain = copy.deepcopy(model)
     object.__setattr__(plain[0].spec, "sensing", "identity")
     base = nm.calibrate(plain, calib)[0]
-    assert (plan.e_k, plan.e_q) <= (base.e_k, base.e_q) and plan.e_v == base.e_v
+    assert plan.e_k <= base.e_k and plan.e_q <= base.e_q and plan.e_v == base.e_v
+    if sensing == "relu-key":
+        assert plan.e_q == base.e_q and plan.observed["q"] == base.observed["q"]
     qnet = _quantize(model, calib)
     assert (qnet.layers[0].scale["k"], qnet.layers[0].scale["q"]) == (plan.e_k, plan.e_q)
 
@@ -429,12 +452,12 @@ def test_lava_floating_pt_with_relu_matches_the_float_model(conv_size, sensing):
 @pytest.mark.parametrize("conv_size", [1, 4])
 def test_trained_network_with_relu_keeps_its_spikes_and_accuracy_in_integers(conv_size,
                                                                               sensing):
-    """A MemoryNet with sensing='relu' or 'relu2' (alone, and with a 4-tap line) trained
-    on delayed recall: its integer network (PTQ) answers as the float one does (within
-    0.1 accuracy, the demo test's tolerance) and emits the same spike at >= 99% of (step,
-    sequence, neuron) entries (measured: relu 99.85% and 99.83%; relu2 99.37% and 99.41%,
-    the square's 8-bit requantization losing the small keys and queries, 100% accuracy
-    float and integer)."""
+    """A MemoryNet with sensing='relu', 'relu2' or 'relu-key' (alone, and with a 4-tap
+    line) trained on delayed recall: its integer network (PTQ) answers as the float one
+    does (within 0.1 accuracy, the demo test's tolerance) and emits the same spike at >=
+    99% of (step, sequence, neuron) entries (measured: relu 99.85% and 99.83%; relu2
+    99.37% and 99.41%, the square's 8-bit requantization losing the small keys and
+    queries; relu-key 99.83% and 99.87%; 100% accuracy float and integer)."""
     from astro_neuron.apps.demo.lava import integer_accuracy
     from astro_neuron.tasks import MemoryNet, RecallTask, delayed_recall, evaluate, train_memory_net
 
@@ -495,14 +518,17 @@ def test_file_round_trip_with_relu(relu_file, tmp_path):
         if sensing == "relu2":                                         # version-4 fields
             assert (ng.attrs["shift_k2"], ng.attrs["shift_q2"]) == \
                 (net.layers[0].shift_k2, net.layers[0].shift_q2)
-        else:
+        elif version < 4:
             assert "shift_k2" not in ng.attrs and "shift_q2" not in ng.attrs
+        else:                       # a version-5 file holds them, at 0 without the square
+            assert (ng.attrs["shift_k2"], ng.attrs["shift_q2"]) == (0, 0)
     d = nm.spec.to_dict(net)
     assert d["layers"][0]["sensing"] == sensing and d["format_version"] == version
-    assert ("shift_k2" in d["layers"][0]) == (sensing == "relu2")
+    assert ("shift_k2" in d["layers"][0]) == (version >= 4)
     assert canonical_digest(net) != canonical_digest(_identity(net))
-    if sensing == "relu2":
+    if sensing != "relu":
         assert canonical_digest(net) != canonical_digest(_identity(net, "relu"))
+    if sensing == "relu2":
         other = replace(net.layers[0], shift_q2=net.layers[0].shift_q2 + 1)
         assert canonical_digest(net) != canonical_digest(
             nm.QuantizedNetwork((other, net.layers[1]), input_size=net.input_size))
@@ -569,7 +595,7 @@ _LABEL = lambda v: lambda f: f.attrs.__setitem__("format_version", v)           
 # (label, sensing of the file it applies to, edit, the message it must raise)
 BAD = [
     ("unknown sensing", None, _SET("sensing", "elu"),
-     r"layers/0/neuron/sensing must be one of \('identity', 'relu', 'relu2'\), got 'elu'"),
+     f"layers/0/neuron/sensing must be one of {OPTIONS}, got 'elu'"),
     ("sensing missing", None, lambda f: f[NEURON].attrs.__delitem__("sensing"),
      "layers/0/neuron/sensing"),
     ("identity in a version-3 file", "relu", _SET("sensing", "identity"),
@@ -591,7 +617,21 @@ BAD = [
     ("shift_q2 out of range", "relu2", _SET("shift_q2", 41),
      r"layers/0/neuron/shift_q2 must be an integer in \[-24, 40\], got 41"),
     ("shift_q2 not an integer", "relu2", _SET("shift_q2", 2.5), "layers/0/neuron/shift_q2"),
-    ("unknown version", None, _LABEL(5), "format_version.*reads versions 1, 2, 3, 4"),
+    ("relu-key in a version-3 file", "relu", _SET("sensing", "relu-key"),
+     "format_version' is 3, but the network it holds is of version 5"),
+    ("relu-key in a version-4 file", "relu2", _SET("sensing", "relu-key"),
+     "format_version' is 4, but the network it holds is of version 5"),
+    ("relu in a version-5 file", "relu-key", _SET("sensing", "relu"),
+     "format_version' is 5, but the network it holds is of version 3"),
+    ("identity in a version-5 file", "relu-key", _SET("sensing", "identity"),
+     "format_version' is 5, but the network it holds is of version 1"),
+    # a version-5 file labelled 3 or 4: it holds the version-4 fields (at 0), and its
+    # sensing is one those versions do not know
+    ("version 3 label", "relu-key", _LABEL(3),
+     "layers/0/neuron/shift_k2' is not part of format version 3"),
+    ("version 4 label", "relu-key", _LABEL(4),
+     "format_version' is 4, but the network it holds is of version 5"),
+    ("unknown version", None, _LABEL(6), "format_version.*reads versions 1, 2, 3, 4, 5"),
     ("relu without astrocyte", None, _SET("astrocyte", 0),
      "layers/0/neuron/sensing must be 'identity' when astrocyte is off"),
 ]
@@ -627,14 +667,15 @@ def test_corrupted_version_3_files_fail_cleanly(relu_file, tmp_path, data):
 
 @pytest.mark.parametrize("sensing", SENSINGS)
 def test_operation_count_includes_the_relu(sensing):
-    """2 A dk comparisons max(k, 0), max(q, 0); "relu2": and 2 A dk squares k k, q q."""
+    """2 A dk comparisons max(k, 0), max(q, 0); "relu2": and 2 A dk squares k k, q q;
+    "relu-key": the A dk comparisons max(k, 0) alone."""
     from neuromorphic.energy import synaptic_ops
 
     net = random_network(4, sizes=[8], kinds=["amsu"], sensing=sensing)
     x = random_spikes(4, 20, 1, net.input_size)
     l = net.layers[0]
     with_relu, without = synaptic_ops(net, x)[0], synaptic_ops(_identity(net), x)[0]
-    per = {"relu": 2, "relu2": 4}[sensing]
+    per = {"relu": 2, "relu2": 4, "relu-key": 1}[sensing]
     assert with_relu.astro_ops - without.astro_ops == per * l.n_astrocytes * l.d_key
 
 

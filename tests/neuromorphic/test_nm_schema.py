@@ -179,10 +179,10 @@ def test_quantize_accepts_the_delay_line():
     assert q.layers[0].conv_size == 3 and q.layers[0].conv_taps.shape == (3, 2 * 4 + 8)
 
 
-@pytest.mark.parametrize("sensing,version", [("relu", 3), ("relu2", 4)])
+@pytest.mark.parametrize("sensing,version", [("relu", 3), ("relu2", 4), ("relu-key", 5)])
 def test_quantize_accepts_relu_sensing(sensing, version):
-    """sensing='relu' and 'relu2' are exported (test_nm_relu_sensing.py), alone and with
-    the line, and the integer network agrees with its torch view."""
+    """sensing='relu', 'relu2' and 'relu-key' are exported (test_nm_relu_sensing.py),
+    alone and with the line, and the integer network agrees with its torch view."""
     torch.manual_seed(0)
     for conv_size in (1, 3):
         m = an.AMSU(6, 8, n_astrocytes=2, d_key=4, conv_size=conv_size, sensing=sensing)
@@ -193,14 +193,6 @@ def test_quantize_accepts_relu_sensing(sensing, version):
             (sensing, conv_size, version)
         x = _x()
         assert nm.compare(nm.simulate(q, x), nm.simulate(q, x, backend="torch")).equal
-
-
-def test_quantize_refuses_relu_key_by_name():
-    """sensing="relu-key" is integer-expressible but not in the file format: refused
-    with an error naming it, not exported as "relu"."""
-    m = an.AMSU(6, 8, n_astrocytes=2, d_key=4, sensing="relu-key")
-    with pytest.raises(ValueError, match="sensing='relu-key'.*not in the integer export"):
-        nm.quantize(m, calibration=_x())
 
 
 def test_quantize_refuses_a_sensing_the_integer_network_lacks():

@@ -22,7 +22,7 @@ from neuromorphic.engines.lava.procs.amsu.process import AMSUNeuron
 from neuromorphic.spec.fields import AMSU_FIELDS, field_map
 from neuromorphic.spec.widths import (
     DECAY_SHIFT, MAX_LEVELS, OPERAND_BITS_RANGE, STATE_BITS, VTH_SHIFT, message_bits,
-    senses_relu, senses_square,
+    senses_relu, senses_relu_query, senses_square,
 )
 
 _F = field_map(AMSU_FIELDS)   # widths of the parameter Vars: the schema's
@@ -48,6 +48,7 @@ class _AMSUBase(PyLoihiProcessModel):
         self.conv_size = int(p["conv_size"])
         self.delay_line = self.astrocyte and self.conv_size > 1
         self.relu = senses_relu(self.astrocyte, p["sensing"])
+        self.relu_q = senses_relu_query(self.astrocyte, p["sensing"])
         self.square = senses_square(self.astrocyte, p["sensing"])
         sizes = []
         if self.neuron_path:
@@ -131,8 +132,10 @@ class PyAMSUModelFixed(_AMSUBase):
         if self.delay_line:
             k, v = self.delay(k, v)
         q = self.saturate(self.requantize(a[:, self.slices["Q"]], self.shift["q"]), lim)
-        if self.relu:      # non-negative key and query, after the delay line
-            k, q = np.maximum(k, 0), np.maximum(q, 0)
+        if self.relu:      # non-negative key, after the delay line
+            k = np.maximum(k, 0)
+        if self.relu_q:    # and query (sensing="relu-key": the query stays signed)
+            q = np.maximum(q, 0)
         if self.square:    # sensing="relu2": the squares, requantized to operands
             k = self.saturate(self.requantize(k * k, self.shift["k2"]), lim)
             q = self.saturate(self.requantize(q * q, self.shift["q2"]), lim)
@@ -216,8 +219,10 @@ class PyAMSUModelFloat(_AMSUBase):
                 self.conv[:] = np.concatenate([self.conv[:, 1:], x[:, None]], axis=1)
                 k, v = y[:, :A * dk], y[:, A * dk:]
             q = a[:, self.slices["Q"]]
-            if self.relu:      # non-negative key and query, after the delay line
-                k, q = np.maximum(k, 0.0), np.maximum(q, 0.0)
+            if self.relu:      # non-negative key, after the delay line
+                k = np.maximum(k, 0.0)
+            if self.relu_q:    # and query (sensing="relu-key": the query stays signed)
+                q = np.maximum(q, 0.0)
             if self.square:    # sensing="relu2": their squares
                 k, q = k * k, q * q
             k = k.reshape(B, A, dk)
