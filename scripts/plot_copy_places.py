@@ -5,7 +5,7 @@
 
 The JSON file holds ``{"title": ..., "chance": 1/16, "panels": [{"title": ...,
 "curves": [{"label": ..., "by_place": [place 1, place 2, ...], "source": ...}, ...]},
-...]}`` (the ``by_place`` lists of ``scripts/probe_copy_curriculum.py``'s breakdown):
+...]}`` (a curve may name its ``color``, e.g. to keep a seed's across panels; the ``by_place`` lists of ``scripts/probe_copy_curriculum.py``'s breakdown):
 one panel each, accuracy against the place in the order in which the data token is
 due, chance dashed, the legend below each panel.
 """
@@ -38,16 +38,16 @@ def main() -> None:
     for ax, pn in zip(axes[0], panels):
         for i, c in enumerate(pn["curves"]):
             places = range(1, len(c["by_place"]) + 1)
-            ax.plot(places, [100 * v for v in c["by_place"]], "o-", ms=3, color=f"C{i}",
-                    label=c["label"])
+            ax.plot(places, [100 * v for v in c["by_place"]], "o-", ms=3,
+                    color=c.get("color", f"C{i}"), label=c["label"])
         ax.axhline(100 * d.get("chance", 1 / 16), ls="--", c="gray", lw=1, label="chance")
         ax.set_title(pn["title"], fontsize=9)
         ax.set_xlabel("place in the order (the i-th data token due)")
         ax.set_ylim(0, 103)
         n = max(len(c["by_place"]) for c in pn["curves"])
         ax.set_xticks([1, *range(4, n + 1, 4)])
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
-                  frameon=False)                    # below the panel, clear of the curves
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3),
+                  ncol=d.get("legend_columns", 2), frameon=False)                    # below the panel, clear of the curves
     axes[0][0].set_ylabel("accuracy (%)")
     if d.get("title"):
         fig.suptitle(d["title"], fontsize=10)
