@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from astro_neuron.amsu import AMSU
 from astro_neuron.apps.tasks.lm_memory import _task_kwargs, resolve_models, run_cell
 from astro_neuron.io import atomic_json, atomic_save_tensors
 from astro_neuron.lm.config import AMSNetConfig
@@ -88,6 +89,37 @@ def _misses(p: torch.Tensor, want: torch.Tensor) -> dict:
     }
 
 
+def load_weights(model, path) -> None:
+    """Load ``path`` (safetensors) into ``model``. Weights of the same model without its
+    neuron path (``neuron_path=False``) are accepted too: each AM-SU's neuron-path input
+    rows and bias then start at 0, so, with the AM-SU's default ``reset="none"``, the
+    membrane stays at 0 and the model at first computes what the loaded one did (the
+    neuron path put back after the astrocyte has learnt; docs/memory.md)."""
+    state = load_file(path)
+    own = model.state_dict()
+    grafted = {}
+    for prefix, m in model.named_modules():
+        if not (isinstance(m, AMSU) and m.spec.neuron_path and m.spec.astrocyte):
+            continue
+        w, b = f"{prefix}.weight", f"{prefix}.bias"
+        if b in state or w not in state or state[w].shape[1:] != own[w].shape[1:]:
+            continue                            # not an ablation's layer: loaded as is
+        new, src, dst = torch.zeros_like(own[w]), 0, 0
+        for name, size in m.spec.parts:         # the rows of I, K, V, Q (, E)
+            if name != "I":
+                new[dst:dst + size] = state[w][src:src + size]
+                src += size
+            dst += size
+        if src != state[w].shape[0]:
+            continue                            # the shapes then fail below, by name
+        grafted[w], grafted[b] = new, torch.zeros_like(own[b])
+    try:
+        model.load_state_dict({**state, **grafted})
+    except RuntimeError as exc:
+        raise SystemExit(f"{path}: not weights of this model or of it without its neuron "
+                         f"path ({str(exc).splitlines()[0]})") from None
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="AM-SNet relu",
@@ -111,7 +143,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--save", help="write the trained weights here (safetensors)")
     ap.add_argument("--first-weights", help="a safetensors file: the first stage's weights "
                     "are read from it if it exists (the first stage is then not trained "
-                    "again), else written to it after the first stage")
+                    "again; weights of the model without its neuron path are accepted, the "
+                    "neuron path starting at 0), else written to it after the first stage")
     a = ap.parse_args(argv)
     if not 0 < a.first_length < a.seq_len:
         ap.error(f"--first-length must lie in 1..{a.seq_len - 1}")
@@ -136,7 +169,7 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if a.first_weights and Path(a.first_weights).exists():
-        model.load_state_dict(load_file(a.first_weights))
+        load_weights(model, a.first_weights)
         losses = []                             # trained in an earlier run
     else:
         losses = train_task(model, "copy", a.first_length, a.first_examples, a.batch_size,

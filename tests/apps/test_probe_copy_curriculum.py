@@ -70,3 +70,35 @@ def test_an_unknown_model_or_option_is_refused_before_training(probe, tmp_path, 
     with pytest.raises(SystemExit):
         probe.main(["--seq-len", "64", "--first-length", "32", "--out", str(tmp_path),
                     "--model", model])
+
+
+def test_weights_without_the_neuron_path_start_the_full_model_where_they_were(probe,
+                                                                                tmp_path):
+    """--first-weights of the model without its neuron path load into the model with it:
+    the neuron path's rows and bias at 0, the other rows where they were, so the logits
+    are the loaded model's exactly; weights of another model are refused by name."""
+    from safetensors.torch import save_file
+
+    from astro_neuron.lm.config import AMSNetConfig
+    from astro_neuron.lm.model import build_model
+
+    ov = {"clock": "activity", "rotary_fraction": 1.0, "sensing": "relu-key"}
+    cfg = dict(vocab_size=256, block_size=64, n_layer=2, n_head=2, d_model=16, **ov)
+    torch.manual_seed(0)
+    alone = build_model(AMSNetConfig(neuron_path=False, **cfg))
+    path = tmp_path / "alone.safetensors"
+    save_file({k: v.contiguous() for k, v in alone.state_dict().items()}, str(path))
+    full = build_model(AMSNetConfig(**cfg))
+    probe.load_weights(full, path)
+    amsu = full.blocks[0].amsu
+    n = dict(amsu.spec.parts)["I"]
+    assert amsu.spec.parts[0][0] == "I"
+    assert not amsu.weight[:n].any() and not amsu.bias.any()
+    torch.testing.assert_close(amsu.weight[n:], alone.blocks[0].amsu.weight, rtol=0, atol=0)
+    x = torch.randint(0, 256, (2, 40))
+    alone.eval(), full.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(full(x)[0], alone(x)[0], rtol=0, atol=0)
+    other = build_model(AMSNetConfig(**{**cfg, "d_model": 32}))
+    with pytest.raises(SystemExit, match="not weights of this model"):
+        probe.load_weights(other, path)
