@@ -685,3 +685,21 @@ def test_nir_names_the_option(sensing):
     m = an.AMSU(6, 8, n_astrocytes=2, d_key=4, sensing=sensing)
     with pytest.raises(ValueError, match=f"sensing='{sensing}'.*cannot be expressed in NIR"):
         nm.export_nir(m)
+
+
+def test_a_network_mixing_the_square_and_the_key_alone_is_version_5(tmp_path):
+    """A "relu2" layer and a "relu-key" layer: the file is version 5 (the highest any
+    layer needs) and holds the first layer's square shifts; it loads back equal and runs
+    the same; the same layers with "relu2" alone are version 4."""
+    first = random_network(6, sizes=[12], kinds=["amsu"], sensing="relu2").layers[0]
+    second = random_network(7, n_in=12, sizes=[8], kinds=["amsu"],
+                            sensing="relu-key").layers[0]
+    net = nm.QuantizedNetwork((first, second), input_size=first.synapse.weight.shape[1])
+    assert [l.format_version for l in net.layers] == [4, 5] and net.format_version == 5
+    back = nm.load(nm.save(net, tmp_path / "mixed.h5"))
+    assert back.equals(net) and back.format_version == 5
+    assert (back.layers[0].shift_k2, back.layers[0].shift_q2) == (first.shift_k2,
+                                                                  first.shift_q2)
+    x = random_spikes(6, 30, 2, net.input_size)
+    _assert_same(nm.simulate(back, x), nm.simulate(net, x))
+    assert _identity(net, "relu2").format_version == 4
