@@ -5,9 +5,10 @@
 
 The JSON file holds ``{"title": ..., "chance": 1/16, "panels": [{"title": ...,
 "curves": [{"label": ..., "by_place": [place 1, place 2, ...], "source": ...}, ...]},
-...]}`` (a curve may name its ``color``, e.g. to keep a seed's across panels; the ``by_place`` lists of ``scripts/probe_copy_curriculum.py``'s breakdown):
+...]}`` (the ``by_place`` lists of ``scripts/probe_copy_curriculum.py``'s breakdown):
 one panel each, accuracy against the place in the order in which the data token is
-due, chance dashed, the legend below each panel.
+due, chance dashed, the legend below each panel. A curve may name its ``color`` (to
+keep a seed's colour across panels); ``legend_columns`` sets the legend's columns (2).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main() -> None:
         n = max(len(c["by_place"]) for c in pn["curves"])
         ax.set_xticks([1, *range(4, n + 1, 4)])
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3),
-                  ncol=d.get("legend_columns", 2), frameon=False)                    # below the panel, clear of the curves
+                  ncol=d.get("legend_columns", 2), frameon=False)  # below the axis label
     axes[0][0].set_ylabel("accuracy (%)")
     if d.get("title"):
         fig.suptitle(d["title"], fontsize=10)
