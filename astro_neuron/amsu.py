@@ -128,8 +128,7 @@ class AMSU(nn.Module):
             sharper kernel keeps different keys apart (docs/memory.md), or
             ``"relu-key"``: ``k <- max(k, 0)`` alone, the query signed, so that with
             rotary channels a key and a query can be any angle apart (docs/memory.md,
-            the activity clock). ``"relu-key"`` is not in the integer export yet (a
-            clear error naming it).
+            the activity clock); in the integer export as file format 5.
         gate_bias: initial ``b_G``; larger keeps more at the start
             (``g = sigmoid(b) ** (1/temperature)``).
         clock: what turns the rotary channels of ``k`` and ``q`` (needs ``rotary=True``):
@@ -141,6 +140,10 @@ class AMSU(nn.Module):
             (Mamba's selective step; docs/model.md, docs/memory.md). The phase is part
             of the state (``AMSUState.phase``). No integer export (a clear error).
         clock_step: the activity at the start, ``softplus(b_E)`` (Mamba: 0.001-0.1).
+        clock_rate: with ``clock="activity"``, how far a unit of phase turns the keys:
+            pair ``f`` by ``clock_rate * 2 pi f / n_rot`` (default 1). A larger rate
+            sharpens the count a learnt activity step resolves (docs/model.md); not a
+            default anywhere.
     """
 
     def __init__(self, in_features: int, n_neurons: int, n_astrocytes: int = 4,
@@ -155,7 +158,8 @@ class AMSU(nn.Module):
                  rotary_fraction: float = 1.0, readout_norm: str = "none",
                  conv_size: int = 1, retention: str = "fixed", gate_temperature: float = 16.0,
                  gate_bias: float = 0.0, sensing: str = "identity", clock: str = "time",
-                 clock_step: float = 0.05, device=None, dtype=None) -> None:
+                 clock_step: float = 0.05, clock_rate: float = 1.0, device=None,
+                 dtype=None) -> None:
         super().__init__()
         dt = positive_number("dt", float(dt))
         model = resolve_astro_model(astro_model, dt)
@@ -166,7 +170,8 @@ class AMSU(nn.Module):
             rotary_base=rotary_base, rotary_fraction=rotary_fraction,
             detach_reset=detach_reset, surrogate=surrogate, astro_model=model,
             readout_norm=readout_norm, conv_size=conv_size, retention=retention,
-            gate_temperature=gate_temperature, sensing=sensing, clock=clock)
+            gate_temperature=gate_temperature, sensing=sensing, clock=clock,
+            clock_rate=clock_rate)
         positive_int("chunk_size", chunk_size)
         self.dt = dt
         self.chunk_size = chunk_size
@@ -297,7 +302,7 @@ class AMSU(nn.Module):
                               ("rotary", False), ("rotary_fraction", 1.0),
                               ("readout_norm", "none"), ("conv_size", 1),
                               ("retention", "fixed"), ("sensing", "identity"),
-                              ("clock", "time")):
+                              ("clock", "time"), ("clock_rate", 1.0)):
             if getattr(s, name) != default:
                 parts.append(f"{name}={getattr(s, name)!r}")
         if not s.linear_astro:

@@ -79,29 +79,34 @@ def rotary_table(start: int, shape, base: float = 10000.0, n_rot: Optional[int] 
             sin.to(dtype).reshape(view).expand(full).contiguous())
 
 
-def phase_freqs(dim: int, n_rot: int, device=None) -> Tensor:
+def phase_freqs(dim: int, n_rot: int, device=None, rate: float = 1.0) -> Tensor:
     """Frequencies ``[dim/2]`` (float64) of a clock of phase ``p`` turning ``n_rot``
-    channels: ``2 pi f / n_rot`` for pairs ``f < n_rot/2``, evenly spaced from 0 (pair 0
-    never turns), and 0 for the pairs not rotated. A phase advanced by one unit turns
-    pair ``f`` by ``f`` ``n_rot``-ths of a circle, so keys at phases that differ by a
-    whole number ``m`` (``0 < m < n_rot``) are apart on a discrete Fourier basis: the
-    clock holds its phase modulo ``n_rot`` as sharply as ``n_rot/2`` pairs allow (the
-    ``clock="activity"`` option of the AM-SU)."""
+    channels: ``rate * 2 pi f / n_rot`` for pairs ``f < n_rot/2``, evenly spaced from 0
+    (pair 0 never turns), and 0 for the pairs not rotated. At ``rate`` 1 a phase advanced
+    by one unit turns pair ``f`` by ``f`` ``n_rot``-ths of a circle, so keys at phases
+    that differ by a whole number ``m`` (``0 < m < n_rot``) are apart on a discrete
+    Fourier basis: the clock holds its phase modulo ``n_rot`` as sharply as ``n_rot/2``
+    pairs allow (the ``clock="activity"`` option of the AM-SU). ``rate`` (> 0, the
+    AM-SU's ``clock_rate``) turns every pair ``rate`` times as far per unit of phase:
+    the same basis at phase steps of ``1 / rate``."""
     if dim % 2 or n_rot % 2 or not 0 < n_rot <= dim:
         raise ValueError(f"phase_freqs needs an even dim and an even n_rot in (0, dim], got "
                          f"dim={dim}, n_rot={n_rot}")
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"phase_freqs needs a finite rate > 0, got {rate!r}")
     f = torch.arange(dim // 2, dtype=torch.float64, device=device)
-    return torch.where(f < n_rot // 2, f * (2 * math.pi / n_rot), torch.zeros_like(f))
+    return torch.where(f < n_rot // 2, f * (2 * math.pi * rate / n_rot), torch.zeros_like(f))
 
 
-def phase_table(phase: Tensor, dim: int, n_rot: int, dtype: Optional[torch.dtype] = None
-                ) -> tuple[Tensor, Tensor]:
+def phase_table(phase: Tensor, dim: int, n_rot: int, dtype: Optional[torch.dtype] = None,
+                rate: float = 1.0) -> tuple[Tensor, Tensor]:
     """``cos``, ``sin`` ``[*phase.shape, dim/2]`` of the phases ``phase`` (any shape, any
     floating dtype, differentiable) at the frequencies of :func:`phase_freqs`; the angles
     in float64, the tables in ``dtype`` (default ``phase.dtype``). :func:`rotate` a
-    ``[..., dim]`` tensor with them (the gradient reaches ``phase`` through the tables)."""
+    ``[..., dim]`` tensor with them (the gradient reaches ``phase`` through the tables);
+    ``rate``: :func:`phase_freqs`'s."""
     dtype = dtype or phase.dtype
-    ang = phase.to(torch.float64)[..., None] * phase_freqs(dim, n_rot, phase.device)
+    ang = phase.to(torch.float64)[..., None] * phase_freqs(dim, n_rot, phase.device, rate)
     return torch.cos(ang).to(dtype), torch.sin(ang).to(dtype)
 
 

@@ -29,7 +29,8 @@ ARCHS = ("amsnet", "transformer")
 AMSNET_ONLY = ("d_key", "ffn_hidden", "tau_mem", "tau_astro", "tau_ffn", "threshold",
                "spike_levels", "astro_gain", "synapse_init", "astro_norm", "surrogate_alpha",
                "astrocyte", "neuron_path", "spiking", "rotary_fraction", "conv_size",
-               "retention", "gate_temperature", "gate_bias", "sensing", "clock", "clock_step")
+               "retention", "gate_temperature", "gate_bias", "sensing", "clock", "clock_step",
+               "clock_rate")
 TAU_ASTRO_INITS = ("retnet",)       # named decay initialisations (astro_neuron.AMSU's)
 
 
@@ -84,6 +85,8 @@ class AMSNetConfig:
                                     # (the step count) or "activity" (a phase its activity
                                     # advances; docs/model.md, docs/memory.md)
     clock_step: float = 0.05        # the activity at the start (clock="activity")
+    clock_rate: float = 1.0         # how far a unit of phase turns the keys (clock="activity";
+                                    # 2: a sharper count, docs/memory.md)
     init_std: float = 0.02          # std of embeddings and output projections (GPT-2 style);
                                     # "width": 1 / sqrt(d_model), resolved when the config
                                     # is made (what attention needs to learn MQAR at small
@@ -132,6 +135,10 @@ class AMSNetConfig:
         choice("sensing", self.sensing, SENSINGS)
         choice("clock", self.clock, CLOCKS)
         self.clock_step = positive_number("clock_step", self.clock_step)
+        self.clock_rate = positive_number("clock_rate", self.clock_rate)
+        if self.clock_rate != 1 and self.clock != "activity":
+            raise ValueError(f"clock_rate={self.clock_rate!r} is an option of clock='activity' "
+                             f"(how fast its phase turns the keys), but clock={self.clock!r}")
         self.gate_temperature = positive_number("gate_temperature", self.gate_temperature)
         finite_number("gate_bias", self.gate_bias)
         number_in_range("rotary_base", self.rotary_base, 1, lo_open=True)

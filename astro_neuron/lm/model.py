@@ -74,6 +74,7 @@ class Block(nn.Module):
                          retention=cfg.retention if cfg.astrocyte else "fixed",
                          sensing=cfg.sensing if cfg.astrocyte else "identity",
                          clock=cfg.clock if cfg.astrocyte else "time", clock_step=cfg.clock_step,
+                         clock_rate=cfg.clock_rate if cfg.astrocyte else 1.0,
                          gate_temperature=cfg.gate_temperature, gate_bias=cfg.gate_bias)
         self.w_o = nn.Linear(d, d, bias=False)
         self.norm2 = nn.RMSNorm(d, eps=NORM_EPS)

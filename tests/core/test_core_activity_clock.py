@@ -46,12 +46,17 @@ def _random_state(layer, B):
 
 
 def _reference(layer, x, st0):
-    """The read-out as the double sum over steps, from the state's phase (zero H)."""
+    """The read-out as the double sum over steps, from the state's phase (zero H); pair
+    ``f`` turned by ``clock_rate * 2 pi f / n_rot`` a unit of phase, written out here."""
     spec, p = layer.spec, layer.params()
     _, k, v, q, _, ze = amsu.project_all(x, p, spec)
     a = torch.nn.functional.softplus(ze)                                   # (T, B, A)
     phase = st0.phase + a.cumsum(0)
-    cos, sin = phase_table(phase, spec.d_key, spec.rotary_dims)
+    n_rot = spec.rotary_dims
+    f = torch.arange(spec.d_key // 2, dtype=torch.float64)
+    w = torch.where(f < n_rot // 2, f * 2 * math.pi * spec.clock_rate / n_rot, 0 * f)
+    ang = phase[..., None] * w
+    cos, sin = torch.cos(ang).to(x.dtype), torch.sin(ang).to(x.dtype)
     k, q = rotate(k, cos, sin) * a[..., None], rotate(q, cos, sin)
     T = x.shape[0]
     o = torch.zeros_like(v)
@@ -62,11 +67,11 @@ def _reference(layer, x, st0):
     return o.flatten(-2) * p.astro_gain / math.sqrt(spec.d_key), phase[-1]
 
 
-@pytest.mark.parametrize("fraction", [1.0, 0.5])
-def test_the_read_out_is_the_double_sum_over_steps(fraction):
+@pytest.mark.parametrize("fraction,rate", [(1.0, 1.0), (0.5, 1.0), (1.0, 2.0), (0.5, 0.7)])
+def test_the_read_out_is_the_double_sum_over_steps(fraction, rate):
     """Also: the activity's bias gets a gradient through the phase and the write."""
     torch.manual_seed(0)
-    layer = _layer(torch.float64, rotary_fraction=fraction)
+    layer = _layer(torch.float64, rotary_fraction=fraction, clock_rate=rate)
     x = torch.randn(13, 2, 6, dtype=torch.float64)
     st0 = layer.init_state(2)
     st0 = st0._replace(phase=3 * torch.rand_like(st0.phase))
@@ -119,6 +124,24 @@ def test_frequencies_put_whole_phase_steps_on_a_fourier_basis(n_rot):
         assert abs(got - want) < 1e-9, (m, got)
 
 
+@pytest.mark.parametrize("rate", [2.0, 4.0])
+def test_the_clock_rate_puts_the_basis_at_finer_phase_steps(rate):
+    """``clock_rate`` r: pair ``f`` turns by ``r 2 pi f / n_rot`` a unit of phase, so
+    the Dirichlet kernel of the test above holds at phase steps of ``1 / r``: keys an
+    activity of ``1 / r`` apart are as distinct as whole units are at rate 1."""
+    n_rot = 16
+    w = phase_freqs(n_rot, n_rot, rate=rate)
+    assert_close(w, phase_freqs(n_rot, n_rot) * rate)
+    for m in range(n_rot):
+        got = float(torch.cos(w * (m / rate)).sum())
+        want = n_rot / 2 if m == 0 else (0.0 if m % 2 == 0 else 1.0)
+        assert abs(got - want) < 1e-9, (m, got)
+    cos, sin = phase_table(torch.tensor([0.25 / rate]), n_rot, n_rot, rate=rate)
+    assert_close(cos, phase_table(torch.tensor([0.25]), n_rot, n_rot)[0])
+    with pytest.raises(ValueError, match="rate"):
+        phase_freqs(n_rot, n_rot, rate=0.0)
+
+
 def test_time_is_the_default_and_the_option_adds_rows_and_state():
     plain = an.AMSU(6, 12, n_astrocytes=3, d_key=8, rotary=True)
     assert plain.spec.clock == "time" and plain.clock_bias is None
@@ -128,7 +151,9 @@ def test_time_is_the_default_and_the_option_adds_rows_and_state():
     assert [n for n, _ in layer.spec.parts] == ["I", "K", "V", "Q", "E"]
     assert layer.weight.shape[0] == plain.weight.shape[0] + 3
     assert layer.init_state(2).phase.shape == (2, 3)
-    assert "clock='activity'" in repr(layer)
+    assert "clock='activity'" in repr(layer) and "clock_rate" not in repr(layer)
+    assert "clock_rate=2.0" in repr(an.AMSU(6, 12, n_astrocytes=3, d_key=8, rotary=True,
+                                             clock="activity", clock_rate=2.0))
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -138,6 +163,9 @@ def test_time_is_the_default_and_the_option_adds_rows_and_state():
     (dict(clock="activity", rotary=True, astro_model="li-rinzel"), "li-rinzel"),
     (dict(clock="space", rotary=True), "clock"),
     (dict(clock="activity", rotary=True, clock_step=0.0), "clock_step"),
+    (dict(rotary=True, clock_rate=2.0), "clock_rate=2.0 is an option of clock='activity'"),
+    (dict(clock="activity", rotary=True, clock_rate=0.0), "clock_rate"),
+    (dict(clock="activity", rotary=True, clock_rate=float("nan")), "clock_rate"),
 ])
 def test_errors_where_the_option_cannot_apply(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -201,12 +229,13 @@ def test_snntorch_cell_moves_and_detaches_the_phase():
     assert cell.state.phase.dtype == torch.float64
 
 
-@pytest.mark.parametrize("sensing", ["identity", "relu-key"])
-def test_language_model_step_and_prefill_agree_with_the_parallel_form(sensing):
+@pytest.mark.parametrize("sensing,rate", [("identity", 1.0), ("relu-key", 1.0),
+                                          ("relu-key", 2.0)])
+def test_language_model_step_and_prefill_agree_with_the_parallel_form(sensing, rate):
     torch.manual_seed(4)
     cfg = AMSNetConfig(vocab_size=64, block_size=64, n_layer=2, n_head=2, d_model=32,
                        clock="activity", astro_gain=1.0, spiking=False, conv_size=3,
-                       sensing=sensing)
+                       sensing=sensing, clock_rate=rate)
     m = AMSNet(cfg).double()
     x = torch.randint(0, 64, (3, 30))
     ref, _ = m(x)
@@ -224,6 +253,13 @@ def test_language_model_config_checks_the_clock():
         AMSNetConfig(clock="space")
     with pytest.raises(ValueError, match="clock='activity'"):
         AMSNetConfig(arch="transformer", clock="activity")
+    with pytest.raises(ValueError, match="clock_rate=2.0 is an option of clock='activity'"):
+        AMSNetConfig(clock_rate=2.0)
+    with pytest.raises(ValueError, match="clock_rate"):
+        AMSNetConfig(clock="activity", clock_rate=-1.0)
+    m = AMSNet(AMSNetConfig(vocab_size=64, n_layer=1, n_head=2, d_model=32,
+                            clock="activity", clock_rate=2.0))
+    assert m.blocks[0].amsu.spec.clock_rate == 2.0
     with pytest.raises(ValueError, match="leaves 0"):
         AMSNet(AMSNetConfig(vocab_size=64, n_layer=1, n_head=2, d_model=32,
                             clock="activity", rotary_fraction=0.0))

@@ -42,6 +42,8 @@ OPTIONS = [
     dict(clock="activity", retention="gated", conv_size=2, sensing="relu2", readout_norm="rms"),
     dict(clock="activity", sensing="relu-key"),
     dict(clock="activity", sensing="relu-key", conv_size=2, retention="gated"),
+    dict(clock="activity", clock_rate=2.0, sensing="relu-key"),
+    dict(clock="activity", clock_rate=0.5, retention="selective", conv_size=3),
 ]
 
 

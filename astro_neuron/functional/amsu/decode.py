@@ -53,6 +53,7 @@ class DecodeShape(NamedTuple):
     clock: bool = False                 # clock == "activity": the phase turns k, q
     n_rot: int = 0                      # rotary channels (clock == "activity")
     key_only: bool = False              # sensing == "relu-key": max(k, 0) only, q signed
+    clock_rate: float = 1.0             # clock == "activity": the frequencies' factor
 
 
 class DecodeTensors(NamedTuple):
@@ -102,7 +103,8 @@ def decode_shape(spec: AMSUSpec) -> DecodeShape:
                        spec.readout_norm == "rms", spec.conv_size,
                        RETENTIONS.index(spec.retention), float(spec.gate_temperature),
                        spec.sensing in ("relu", "relu2"), spec.sensing == "relu2",
-                       spec.activity_clock, spec.rotary_dims, spec.sensing == "relu-key")
+                       spec.activity_clock, spec.rotary_dims, spec.sensing == "relu-key",
+                       float(spec.clock_rate))
 
 
 @torch.no_grad()
@@ -163,7 +165,7 @@ def decode_step(x: Tensor, u: Tensor, H: Optional[Tensor], L: DecodeTensors, k: 
     if k.clock:                                                    # the activity clock
         a = F.softplus(z[:, -k.A:] + L.clock_b)                    # (B, A), E rows last
         phase.add_(a.to(phase.dtype))                              # float64
-        cos, sin = phase_table(phase, k.dk, k.n_rot, a.dtype)      # (B, A, d_k/2)
+        cos, sin = phase_table(phase, k.dk, k.n_rot, a.dtype, k.clock_rate)  # (B, A, d_k/2)
         C, S = torch.cat([cos, cos], -1)[:, None], torch.cat([-sin, sin], -1)[:, None]
     if C is not None:                                              # rotary at position t
         swapped = kq.view(B, 2, k.A, 2, k.dk // 2).flip(3).view(B, 2, k.A, k.dk)

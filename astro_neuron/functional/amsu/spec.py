@@ -121,6 +121,9 @@ class AMSUSpec:
     # "time" (the step count t) or "activity" (a phase advanced by the astrocyte's
     # activity a_t, which also scales its write): what turns the rotary channels (CLOCKS)
     clock: str = "time"
+    # clock="activity": pair f turns by clock_rate * 2 pi f / n_rot per unit of phase
+    # (1: the discrete Fourier basis at whole units; 2: at half units, a sharper count)
+    clock_rate: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("in_features", "n_neurons", "n_astrocytes", "d_key", "spike_levels",
@@ -140,6 +143,11 @@ class AMSUSpec:
             raise ValueError(f"conv_size must be at most {MAX_CONV_SIZE} (a short delay line; "
                              f"1 = none), got {self.conv_size}")
         number_in_range("gate_temperature", self.gate_temperature, 0, lo_open=True)
+        number_in_range("clock_rate", self.clock_rate, 0, lo_open=True)
+        if self.clock_rate != 1 and not self.activity_clock:
+            raise ValueError(f"clock_rate={self.clock_rate!r} is an option of "
+                             "clock='activity' (how fast its phase turns the keys), but "
+                             "clock='time'; use clock_rate=1")
         for name in ("astrocyte", "neuron_path", "spiking", "rotary", "detach_reset"):
             boolean(name, getattr(self, name))
         if self.rotary and self.d_key % 2:

@@ -169,9 +169,9 @@ def turn(k: Tensor, q: Tensor, phase: Tensor, a: Tensor, spec: AMSUSpec
          ) -> tuple[Tensor, Tensor]:
     """``clock="activity"``: ``k`` and ``q`` ``[..., A, d_k]`` turned by the phase
     ``[..., A]`` (float64; :func:`~astro_neuron.functional.rotary.phase_table`: the
-    rotary channels at frequencies ``2 pi f / n_rot``), and the key scaled by the
+    rotary channels at frequencies ``clock_rate * 2 pi f / n_rot``), and the key scaled by the
     activity ``a`` ``[..., A]`` (what the astrocyte writes)."""
-    cos, sin = phase_table(phase, spec.d_key, spec.rotary_dims, k.dtype)
+    cos, sin = phase_table(phase, spec.d_key, spec.rotary_dims, k.dtype, spec.clock_rate)
     return rotate(k, cos, sin) * a[..., None], rotate(q, cos, sin)
 
 
