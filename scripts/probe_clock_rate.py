@@ -1,0 +1,141 @@
+"""How far does a trained activity clock step per item, and does a faster clock sharpen
+the count? A probe (docs/memory.md, "Selective copying at T=1024: a faster clock").
+
+``--steps WEIGHTS``: no training; the activity ``a_t = softplus(W_E x_t + b_E)`` each
+astrocyte of a selective-copying model takes at the data tokens, the noise tokens and
+the recall markers (held-out sequences at ``--seq-len``), with the spread of the phase
+difference between the step at which the i-th data token is due and the one that wrote
+it. A counter advances by a fixed step per data token and not at all on noise.
+
+Otherwise: the weights ``--weights`` (of a model with any ``clock_rate``: the rate is
+not a weight) are loaded into the model with ``--rate`` and trained on at ``--seq-len``
+(``--examples`` sequences at ``--lr``, the library's ``train_task``), and scored at
+T=256 and T=1024 before and after (300 held-out sequences each).
+
+    OMP_NUM_THREADS=1 python scripts/probe_clock_rate.py --steps out/first_s1.safetensors
+    OMP_NUM_THREADS=1 python scripts/probe_clock_rate.py --weights out/first_s1.safetensors \\
+        --rate 2 --seed 1 --save out/rate2_t256_s1.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+
+from astro_neuron.apps.tasks.lm_memory import _task_kwargs
+from astro_neuron.io import atomic_save_tensors
+from astro_neuron.lm.config import AMSNetConfig
+from astro_neuron.lm.model import build_model
+from astro_neuron.lm.tasks import DATA0, MARK, TASKS, task_accuracy, train_task
+
+#: the configuration the seventeenth session trained (docs/memory.md): the astrocyte
+#: alone, a non-negative key with a signed query, the activity clock on every channel
+MODEL = {"astro_gain": 1.0, "clock": "activity", "neuron_path": False,
+         "rotary_fraction": 1.0, "sensing": "relu-key"}
+
+
+def build(rate: float, d_model: int, seed: int, block_size: int = 1024):
+    torch.manual_seed(seed)
+    return build_model(AMSNetConfig(vocab_size=256, block_size=block_size, n_layer=2,
+                                    n_head=2, d_model=d_model, clock_rate=rate, **MODEL))
+
+
+def activity_steps(model, T: int, n: int, seed: int, tokens: int = 16) -> list:
+    """Per layer and astrocyte: the mean activity at data, noise and marker tokens, and
+    the phase difference between reading the i-th data token and writing it (mean and
+    standard deviation over sequences, averaged over the places)."""
+    import astro_neuron.functional.amsu.chunk as chunked
+    kw = _task_kwargs("copy", tokens, "random", "uniform")
+    x, _ = TASKS["copy"](n, T, generator=torch.Generator().manual_seed(40_000 + seed), **kw)
+    rec, orig = [], chunked.activity
+
+    def spy(ze):
+        a = orig(ze)
+        rec.append(a.detach())
+        return a
+
+    chunked.activity = spy
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        chunked.activity = orig
+    region = T - tokens - 1
+    data = (x >= DATA0) & (x < DATA0 + tokens)
+    data[:, region:] = False
+    noise = torch.ones_like(data)
+    noise[:, region:] = False
+    noise &= ~data
+    pos = data.nonzero()[:, 1].view(n, tokens)
+    out = []
+    for layer, a in enumerate(rec):                     # a: (T, B, A)
+        a = a.double().transpose(0, 1)                  # (B, T, A)
+        phase = a.cumsum(1)
+        for j in range(a.shape[-1]):
+            aj, pj = a[..., j], phase[..., j]
+            lag = pj[:, region:region + tokens] - torch.gather(pj, 1, pos)
+            out.append({"layer": layer, "astrocyte": j,
+                        "data": round(float(aj[data].mean()), 4),
+                        "noise": round(float(aj[noise].mean()), 5),
+                        "marker": round(float(aj[x == MARK].mean()), 4),
+                        "read_lag_mean": round(float(lag.mean()), 3),
+                        "read_lag_sd": round(float(lag.std(0).mean()), 4)})
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", metavar="WEIGHTS", help="measure the activity steps of "
+                    "these weights (safetensors) and train nothing")
+    ap.add_argument("--weights", help="weights to start from (safetensors)")
+    ap.add_argument("--rate", type=float, default=2.0, help="the clock_rate trained with")
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--examples", type=int, default=25_600)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-seed", type=int, default=5000,
+                    help="training sequences from generator seed data_seed + seed")
+    ap.add_argument("--n-eval", type=int, default=300)
+    ap.add_argument("--save", help="write the trained weights here (safetensors)")
+    a = ap.parse_args(argv)
+    if bool(a.steps) == bool(a.weights):
+        ap.error("give either --steps WEIGHTS or --weights WEIGHTS")
+    kw = _task_kwargs("copy", 16, "random", "uniform")
+    if a.steps:
+        model = build(1.0, a.d_model, a.seed)
+        model.load_state_dict(load_file(a.steps))
+        res = {"weights": a.steps, "seq_len": a.seq_len,
+               "astrocytes": activity_steps(model, a.seq_len, a.n_eval, a.seed)}
+        print(json.dumps(res))
+        return res
+    model = build(a.rate, a.d_model, a.seed)
+    model.load_state_dict(load_file(a.weights))
+
+    def score() -> dict:
+        g = torch.Generator().manual_seed(20_000 + a.seed)
+        return {str(T): task_accuracy(model, *TASKS["copy"](a.n_eval, T, generator=g, **kw),
+                                      batch_size=100) for T in (256, 1024)}
+
+    res = {"weights": a.weights, "rate": a.rate, "seq_len": a.seq_len,
+           "examples": a.examples, "lr": a.lr, "seed": a.seed, "before": score()}
+    t0 = time.perf_counter()
+    losses = train_task(model, "copy", a.seq_len, a.examples, a.batch_size, lr=a.lr,
+                        seed=a.data_seed + a.seed, progress=False, **kw)
+    res.update(time_s=round(time.perf_counter() - t0, 1),
+               final_loss=sum(losses[-10:]) / len(losses[-10:]), after=score())
+    if a.save:
+        atomic_save_tensors(model.state_dict(), a.save)
+    print(json.dumps(res), flush=True)
+    return res
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)

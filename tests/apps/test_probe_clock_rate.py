@@ -1,0 +1,49 @@
+"""scripts/probe_clock_rate.py: the activity steps docs/memory.md quotes, measured on a
+clock whose activity is known, and the train-on-at-another-rate run (tiny settings)."""
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from script_modules import load_script
+
+
+@pytest.fixture(scope="module")
+def probe():
+    return load_script("probe_clock_rate")
+
+
+def test_a_constant_activity_is_measured_at_every_kind_of_token(probe):
+    """E rows at 0 and b_E = softplus^-1(0.25): every token advances the phase by 0.25,
+    so data, noise and markers read 0.25, and the phase between writing the i-th data
+    token and reading it is 0.25 times the steps between them (which vary)."""
+    model = probe.build(1.0, 16, 0, block_size=64)
+    for blk in model.blocks:
+        with torch.no_grad():
+            blk.amsu.weight[-2:].zero_()                       # the E rows (2 astrocytes)
+            blk.amsu.clock_bias.fill_(math.log(math.expm1(0.25)))
+    res = probe.activity_steps(model, 64, 20, 0)
+    assert len(res) == 4
+    for r in res:
+        assert r["data"] == r["noise"] == r["marker"] == pytest.approx(0.25, abs=1e-4)
+        assert 0.25 * 16 <= r["read_lag_mean"] <= 0.25 * 63 and r["read_lag_sd"] > 0
+
+
+def test_weights_train_on_at_another_rate_and_are_measured(probe, tmp_path):
+    w = tmp_path / "w.safetensors"
+    save_file(probe.build(1.0, 16, 0).state_dict(), str(w))
+    out = tmp_path / "rate2.safetensors"
+    r = probe.main(["--weights", str(w), "--rate", "2", "--seq-len", "64", "--examples", "32",
+                    "--d-model", "16", "--n-eval", "8", "--save", str(out)])
+    assert r["rate"] == 2.0 and set(r["before"]) == set(r["after"]) == {"256", "1024"}
+    assert math.isfinite(r["final_loss"]) and out.exists()
+    s = probe.main(["--steps", str(out), "--seq-len", "64", "--d-model", "16", "--n-eval", "4"])
+    assert [a["layer"] for a in s["astrocytes"]] == [0, 0, 1, 1]
+
+
+def test_one_of_steps_or_weights(probe):
+    with pytest.raises(SystemExit):
+        probe.main([])
+    with pytest.raises(SystemExit):
+        probe.main(["--steps", "a", "--weights", "b"])
