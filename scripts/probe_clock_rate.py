@@ -7,14 +7,17 @@ the recall markers (held-out sequences at ``--seq-len``), with the spread of the
 difference between the step at which the i-th data token is due and the one that wrote
 it. A counter advances by a fixed step per data token and not at all on noise.
 
-Otherwise: the weights ``--weights`` (of a model with any ``clock_rate``: the rate is
-not a weight) are loaded into the model with ``--rate`` and trained on at ``--seq-len``
-(``--examples`` sequences at ``--lr``, the library's ``train_task``), and scored at
-T=256 and T=1024 before and after (300 held-out sequences each).
+Otherwise: the model with ``--rate`` (and ``--clock-step``) is trained at
+``--seq-len`` (``--examples`` sequences at ``--lr``, the library's ``train_task``) and
+scored at T=256 and T=1024 before and after (300 held-out sequences each): from the
+start, or from the weights ``--weights`` (of a model with any ``clock_rate``: the rate
+is not a weight). From the start this is the first stage of
+``scripts/probe_copy_curriculum.py`` (the same model, data and schedule).
 
     OMP_NUM_THREADS=1 python scripts/probe_clock_rate.py --steps out/first_s1.safetensors
     OMP_NUM_THREADS=1 python scripts/probe_clock_rate.py --weights out/first_s1.safetensors \\
         --rate 2 --seed 1 --save out/rate2_t256_s1.safetensors
+    OMP_NUM_THREADS=1 python scripts/probe_clock_rate.py --rate 2 --seed 1   # from the start
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ MODEL = {"astro_gain": 1.0, "clock": "activity", "neuron_path": False,
          "rotary_fraction": 1.0, "sensing": "relu-key"}
 
 
-def build(rate: float, d_model: int, seed: int, block_size: int = 1024):
+def build(rate: float, d_model: int, seed: int, block_size: int = 1024,
+          clock_step: float = 0.05):
     torch.manual_seed(seed)
     return build_model(AMSNetConfig(vocab_size=256, block_size=block_size, n_layer=2,
-                                    n_head=2, d_model=d_model, clock_rate=rate, **MODEL))
+                                    n_head=2, d_model=d_model, clock_rate=rate,
+                                    clock_step=clock_step, **MODEL))
 
 
 def activity_steps(model, T: int, n: int, seed: int, tokens: int = 16) -> list:
@@ -93,21 +98,28 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", metavar="WEIGHTS", help="measure the activity steps of "
                     "these weights (safetensors) and train nothing")
-    ap.add_argument("--weights", help="weights to start from (safetensors)")
+    ap.add_argument("--weights", help="weights to start from (safetensors); without it, "
+                    "the model is trained from the start")
     ap.add_argument("--rate", type=float, default=2.0, help="the clock_rate trained with")
+    ap.add_argument("--clock-step", type=float, default=0.05,
+                    help="the activity at the start (used from the start only)")
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--examples", type=int, default=25_600)
-    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--lr", type=float, help="default 3e-4 from --weights, 1e-3 from the "
+                    "start (the curriculum's first stage)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--d-model", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data-seed", type=int, default=5000,
-                    help="training sequences from generator seed data_seed + seed")
+    ap.add_argument("--data-seed", type=int, help="training sequences from generator seed "
+                    "data_seed + seed (default 5000 from --weights, 1000 from the start)")
     ap.add_argument("--n-eval", type=int, default=300)
     ap.add_argument("--save", help="write the trained weights here (safetensors)")
     a = ap.parse_args(argv)
-    if bool(a.steps) == bool(a.weights):
-        ap.error("give either --steps WEIGHTS or --weights WEIGHTS")
+    if a.steps and a.weights:
+        ap.error("give --steps WEIGHTS or --weights WEIGHTS, not both")
+    fresh = not (a.steps or a.weights)
+    lr = a.lr if a.lr is not None else (1e-3 if fresh else 3e-4)
+    data_seed = a.data_seed if a.data_seed is not None else (1000 if fresh else 5000)
     kw = _task_kwargs("copy", 16, "random", "uniform")
     if a.steps:
         model = build(1.0, a.d_model, a.seed)
@@ -116,8 +128,9 @@ def main(argv=None) -> dict:
                "astrocytes": activity_steps(model, a.seq_len, a.n_eval, a.seed)}
         print(json.dumps(res))
         return res
-    model = build(a.rate, a.d_model, a.seed)
-    model.load_state_dict(load_file(a.weights))
+    model = build(a.rate, a.d_model, a.seed, clock_step=a.clock_step)
+    if a.weights:
+        model.load_state_dict(load_file(a.weights))
 
     def score() -> dict:
         g = torch.Generator().manual_seed(20_000 + a.seed)
@@ -125,10 +138,11 @@ def main(argv=None) -> dict:
                                       batch_size=100) for T in (256, 1024)}
 
     res = {"weights": a.weights, "rate": a.rate, "seq_len": a.seq_len,
-           "examples": a.examples, "lr": a.lr, "seed": a.seed, "before": score()}
+           "clock_step": a.clock_step, "examples": a.examples, "lr": lr, "seed": a.seed,
+           "before": score()}
     t0 = time.perf_counter()
-    losses = train_task(model, "copy", a.seq_len, a.examples, a.batch_size, lr=a.lr,
-                        seed=a.data_seed + a.seed, progress=False, **kw)
+    losses = train_task(model, "copy", a.seq_len, a.examples, a.batch_size, lr=lr,
+                        seed=data_seed + a.seed, progress=False, **kw)
     res.update(time_s=round(time.perf_counter() - t0, 1),
                final_loss=sum(losses[-10:]) / len(losses[-10:]), after=score())
     if a.save:

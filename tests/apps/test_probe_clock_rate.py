@@ -1,6 +1,7 @@
 """scripts/probe_clock_rate.py: the activity steps docs/memory.md quotes, measured on a
 clock whose activity is known, and the train-on-at-another-rate run (tiny settings)."""
 
+import json
 import math
 
 import pytest
@@ -42,8 +43,20 @@ def test_weights_train_on_at_another_rate_and_are_measured(probe, tmp_path):
     assert [a["layer"] for a in s["astrocytes"]] == [0, 0, 1, 1]
 
 
-def test_one_of_steps_or_weights(probe):
-    with pytest.raises(SystemExit):
-        probe.main([])
+def test_from_the_start_it_is_the_curriculum_first_stage(probe, tmp_path):
+    """Without --weights the model trains from the start exactly as the first stage of
+    scripts/probe_copy_curriculum.py (same model, data, schedule): the same final loss."""
+    cur = load_script("probe_copy_curriculum")
+    opts = json.dumps(probe.MODEL)
+    c = cur.main(["--seq-len", "64", "--first-length", "52", "--tokens", "16",
+                  "--examples", "16", "--first-examples", "48", "--n-eval", "8",
+                  "--d-model", "16", "--out", str(tmp_path), "--model", f"m={opts}"])
+    r = probe.main(["--rate", "1", "--seq-len", "52", "--examples", "48", "--d-model", "16",
+                    "--n-eval", "8"])
+    assert r["weights"] is None and r["lr"] == 1e-3
+    assert r["final_loss"] == c["first_stage"]["final_loss"]
+
+
+def test_steps_and_weights_are_not_both_given(probe):
     with pytest.raises(SystemExit):
         probe.main(["--steps", "a", "--weights", "b"])
