@@ -144,6 +144,10 @@ class AMSU(nn.Module):
             pair ``f`` by ``clock_rate * 2 pi f / n_rot`` (default 1). A larger rate
             sharpens the count a learnt activity step resolves (docs/model.md); not a
             default anywhere.
+        decay_clock: ``"time"`` (default, the paper: the astrocyte decays by ``gamma``
+            every step) or ``"activity"`` (with ``clock="activity"``: by ``gamma **
+            a_t``, so ``tau_astro`` counts units of activity, not steps: a quiet
+            astrocyte holds its state, as in Mamba's ``exp(Delta_t A)``; docs/model.md).
     """
 
     def __init__(self, in_features: int, n_neurons: int, n_astrocytes: int = 4,
@@ -158,8 +162,8 @@ class AMSU(nn.Module):
                  rotary_fraction: float = 1.0, readout_norm: str = "none",
                  conv_size: int = 1, retention: str = "fixed", gate_temperature: float = 16.0,
                  gate_bias: float = 0.0, sensing: str = "identity", clock: str = "time",
-                 clock_step: float = 0.05, clock_rate: float = 1.0, device=None,
-                 dtype=None) -> None:
+                 clock_step: float = 0.05, clock_rate: float = 1.0,
+                 decay_clock: str = "time", device=None, dtype=None) -> None:
         super().__init__()
         dt = positive_number("dt", float(dt))
         model = resolve_astro_model(astro_model, dt)
@@ -171,7 +175,7 @@ class AMSU(nn.Module):
             detach_reset=detach_reset, surrogate=surrogate, astro_model=model,
             readout_norm=readout_norm, conv_size=conv_size, retention=retention,
             gate_temperature=gate_temperature, sensing=sensing, clock=clock,
-            clock_rate=clock_rate)
+            clock_rate=clock_rate, decay_clock=decay_clock)
         positive_int("chunk_size", chunk_size)
         self.dt = dt
         self.chunk_size = chunk_size
@@ -302,7 +306,8 @@ class AMSU(nn.Module):
                               ("rotary", False), ("rotary_fraction", 1.0),
                               ("readout_norm", "none"), ("conv_size", 1),
                               ("retention", "fixed"), ("sensing", "identity"),
-                              ("clock", "time"), ("clock_rate", 1.0)):
+                              ("clock", "time"), ("clock_rate", 1.0),
+                              ("decay_clock", "time")):
             if getattr(s, name) != default:
                 parts.append(f"{name}={getattr(s, name)!r}")
         if not s.linear_astro:

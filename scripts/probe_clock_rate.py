@@ -43,11 +43,11 @@ MODEL = {"astro_gain": 1.0, "clock": "activity", "neuron_path": False,
 
 
 def build(rate: float, d_model: int, seed: int, block_size: int = 1024,
-          clock_step: float = 0.05):
+          clock_step: float = 0.05, decay_clock: str = "time"):
     torch.manual_seed(seed)
     return build_model(AMSNetConfig(vocab_size=256, block_size=block_size, n_layer=2,
                                     n_head=2, d_model=d_model, clock_rate=rate,
-                                    clock_step=clock_step, **MODEL))
+                                    clock_step=clock_step, decay_clock=decay_clock, **MODEL))
 
 
 def activity_steps(model, T: int, n: int, seed: int, tokens: int = 16) -> list:
@@ -103,6 +103,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--rate", type=float, default=2.0, help="the clock_rate trained with")
     ap.add_argument("--clock-step", type=float, default=0.05,
                     help="the activity at the start (used from the start only)")
+    ap.add_argument("--decay-clock", default="time", choices=("time", "activity"),
+                    help="what the astrocytes' decay runs on (AM-SU decay_clock)")
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--examples", type=int, default=25_600)
     ap.add_argument("--lr", type=float, help="default 3e-4 from --weights, 1e-3 from the "
@@ -128,7 +130,8 @@ def main(argv=None) -> dict:
                "astrocytes": activity_steps(model, a.seq_len, a.n_eval, a.seed)}
         print(json.dumps(res))
         return res
-    model = build(a.rate, a.d_model, a.seed, clock_step=a.clock_step)
+    model = build(a.rate, a.d_model, a.seed, clock_step=a.clock_step,
+                  decay_clock=a.decay_clock)
     if a.weights:
         model.load_state_dict(load_file(a.weights))
 
@@ -137,7 +140,8 @@ def main(argv=None) -> dict:
         return {str(T): task_accuracy(model, *TASKS["copy"](a.n_eval, T, generator=g, **kw),
                                       batch_size=100) for T in (256, 1024)}
 
-    res = {"weights": a.weights, "rate": a.rate, "seq_len": a.seq_len,
+    res = {"weights": a.weights, "rate": a.rate, "decay_clock": a.decay_clock,
+           "seq_len": a.seq_len,
            "clock_step": a.clock_step, "examples": a.examples, "lr": lr, "seed": a.seed,
            "before": score()}
     t0 = time.perf_counter()

@@ -30,7 +30,7 @@ AMSNET_ONLY = ("d_key", "ffn_hidden", "tau_mem", "tau_astro", "tau_ffn", "thresh
                "spike_levels", "astro_gain", "synapse_init", "astro_norm", "surrogate_alpha",
                "astrocyte", "neuron_path", "spiking", "rotary_fraction", "conv_size",
                "retention", "gate_temperature", "gate_bias", "sensing", "clock", "clock_step",
-               "clock_rate")
+               "clock_rate", "decay_clock")
 TAU_ASTRO_INITS = ("retnet",)       # named decay initialisations (astro_neuron.AMSU's)
 
 
@@ -87,6 +87,8 @@ class AMSNetConfig:
     clock_step: float = 0.05        # the activity at the start (clock="activity")
     clock_rate: float = 1.0         # how far a unit of phase turns the keys (clock="activity";
                                     # 2: a sharper count, docs/memory.md)
+    decay_clock: str = "time"       # what the astrocyte's decay runs on: "time" (every
+                                    # step) or "activity" (gamma ** a_t; clock="activity")
     init_std: float = 0.02          # std of embeddings and output projections (GPT-2 style);
                                     # "width": 1 / sqrt(d_model), resolved when the config
                                     # is made (what attention needs to learn MQAR at small
@@ -139,6 +141,10 @@ class AMSNetConfig:
         if self.clock_rate != 1 and self.clock != "activity":
             raise ValueError(f"clock_rate={self.clock_rate!r} is an option of clock='activity' "
                              f"(how fast its phase turns the keys), but clock={self.clock!r}")
+        choice("decay_clock", self.decay_clock, CLOCKS)
+        if self.decay_clock == "activity" and self.clock != "activity":
+            raise ValueError("decay_clock='activity' decays the astrocyte by its activity, "
+                             f"which only clock='activity' has, but clock={self.clock!r}")
         self.gate_temperature = positive_number("gate_temperature", self.gate_temperature)
         finite_number("gate_bias", self.gate_bias)
         number_in_range("rotary_base", self.rotary_base, 1, lo_open=True)

@@ -47,7 +47,9 @@ def _random_state(layer, B):
 
 def _reference(layer, x, st0):
     """The read-out as the double sum over steps, from the state's phase (zero H); pair
-    ``f`` turned by ``clock_rate * 2 pi f / n_rot`` a unit of phase, written out here."""
+    ``f`` turned by ``clock_rate * 2 pi f / n_rot`` a unit of phase, written out here;
+    what step ``s`` wrote decays by ``gamma^(t - s)`` by step ``t``, or with
+    ``decay_clock="activity"`` by ``gamma^(p_t - p_s)``: the activity in between."""
     spec, p = layer.spec, layer.params()
     _, k, v, q, _, ze = amsu.project_all(x, p, spec)
     a = torch.nn.functional.softplus(ze)                                   # (T, B, A)
@@ -62,16 +64,23 @@ def _reference(layer, x, st0):
     o = torch.zeros_like(v)
     for t in range(T):
         for s in range(t + 1):
-            w = (layer.gamma ** (t - s) * q[t] * k[s]).sum(-1)            # (B, A)
+            if spec.decay_clock == "activity":
+                age = (phase[t] - phase[s]).to(x.dtype)[..., None]          # (B, A, 1)
+            else:
+                age = t - s
+            w = (layer.gamma ** age * q[t] * k[s]).sum(-1)                 # (B, A)
             o[t] = o[t] + w[..., None] * v[s]
     return o.flatten(-2) * p.astro_gain / math.sqrt(spec.d_key), phase[-1]
 
 
-@pytest.mark.parametrize("fraction,rate", [(1.0, 1.0), (0.5, 1.0), (1.0, 2.0), (0.5, 0.7)])
-def test_the_read_out_is_the_double_sum_over_steps(fraction, rate):
+@pytest.mark.parametrize("fraction,rate,decay", [
+    (1.0, 1.0, "time"), (0.5, 1.0, "time"), (1.0, 2.0, "time"), (0.5, 0.7, "time"),
+    (1.0, 1.0, "activity"), (0.5, 2.0, "activity")])
+def test_the_read_out_is_the_double_sum_over_steps(fraction, rate, decay):
     """Also: the activity's bias gets a gradient through the phase and the write."""
     torch.manual_seed(0)
-    layer = _layer(torch.float64, rotary_fraction=fraction, clock_rate=rate)
+    layer = _layer(torch.float64, rotary_fraction=fraction, clock_rate=rate,
+                   decay_clock=decay, tau_astro=(2.0, 20.0))
     x = torch.randn(13, 2, 6, dtype=torch.float64)
     st0 = layer.init_state(2)
     st0 = st0._replace(phase=3 * torch.rand_like(st0.phase))
@@ -101,6 +110,42 @@ def test_the_phase_sums_the_activity_and_the_write_is_scaled():
     _, st = layer.run(x, st0)
     assert torch.equal(st.phase, st0.phase)
     assert_close(st.H, st0.H * layer.gamma[..., None] ** 9, torch.float64, "no write")
+
+
+def test_activity_decay_holds_a_quiet_astrocyte_and_spends_tau_in_activity():
+    """``decay_clock="activity"``: the state decays by ``gamma ** a_t``, so an astrocyte
+    of zero activity keeps its state exactly however long it waits (the time decay
+    loses it), and a state written once, then read after steps of known activity,
+    has decayed by ``gamma`` to the power of the activity summed (not the steps)."""
+    torch.manual_seed(5)
+    kw = dict(tau_astro=(3.0, 30.0))
+    quiet = {d: _layer(torch.float64, decay_clock=d, **kw) for d in ("time", "activity")}
+    x = torch.randn(200, 2, 6, dtype=torch.float64)
+    for d, layer in quiet.items():
+        with torch.no_grad():
+            layer.clock_bias.fill_(-800.0)                 # softplus underflows to 0
+            layer.weight[-3:].zero_()                      # the E rows
+        st0 = _random_state(layer, 2)
+        _, st = layer.run(x, st0)
+        st = st._replace(H=st.H.detach())
+        if d == "activity":
+            assert torch.equal(st.H, st0.H)
+        else:
+            assert float(st.H.abs().max()) < 1e-2 * float(st0.H.abs().max().detach())
+    layer = _layer(torch.float64, decay_clock="activity", **kw)
+    with torch.no_grad():
+        layer.weight[-3:].zero_()                          # constant activity softplus(b)
+    a = torch.nn.functional.softplus(layer.clock_bias.detach())            # (A,)
+    st0 = _random_state(layer, 2)
+    for mode in ("loop", "chunked"):
+        _, st = layer.run(torch.zeros(0, 2, 6, dtype=torch.float64), st0, mode=mode)
+        assert torch.equal(st.H, st0.H)
+    with torch.no_grad():                                  # no write: keys of zero
+        layer.weight[12:12 + 3 * 8].zero_()                # the K rows (after I's 12)
+    for mode in ("loop", "chunked"):
+        _, st = layer.run(x[:50], st0, mode=mode)
+        want = st0.H * (layer.gamma ** (50 * a)[:, None])[None, ..., None]
+        assert_close(st.H, want, torch.float64, f"{mode}: gamma ** (sum of a)")
 
 
 def test_the_clock_step_sets_the_starting_activity():
@@ -154,6 +199,10 @@ def test_time_is_the_default_and_the_option_adds_rows_and_state():
     assert "clock='activity'" in repr(layer) and "clock_rate" not in repr(layer)
     assert "clock_rate=2.0" in repr(an.AMSU(6, 12, n_astrocytes=3, d_key=8, rotary=True,
                                              clock="activity", clock_rate=2.0))
+    assert layer.spec.decay_clock == "time" and "decay_clock" not in repr(layer)
+    assert "decay_clock='activity'" in repr(an.AMSU(6, 12, n_astrocytes=3, d_key=8,
+                                                    rotary=True, clock="activity",
+                                                    decay_clock="activity"))
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -166,6 +215,9 @@ def test_time_is_the_default_and_the_option_adds_rows_and_state():
     (dict(rotary=True, clock_rate=2.0), "clock_rate=2.0 is an option of clock='activity'"),
     (dict(clock="activity", rotary=True, clock_rate=0.0), "clock_rate"),
     (dict(clock="activity", rotary=True, clock_rate=float("nan")), "clock_rate"),
+    (dict(rotary=True, decay_clock="activity"), "decay_clock='activity'.*only "
+     "clock='activity' has"),
+    (dict(clock="activity", rotary=True, decay_clock="space"), "decay_clock"),
 ])
 def test_errors_where_the_option_cannot_apply(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -229,13 +281,14 @@ def test_snntorch_cell_moves_and_detaches_the_phase():
     assert cell.state.phase.dtype == torch.float64
 
 
-@pytest.mark.parametrize("sensing,rate", [("identity", 1.0), ("relu-key", 1.0),
-                                          ("relu-key", 2.0)])
-def test_language_model_step_and_prefill_agree_with_the_parallel_form(sensing, rate):
+@pytest.mark.parametrize("sensing,rate,decay", [
+    ("identity", 1.0, "time"), ("relu-key", 1.0, "time"), ("relu-key", 2.0, "time"),
+    ("relu-key", 2.0, "activity")])
+def test_language_model_step_and_prefill_agree_with_the_parallel_form(sensing, rate, decay):
     torch.manual_seed(4)
     cfg = AMSNetConfig(vocab_size=64, block_size=64, n_layer=2, n_head=2, d_model=32,
                        clock="activity", astro_gain=1.0, spiking=False, conv_size=3,
-                       sensing=sensing, clock_rate=rate)
+                       sensing=sensing, clock_rate=rate, decay_clock=decay)
     m = AMSNet(cfg).double()
     x = torch.randint(0, 64, (3, 30))
     ref, _ = m(x)
@@ -260,6 +313,15 @@ def test_language_model_config_checks_the_clock():
     m = AMSNet(AMSNetConfig(vocab_size=64, n_layer=1, n_head=2, d_model=32,
                             clock="activity", clock_rate=2.0))
     assert m.blocks[0].amsu.spec.clock_rate == 2.0
+    with pytest.raises(ValueError, match="decay_clock='activity'"):
+        AMSNetConfig(decay_clock="activity")
+    with pytest.raises(ValueError, match="decay_clock"):
+        AMSNetConfig(clock="activity", decay_clock="steps")
+    with pytest.raises(ValueError, match="decay_clock"):
+        AMSNetConfig(arch="transformer", decay_clock="activity")
+    m = AMSNet(AMSNetConfig(vocab_size=64, n_layer=1, n_head=2, d_model=32,
+                            clock="activity", decay_clock="activity"))
+    assert m.blocks[0].amsu.spec.decay_clock == "activity"
     with pytest.raises(ValueError, match="leaves 0"):
         AMSNet(AMSNetConfig(vocab_size=64, n_layer=1, n_head=2, d_model=32,
                             clock="activity", rotary_fraction=0.0))

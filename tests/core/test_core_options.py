@@ -44,6 +44,10 @@ OPTIONS = [
     dict(clock="activity", sensing="relu-key", conv_size=2, retention="gated"),
     dict(clock="activity", clock_rate=2.0, sensing="relu-key"),
     dict(clock="activity", clock_rate=0.5, retention="selective", conv_size=3),
+    dict(clock="activity", decay_clock="activity", sensing="relu-key"),
+    dict(clock="activity", decay_clock="activity", retention="gated", readout_norm="rms"),
+    dict(clock="activity", decay_clock="activity", retention="selective", conv_size=3,
+         clock_rate=2.0),
 ]
 
 

@@ -56,8 +56,8 @@ def amsu_chunked(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, spec:
             k, v, conv = delay_line(k, v, conv, p.conv, spec)
         k, q = sense(k, q, spec)
         if spec.activity_clock:
+            a = activity(ze)                 # (T, B, A)
             if x_seq.shape[0]:               # the phase summed from the state's, in order
-                a = activity(ze)
                 ph = torch.cat([phase[None], a.to(phase.dtype)]).cumsum(0)[1:]  # float64
                 k, q = turn(k, q, ph, a, spec)
                 phase = ph[-1]
@@ -66,15 +66,19 @@ def amsu_chunked(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, spec:
                 cos, sin = rotary_table(state.t, k.shape, spec.rotary_base,
                                         spec.rotary_dims, k.dtype, k.device)
                 k, q = rotate(k, cos, sin), rotate(q, cos, sin)
-        if spec.gated:                      # input-dependent retention: exponents <= 0 only
-            lg = log_gate(zg, spec)
-            if spec.retention == "selective":
-                k = k * -torch.expm1(lg)
+        if spec.gated or spec.activity_decay:   # input-dependent: exponents <= 0 only
             lam = _log_decay(p.gamma.to(k.dtype)).to(k.dtype)
+            if spec.activity_decay:              # gamma ** a_t: lam a_t
+                lam = lam * a[..., None].to(k.dtype)
+            if spec.gated:
+                lg = log_gate(zg, spec)
+                if spec.retention == "selective":
+                    k = k * -torch.expm1(lg)
+                lam = lam + lg
             if use_fla(q, v):               # CUDA: the GLA kernels (scan_fla.py)
-                o, H = astro_gated_fla(q, k, v, lam + lg, H)
+                o, H = astro_gated_fla(q, k, v, lam, H)
             else:
-                o, H = astro_gated_chunked(q, k, v, lam + lg, H, chunk_size)
+                o, H = astro_gated_chunked(q, k, v, lam, H, chunk_size)
         elif use_fla(q, v):
             o, H = astro_fla(q, k, v, p.gamma, H)
         else:

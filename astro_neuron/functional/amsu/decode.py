@@ -54,6 +54,7 @@ class DecodeShape(NamedTuple):
     n_rot: int = 0                      # rotary channels (clock == "activity")
     key_only: bool = False              # sensing == "relu-key": max(k, 0) only, q signed
     clock_rate: float = 1.0             # clock == "activity": the frequencies' factor
+    decay_clock: bool = False           # decay_clock == "activity": decay gamma ** a_t
 
 
 class DecodeTensors(NamedTuple):
@@ -104,7 +105,7 @@ def decode_shape(spec: AMSUSpec) -> DecodeShape:
                        RETENTIONS.index(spec.retention), float(spec.gate_temperature),
                        spec.sensing in ("relu", "relu2"), spec.sensing == "relu2",
                        spec.activity_clock, spec.rotary_dims, spec.sensing == "relu-key",
-                       float(spec.clock_rate))
+                       float(spec.clock_rate), spec.activity_decay)
 
 
 @torch.no_grad()
@@ -173,14 +174,17 @@ def decode_step(x: Tensor, u: Tensor, H: Optional[Tensor], L: DecodeTensors, k: 
     kw = kq[:, 0]                                                  # the key written
     if k.clock:                                                    # scaled by a_t
         kw = kw * a[..., None]
+    gamma = L.gamma                                                # (A, d_k, 1)
+    if k.decay_clock:                                              # gamma ** a_t
+        gamma = torch.exp(a[:, :, None, None] * torch.log(gamma))  # (B, A, d_k, 1)
     if k.gated:                                                    # retention gamma * g_t
         g0 = k.kq0 + 2 * nk
         lg = F.logsigmoid(z[:, g0:g0 + nk].view(B, k.A, k.dk) + L.gate_b) / k.gate_temp
         if k.gated == 2:                                           # selective: (1 - g_t) k
             kw = kw * -torch.expm1(lg)
-        H.mul_(L.gamma * torch.exp(lg).unsqueeze(-1)).addcmul_(kw.unsqueeze(-1), v)
+        H.mul_(gamma * torch.exp(lg).unsqueeze(-1)).addcmul_(kw.unsqueeze(-1), v)
     else:
-        H.mul_(L.gamma).addcmul_(kw.unsqueeze(-1), v)              # H = diag(g) H + k v^T
+        H.mul_(gamma).addcmul_(kw.unsqueeze(-1), v)                # H = diag(g) H + k v^T
     q = kq[:, 1].reshape(B * k.A, 1, k.dk)
     o = torch.bmm(q, H.view(B * k.A, k.dk, k.dv))                  # H^T q (B A, 1, d_v)
     if k.rms:

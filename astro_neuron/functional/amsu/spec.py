@@ -124,6 +124,10 @@ class AMSUSpec:
     # clock="activity": pair f turns by clock_rate * 2 pi f / n_rot per unit of phase
     # (1: the discrete Fourier basis at whole units; 2: at half units, a sharper count)
     clock_rate: float = 1.0
+    # "time" (the paper: the astrocyte decays by gamma every step) or "activity" (by
+    # gamma ** a_t: it clears its state as it is active, a quiet astrocyte holds it;
+    # Mamba's exp(Delta_t A)); "activity" needs clock="activity" (CLOCKS)
+    decay_clock: str = "time"
 
     def __post_init__(self) -> None:
         for name in ("in_features", "n_neurons", "n_astrocytes", "d_key", "spike_levels",
@@ -139,6 +143,7 @@ class AMSUSpec:
         choice("retention", self.retention, RETENTIONS)
         choice("sensing", self.sensing, SENSINGS)
         choice("clock", self.clock, CLOCKS)
+        choice("decay_clock", self.decay_clock, CLOCKS)
         if self.conv_size > MAX_CONV_SIZE:
             raise ValueError(f"conv_size must be at most {MAX_CONV_SIZE} (a short delay line; "
                              f"1 = none), got {self.conv_size}")
@@ -148,6 +153,10 @@ class AMSUSpec:
             raise ValueError(f"clock_rate={self.clock_rate!r} is an option of "
                              "clock='activity' (how fast its phase turns the keys), but "
                              "clock='time'; use clock_rate=1")
+        if self.activity_decay and not self.activity_clock:
+            raise ValueError("decay_clock='activity' decays the astrocyte by its activity "
+                             "a_t, which only clock='activity' has, but clock='time'; set "
+                             "clock='activity' or use decay_clock='time'")
         for name in ("astrocyte", "neuron_path", "spiking", "rotary", "detach_reset"):
             boolean(name, getattr(self, name))
         if self.rotary and self.d_key % 2:
@@ -198,6 +207,12 @@ class AMSUSpec:
         """True when the rotary channels turn with the astrocyte's activity
         (``clock="activity"``) rather than with time."""
         return self.clock == "activity"
+
+    @property
+    def activity_decay(self) -> bool:
+        """True when the astrocyte decays by ``gamma ** a_t`` (its activity,
+        ``decay_clock="activity"``) rather than by ``gamma`` every step."""
+        return self.decay_clock == "activity"
 
     @property
     def d_conv(self) -> int:

@@ -175,16 +175,21 @@ def turn(k: Tensor, q: Tensor, phase: Tensor, a: Tensor, spec: AMSUSpec
     return rotate(k, cos, sin) * a[..., None], rotate(q, cos, sin)
 
 
-def astro_decay(lg: Optional[Tensor], k: Tensor, p: AMSUParams, spec: AMSUSpec
-                ) -> tuple[Tensor, Tensor]:
+def astro_decay(lg: Optional[Tensor], k: Tensor, p: AMSUParams, spec: AMSUSpec,
+                a: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """The decay of one step and the key written: ``(gamma, k)`` for the fixed
-    retention; ``(gamma * g_t, k)`` gated; ``(gamma * g_t, (1 - g_t) * k)`` selective."""
+    retention; ``(gamma * g_t, k)`` gated; ``(gamma * g_t, (1 - g_t) * k)`` selective.
+    With ``decay_clock="activity"`` ``gamma ** a_t`` (``a`` ``[..., A]``) takes the
+    place of ``gamma``."""
+    gamma = p.gamma
+    if spec.activity_decay:
+        gamma = torch.exp(a[..., None] * torch.log(gamma))
     if not spec.gated:
-        return p.gamma, k
+        return gamma, k
     g = torch.exp(lg)
     if spec.retention == "selective":
         k = k * -torch.expm1(lg)
-    return p.gamma * g, k
+    return gamma * g, k
 
 
 def readout(o_raw: Tensor, p: AMSUParams, spec: AMSUSpec) -> Tensor:
@@ -260,7 +265,8 @@ def dynamics_step(I: Optional[Tensor], k: Optional[Tensor], v: Optional[Tensor],
             k = rotary(k[None], state.t, spec.rotary_base, spec.rotary_dims)[0]
             q = rotary(q[None], state.t, spec.rotary_base, spec.rotary_dims)[0]
         if spec.linear_astro:
-            decay, k = astro_decay(log_gate(zg, spec) if spec.gated else None, k, p, spec)
+            decay, k = astro_decay(log_gate(zg, spec) if spec.gated else None, k, p, spec,
+                                   a if spec.activity_clock else None)
             H = astro_step(H, k, v, decay)
             o = astro_read(H, q)
         else:
