@@ -148,6 +148,10 @@ class AMSU(nn.Module):
             every step) or ``"activity"`` (with ``clock="activity"``: by ``gamma **
             a_t``, so ``tau_astro`` counts units of activity, not steps: a quiet
             astrocyte holds its state, as in Mamba's ``exp(Delta_t A)``; docs/model.md).
+        clock_threshold: with ``clock="activity"``, the activity ``a_t = max(softplus(W_E
+            x_t + b_E) - clock_threshold, 0)``: input below it leaves the astrocyte
+            silent (no turn, no write and, with ``decay_clock="activity"``, no decay).
+            Default 0 (the softplus alone, never exactly 0).
     """
 
     def __init__(self, in_features: int, n_neurons: int, n_astrocytes: int = 4,
@@ -163,7 +167,8 @@ class AMSU(nn.Module):
                  conv_size: int = 1, retention: str = "fixed", gate_temperature: float = 16.0,
                  gate_bias: float = 0.0, sensing: str = "identity", clock: str = "time",
                  clock_step: float = 0.05, clock_rate: float = 1.0,
-                 decay_clock: str = "time", device=None, dtype=None) -> None:
+                 decay_clock: str = "time", clock_threshold: float = 0.0, device=None,
+                 dtype=None) -> None:
         super().__init__()
         dt = positive_number("dt", float(dt))
         model = resolve_astro_model(astro_model, dt)
@@ -175,7 +180,7 @@ class AMSU(nn.Module):
             detach_reset=detach_reset, surrogate=surrogate, astro_model=model,
             readout_norm=readout_norm, conv_size=conv_size, retention=retention,
             gate_temperature=gate_temperature, sensing=sensing, clock=clock,
-            clock_rate=clock_rate, decay_clock=decay_clock)
+            clock_rate=clock_rate, decay_clock=decay_clock, clock_threshold=clock_threshold)
         positive_int("chunk_size", chunk_size)
         self.dt = dt
         self.chunk_size = chunk_size
@@ -307,7 +312,7 @@ class AMSU(nn.Module):
                               ("readout_norm", "none"), ("conv_size", 1),
                               ("retention", "fixed"), ("sensing", "identity"),
                               ("clock", "time"), ("clock_rate", 1.0),
-                              ("decay_clock", "time")):
+                              ("decay_clock", "time"), ("clock_threshold", 0.0)):
             if getattr(s, name) != default:
                 parts.append(f"{name}={getattr(s, name)!r}")
         if not s.linear_astro:

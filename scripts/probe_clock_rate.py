@@ -43,11 +43,13 @@ MODEL = {"astro_gain": 1.0, "clock": "activity", "neuron_path": False,
 
 
 def build(rate: float, d_model: int, seed: int, block_size: int = 1024,
-          clock_step: float = 0.05, decay_clock: str = "time"):
+          clock_step: float = 0.05, **options):
+    """The model of :data:`MODEL` at ``clock_rate`` ``rate`` with ``options`` (other
+    ``AMSNetConfig`` fields: ``decay_clock``, ``clock_threshold``, ``tau_astro``, ...)."""
     torch.manual_seed(seed)
     return build_model(AMSNetConfig(vocab_size=256, block_size=block_size, n_layer=2,
                                     n_head=2, d_model=d_model, clock_rate=rate,
-                                    clock_step=clock_step, decay_clock=decay_clock, **MODEL))
+                                    clock_step=clock_step, **{**MODEL, **options}))
 
 
 def activity_steps(model, T: int, n: int, seed: int, tokens: int = 16) -> list:
@@ -59,8 +61,8 @@ def activity_steps(model, T: int, n: int, seed: int, tokens: int = 16) -> list:
     x, _ = TASKS["copy"](n, T, generator=torch.Generator().manual_seed(40_000 + seed), **kw)
     rec, orig = [], chunked.activity
 
-    def spy(ze):
-        a = orig(ze)
+    def spy(ze, spec):
+        a = orig(ze, spec)
         rec.append(a.detach())
         return a
 
@@ -105,6 +107,12 @@ def main(argv=None) -> dict:
                     help="the activity at the start (used from the start only)")
     ap.add_argument("--decay-clock", default="time", choices=("time", "activity"),
                     help="what the astrocytes' decay runs on (AM-SU decay_clock)")
+    ap.add_argument("--clock-threshold", type=float, default=0.0,
+                    help="the activity below which an astrocyte is silent (AM-SU "
+                    "clock_threshold)")
+    ap.add_argument("--tau-astro", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                    help="the astrocyte decays' initial time constants (default the "
+                    "language model's (10, 1000); from the start only)")
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--examples", type=int, default=25_600)
     ap.add_argument("--lr", type=float, help="default 3e-4 from --weights, 1e-3 from the "
@@ -130,8 +138,10 @@ def main(argv=None) -> dict:
                "astrocytes": activity_steps(model, a.seq_len, a.n_eval, a.seed)}
         print(json.dumps(res))
         return res
-    model = build(a.rate, a.d_model, a.seed, clock_step=a.clock_step,
-                  decay_clock=a.decay_clock)
+    options = {"decay_clock": a.decay_clock, "clock_threshold": a.clock_threshold}
+    if a.tau_astro:
+        options["tau_astro"] = tuple(a.tau_astro)
+    model = build(a.rate, a.d_model, a.seed, clock_step=a.clock_step, **options)
     if a.weights:
         model.load_state_dict(load_file(a.weights))
 
@@ -140,8 +150,7 @@ def main(argv=None) -> dict:
         return {str(T): task_accuracy(model, *TASKS["copy"](a.n_eval, T, generator=g, **kw),
                                       batch_size=100) for T in (256, 1024)}
 
-    res = {"weights": a.weights, "rate": a.rate, "decay_clock": a.decay_clock,
-           "seq_len": a.seq_len,
+    res = {"weights": a.weights, "rate": a.rate, **options, "seq_len": a.seq_len,
            "clock_step": a.clock_step, "examples": a.examples, "lr": lr, "seed": a.seed,
            "before": score()}
     t0 = time.perf_counter()

@@ -30,7 +30,7 @@ AMSNET_ONLY = ("d_key", "ffn_hidden", "tau_mem", "tau_astro", "tau_ffn", "thresh
                "spike_levels", "astro_gain", "synapse_init", "astro_norm", "surrogate_alpha",
                "astrocyte", "neuron_path", "spiking", "rotary_fraction", "conv_size",
                "retention", "gate_temperature", "gate_bias", "sensing", "clock", "clock_step",
-               "clock_rate", "decay_clock")
+               "clock_rate", "decay_clock", "clock_threshold")
 TAU_ASTRO_INITS = ("retnet",)       # named decay initialisations (astro_neuron.AMSU's)
 
 
@@ -89,6 +89,8 @@ class AMSNetConfig:
                                     # 2: a sharper count, docs/memory.md)
     decay_clock: str = "time"       # what the astrocyte's decay runs on: "time" (every
                                     # step) or "activity" (gamma ** a_t; clock="activity")
+    clock_threshold: float = 0.0    # the activity below which an astrocyte is silent
+                                    # (clock="activity": max(softplus(.) - it, 0))
     init_std: float = 0.02          # std of embeddings and output projections (GPT-2 style);
                                     # "width": 1 / sqrt(d_model), resolved when the config
                                     # is made (what attention needs to learn MQAR at small
@@ -142,6 +144,11 @@ class AMSNetConfig:
             raise ValueError(f"clock_rate={self.clock_rate!r} is an option of clock='activity' "
                              f"(how fast its phase turns the keys), but clock={self.clock!r}")
         choice("decay_clock", self.decay_clock, CLOCKS)
+        number_in_range("clock_threshold", self.clock_threshold, 0)
+        self.clock_threshold = float(self.clock_threshold)
+        if self.clock_threshold and self.clock != "activity":
+            raise ValueError(f"clock_threshold={self.clock_threshold!r} is an option of "
+                             f"clock='activity', but clock={self.clock!r}")
         if self.decay_clock == "activity" and self.clock != "activity":
             raise ValueError("decay_clock='activity' decays the astrocyte by its activity, "
                              f"which only clock='activity' has, but clock={self.clock!r}")

@@ -76,6 +76,7 @@ class Block(nn.Module):
                          clock=cfg.clock if cfg.astrocyte else "time", clock_step=cfg.clock_step,
                          clock_rate=cfg.clock_rate if cfg.astrocyte else 1.0,
                          decay_clock=cfg.decay_clock if cfg.astrocyte else "time",
+                         clock_threshold=cfg.clock_threshold if cfg.astrocyte else 0.0,
                          gate_temperature=cfg.gate_temperature, gate_bias=cfg.gate_bias)
         self.w_o = nn.Linear(d, d, bias=False)
         self.norm2 = nn.RMSNorm(d, eps=NORM_EPS)

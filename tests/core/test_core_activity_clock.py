@@ -52,7 +52,7 @@ def _reference(layer, x, st0):
     ``decay_clock="activity"`` by ``gamma^(p_t - p_s)``: the activity in between."""
     spec, p = layer.spec, layer.params()
     _, k, v, q, _, ze = amsu.project_all(x, p, spec)
-    a = torch.nn.functional.softplus(ze)                                   # (T, B, A)
+    a = (torch.nn.functional.softplus(ze) - spec.clock_threshold).clamp(min=0)  # (T, B, A)
     phase = st0.phase + a.cumsum(0)
     n_rot = spec.rotary_dims
     f = torch.arange(spec.d_key // 2, dtype=torch.float64)
@@ -73,14 +73,16 @@ def _reference(layer, x, st0):
     return o.flatten(-2) * p.astro_gain / math.sqrt(spec.d_key), phase[-1]
 
 
-@pytest.mark.parametrize("fraction,rate,decay", [
-    (1.0, 1.0, "time"), (0.5, 1.0, "time"), (1.0, 2.0, "time"), (0.5, 0.7, "time"),
-    (1.0, 1.0, "activity"), (0.5, 2.0, "activity")])
-def test_the_read_out_is_the_double_sum_over_steps(fraction, rate, decay):
-    """Also: the activity's bias gets a gradient through the phase and the write."""
+@pytest.mark.parametrize("fraction,rate,decay,threshold", [
+    (1.0, 1.0, "time", 0.0), (0.5, 1.0, "time", 0.0), (1.0, 2.0, "time", 0.0),
+    (0.5, 0.7, "time", 0.0), (1.0, 1.0, "activity", 0.0), (0.5, 2.0, "activity", 0.0),
+    (1.0, 1.0, "time", 0.6), (1.0, 2.0, "activity", 0.6)])
+def test_the_read_out_is_the_double_sum_over_steps(fraction, rate, decay, threshold):
+    """Also: the activity's bias gets a gradient through the phase and the write (with
+    a threshold, one where some steps are silent and others not)."""
     torch.manual_seed(0)
     layer = _layer(torch.float64, rotary_fraction=fraction, clock_rate=rate,
-                   decay_clock=decay, tau_astro=(2.0, 20.0))
+                   decay_clock=decay, tau_astro=(2.0, 20.0), clock_threshold=threshold)
     x = torch.randn(13, 2, 6, dtype=torch.float64)
     st0 = layer.init_state(2)
     st0 = st0._replace(phase=3 * torch.rand_like(st0.phase))
@@ -89,6 +91,10 @@ def test_the_read_out_is_the_double_sum_over_steps(fraction, rate, decay):
         out, st = layer.run(x, st0, mode=mode)
         assert_close(out.o, o_ref, torch.float64, f"{mode} read-out")
         assert_close(st.phase, phase_ref, torch.float64, f"{mode} phase")
+    if threshold:                      # some steps silent (a_t = 0 exactly), some not
+        ze = amsu.project_all(x, layer.params(), layer.spec)[5]
+        a = amsu.activity(ze, layer.spec)
+        assert 0.1 < float((a == 0).double().mean()) < 0.9
     layer.zero_grad()
     layer.run(x, st0)[0].o.square().sum().backward()
     assert float(layer.clock_bias.grad.abs().min()) > 0
@@ -146,6 +152,27 @@ def test_activity_decay_holds_a_quiet_astrocyte_and_spends_tau_in_activity():
         _, st = layer.run(x[:50], st0, mode=mode)
         want = st0.H * (layer.gamma ** (50 * a)[:, None])[None, ..., None]
         assert_close(st.H, want, torch.float64, f"{mode}: gamma ** (sum of a)")
+
+
+@pytest.mark.parametrize("decay", ["time", "activity"])
+def test_input_below_the_threshold_leaves_the_astrocyte_silent(decay):
+    """``clock_threshold`` above every activity: no turn, no write, and with the
+    activity decay no decay either; below it, the activity is the softplus less it."""
+    torch.manual_seed(6)
+    layer = _layer(torch.float64, decay_clock=decay, clock_threshold=50.0)
+    x = torch.randn(30, 2, 6, dtype=torch.float64)
+    st0 = _random_state(layer, 2)
+    for mode in ("loop", "chunked"):
+        _, st = layer.run(x, st0, mode=mode)
+        assert torch.equal(st.phase, st0.phase)
+        want = st0.H if decay == "activity" else st0.H * layer.gamma[..., None] ** 30
+        assert_close(st.H.detach(), want.detach(), torch.float64, f"{mode}: silent")
+    ze = amsu.project_all(x, layer.params(), layer.spec)[5]
+    for theta in (0.0, 0.3):
+        spec = an.AMSU(6, 12, n_astrocytes=3, d_key=8, rotary=True, clock="activity",
+                       clock_threshold=theta).spec
+        want = (torch.nn.functional.softplus(ze) - theta).clamp(min=0)
+        assert torch.equal(amsu.activity(ze, spec), want)
 
 
 def test_the_clock_step_sets_the_starting_activity():
@@ -218,6 +245,10 @@ def test_time_is_the_default_and_the_option_adds_rows_and_state():
     (dict(rotary=True, decay_clock="activity"), "decay_clock='activity'.*only "
      "clock='activity' has"),
     (dict(clock="activity", rotary=True, decay_clock="space"), "decay_clock"),
+    (dict(rotary=True, clock_threshold=0.1), "clock_threshold=0.1 is an option of "
+     "clock='activity'"),
+    (dict(clock="activity", rotary=True, clock_threshold=-0.1), "clock_threshold"),
+    (dict(clock="activity", rotary=True, clock_threshold=float("nan")), "clock_threshold"),
 ])
 def test_errors_where_the_option_cannot_apply(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -281,14 +312,17 @@ def test_snntorch_cell_moves_and_detaches_the_phase():
     assert cell.state.phase.dtype == torch.float64
 
 
-@pytest.mark.parametrize("sensing,rate,decay", [
-    ("identity", 1.0, "time"), ("relu-key", 1.0, "time"), ("relu-key", 2.0, "time"),
-    ("relu-key", 2.0, "activity")])
-def test_language_model_step_and_prefill_agree_with_the_parallel_form(sensing, rate, decay):
+@pytest.mark.parametrize("sensing,rate,decay,threshold", [
+    ("identity", 1.0, "time", 0.0), ("relu-key", 1.0, "time", 0.0),
+    ("relu-key", 2.0, "time", 0.0), ("relu-key", 2.0, "activity", 0.0),
+    ("relu-key", 2.0, "activity", 0.05)])
+def test_language_model_step_and_prefill_agree_with_the_parallel_form(sensing, rate, decay,
+                                                                      threshold):
     torch.manual_seed(4)
     cfg = AMSNetConfig(vocab_size=64, block_size=64, n_layer=2, n_head=2, d_model=32,
                        clock="activity", astro_gain=1.0, spiking=False, conv_size=3,
-                       sensing=sensing, clock_rate=rate, decay_clock=decay)
+                       sensing=sensing, clock_rate=rate, decay_clock=decay,
+                       clock_threshold=threshold)
     m = AMSNet(cfg).double()
     x = torch.randint(0, 64, (3, 30))
     ref, _ = m(x)
@@ -322,6 +356,13 @@ def test_language_model_config_checks_the_clock():
     m = AMSNet(AMSNetConfig(vocab_size=64, n_layer=1, n_head=2, d_model=32,
                             clock="activity", decay_clock="activity"))
     assert m.blocks[0].amsu.spec.decay_clock == "activity"
+    with pytest.raises(ValueError, match="clock_threshold=0.1 is an option"):
+        AMSNetConfig(clock_threshold=0.1)
+    with pytest.raises(ValueError, match="clock_threshold"):
+        AMSNetConfig(clock="activity", clock_threshold=-1.0)
+    m = AMSNet(AMSNetConfig(vocab_size=64, n_layer=1, n_head=2, d_model=32,
+                            clock="activity", clock_threshold=0.01))
+    assert m.blocks[0].amsu.spec.clock_threshold == 0.01
     with pytest.raises(ValueError, match="leaves 0"):
         AMSNet(AMSNetConfig(vocab_size=64, n_layer=1, n_head=2, d_model=32,
                             clock="activity", rotary_fraction=0.0))

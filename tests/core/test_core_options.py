@@ -48,6 +48,9 @@ OPTIONS = [
     dict(clock="activity", decay_clock="activity", retention="gated", readout_norm="rms"),
     dict(clock="activity", decay_clock="activity", retention="selective", conv_size=3,
          clock_rate=2.0),
+    dict(clock="activity", clock_threshold=0.5, sensing="relu-key"),
+    dict(clock="activity", clock_threshold=0.5, decay_clock="activity", clock_rate=2.0,
+         retention="gated", conv_size=2),
 ]
 
 

@@ -56,7 +56,7 @@ def amsu_chunked(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, spec:
             k, v, conv = delay_line(k, v, conv, p.conv, spec)
         k, q = sense(k, q, spec)
         if spec.activity_clock:
-            a = activity(ze)                 # (T, B, A)
+            a = activity(ze, spec)           # (T, B, A)
             if x_seq.shape[0]:               # the phase summed from the state's, in order
                 ph = torch.cat([phase[None], a.to(phase.dtype)]).cumsum(0)[1:]  # float64
                 k, q = turn(k, q, ph, a, spec)

@@ -55,6 +55,7 @@ class DecodeShape(NamedTuple):
     key_only: bool = False              # sensing == "relu-key": max(k, 0) only, q signed
     clock_rate: float = 1.0             # clock == "activity": the frequencies' factor
     decay_clock: bool = False           # decay_clock == "activity": decay gamma ** a_t
+    clock_threshold: float = 0.0        # clock == "activity": a_t = max(softplus - it, 0)
 
 
 class DecodeTensors(NamedTuple):
@@ -105,7 +106,8 @@ def decode_shape(spec: AMSUSpec) -> DecodeShape:
                        RETENTIONS.index(spec.retention), float(spec.gate_temperature),
                        spec.sensing in ("relu", "relu2"), spec.sensing == "relu2",
                        spec.activity_clock, spec.rotary_dims, spec.sensing == "relu-key",
-                       float(spec.clock_rate), spec.activity_decay)
+                       float(spec.clock_rate), spec.activity_decay,
+                       float(spec.clock_threshold))
 
 
 @torch.no_grad()
@@ -165,6 +167,8 @@ def decode_step(x: Tensor, u: Tensor, H: Optional[Tensor], L: DecodeTensors, k: 
         kq = torch.stack([torch.relu(kq[:, 0]), kq[:, 1]], 1)
     if k.clock:                                                    # the activity clock
         a = F.softplus(z[:, -k.A:] + L.clock_b)                    # (B, A), E rows last
+        if k.clock_threshold:                                      # silent below it
+            a = torch.clamp(a - k.clock_threshold, min=0.0)
         phase.add_(a.to(phase.dtype))                              # float64
         cos, sin = phase_table(phase, k.dk, k.n_rot, a.dtype, k.clock_rate)  # (B, A, d_k/2)
         C, S = torch.cat([cos, cos], -1)[:, None], torch.cat([-sin, sin], -1)[:, None]

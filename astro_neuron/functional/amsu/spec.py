@@ -128,6 +128,9 @@ class AMSUSpec:
     # gamma ** a_t: it clears its state as it is active, a quiet astrocyte holds it;
     # Mamba's exp(Delta_t A)); "activity" needs clock="activity" (CLOCKS)
     decay_clock: str = "time"
+    # clock="activity": a_t = max(softplus(W_E x_t + b_E) - clock_threshold, 0): input
+    # below the threshold leaves the astrocyte silent (0: the softplus alone, > 0)
+    clock_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("in_features", "n_neurons", "n_astrocytes", "d_key", "spike_levels",
@@ -153,6 +156,11 @@ class AMSUSpec:
             raise ValueError(f"clock_rate={self.clock_rate!r} is an option of "
                              "clock='activity' (how fast its phase turns the keys), but "
                              "clock='time'; use clock_rate=1")
+        number_in_range("clock_threshold", self.clock_threshold, 0)
+        if self.clock_threshold and not self.activity_clock:
+            raise ValueError(f"clock_threshold={self.clock_threshold!r} is an option of "
+                             "clock='activity' (the activity below which the astrocyte is "
+                             "silent), but clock='time'; use clock_threshold=0")
         if self.activity_decay and not self.activity_clock:
             raise ValueError("decay_clock='activity' decays the astrocyte by its activity "
                              "a_t, which only clock='activity' has, but clock='time'; set "

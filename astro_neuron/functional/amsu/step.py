@@ -158,11 +158,15 @@ def log_gate(zg: Tensor, spec: AMSUSpec) -> Tensor:
     return F.logsigmoid(zg) / spec.gate_temperature
 
 
-def activity(ze: Tensor) -> Tensor:
+def activity(ze: Tensor, spec: AMSUSpec) -> Tensor:
     """The astrocyte's activity ``a_t = softplus(z_e)`` (> 0; ``clock="activity"``): how
     far its phase advances this step and how strongly it writes. Mamba's step size
-    ``Delta_t``, one per astrocyte."""
-    return F.softplus(ze)
+    ``Delta_t``, one per astrocyte. With ``clock_threshold`` ``theta > 0``:
+    ``max(softplus(z_e) - theta, 0)``, exactly 0 below the threshold."""
+    a = F.softplus(ze)
+    if spec.clock_threshold:
+        a = torch.clamp(a - spec.clock_threshold, min=0.0)
+    return a
 
 
 def turn(k: Tensor, q: Tensor, phase: Tensor, a: Tensor, spec: AMSUSpec
@@ -258,7 +262,7 @@ def dynamics_step(I: Optional[Tensor], k: Optional[Tensor], v: Optional[Tensor],
             k, v = k[0], v[0]
         k, q = sense(k, q, spec)
         if spec.activity_clock:
-            a = activity(ze)
+            a = activity(ze, spec)
             phase = phase + a.to(phase.dtype)                      # float64
             k, q = turn(k, q, phase, a, spec)
         elif spec.rotary:
