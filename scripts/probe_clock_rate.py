@@ -13,22 +13,29 @@ scored at T=256 and T=1024 before and after (300 held-out sequences each): from 
 start, or from the weights ``--weights`` (of a model with any ``clock_rate``: the rate
 is not a weight). From the start this is the first stage of
 ``scripts/probe_copy_curriculum.py`` (the same model, data and schedule).
+``--decay-clock activity`` and ``--clock-threshold`` set the AM-SU options of the same
+names (a clock that stops on noise: docs/memory.md, "a clock that stops"), ``--tau-astro``
+the decays' start, ``--neuron-path`` the full AM-SNet (weights without it grafted on);
+``--examples 0`` scores ``--weights`` at ``--lengths`` only.
 
     OMP_NUM_THREADS=1 python scripts/probe_clock_rate.py --steps out/first_s1.safetensors
     OMP_NUM_THREADS=1 python scripts/probe_clock_rate.py --weights out/first_s1.safetensors \\
         --rate 2 --seed 1 --save out/rate2_t256_s1.safetensors
     OMP_NUM_THREADS=1 python scripts/probe_clock_rate.py --rate 2 --seed 1   # from the start
+    OMP_NUM_THREADS=1 python scripts/probe_clock_rate.py --rate 1 --decay-clock activity \
+        --clock-threshold 0.002 --tau-astro 0.5 50 --seed 1 --save out/stop_s1.safetensors
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from astro_neuron.apps.tasks.lm_memory import _task_kwargs
 from astro_neuron.io import atomic_save_tensors
@@ -50,6 +57,16 @@ def build(rate: float, d_model: int, seed: int, block_size: int = 1024,
     return build_model(AMSNetConfig(vocab_size=256, block_size=block_size, n_layer=2,
                                     n_head=2, d_model=d_model, clock_rate=rate,
                                     clock_step=clock_step, **{**MODEL, **options}))
+
+
+def _load(model, path: str) -> None:
+    """Weights of this model, or of it without its neuron path (the curriculum probe's
+    graft: the neuron path's rows start at 0)."""
+    spec = importlib.util.spec_from_file_location(
+        "probe_copy_curriculum", Path(__file__).with_name("probe_copy_curriculum.py"))
+    cur = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cur)
+    cur.load_weights(model, path)
 
 
 def activity_steps(model, T: int, n: int, seed: int, tokens: int = 16) -> list:
@@ -113,8 +130,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--tau-astro", type=float, nargs=2, metavar=("LOW", "HIGH"),
                     help="the astrocyte decays' initial time constants (default the "
                     "language model's (10, 1000); from the start only)")
+    ap.add_argument("--neuron-path", action="store_true",
+                    help="the full AM-SNet (the neuron path beside the astrocyte); weights "
+                    "without it start it at 0 (scripts/probe_copy_curriculum.py's graft)")
     ap.add_argument("--seq-len", type=int, default=256)
-    ap.add_argument("--examples", type=int, default=25_600)
+    ap.add_argument("--examples", type=int, default=25_600,
+                    help="training sequences (0: score --weights only)")
     ap.add_argument("--lr", type=float, help="default 3e-4 from --weights, 1e-3 from the "
                     "start (the curriculum's first stage)")
     ap.add_argument("--batch-size", type=int, default=16)
@@ -123,6 +144,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--data-seed", type=int, help="training sequences from generator seed "
                     "data_seed + seed (default 5000 from --weights, 1000 from the start)")
     ap.add_argument("--n-eval", type=int, default=300)
+    ap.add_argument("--lengths", type=int, nargs="+", default=[256, 1024],
+                    help="the sequence lengths scored before and after")
     ap.add_argument("--save", help="write the trained weights here (safetensors)")
     a = ap.parse_args(argv)
     if a.steps and a.weights:
@@ -131,28 +154,34 @@ def main(argv=None) -> dict:
     lr = a.lr if a.lr is not None else (1e-3 if fresh else 3e-4)
     data_seed = a.data_seed if a.data_seed is not None else (1000 if fresh else 5000)
     kw = _task_kwargs("copy", 16, "random", "uniform")
+    options = {"decay_clock": a.decay_clock, "clock_threshold": a.clock_threshold}
+    if a.neuron_path:
+        options["neuron_path"] = True
+    if a.tau_astro:
+        options["tau_astro"] = tuple(a.tau_astro)
     if a.steps:
-        model = build(1.0, a.d_model, a.seed)
-        model.load_state_dict(load_file(a.steps))
+        model = build(1.0, a.d_model, a.seed, **options)
+        _load(model, a.steps)
         res = {"weights": a.steps, "seq_len": a.seq_len,
                "astrocytes": activity_steps(model, a.seq_len, a.n_eval, a.seed)}
         print(json.dumps(res))
         return res
-    options = {"decay_clock": a.decay_clock, "clock_threshold": a.clock_threshold}
-    if a.tau_astro:
-        options["tau_astro"] = tuple(a.tau_astro)
-    model = build(a.rate, a.d_model, a.seed, clock_step=a.clock_step, **options)
+    model = build(a.rate, a.d_model, a.seed, clock_step=a.clock_step,
+                  block_size=max(1024, a.seq_len, *a.lengths), **options)
     if a.weights:
-        model.load_state_dict(load_file(a.weights))
+        _load(model, a.weights)
 
     def score() -> dict:
         g = torch.Generator().manual_seed(20_000 + a.seed)
         return {str(T): task_accuracy(model, *TASKS["copy"](a.n_eval, T, generator=g, **kw),
-                                      batch_size=100) for T in (256, 1024)}
+                                      batch_size=max(1, 25_600 // T)) for T in a.lengths}
 
     res = {"weights": a.weights, "rate": a.rate, **options, "seq_len": a.seq_len,
            "clock_step": a.clock_step, "examples": a.examples, "lr": lr, "seed": a.seed,
            "before": score()}
+    if not a.examples:                  # scored only
+        print(json.dumps(res), flush=True)
+        return res
     t0 = time.perf_counter()
     losses = train_task(model, "copy", a.seq_len, a.examples, a.batch_size, lr=lr,
                         seed=data_seed + a.seed, progress=False, **kw)

@@ -60,3 +60,25 @@ def test_from_the_start_it_is_the_curriculum_first_stage(probe, tmp_path):
 def test_steps_and_weights_are_not_both_given(probe):
     with pytest.raises(SystemExit):
         probe.main(["--steps", "a", "--weights", "b"])
+
+
+def test_the_clock_options_train_score_at_any_length_and_graft_the_neuron_path(probe, tmp_path):
+    """--decay-clock, --clock-threshold and --tau-astro reach the model; --examples 0
+    scores only, at --lengths; --neuron-path loads weights without it (its rows at 0:
+    the same accuracy before any training)."""
+    out = tmp_path / "a.safetensors"
+    new = ["--decay-clock", "activity", "--clock-threshold", "0.01"]
+    r = probe.main(["--rate", "1", *new, "--tau-astro", "0.5", "50", "--seq-len", "64",
+                    "--examples", "32", "--d-model", "16", "--n-eval", "8", "--save", str(out)])
+    assert r["decay_clock"] == "activity" and r["clock_threshold"] == 0.01
+    assert r["tau_astro"] == (0.5, 50.0) and math.isfinite(r["final_loss"])
+    alone = probe.main(["--weights", str(out), *new, "--rate", "1", "--examples", "0",
+                        "--d-model", "16", "--n-eval", "8", "--lengths", "64", "2048"])
+    assert set(alone["before"]) == {"64", "2048"} and "after" not in alone
+    full = probe.main(["--weights", str(out), *new, "--rate", "1", "--examples", "0",
+                       "--d-model", "16", "--n-eval", "8", "--lengths", "64", "2048",
+                       "--neuron-path"])
+    assert full["neuron_path"] is True and full["before"] == alone["before"]
+    steps = probe.main(["--steps", str(out), *new, "--seq-len", "64", "--d-model", "16",
+                        "--n-eval", "4"])
+    assert all(a["noise"] >= 0 for a in steps["astrocytes"])
