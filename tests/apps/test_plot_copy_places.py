@@ -36,6 +36,24 @@ def test_draws_every_panel_with_the_colours_given(monkeypatch, tmp_path):
     assert axes[1].get_lines()[0].get_color() == "0.5"
 
 
+def test_draws_accuracy_against_length_on_a_log_axis(monkeypatch, tmp_path):
+    import matplotlib.pyplot as plt
+
+    data = {"panels": [{"title": "a", "curves": [
+        {"label": "x", "by_length": {"1024": 0.5, "256": 1.0, "4096": 0.25}, "style": "s--"},
+        {"label": "y", "by_length": {"256": 0.9}}]}]}
+    src = tmp_path / "d.json"
+    src.write_text(json.dumps(data))
+    drawn = {}
+    monkeypatch.setattr(plt, "close", lambda fig=None: drawn.setdefault("fig", fig))
+    _run(monkeypatch, src, "--out", tmp_path / "f.png")
+    ax = drawn["fig"].axes[0]
+    line = ax.get_lines()[0]
+    assert list(line.get_xdata()) == [256, 1024, 4096]
+    assert [round(v) for v in line.get_ydata()] == [100, 50, 25]
+    assert ax.get_xscale() == "log" and line.get_linestyle() == "--"
+
+
 def test_refuses_a_file_without_curves(monkeypatch, tmp_path):
     src = tmp_path / "d.json"
     src.write_text(json.dumps({"panels": [{"title": "a", "curves": [{"label": "x",
