@@ -16,7 +16,7 @@ is not a weight). From the start this is the first stage of
 ``--decay-clock activity`` and ``--clock-threshold`` set the AM-SU options of the same
 names (a clock that stops on noise: docs/memory.md, "a clock that stops"), ``--tau-astro``
 the decays' start, ``--neuron-path`` the full AM-SNet (weights without it grafted on);
-``--examples 0`` scores ``--weights`` at ``--lengths`` only.
+``--examples 0`` scores ``--weights`` at ``--lengths`` only (``--places``: by place too).
 
     OMP_NUM_THREADS=1 python scripts/probe_clock_rate.py --steps out/first_s1.safetensors
     OMP_NUM_THREADS=1 python scripts/probe_clock_rate.py --weights out/first_s1.safetensors \\
@@ -59,14 +59,19 @@ def build(rate: float, d_model: int, seed: int, block_size: int = 1024,
                                     clock_step=clock_step, **{**MODEL, **options}))
 
 
-def _load(model, path: str) -> None:
-    """Weights of this model, or of it without its neuron path (the curriculum probe's
-    graft: the neuron path's rows start at 0)."""
+def _curriculum():
+    """scripts/probe_copy_curriculum.py as a module (its graft and its breakdown)."""
     spec = importlib.util.spec_from_file_location(
         "probe_copy_curriculum", Path(__file__).with_name("probe_copy_curriculum.py"))
     cur = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cur)
-    cur.load_weights(model, path)
+    return cur
+
+
+def _load(model, path: str) -> None:
+    """Weights of this model, or of it without its neuron path (the curriculum probe's
+    graft: the neuron path's rows start at 0)."""
+    _curriculum().load_weights(model, path)
 
 
 def activity_steps(model, T: int, n: int, seed: int, tokens: int = 16) -> list:
@@ -147,6 +152,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--lengths", type=int, nargs="+", default=[256, 1024],
                     help="the sequence lengths scored before and after")
     ap.add_argument("--save", help="write the trained weights here (safetensors)")
+    ap.add_argument("--places", action="store_true", help="with --examples 0: also the "
+                    "accuracy by place and the misses at each length (the curriculum "
+                    "probe's breakdown, its own held-out sequences)")
     a = ap.parse_args(argv)
     if a.steps and a.weights:
         ap.error("give --steps WEIGHTS or --weights WEIGHTS, not both")
@@ -180,6 +188,14 @@ def main(argv=None) -> dict:
            "clock_step": a.clock_step, "examples": a.examples, "lr": lr, "seed": a.seed,
            "before": score()}
     if not a.examples:                  # scored only
+        if a.places:
+            brk = _curriculum().copy_breakdown
+            res["places"] = {}
+            for T in a.lengths:
+                b = brk(model, T, a.n_eval, a.seed)
+                res["places"][str(T)] = {k: b[k] for k in ("accuracy", "by_place",
+                                                            "misses_naming_a_data_token",
+                                                            "miss_offset")}
         print(json.dumps(res), flush=True)
         return res
     t0 = time.perf_counter()

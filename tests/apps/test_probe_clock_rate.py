@@ -75,6 +75,9 @@ def test_the_clock_options_train_score_at_any_length_and_graft_the_neuron_path(p
     alone = probe.main(["--weights", str(out), *new, "--rate", "1", "--examples", "0",
                         "--d-model", "16", "--n-eval", "8", "--lengths", "64", "2048"])
     assert set(alone["before"]) == {"64", "2048"} and "after" not in alone
+    placed = probe.main(["--weights", str(out), *new, "--rate", "1", "--examples", "0",
+                         "--d-model", "16", "--n-eval", "8", "--lengths", "64", "--places"])
+    assert len(placed["places"]["64"]["by_place"]) == 16
     full = probe.main(["--weights", str(out), *new, "--rate", "1", "--examples", "0",
                        "--d-model", "16", "--n-eval", "8", "--lengths", "64", "2048",
                        "--neuron-path"])
