@@ -9,7 +9,8 @@ The JSON file holds ``{"title": ..., "chance": 1/16, "panels": [{"title": ...,
 one panel each, accuracy against the place in the order in which the data token is
 due, chance dashed, the legend below each panel. A curve may name its ``color`` (to
 keep a seed's colour across panels) and ``style`` (a matplotlib format, ``"o-"``);
-``legend_columns`` sets the legend's columns (2). A curve with ``by_length`` (``{"256":
+``legend_columns`` sets the legend's columns (2), ``width`` and ``height`` a panel's
+size in inches (4.4, 4.0). A curve with ``by_length`` (``{"256":
 accuracy, ...}``) instead of ``by_place`` is drawn against the sequence length (a log
 axis): accuracy against length, every curve of its panel likewise.
 """
@@ -39,8 +40,8 @@ def main() -> None:
                          for pn in panels for c in pn["curves"]):
         p.error(f"{a.data}: give at least one panel, every curve with its by_place list "
                 "or by_length map")
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 4.0), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, sharey=True,
+                             figsize=(d.get("width", 4.4) * len(panels), d.get("height", 4.0)))
     for ax, pn in zip(axes[0], panels):
         by_length = any("by_length" in c for c in pn["curves"])
         for i, c in enumerate(pn["curves"]):
