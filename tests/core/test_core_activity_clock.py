@@ -335,34 +335,31 @@ def test_language_model_step_and_prefill_agree_with_the_parallel_form(sensing, r
     assert_close(rest, ref[:, 20:], torch.float64, "prefill + step logits")
 
 
-def test_language_model_config_checks_the_clock():
-    with pytest.raises(ValueError, match="clock"):
-        AMSNetConfig(clock="space")
-    with pytest.raises(ValueError, match="clock='activity'"):
-        AMSNetConfig(arch="transformer", clock="activity")
-    with pytest.raises(ValueError, match="clock_rate=2.0 is an option of clock='activity'"):
-        AMSNetConfig(clock_rate=2.0)
-    with pytest.raises(ValueError, match="clock_rate"):
-        AMSNetConfig(clock="activity", clock_rate=-1.0)
+@pytest.mark.parametrize("kw,match", [
+    (dict(clock="space"), "clock"),
+    (dict(arch="transformer", clock="activity"), "clock='activity'"),
+    (dict(clock_rate=2.0), "clock_rate=2.0 is an option of clock='activity'"),
+    (dict(clock="activity", clock_rate=-1.0), "clock_rate"),
+    (dict(decay_clock="activity"), "decay_clock='activity'"),
+    (dict(clock="activity", decay_clock="steps"), "decay_clock"),
+    (dict(arch="transformer", decay_clock="activity"), "decay_clock"),
+    (dict(clock_threshold=0.1), "clock_threshold=0.1 is an option"),
+    (dict(clock="activity", clock_threshold=-1.0), "clock_threshold"),
+])
+def test_language_model_config_refuses_a_clock_option_where_it_cannot_apply(kw, match):
+    with pytest.raises(ValueError, match=match):
+        AMSNetConfig(**kw)
+
+
+@pytest.mark.parametrize("name,value", [("clock_rate", 2.0), ("decay_clock", "activity"),
+                                        ("clock_threshold", 0.01)])
+def test_language_model_config_gives_each_clock_option_to_the_unit(name, value):
     m = AMSNet(AMSNetConfig(vocab_size=64, n_layer=1, n_head=2, d_model=32,
-                            clock="activity", clock_rate=2.0))
-    assert m.blocks[0].amsu.spec.clock_rate == 2.0
-    with pytest.raises(ValueError, match="decay_clock='activity'"):
-        AMSNetConfig(decay_clock="activity")
-    with pytest.raises(ValueError, match="decay_clock"):
-        AMSNetConfig(clock="activity", decay_clock="steps")
-    with pytest.raises(ValueError, match="decay_clock"):
-        AMSNetConfig(arch="transformer", decay_clock="activity")
-    m = AMSNet(AMSNetConfig(vocab_size=64, n_layer=1, n_head=2, d_model=32,
-                            clock="activity", decay_clock="activity"))
-    assert m.blocks[0].amsu.spec.decay_clock == "activity"
-    with pytest.raises(ValueError, match="clock_threshold=0.1 is an option"):
-        AMSNetConfig(clock_threshold=0.1)
-    with pytest.raises(ValueError, match="clock_threshold"):
-        AMSNetConfig(clock="activity", clock_threshold=-1.0)
-    m = AMSNet(AMSNetConfig(vocab_size=64, n_layer=1, n_head=2, d_model=32,
-                            clock="activity", clock_threshold=0.01))
-    assert m.blocks[0].amsu.spec.clock_threshold == 0.01
+                            clock="activity", **{name: value}))
+    assert getattr(m.blocks[0].amsu.spec, name) == value
+
+
+def test_language_model_config_checks_the_rotary_channels():
     with pytest.raises(ValueError, match="leaves 0"):
         AMSNet(AMSNetConfig(vocab_size=64, n_layer=1, n_head=2, d_model=32,
                             clock="activity", rotary_fraction=0.0))
