@@ -175,6 +175,34 @@ def test_input_below_the_threshold_leaves_the_astrocyte_silent(decay):
         assert torch.equal(amsu.activity(ze, spec), want)
 
 
+@pytest.mark.parametrize("mode", ["loop", "chunked"])
+def test_a_clock_that_stops_reads_the_same_however_many_silent_steps_between(mode):
+    """With both options, steps below the threshold leave the astrocyte as it was, so
+    what it reads at the active steps does not depend on how many silent steps were
+    put between them (a sequence's length); with the time decay, or without the
+    threshold, it does."""
+    torch.manual_seed(7)
+    active = torch.randn(6, 2, 6, dtype=torch.float64) + 2.0     # E rows see a large sum
+    T_long = 6 * 9
+    spread = torch.zeros(T_long, 2, 6, dtype=torch.float64)
+    where = torch.tensor([0, 5, 13, 20, 37, 50])                  # gaps of 4-16 silent steps
+    spread[where] = active
+    reads = {}
+    for name, kw in {"stop": dict(decay_clock="activity", clock_threshold=0.05),
+                     "time decay": dict(clock_threshold=0.05),
+                     "no threshold": dict(decay_clock="activity")}.items():
+        torch.manual_seed(8)
+        layer = _layer(torch.float64, neuron_path=False, **kw)
+        with torch.no_grad():
+            layer.weight[-3:].fill_(0.5)                 # E rows: activity from the input sum
+            layer.clock_bias.fill_(-8.0)                 # softplus(-8) = 3e-4 at x = 0
+        short = layer.run(active, mode=mode)[0].o
+        long = layer.run(spread, mode=mode)[0].o[where]
+        reads[name] = float((short - long).abs().max().detach())
+    assert reads["stop"] < 1e-12
+    assert reads["time decay"] > 0.1 and reads["no threshold"] > 0.1      # 5.3, 0.81
+
+
 def test_the_clock_step_sets_the_starting_activity():
     layer = an.AMSU(6, 12, n_astrocytes=3, d_key=8, rotary=True, clock="activity",
                     clock_step=0.01)
