@@ -29,6 +29,7 @@ the decays' start, ``--neuron-path`` the full AM-SNet (weights without it grafte
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import sys
@@ -59,8 +60,10 @@ def build(rate: float, d_model: int, seed: int, block_size: int = 1024,
                                     clock_step=clock_step, **{**MODEL, **options}))
 
 
+@functools.cache
 def _curriculum():
-    """scripts/probe_copy_curriculum.py as a module (its graft and its breakdown)."""
+    """scripts/probe_copy_curriculum.py as a module (its graft and its breakdown), loaded
+    once."""
     spec = importlib.util.spec_from_file_location(
         "probe_copy_curriculum", Path(__file__).with_name("probe_copy_curriculum.py"))
     cur = importlib.util.module_from_spec(spec)
@@ -158,6 +161,8 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     if a.steps and a.weights:
         ap.error("give --steps WEIGHTS or --weights WEIGHTS, not both")
+    if a.places and a.examples:
+        ap.error("--places scores saved weights: give it with --examples 0")
     fresh = not (a.steps or a.weights)
     lr = a.lr if a.lr is not None else (1e-3 if fresh else 3e-4)
     data_seed = a.data_seed if a.data_seed is not None else (1000 if fresh else 5000)

@@ -60,6 +60,8 @@ def test_from_the_start_it_is_the_curriculum_first_stage(probe, tmp_path):
 def test_steps_and_weights_are_not_both_given(probe):
     with pytest.raises(SystemExit):
         probe.main(["--steps", "a", "--weights", "b"])
+    with pytest.raises(SystemExit):                 # --places only where nothing trains
+        probe.main(["--places", "--examples", "32"])
 
 
 def test_the_clock_options_train_score_at_any_length_and_graft_the_neuron_path(probe, tmp_path):
