@@ -34,6 +34,8 @@ import math
 import torch
 from torch import Tensor
 
+from astro_neuron.functional.scan_cpu import leaky_compiled, use_compiled
+
 __all__ = [
     "leaky_step", "leaky_loop", "leaky_chunked",
     "astro_step", "astro_read", "astro_loop", "astro_chunked",
@@ -249,8 +251,11 @@ def leaky_chunked(x: Tensor, decay: Tensor, u0: Tensor | None = None,
                   chunk_size: int = 64) -> tuple[Tensor, Tensor]:
     """Parallel form of :func:`leaky_loop` (same arguments and results).
 
-    In-place two-level scan (see :func:`_scan_`): ``chunk_size + T / chunk_size``
-    small fused operations plus two full passes, forward and backward alike; only
+    On the CPU (float32, float64) it runs the step loop compiled by numba instead
+    (:mod:`~astro_neuron.functional.scan_cpu`, which says when and how to choose);
+    ``chunk_size`` applies to the torch form. The torch form: an in-place two-level
+    scan (see :func:`_scan_`): ``chunk_size + T / chunk_size`` small fused operations
+    plus two full passes, forward and backward alike; only
     powers ``decay^e`` with ``e >= 1`` occur, so any decay in [0, 1] and any ``T`` is
     safe and the chunk size needs no shrinking.
     """
@@ -262,6 +267,8 @@ def leaky_chunked(x: Tensor, decay: Tensor, u0: Tensor | None = None,
     if T == 0:
         return x.clone(), u
     u = u.expand_as(x[0]) if u.shape != x.shape[1:] else u
+    if use_compiled(x):                  # CPU: the step loop compiled (scan_cpu.py)
+        return leaky_compiled(x, decay, u)
     return _LeakyScan.apply(x, decay, u, min(chunk_size, T))
 
 

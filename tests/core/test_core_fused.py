@@ -100,8 +100,9 @@ def test_rotate_gradcheck_and_equals_the_plain_rotation(n_rot):
                                torch.autograd.grad(ref, x, grad)[0], rtol=1e-14, atol=1e-14)
 
 
+@pytest.mark.parametrize("membrane", ["torch", "numba"])
 @pytest.mark.parametrize("T,c", [(37, 8), (64, 8), (5, 8), (1, 3)])
-def test_out_of_place_leaky_scan_equals_the_loop_with_final_state_gradient(T, c):
+def test_out_of_place_leaky_scan_equals_the_loop_with_final_state_gradient(T, c, membrane):
     """The membrane scan writes its output (and, backwards, the input gradient) out of
     place; with a gradient on both the sequence and the final state, any remainder."""
     from astro_neuron.functional.scan import leaky_chunked, leaky_loop
@@ -112,8 +113,10 @@ def test_out_of_place_leaky_scan_equals_the_loop_with_final_state_gradient(T, c)
     gs = torch.randn(T, 3, 5, generator=g, dtype=torch.float64)
     gT = torch.randn(3, 5, generator=g, dtype=torch.float64)
     outs = []
+    from astro_neuron.functional.scan_cpu import membrane_backend
     for f in (lambda: leaky_chunked(x, dec, u0, c), lambda: leaky_loop(x, dec, u0)):
-        y, uT = f()
-        outs.append((y, uT, *torch.autograd.grad((y, uT), (x, dec, u0), (gs, gT))))
+        with membrane_backend(membrane):
+            y, uT = f()
+            outs.append((y, uT, *torch.autograd.grad((y, uT), (x, dec, u0), (gs, gT))))
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -12,7 +12,12 @@ import pytest
 import torch
 
 from astro_neuron.functional import astro_chunked, astro_loop, leaky_chunked, leaky_loop
+from astro_neuron.functional.scan_cpu import membrane_backend
 from tolerance import RTOL, assert_close
+
+# the membrane scan in both its forms: the torch two-level scan (CUDA's, and any dtype)
+# and the compiled loop the CPU runs by default (functional/scan_cpu.py)
+MEMBRANE = pytest.mark.parametrize("membrane", ["torch", "numba"])
 
 DTYPES = pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 CASES = [  # (T, chunk, batch)
@@ -61,9 +66,10 @@ def _decays(shape, g, mode, dtype):
     return d.to(dtype)
 
 
+@MEMBRANE
 @DTYPES
 @pytest.mark.parametrize("T,chunk,B", CASES)
-def test_leaky_chunked_equals_loop(dtype, T, chunk, B):
+def test_leaky_chunked_equals_loop(dtype, T, chunk, B, membrane):
     g = torch.Generator().manual_seed(T * 7 + chunk + B)
     N = 5
     x = torch.randn(T, B, N, generator=g).to(dtype)
@@ -71,8 +77,9 @@ def test_leaky_chunked_equals_loop(dtype, T, chunk, B):
     u0 = torch.randn(B, N, generator=g).to(dtype)
     w = [torch.randn(T, B, N, generator=g).to(dtype), torch.randn(B, N, generator=g).to(dtype)]
     rtol = RTOL[dtype] * (10 if T < 1000 else 100)
-    _compare(leaky_loop, lambda x, d, u: leaky_chunked(x, d, u, chunk_size=chunk),
-             [x, decay, u0], w, dtype, ("x", "decay", "u0"), rtol)
+    with membrane_backend(membrane):
+        _compare(leaky_loop, lambda x, d, u: leaky_chunked(x, d, u, chunk_size=chunk),
+                 [x, decay, u0], w, dtype, ("x", "decay", "u0"), rtol)
 
 
 @DTYPES
@@ -102,8 +109,10 @@ def test_extreme_decays_with_gradients(dtype, mode):
     beta = _decays((N,), g, mode, dtype)
     u0 = torch.randn(B, N, generator=g).to(dtype)
     w = [torch.randn(T, B, N, generator=g).to(dtype), torch.randn(B, N, generator=g).to(dtype)]
-    _compare(leaky_loop, lambda x, d, u: leaky_chunked(x, d, u, chunk_size=64),
-             [x, beta, u0], w, dtype, ("x", "beta", "u0"), rtol)
+    for membrane in ("torch", "numba"):
+        with membrane_backend(membrane):
+            _compare(leaky_loop, lambda x, d, u: leaky_chunked(x, d, u, chunk_size=64),
+                     [x, beta, u0], w, dtype, ("x", "beta", "u0"), rtol)
     q, k = (torch.randn(T, B, A, dk, generator=g).to(dtype) for _ in range(2))
     v = torch.randn(T, B, A, dv, generator=g).to(dtype)
     gamma = _decays((A, dk), g, mode, dtype)
@@ -121,7 +130,8 @@ def test_extreme_decays_with_gradients(dtype, mode):
              where)
 
 
-def test_leaky_long_sequence_gradients_finite_and_match_loop():
+@MEMBRANE
+def test_leaky_long_sequence_gradients_finite_and_match_loop(membrane):
     """T = 16384, decay 0.9999 (float32): values and gradients finite and equal."""
     g = torch.Generator().manual_seed(5)
     T, B, N = 16384, 1, 8
@@ -129,26 +139,31 @@ def test_leaky_long_sequence_gradients_finite_and_match_loop():
     beta = torch.full((N,), 0.9999)
     w = [torch.randn(T, B, N, generator=g), torch.randn(B, N, generator=g)]
     # float32 summation over 16384 steps: rounding grows like sqrt(T) * eps
-    _compare(leaky_loop, lambda x, d, u: leaky_chunked(x, d, u, chunk_size=64),
-             [x, beta, torch.zeros(B, N)], w, torch.float32, ("x", "beta", "u0"), 3e-5)
+    with membrane_backend(membrane):
+        _compare(leaky_loop, lambda x, d, u: leaky_chunked(x, d, u, chunk_size=64),
+                 [x, beta, torch.zeros(B, N)], w, torch.float32, ("x", "beta", "u0"), 3e-5)
 
 
+@MEMBRANE
 @pytest.mark.parametrize("T,chunk", [(7, 3), (12, 4), (5, 8)])
-def test_leaky_backward_gradcheck(T, chunk):
+def test_leaky_backward_gradcheck(T, chunk, membrane):
     g = torch.Generator().manual_seed(T)
     x = torch.randn(T, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
     beta = (torch.rand(3, generator=g, dtype=torch.float64) * 0.8 + 0.1).requires_grad_(True)
     u0 = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda x, b, u: leaky_chunked(x, b, u, chunk_size=chunk), (x, beta, u0))
+    with membrane_backend(membrane):
+        assert torch.autograd.gradcheck(
+            lambda x, b, u: leaky_chunked(x, b, u, chunk_size=chunk), (x, beta, u0))
 
 
-def test_leaky_decay_broadcasts_and_u0_defaults_to_zero():
+@MEMBRANE
+def test_leaky_decay_broadcasts_and_u0_defaults_to_zero(membrane):
     """A per-(batch, neuron) decay and no initial state, as the LIF layers use them."""
     g = torch.Generator().manual_seed(2)
     x = torch.randn(40, 3, 4, generator=g, dtype=torch.float64)
     beta = torch.rand(3, 4, generator=g, dtype=torch.float64)
     u_ref, uT_ref = leaky_loop(x, beta)
-    u, uT = leaky_chunked(x, beta, chunk_size=16)
+    with membrane_backend(membrane):
+        u, uT = leaky_chunked(x, beta, chunk_size=16)
     assert_close(u, u_ref, torch.float64, "u")
     assert_close(uT, uT_ref, torch.float64, "u_T")

@@ -1,0 +1,216 @@
+"""The membrane scan compiled for the CPU (numba).
+
+``u_t = beta * u_{t-1} + x_t`` is an element-wise recurrence: each neuron's membrane
+depends only on its own past. On the CPU the fastest parallel form is therefore no
+parallel form at all, but the step loop itself, compiled: one pass over time, every
+neuron of a step in one vectorised inner loop, the state in registers and cache. It
+reads the input once and writes the membrane once, where the torch form
+(:func:`~astro_neuron.functional.scan._scan_`) runs ``C + T / C`` small operations and
+two full passes; the backward is the same loop run backwards, with the decay's
+gradient ``sum_t g_t u_{t-1}`` accumulated (in float64) in the same pass.
+
+Its arithmetic is the step's (:func:`~astro_neuron.functional.scan.leaky_step`:
+``decay * u + x``, in the input's dtype), so its membrane equals
+:func:`~astro_neuron.functional.scan.leaky_loop`'s to rounding (bit for bit where the
+compiler does not fuse the multiply-add). Neurons are split over threads
+(``torch.get_num_threads()``, fewer for small layers); the result does not depend on
+how many.
+
+Which membrane scan :func:`~astro_neuron.functional.scan.leaky_chunked` runs is set by
+:func:`membrane_backend`:
+
+* ``"auto"`` (the default): this compiled loop for CPU tensors in float32 or float64,
+  the torch form otherwise (CUDA, half precision);
+* ``"torch"``: always the torch form;
+* ``"numba"``: always this loop; a clear error where it cannot run.
+
+The environment variable ``ASTRO_NEURON_MEMBRANE_SCAN`` sets the starting value. The
+first call in a fresh install compiles the two loops for its dtype (a few seconds),
+then they load from numba's on-disk cache. See docs/benchmarks.md (issue 14).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["membrane_backend", "set_membrane_backend", "get_membrane_backend",
+           "use_compiled", "leaky_compiled"]
+
+_BACKENDS = ("auto", "torch", "numba")
+_DTYPES = (torch.float32, torch.float64)
+_MIN_WORK_PER_THREAD = 1 << 18   # membrane updates a thread must have to be worth starting
+
+
+def _initial_backend() -> str:
+    b = os.environ.get("ASTRO_NEURON_MEMBRANE_SCAN", "auto").strip().lower() or "auto"
+    if b not in _BACKENDS:
+        raise ValueError(f"ASTRO_NEURON_MEMBRANE_SCAN must be one of {_BACKENDS}, got {b!r}")
+    return b
+
+
+_backend = _initial_backend()
+_kernels: tuple | None = None
+
+
+def get_membrane_backend() -> str:
+    """The membrane scan in use: ``"auto"``, ``"torch"`` or ``"numba"``."""
+    return _backend
+
+
+def set_membrane_backend(backend: str) -> None:
+    """Choose the membrane scan (see the module's docstring)."""
+    global _backend
+    if backend not in _BACKENDS:
+        raise ValueError(f"membrane backend must be one of {_BACKENDS}, got {backend!r}")
+    _backend = backend
+
+
+@contextlib.contextmanager
+def membrane_backend(backend: str) -> Iterator[None]:
+    """``with membrane_backend("torch"): ...`` runs the block with that membrane scan."""
+    before = get_membrane_backend()
+    set_membrane_backend(backend)
+    try:
+        yield
+    finally:
+        set_membrane_backend(before)
+
+
+def _fits(x: Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in _DTYPES
+
+
+def use_compiled(x: Tensor) -> bool:
+    """Whether :func:`~astro_neuron.functional.scan.leaky_chunked` runs the compiled loop
+    on ``x``; with the backend ``"numba"`` and an input it cannot take, a clear error."""
+    if _backend == "torch":
+        return False
+    if _backend == "auto":
+        return _fits(x)
+    if not _fits(x):
+        raise ValueError(
+            f"the compiled membrane scan (backend 'numba') runs on CPU tensors in float32 or "
+            f"float64, got a {x.dtype} tensor on {x.device.type}; use membrane_backend('auto') "
+            "or 'torch'")
+    return True
+
+
+def _load() -> tuple:
+    global _kernels
+    if _kernels is None:
+        from numba import njit   # deferred: numba's import costs ~0.3 s, paid at first use
+
+        @njit(nogil=True, cache=True)
+        def forward(x, d, u0, y, lo, hi):          # pragma: no cover - compiled
+            u = u0[lo:hi].copy()
+            dd = d[lo:hi]
+            for t in range(x.shape[0]):
+                xt = x[t, lo:hi]
+                yt = y[t, lo:hi]
+                for j in range(hi - lo):
+                    u[j] = dd[j] * u[j] + xt[j]
+                    yt[j] = u[j]
+
+        @njit(nogil=True, cache=True)
+        def backward(g, gT, d, y, u0, gx, acc, lo, hi):   # pragma: no cover - compiled
+            G = gT[lo:hi].copy()        # the final state's gradient joins step T - 1
+            dd = d[lo:hi]
+            a = acc[lo:hi]
+            for t in range(g.shape[0] - 1, -1, -1):
+                gt = g[t, lo:hi]
+                xt = gx[t, lo:hi]
+                if t > 0:
+                    prev = y[t - 1, lo:hi]
+                    for j in range(hi - lo):
+                        G[j] = G[j] + gt[j]
+                        xt[j] = G[j]
+                        a[j] += G[j] * prev[j]
+                        G[j] = dd[j] * G[j]
+                else:                           # u_{-1} is the initial state
+                    for j in range(hi - lo):
+                        G[j] = G[j] + gt[j]
+                        xt[j] = G[j]
+                        a[j] += G[j] * u0[lo + j]
+
+        _kernels = (forward, backward)
+    return _kernels
+
+
+def _split(T: int, M: int) -> list[tuple[int, int]]:
+    """Column ranges, one per thread: as many as torch's threads and the work allow."""
+    k = max(1, min(torch.get_num_threads(), (T * M) // _MIN_WORK_PER_THREAD, M))
+    step = -(-M // k)
+    return [(lo, min(M, lo + step)) for lo in range(0, M, step)]
+
+
+def _run(kernel, T: int, M: int, *args) -> None:
+    parts = _split(T, M)
+    if len(parts) == 1:
+        kernel(*args, *parts[0])
+        return
+    workers = [threading.Thread(target=kernel, args=(*args, lo, hi), daemon=True)
+               for lo, hi in parts[1:]]
+    for w in workers:
+        w.start()
+    kernel(*args, *parts[0])
+    for w in workers:
+        w.join()
+
+
+class _CompiledLeaky(torch.autograd.Function):
+    """``u_t = d u_{t-1} + x_t`` by the compiled loop; backward: the loop run backwards
+    over the output gradient, the decay's gradient ``sum_t g_t u_{t-1}`` (float64
+    accumulation, then summed to the decay's shape), ``u0``'s ``d g_0``."""
+
+    @staticmethod
+    def forward(ctx, x, decay, u0):  # type: ignore[override]
+        T = x.shape[0]
+        step_shape = x.shape[1:]
+        M = int(np.prod(step_shape, dtype=np.int64))
+        d = decay.detach().to(x.dtype).expand(step_shape).reshape(M).contiguous()
+        u = u0.detach().reshape(M).contiguous()
+        xs = x.detach().reshape(T, M).contiguous()
+        y = torch.empty((T, M), dtype=x.dtype)
+        forward, _ = _load()
+        _run(forward, T, M, xs.numpy(), d.numpy(), u.numpy(), y.numpy())
+        ctx.save_for_backward(y, d, u)
+        ctx.decay_shape, ctx.decay_dtype = decay.shape, decay.dtype
+        ctx.step_shape = step_shape
+        y = y.view(x.shape)
+        return y, y[-1].clone()
+
+    @staticmethod
+    def backward(ctx, g_seq, g_T):  # type: ignore[override]
+        y, d, u = ctx.saved_tensors
+        T, M = y.shape
+        g = (torch.zeros_like(y) if g_seq is None
+             else g_seq.detach().reshape(T, M).contiguous())
+        gT = (torch.zeros(M, dtype=y.dtype) if g_T is None
+              else g_T.detach().reshape(M).contiguous())
+        gx = torch.empty_like(y)
+        acc = torch.zeros(M, dtype=torch.float64)
+        _, backward = _load()
+        _run(backward, T, M, g.numpy(), gT.numpy(), d.numpy(), y.numpy(), u.numpy(),
+             gx.numpy(), acc.numpy())
+        need_x, need_d, need_u0 = ctx.needs_input_grad
+        step_shape = ctx.step_shape
+        dd = du0 = None
+        if need_d:
+            dd = acc.view(step_shape).sum_to_size(ctx.decay_shape).to(ctx.decay_dtype)
+        if need_u0:
+            du0 = (gx[0] * d).view(step_shape)
+        return (gx.view(T, *step_shape) if need_x else None), dd, du0
+
+
+def leaky_compiled(x: Tensor, decay: Tensor, u0: Tensor) -> tuple[Tensor, Tensor]:
+    """The compiled form of :func:`~astro_neuron.functional.scan.leaky_loop`:
+    ``(u_seq [T, ...], u_T)`` for ``x`` ``[T, ...]``, ``decay`` broadcasting against
+    ``x[t]``, ``u0`` of ``x[t]``'s shape (the caller's checks and defaults apply)."""
+    return _CompiledLeaky.apply(x, decay, u0)

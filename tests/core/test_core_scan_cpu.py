@@ -1,0 +1,140 @@
+"""The compiled membrane scan (functional/scan_cpu.py): what it adds to the forms
+tested in test_core_scan.py (there both membrane scans run against the loop).
+
+Its forward is the step's arithmetic in the step's order, so it equals the loop bit for
+bit; splitting the neurons over threads changes nothing; the backend switch picks it
+only where it can run and says so where it cannot.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from astro_neuron.functional import scan_cpu
+from astro_neuron.functional.lif import LIFSpec, lif_chunked, lif_loop
+from astro_neuron.functional.scan import leaky_chunked, leaky_loop
+from astro_neuron.functional.scan_cpu import (
+    get_membrane_backend, membrane_backend, set_membrane_backend, use_compiled,
+)
+
+
+def _inputs(dtype, T=300, shape=(3, 7), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, *shape, generator=g, dtype=torch.float64).to(dtype)
+    d = (torch.rand(shape[-1], generator=g, dtype=torch.float64) * 0.9 + 0.05).to(dtype)
+    u0 = torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype)
+    return x, d, u0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_forward_equals_the_loop_bit_for_bit(dtype):
+    """``decay * u + x`` in the step's order: the same rounding as the loop's."""
+    x, d, u0 = _inputs(dtype)
+    with membrane_backend("numba"):
+        y, yT = leaky_chunked(x, d, u0)
+    y_ref, yT_ref = leaky_loop(x, d, u0)
+    assert torch.equal(y, y_ref) and torch.equal(yT, yT_ref)
+
+
+@pytest.mark.parametrize("grads", ["sequence", "final", "both"])
+def test_gradients_of_every_input_from_either_output(grads):
+    """The sequence's gradient, the final state's, or both; x, decay and u0 against the
+    loop (x and u0 to rounding, the decay's float64-accumulated sum to 1e-12)."""
+    x, d, u0 = _inputs(torch.float64, T=57, seed=1)
+    g = torch.Generator().manual_seed(2)
+    gs, gT = torch.randn(x.shape, generator=g, dtype=x.dtype), torch.randn(u0.shape, generator=g,
+                                                                           dtype=x.dtype)
+    res = []
+    for form in (leaky_loop, leaky_chunked):
+        leaves = [t.clone().requires_grad_() for t in (x, d, u0)]
+        with membrane_backend("numba"):
+            y, yT = form(*leaves)
+        outs, w = {"sequence": ([y], [gs]), "final": ([yT], [gT]),
+                   "both": ([y, yT], [gs, gT])}[grads]
+        res.append(torch.autograd.grad(outs, leaves, w))
+    for name, a, b in zip(("x", "decay", "u0"), *res):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_inputs_that_need_no_gradient_get_none_and_strided_inputs_work():
+    """A strided input (a slice of a wider tensor), a decay per (batch, neuron), an
+    initial state without a gradient: equal to the loop."""
+    g = torch.Generator().manual_seed(3)
+    wide = torch.randn(40, 2, 12, generator=g, dtype=torch.float64)
+    x = wide[..., 2:7].requires_grad_()
+    d = torch.rand(2, 5, generator=g, dtype=torch.float64)
+    u0 = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    with membrane_backend("numba"):
+        y, _ = leaky_chunked(x, d, u0)
+    (gx,) = torch.autograd.grad(y.sum(), (x,))
+    y_ref, _ = leaky_loop(x, d, u0)
+    (gx_ref,) = torch.autograd.grad(y_ref.sum(), (x,))
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_threads_split_the_neurons_without_changing_a_bit(monkeypatch):
+    x, d, u0 = _inputs(torch.float32, T=64, shape=(4, 33), seed=4)
+    gs = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+    res = []
+    for threads, work in ((1, 1 << 18), (3, 1)):
+        monkeypatch.setattr(scan_cpu, "_MIN_WORK_PER_THREAD", work)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            assert len(scan_cpu._split(x.shape[0], 4 * 33)) == threads
+            leaves = [t.clone().requires_grad_() for t in (x, d, u0)]
+            with membrane_backend("numba"):
+                y, _ = leaky_chunked(*leaves)
+            res.append((y, *torch.autograd.grad(y, leaves, gs)))
+        finally:
+            torch.set_num_threads(before)
+    for a, b in zip(*res):
+        assert torch.equal(a, b)
+
+
+def test_lif_layer_spikes_equal_the_loop_with_either_scan():
+    """The language model's channel mixing: spikes and membrane of the chunked LIF (both
+    scans) equal the loop's."""
+    spec = LIFSpec(6)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(80, 2, 6, generator=g)
+    beta = torch.rand(6, generator=g) * 0.5 + 0.4
+    thr = torch.full((6,), 0.5)
+    s_ref, u_ref, _ = lif_loop(x, None, beta, thr, spec)
+    for backend in ("torch", "numba"):
+        with membrane_backend(backend):
+            s, u, _ = lif_chunked(x, None, beta, thr, spec)
+        torch.testing.assert_close(u, u_ref, rtol=1e-5, atol=1e-5)
+        assert torch.equal(s, s_ref) or backend == "torch"   # numba: same bits, same spikes
+
+
+def test_backend_switch_picks_where_it_can_run_and_refuses_clearly():
+    x32, x16 = torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.bfloat16)
+    assert get_membrane_backend() == "auto"
+    assert use_compiled(x32) and not use_compiled(x16)          # auto: CPU f32/f64 only
+    with membrane_backend("torch"):
+        assert get_membrane_backend() == "torch" and not use_compiled(x32)
+    assert get_membrane_backend() == "auto"                     # restored
+    with membrane_backend("numba"):
+        assert use_compiled(x32)
+        with pytest.raises(ValueError, match="float32 or float64.*bfloat16"):
+            use_compiled(x16)
+    with pytest.raises(ValueError, match="membrane backend must be one of"):
+        set_membrane_backend("gpu")
+    # bfloat16 runs the torch form under auto (equal to the loop to bfloat16 rounding)
+    x, d, u0 = (t.to(torch.bfloat16) for t in _inputs(torch.float32, T=20))
+    y, _ = leaky_chunked(x, d, u0)
+    y_ref, _ = leaky_loop(x.double(), d.double(), u0.double())
+    torch.testing.assert_close(y.double(), y_ref, rtol=0.05, atol=0.05)
+
+
+def test_environment_variable_sets_the_start(monkeypatch):
+    monkeypatch.setenv("ASTRO_NEURON_MEMBRANE_SCAN", " Torch ")
+    assert scan_cpu._initial_backend() == "torch"
+    monkeypatch.setenv("ASTRO_NEURON_MEMBRANE_SCAN", "")
+    assert scan_cpu._initial_backend() == "auto"
+    monkeypatch.setenv("ASTRO_NEURON_MEMBRANE_SCAN", "fast")
+    with pytest.raises(ValueError, match="ASTRO_NEURON_MEMBRANE_SCAN must be one of"):
+        scan_cpu._initial_backend()
