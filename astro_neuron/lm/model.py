@@ -184,8 +184,10 @@ class AMSNet(LanguageModel):
         for i, block in enumerate(self.blocks):
             x, st = block(x, mode, None if states is None else states[i], record)
             new_states.append(st)
-        logits = F.linear(self.norm_f(x), self.wte.weight)             # (T, B, V)
-        return logits.transpose(0, 1), new_states                      # (B, T, V)
+        # batch-major before the head, so the logits come out contiguous for the loss
+        # (transposing them instead costs a copy V / d times larger; same values)
+        x = x.transpose(0, 1).contiguous()                             # (B, T, d)
+        return F.linear(self.norm_f(x), self.wte.weight), new_states   # (B, T, V)
 
     def forward(self, idx: Tensor, targets: Optional[Tensor] = None, mode: str = "chunked"):
         """``idx`` ``(B, T)`` -> ``(logits (B, T, V), loss or None)``.
