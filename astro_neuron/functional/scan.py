@@ -439,11 +439,14 @@ def astro_chunked(q: Tensor, k: Tensor, v: Tensor, decay: Tensor,
         return q.new_zeros(0, B, A, v.shape[-1]), H
     lam = _log_decay(decay)
     c = stable_chunk_size(lam, chunk_size, q.dtype)
+    parts = _split_time(T, c)
+    if len(parts) == 1:                  # no slicing: a slice's backward is a zero-filled copy
+        return _astro_chunks(q, k, v, lam, H, parts[0][2])
     outs = []
-    for start, stop, cc in _split_time(T, c):
+    for start, stop, cc in parts:
         o, H = _astro_chunks(q[start:stop], k[start:stop], v[start:stop], lam, H, cc)
         outs.append(o)
-    return (outs[0] if len(outs) == 1 else torch.cat(outs)), H
+    return torch.cat(outs), H
 
 
 # ---------------------------------------------------------------- input-dependent retention
@@ -514,8 +517,11 @@ def astro_gated_chunked(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor,
         return q.new_zeros(0, B, A, v.shape[-1]), H
     lg = log_decay.clamp(min=_LOG_DECAY_FLOOR, max=0.0)
     c = stable_chunk_size(lg, min(chunk_size, T), q.dtype)
+    parts = _split_time(T, c)
+    if len(parts) == 1:                  # no slicing (as in astro_chunked)
+        return _gated_chunks(q, k, v, lg, H, parts[0][2])
     outs = []
-    for start, stop, cc in _split_time(T, c):
+    for start, stop, cc in parts:
         o, H = _gated_chunks(q[start:stop], k[start:stop], v[start:stop], lg[start:stop], H, cc)
         outs.append(o)
-    return (outs[0] if len(outs) == 1 else torch.cat(outs)), H
+    return torch.cat(outs), H
