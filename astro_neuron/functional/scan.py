@@ -34,7 +34,9 @@ import math
 import torch
 from torch import Tensor
 
-from astro_neuron.functional.scan_cpu import leaky_compiled, use_compiled
+from astro_neuron.functional.scan_cpu import (
+    chunk_decay_sums, leaky_compiled, state_decay_sums, use_compiled,
+)
 
 __all__ = [
     "leaky_step", "leaky_loop", "leaky_chunked",
@@ -412,13 +414,19 @@ class _AstroChunks(torch.autograd.Function):
             # (each reduction first over the leading batch dim alone, a contiguous
             # row sum, then over the rest in float64: 3x faster on CPU than one
             # reduction over non-adjacent dims, same float64 accumulation)
-            gqk = (torch.mul(dqt, qt).sum(0, dtype=f64).sum(1)                # (A, C, dk)
-                   - torch.mul(dkt, kt).sum(0, dtype=f64).sum(1))
-            g_rho = (dKV * KV).sum(0, dtype=f64).sum((1, 3))                  # (A, dk)
-            g_eta = (dHs * Hs).sum(0, dtype=f64).sum((1, 3))
-            # d/dg of the carry: sum over chunks of G_m * H_{m-1} (= d_dH * starts)
-            dg = torch.mul(d_dH, starts).sum(2)                               # (B,A,dk,dv)
-            g_g = (dg * g.squeeze(-1)[..., None]).sum((0, 3), dtype=f64)
+            if use_compiled(qt):          # CPU: one pass each, float64 products and sums
+                gqk = chunk_decay_sums(dqt, qt, dkt, kt)                      # (A, C, dk)
+                g_rho = state_decay_sums(dKV, KV)                             # (A, dk)
+                g_eta = state_decay_sums(dHs, Hs)
+                g_g = state_decay_sums(d_dH, starts) * g.squeeze(-1).to(f64)
+            else:
+                gqk = (torch.mul(dqt, qt).sum(0, dtype=f64).sum(1)            # (A, C, dk)
+                       - torch.mul(dkt, kt).sum(0, dtype=f64).sum(1))
+                g_rho = (dKV * KV).sum(0, dtype=f64).sum((1, 3))              # (A, dk)
+                g_eta = (dHs * Hs).sum(0, dtype=f64).sum((1, 3))
+                # d/dg of the carry: sum over chunks of G_m * H_{m-1} (= d_dH * starts)
+                dg = torch.mul(d_dH, starts).sum(2)                           # (B,A,dk,dv)
+                g_g = (dg * g.squeeze(-1)[..., None]).sum((0, 3), dtype=f64)
             dlam = ((gqk * e_q).sum(1)
                     + (c - 1 - h) * g_rho + (h + 1) * g_eta + c * g_g)
         return dq, dk_, dv_, dlam, (G if need_H0 else None), None

@@ -1,32 +1,34 @@
-"""The membrane scan compiled for the CPU (numba).
+"""The scans' CPU kernels, compiled by numba.
 
-``u_t = beta * u_{t-1} + x_t`` is an element-wise recurrence: each neuron's membrane
-depends only on its own past. On the CPU the fastest parallel form is therefore no
-parallel form at all, but the step loop itself, compiled: one pass over time, every
-neuron of a step in one vectorised inner loop, the state in registers and cache. It
-reads the input once and writes the membrane once, where the torch form
-(:func:`~astro_neuron.functional.scan._scan_`) runs ``C + T / C`` small operations and
-two full passes; the backward is the same loop run backwards, with the decay's
-gradient ``sum_t g_t u_{t-1}`` accumulated (in float64) in the same pass.
+Two pieces of :mod:`astro_neuron.functional.scan` run here on the CPU:
 
-Its arithmetic is the step's (:func:`~astro_neuron.functional.scan.leaky_step`:
-``decay * u + x``, in the input's dtype), so its membrane equals
-:func:`~astro_neuron.functional.scan.leaky_loop`'s to rounding (bit for bit where the
-compiler does not fuse the multiply-add). Neurons are split over threads
-(``torch.get_num_threads()``, fewer for small layers); the result does not depend on
-how many.
+* **The membrane scan** ``u_t = beta * u_{t-1} + x_t`` (:func:`leaky_compiled`). It is
+  element-wise: each neuron's membrane depends only on its own past, so on the CPU the
+  fastest form is the step loop itself, compiled: one pass over time, every neuron of
+  a step in one vectorised inner loop. It reads the input once and writes the membrane
+  once, where the torch form (:func:`~astro_neuron.functional.scan._scan_`) runs
+  ``C + T / C`` small operations and two full passes; the backward is the same loop run
+  backwards, with the decay's gradient ``sum_t g_t u_{t-1}`` accumulated (in float64)
+  in the same pass. Its arithmetic is the step's (``decay * u + x`` in the input's
+  dtype), so its membrane equals :func:`~astro_neuron.functional.scan.leaky_loop`'s
+  bit for bit. Neurons are split over threads (``torch.get_num_threads()``, fewer for
+  small layers); the result does not depend on how many.
+* **The astrocyte scan's decay gradient** (:func:`chunk_decay_sums`,
+  :func:`state_decay_sums`): the sums over batch and chunks of products of the
+  factorised operands and their gradients, which torch forms as full-size products
+  and then reduces in float64 (a slow, converting reduction); here one pass, products
+  and sums in float64.
 
-Which membrane scan :func:`~astro_neuron.functional.scan.leaky_chunked` runs is set by
-:func:`membrane_backend`:
+Which is used is set by :func:`cpu_kernels`:
 
-* ``"auto"`` (the default): this compiled loop for CPU tensors in float32 or float64,
-  the torch form otherwise (CUDA, half precision);
-* ``"torch"``: always the torch form;
-* ``"numba"``: always this loop; a clear error where it cannot run.
+* ``"auto"`` (the default): these kernels for CPU tensors in float32 or float64, the
+  torch forms otherwise (CUDA, half precision);
+* ``"torch"``: always the torch forms;
+* ``"numba"``: always these kernels; a clear error where they cannot run.
 
-The environment variable ``ASTRO_NEURON_MEMBRANE_SCAN`` sets the starting value. The
-first call in a fresh install compiles the two loops for its dtype (a few seconds),
-then they load from numba's on-disk cache. See docs/benchmarks.md (issue 14).
+The environment variable ``ASTRO_NEURON_CPU_KERNELS`` sets the starting value. The
+first call in a fresh install compiles the kernels for its dtype (a few seconds), then
+they load from numba's on-disk cache. See docs/benchmarks.md (issue 14).
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["membrane_backend", "set_membrane_backend", "get_membrane_backend",
-           "use_compiled", "leaky_compiled"]
+__all__ = ["cpu_kernels", "set_cpu_kernels", "get_cpu_kernels",
+           "use_compiled", "leaky_compiled", "chunk_decay_sums", "state_decay_sums"]
 
 _BACKENDS = ("auto", "torch", "numba")
 _DTYPES = (torch.float32, torch.float64)
@@ -49,9 +51,9 @@ _MIN_WORK_PER_THREAD = 1 << 18   # membrane updates a thread must have to be wor
 
 
 def _initial_backend() -> str:
-    b = os.environ.get("ASTRO_NEURON_MEMBRANE_SCAN", "auto").strip().lower() or "auto"
+    b = os.environ.get("ASTRO_NEURON_CPU_KERNELS", "auto").strip().lower() or "auto"
     if b not in _BACKENDS:
-        raise ValueError(f"ASTRO_NEURON_MEMBRANE_SCAN must be one of {_BACKENDS}, got {b!r}")
+        raise ValueError(f"ASTRO_NEURON_CPU_KERNELS must be one of {_BACKENDS}, got {b!r}")
     return b
 
 
@@ -59,28 +61,28 @@ _backend = _initial_backend()
 _kernels: tuple | None = None
 
 
-def get_membrane_backend() -> str:
-    """The membrane scan in use: ``"auto"``, ``"torch"`` or ``"numba"``."""
+def get_cpu_kernels() -> str:
+    """The CPU kernels in use: ``"auto"``, ``"torch"`` or ``"numba"``."""
     return _backend
 
 
-def set_membrane_backend(backend: str) -> None:
-    """Choose the membrane scan (see the module's docstring)."""
+def set_cpu_kernels(backend: str) -> None:
+    """Choose the CPU kernels (see the module's docstring)."""
     global _backend
     if backend not in _BACKENDS:
-        raise ValueError(f"membrane backend must be one of {_BACKENDS}, got {backend!r}")
+        raise ValueError(f"cpu kernels must be one of {_BACKENDS}, got {backend!r}")
     _backend = backend
 
 
 @contextlib.contextmanager
-def membrane_backend(backend: str) -> Iterator[None]:
-    """``with membrane_backend("torch"): ...`` runs the block with that membrane scan."""
-    before = get_membrane_backend()
-    set_membrane_backend(backend)
+def cpu_kernels(backend: str) -> Iterator[None]:
+    """``with cpu_kernels("torch"): ...`` runs the block with those kernels."""
+    before = get_cpu_kernels()
+    set_cpu_kernels(backend)
     try:
         yield
     finally:
-        set_membrane_backend(before)
+        set_cpu_kernels(before)
 
 
 def _fits(x: Tensor) -> bool:
@@ -88,16 +90,16 @@ def _fits(x: Tensor) -> bool:
 
 
 def use_compiled(x: Tensor) -> bool:
-    """Whether :func:`~astro_neuron.functional.scan.leaky_chunked` runs the compiled loop
-    on ``x``; with the backend ``"numba"`` and an input it cannot take, a clear error."""
+    """Whether the scans run these kernels on ``x``; with the backend ``"numba"`` and an
+    input they cannot take, a clear error."""
     if _backend == "torch":
         return False
     if _backend == "auto":
         return _fits(x)
     if not _fits(x):
         raise ValueError(
-            f"the compiled membrane scan (backend 'numba') runs on CPU tensors in float32 or "
-            f"float64, got a {x.dtype} tensor on {x.device.type}; use membrane_backend('auto') "
+            f"the compiled CPU kernels (backend 'numba') run on CPU tensors in float32 or "
+            f"float64, got a {x.dtype} tensor on {x.device.type}; use cpu_kernels('auto') "
             "or 'torch'")
     return True
 
@@ -139,7 +141,32 @@ def _load() -> tuple:
                         xt[j] = G[j]
                         a[j] += G[j] * u0[lo + j]
 
-        _kernels = (forward, backward)
+        @njit(nogil=True, cache=True, error_model="numpy")
+        def chunk_sums(a, b, c, d, out):         # pragma: no cover - compiled
+            # out[A, C, K] = sum over (B, n) of a * b - c * d, in float64
+            for i in range(a.shape[0]):
+                for h in range(a.shape[1]):
+                    for m in range(a.shape[2]):
+                        for r in range(a.shape[3]):
+                            o = out[h, r]
+                            x, y, z, w = a[i, h, m, r], b[i, h, m, r], c[i, h, m, r], d[i, h, m, r]
+                            for j in range(a.shape[4]):
+                                o[j] += np.float64(x[j]) * y[j] - np.float64(z[j]) * w[j]
+
+        @njit(nogil=True, cache=True, error_model="numpy")
+        def state_sums(a, b, out):               # pragma: no cover - compiled
+            # out[A, K] = sum over (B, n, V) of a * b, in float64
+            for i in range(a.shape[0]):
+                for h in range(a.shape[1]):
+                    for m in range(a.shape[2]):
+                        for r in range(a.shape[3]):
+                            x, y = a[i, h, m, r], b[i, h, m, r]
+                            acc = 0.0
+                            for j in range(a.shape[4]):
+                                acc += np.float64(x[j]) * y[j]
+                            out[h, r] += acc
+
+        _kernels = (forward, backward, chunk_sums, state_sums)
     return _kernels
 
 
@@ -178,7 +205,7 @@ class _CompiledLeaky(torch.autograd.Function):
         u = u0.detach().reshape(M).contiguous()
         xs = x.detach().reshape(T, M).contiguous()
         y = torch.empty((T, M), dtype=x.dtype)
-        forward, _ = _load()
+        forward = _load()[0]
         _run(forward, T, M, xs.numpy(), d.numpy(), u.numpy(), y.numpy())
         ctx.save_for_backward(y, d, u)
         ctx.decay_shape, ctx.decay_dtype = decay.shape, decay.dtype
@@ -196,7 +223,7 @@ class _CompiledLeaky(torch.autograd.Function):
               else g_T.detach().reshape(M).contiguous())
         gx = torch.empty_like(y)
         acc = torch.zeros(M, dtype=torch.float64)
-        _, backward = _load()
+        backward = _load()[1]
         _run(backward, T, M, g.numpy(), gT.numpy(), d.numpy(), y.numpy(), u.numpy(),
              gx.numpy(), acc.numpy())
         need_x, need_d, need_u0 = ctx.needs_input_grad
@@ -214,3 +241,25 @@ def leaky_compiled(x: Tensor, decay: Tensor, u0: Tensor) -> tuple[Tensor, Tensor
     ``(u_seq [T, ...], u_T)`` for ``x`` ``[T, ...]``, ``decay`` broadcasting against
     ``x[t]``, ``u0`` of ``x[t]``'s shape (the caller's checks and defaults apply)."""
     return _CompiledLeaky.apply(x, decay, u0)
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+def chunk_decay_sums(a: Tensor, b: Tensor, c: Tensor, d: Tensor) -> Tensor:
+    """``sum over (B, n) of a * b - c * d`` for ``[B, A, n, C, K]`` operands: ``[A, C, K]``
+    in float64 (products and sums), one pass. The torch form:
+    ``(a * b).sum(0, float64).sum(1) - (c * d).sum(0, float64).sum(1)``."""
+    out = np.zeros((a.shape[1], a.shape[3], a.shape[4]))
+    _load()[2](_np(a), _np(b), _np(c), _np(d), out)
+    return torch.from_numpy(out)
+
+
+def state_decay_sums(a: Tensor, b: Tensor) -> Tensor:
+    """``sum over (B, n, V) of a * b`` for ``[B, A, n, K, V]`` operands: ``[A, K]`` in
+    float64 (products and sums), one pass. The torch form:
+    ``(a * b).sum(0, float64).sum((1, 3))``."""
+    out = np.zeros((a.shape[1], a.shape[3]))
+    _load()[3](_np(a), _np(b), out)
+    return torch.from_numpy(out)

@@ -113,9 +113,9 @@ def test_out_of_place_leaky_scan_equals_the_loop_with_final_state_gradient(T, c,
     gs = torch.randn(T, 3, 5, generator=g, dtype=torch.float64)
     gT = torch.randn(3, 5, generator=g, dtype=torch.float64)
     outs = []
-    from astro_neuron.functional.scan_cpu import membrane_backend
+    from astro_neuron.functional.scan_cpu import cpu_kernels
     for f in (lambda: leaky_chunked(x, dec, u0, c), lambda: leaky_loop(x, dec, u0)):
-        with membrane_backend(membrane):
+        with cpu_kernels(membrane):
             y, uT = f()
             outs.append((y, uT, *torch.autograd.grad((y, uT), (x, dec, u0), (gs, gT))))
     for a, b in zip(*outs):

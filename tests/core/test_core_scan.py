@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from astro_neuron.functional import astro_chunked, astro_loop, leaky_chunked, leaky_loop
-from astro_neuron.functional.scan_cpu import membrane_backend
+from astro_neuron.functional.scan_cpu import cpu_kernels
 from tolerance import RTOL, assert_close
 
-# the membrane scan in both its forms: the torch two-level scan (CUDA's, and any dtype)
-# and the compiled loop the CPU runs by default (functional/scan_cpu.py)
+# both CPU kernel settings (functional/scan_cpu.py): the torch forms (CUDA's, and any
+# dtype's) and the compiled kernels the CPU runs by default (the membrane scan; the
+# astrocyte scan's decay-gradient sums)
 MEMBRANE = pytest.mark.parametrize("membrane", ["torch", "numba"])
 
 DTYPES = pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
@@ -77,14 +78,15 @@ def test_leaky_chunked_equals_loop(dtype, T, chunk, B, membrane):
     u0 = torch.randn(B, N, generator=g).to(dtype)
     w = [torch.randn(T, B, N, generator=g).to(dtype), torch.randn(B, N, generator=g).to(dtype)]
     rtol = RTOL[dtype] * (10 if T < 1000 else 100)
-    with membrane_backend(membrane):
+    with cpu_kernels(membrane):
         _compare(leaky_loop, lambda x, d, u: leaky_chunked(x, d, u, chunk_size=chunk),
                  [x, decay, u0], w, dtype, ("x", "decay", "u0"), rtol)
 
 
+@MEMBRANE
 @DTYPES
 @pytest.mark.parametrize("T,chunk,B", CASES)
-def test_astro_chunked_equals_loop(dtype, T, chunk, B):
+def test_astro_chunked_equals_loop(dtype, T, chunk, B, membrane):
     g = torch.Generator().manual_seed(T * 5 + chunk + B)
     A, dk, dv = 2, 3, 4
     q, k = (torch.randn(T, B, A, dk, generator=g).to(dtype) for _ in range(2))
@@ -94,8 +96,10 @@ def test_astro_chunked_equals_loop(dtype, T, chunk, B):
     w = [torch.randn(T, B, A, dv, generator=g).to(dtype),
          torch.randn(B, A, dk, dv, generator=g).to(dtype)]
     rtol = RTOL[dtype] * (10 if T < 1000 else 100)
-    _compare(astro_loop, lambda q, k, v, d, H: astro_chunked(q, k, v, d, H, chunk_size=chunk),
-             [q, k, v, gamma, H0], w, dtype, ("q", "k", "v", "gamma", "H0"), rtol)
+    with cpu_kernels(membrane):        # the decay gradient's sums: torch or compiled
+        _compare(astro_loop,
+                 lambda q, k, v, d, H: astro_chunked(q, k, v, d, H, chunk_size=chunk),
+                 [q, k, v, gamma, H0], w, dtype, ("q", "k", "v", "gamma", "H0"), rtol)
 
 
 @DTYPES
@@ -110,7 +114,7 @@ def test_extreme_decays_with_gradients(dtype, mode):
     u0 = torch.randn(B, N, generator=g).to(dtype)
     w = [torch.randn(T, B, N, generator=g).to(dtype), torch.randn(B, N, generator=g).to(dtype)]
     for membrane in ("torch", "numba"):
-        with membrane_backend(membrane):
+        with cpu_kernels(membrane):
             _compare(leaky_loop, lambda x, d, u: leaky_chunked(x, d, u, chunk_size=64),
                      [x, beta, u0], w, dtype, ("x", "beta", "u0"), rtol)
     q, k = (torch.randn(T, B, A, dk, generator=g).to(dtype) for _ in range(2))
@@ -125,9 +129,12 @@ def test_extreme_decays_with_gradients(dtype, mode):
     loose = {"gamma": RTOL[dtype] * 1e3} if mode == "near0" else None
     # a decay of exactly 0 gets a zero gradient there (scan._log_decay); others compared
     where = {"gamma": gamma != 0}
-    _compare(astro_loop, lambda q, k, v, d, H: astro_chunked(q, k, v, d, H, chunk_size=64),
-             [q, k, v, gamma, H0], w, dtype, ("q", "k", "v", "gamma", "H0"), rtol, loose,
-             where)
+    for membrane in ("torch", "numba"):
+        with cpu_kernels(membrane):
+            _compare(astro_loop,
+                     lambda q, k, v, d, H: astro_chunked(q, k, v, d, H, chunk_size=64),
+                     [q, k, v, gamma, H0], w, dtype, ("q", "k", "v", "gamma", "H0"), rtol,
+                     loose, where)
 
 
 @MEMBRANE
@@ -139,7 +146,7 @@ def test_leaky_long_sequence_gradients_finite_and_match_loop(membrane):
     beta = torch.full((N,), 0.9999)
     w = [torch.randn(T, B, N, generator=g), torch.randn(B, N, generator=g)]
     # float32 summation over 16384 steps: rounding grows like sqrt(T) * eps
-    with membrane_backend(membrane):
+    with cpu_kernels(membrane):
         _compare(leaky_loop, lambda x, d, u: leaky_chunked(x, d, u, chunk_size=64),
                  [x, beta, torch.zeros(B, N)], w, torch.float32, ("x", "beta", "u0"), 3e-5)
 
@@ -151,7 +158,7 @@ def test_leaky_backward_gradcheck(T, chunk, membrane):
     x = torch.randn(T, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
     beta = (torch.rand(3, generator=g, dtype=torch.float64) * 0.8 + 0.1).requires_grad_(True)
     u0 = torch.randn(2, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    with membrane_backend(membrane):
+    with cpu_kernels(membrane):
         assert torch.autograd.gradcheck(
             lambda x, b, u: leaky_chunked(x, b, u, chunk_size=chunk), (x, beta, u0))
 
@@ -163,7 +170,7 @@ def test_leaky_decay_broadcasts_and_u0_defaults_to_zero(membrane):
     x = torch.randn(40, 3, 4, generator=g, dtype=torch.float64)
     beta = torch.rand(3, 4, generator=g, dtype=torch.float64)
     u_ref, uT_ref = leaky_loop(x, beta)
-    with membrane_backend(membrane):
+    with cpu_kernels(membrane):
         u, uT = leaky_chunked(x, beta, chunk_size=16)
     assert_close(u, u_ref, torch.float64, "u")
     assert_close(uT, uT_ref, torch.float64, "u_T")

@@ -1,9 +1,10 @@
-"""The compiled membrane scan (functional/scan_cpu.py): what it adds to the forms
-tested in test_core_scan.py (there both membrane scans run against the loop).
+"""The compiled CPU kernels (functional/scan_cpu.py): what they add to the forms tested
+in test_core_scan.py (there both settings run against the loops).
 
-Its forward is the step's arithmetic in the step's order, so it equals the loop bit for
-bit; splitting the neurons over threads changes nothing; the backend switch picks it
-only where it can run and says so where it cannot.
+The membrane scan's forward is the step's arithmetic in the step's order, so it equals
+the loop bit for bit; splitting the neurons over threads changes nothing; the astrocyte
+scan's decay-gradient sums equal their float64 torch forms; the backend switch picks the
+kernels only where they can run and says so where they cannot.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from astro_neuron.functional import scan_cpu
 from astro_neuron.functional.lif import LIFSpec, lif_chunked, lif_loop
 from astro_neuron.functional.scan import leaky_chunked, leaky_loop
 from astro_neuron.functional.scan_cpu import (
-    get_membrane_backend, membrane_backend, set_membrane_backend, use_compiled,
+    get_cpu_kernels, cpu_kernels, set_cpu_kernels, use_compiled,
 )
 
 
@@ -31,7 +32,7 @@ def _inputs(dtype, T=300, shape=(3, 7), seed=0):
 def test_forward_equals_the_loop_bit_for_bit(dtype):
     """``decay * u + x`` in the step's order: the same rounding as the loop's."""
     x, d, u0 = _inputs(dtype)
-    with membrane_backend("numba"):
+    with cpu_kernels("numba"):
         y, yT = leaky_chunked(x, d, u0)
     y_ref, yT_ref = leaky_loop(x, d, u0)
     assert torch.equal(y, y_ref) and torch.equal(yT, yT_ref)
@@ -48,7 +49,7 @@ def test_gradients_of_every_input_from_either_output(grads):
     res = []
     for form in (leaky_loop, leaky_chunked):
         leaves = [t.clone().requires_grad_() for t in (x, d, u0)]
-        with membrane_backend("numba"):
+        with cpu_kernels("numba"):
             y, yT = form(*leaves)
         outs, w = {"sequence": ([y], [gs]), "final": ([yT], [gT]),
                    "both": ([y, yT], [gs, gT])}[grads]
@@ -65,7 +66,7 @@ def test_inputs_that_need_no_gradient_get_none_and_strided_inputs_work():
     x = wide[..., 2:7].requires_grad_()
     d = torch.rand(2, 5, generator=g, dtype=torch.float64)
     u0 = torch.randn(2, 5, generator=g, dtype=torch.float64)
-    with membrane_backend("numba"):
+    with cpu_kernels("numba"):
         y, _ = leaky_chunked(x, d, u0)
     (gx,) = torch.autograd.grad(y.sum(), (x,))
     y_ref, _ = leaky_loop(x, d, u0)
@@ -85,7 +86,7 @@ def test_threads_split_the_neurons_without_changing_a_bit(monkeypatch):
         try:
             assert len(scan_cpu._split(x.shape[0], 4 * 33)) == threads
             leaves = [t.clone().requires_grad_() for t in (x, d, u0)]
-            with membrane_backend("numba"):
+            with cpu_kernels("numba"):
                 y, _ = leaky_chunked(*leaves)
             res.append((y, *torch.autograd.grad(y, leaves, gs)))
         finally:
@@ -104,7 +105,7 @@ def test_lif_layer_spikes_equal_the_loop_with_either_scan():
     thr = torch.full((6,), 0.5)
     s_ref, u_ref, _ = lif_loop(x, None, beta, thr, spec)
     for backend in ("torch", "numba"):
-        with membrane_backend(backend):
+        with cpu_kernels(backend):
             s, u, _ = lif_chunked(x, None, beta, thr, spec)
         torch.testing.assert_close(u, u_ref, rtol=1e-5, atol=1e-5)
         assert torch.equal(s, s_ref) or backend == "torch"   # numba: same bits, same spikes
@@ -112,17 +113,17 @@ def test_lif_layer_spikes_equal_the_loop_with_either_scan():
 
 def test_backend_switch_picks_where_it_can_run_and_refuses_clearly():
     x32, x16 = torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.bfloat16)
-    assert get_membrane_backend() == "auto"
+    assert get_cpu_kernels() == "auto"
     assert use_compiled(x32) and not use_compiled(x16)          # auto: CPU f32/f64 only
-    with membrane_backend("torch"):
-        assert get_membrane_backend() == "torch" and not use_compiled(x32)
-    assert get_membrane_backend() == "auto"                     # restored
-    with membrane_backend("numba"):
+    with cpu_kernels("torch"):
+        assert get_cpu_kernels() == "torch" and not use_compiled(x32)
+    assert get_cpu_kernels() == "auto"                     # restored
+    with cpu_kernels("numba"):
         assert use_compiled(x32)
         with pytest.raises(ValueError, match="float32 or float64.*bfloat16"):
             use_compiled(x16)
-    with pytest.raises(ValueError, match="membrane backend must be one of"):
-        set_membrane_backend("gpu")
+    with pytest.raises(ValueError, match="cpu kernels must be one of"):
+        set_cpu_kernels("gpu")
     # bfloat16 runs the torch form under auto (equal to the loop to bfloat16 rounding)
     x, d, u0 = (t.to(torch.bfloat16) for t in _inputs(torch.float32, T=20))
     y, _ = leaky_chunked(x, d, u0)
@@ -131,10 +132,28 @@ def test_backend_switch_picks_where_it_can_run_and_refuses_clearly():
 
 
 def test_environment_variable_sets_the_start(monkeypatch):
-    monkeypatch.setenv("ASTRO_NEURON_MEMBRANE_SCAN", " Torch ")
+    monkeypatch.setenv("ASTRO_NEURON_CPU_KERNELS", " Torch ")
     assert scan_cpu._initial_backend() == "torch"
-    monkeypatch.setenv("ASTRO_NEURON_MEMBRANE_SCAN", "")
+    monkeypatch.setenv("ASTRO_NEURON_CPU_KERNELS", "")
     assert scan_cpu._initial_backend() == "auto"
-    monkeypatch.setenv("ASTRO_NEURON_MEMBRANE_SCAN", "fast")
-    with pytest.raises(ValueError, match="ASTRO_NEURON_MEMBRANE_SCAN must be one of"):
+    monkeypatch.setenv("ASTRO_NEURON_CPU_KERNELS", "fast")
+    with pytest.raises(ValueError, match="ASTRO_NEURON_CPU_KERNELS must be one of"):
         scan_cpu._initial_backend()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_decay_gradient_sums_equal_their_torch_forms(dtype):
+    """The astrocyte scan's decay-gradient sums against the float64 sums of the float64
+    products (the compiled sums form the products in float64, so they match to 1e-12
+    even for float32 operands); a non-contiguous operand is taken as well."""
+    g = torch.Generator().manual_seed(7)
+    a, b, c, d = (torch.randn(3, 2, 4, 5, 6, generator=g, dtype=torch.float64).to(dtype)
+                  for _ in range(4))
+    a = torch.randn(3, 2, 4, 6, 5, generator=g, dtype=torch.float64).to(dtype).transpose(-1, -2)
+    f64 = [t.double() for t in (a, b, c, d)]
+    ref = (f64[0] * f64[1] - f64[2] * f64[3]).sum((0, 2))
+    out = scan_cpu.chunk_decay_sums(a, b, c, d)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(scan_cpu.state_decay_sums(a, b), (f64[0] * f64[1]).sum((0, 2, 4)),
+                               rtol=1e-12, atol=1e-12)
