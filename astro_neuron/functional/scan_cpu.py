@@ -11,8 +11,8 @@ Two pieces of :mod:`astro_neuron.functional.scan` run here on the CPU:
   backwards, with the decay's gradient ``sum_t g_t u_{t-1}`` accumulated (in float64)
   in the same pass. Its arithmetic is the step's (``decay * u + x`` in the input's
   dtype), so its membrane equals :func:`~astro_neuron.functional.scan.leaky_loop`'s
-  bit for bit. Neurons are split over threads (``torch.get_num_threads()``, fewer for
-  small layers); the result does not depend on how many.
+  bit for bit. One thread: splitting the neurons over Python threads beside torch's own
+  was slower or no faster on two cores (docs/benchmarks.md, "Sixth round").
 * **The astrocyte scan's decay gradient** (:func:`chunk_decay_sums`,
   :func:`state_decay_sums`): the sums over batch and chunks of products of the
   factorised operands and their gradients, which torch forms as full-size products
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 from typing import Iterator
 
 import numpy as np
@@ -47,7 +46,6 @@ __all__ = ["cpu_kernels", "set_cpu_kernels", "get_cpu_kernels",
 
 _BACKENDS = ("auto", "torch", "numba")
 _DTYPES = (torch.float32, torch.float64)
-_MIN_WORK_PER_THREAD = 1 << 18   # membrane updates a thread must have to be worth starting
 
 
 def _initial_backend() -> str:
@@ -110,36 +108,31 @@ def _load() -> tuple:
         from numba import njit   # deferred: numba's import costs ~0.3 s, paid at first use
 
         @njit(nogil=True, cache=True)
-        def forward(x, d, u0, y, lo, hi):          # pragma: no cover - compiled
-            u = u0[lo:hi].copy()
-            dd = d[lo:hi]
+        def forward(x, d, u0, y):                # pragma: no cover - compiled
+            u = u0.copy()                        # y[t] = d * y[t-1] + x[t], y[-1] = u0
             for t in range(x.shape[0]):
-                xt = x[t, lo:hi]
-                yt = y[t, lo:hi]
-                for j in range(hi - lo):
-                    u[j] = dd[j] * u[j] + xt[j]
+                xt, yt = x[t], y[t]
+                for j in range(x.shape[1]):
+                    u[j] = d[j] * u[j] + xt[j]
                     yt[j] = u[j]
 
         @njit(nogil=True, cache=True)
-        def backward(g, gT, d, y, u0, gx, acc, lo, hi):   # pragma: no cover - compiled
-            G = gT[lo:hi].copy()        # the final state's gradient joins step T - 1
-            dd = d[lo:hi]
-            a = acc[lo:hi]
+        def backward(g, gT, d, y, u0, gx, acc):  # pragma: no cover - compiled
+            G = gT.copy()                        # the final state's gradient joins step T - 1
             for t in range(g.shape[0] - 1, -1, -1):
-                gt = g[t, lo:hi]
-                xt = gx[t, lo:hi]
+                gt, xt = g[t], gx[t]
                 if t > 0:
-                    prev = y[t - 1, lo:hi]
-                    for j in range(hi - lo):
+                    prev = y[t - 1]
+                    for j in range(g.shape[1]):
                         G[j] = G[j] + gt[j]
                         xt[j] = G[j]
-                        a[j] += G[j] * prev[j]
-                        G[j] = dd[j] * G[j]
-                else:                           # u_{-1} is the initial state
-                    for j in range(hi - lo):
+                        acc[j] += G[j] * prev[j]
+                        G[j] = d[j] * G[j]
+                else:                            # y[-1] is the initial state
+                    for j in range(g.shape[1]):
                         G[j] = G[j] + gt[j]
                         xt[j] = G[j]
-                        a[j] += G[j] * u0[lo + j]
+                        acc[j] += G[j] * u0[j]
 
         @njit(nogil=True, cache=True, error_model="numpy")
         def chunk_sums(a, b, c, d, out):         # pragma: no cover - compiled
@@ -170,27 +163,6 @@ def _load() -> tuple:
     return _kernels
 
 
-def _split(T: int, M: int) -> list[tuple[int, int]]:
-    """Column ranges, one per thread: as many as torch's threads and the work allow."""
-    k = max(1, min(torch.get_num_threads(), (T * M) // _MIN_WORK_PER_THREAD, M))
-    step = -(-M // k)
-    return [(lo, min(M, lo + step)) for lo in range(0, M, step)]
-
-
-def _run(kernel, T: int, M: int, *args) -> None:
-    parts = _split(T, M)
-    if len(parts) == 1:
-        kernel(*args, *parts[0])
-        return
-    workers = [threading.Thread(target=kernel, args=(*args, lo, hi), daemon=True)
-               for lo, hi in parts[1:]]
-    for w in workers:
-        w.start()
-    kernel(*args, *parts[0])
-    for w in workers:
-        w.join()
-
-
 class _CompiledLeaky(torch.autograd.Function):
     """``u_t = d u_{t-1} + x_t`` by the compiled loop; backward: the loop run backwards
     over the output gradient, the decay's gradient ``sum_t g_t u_{t-1}`` (float64
@@ -206,7 +178,7 @@ class _CompiledLeaky(torch.autograd.Function):
         xs = x.detach().reshape(T, M).contiguous()
         y = torch.empty((T, M), dtype=x.dtype)
         forward = _load()[0]
-        _run(forward, T, M, xs.numpy(), d.numpy(), u.numpy(), y.numpy())
+        forward(xs.numpy(), d.numpy(), u.numpy(), y.numpy())
         ctx.save_for_backward(y, d, u)
         ctx.decay_shape, ctx.decay_dtype = decay.shape, decay.dtype
         ctx.step_shape = step_shape
@@ -224,8 +196,8 @@ class _CompiledLeaky(torch.autograd.Function):
         gx = torch.empty_like(y)
         acc = torch.zeros(M, dtype=torch.float64)
         backward = _load()[1]
-        _run(backward, T, M, g.numpy(), gT.numpy(), d.numpy(), y.numpy(), u.numpy(),
-             gx.numpy(), acc.numpy())
+        backward(g.numpy(), gT.numpy(), d.numpy(), y.numpy(), u.numpy(), gx.numpy(),
+                 acc.numpy())
         need_x, need_d, need_u0 = ctx.needs_input_grad
         step_shape = ctx.step_shape
         dd = du0 = None

@@ -2,7 +2,7 @@
 in test_core_scan.py (there both settings run against the loops).
 
 The membrane scan's forward is the step's arithmetic in the step's order, so it equals
-the loop bit for bit; splitting the neurons over threads changes nothing; the astrocyte
+the loop bit for bit; torch's thread count changes nothing; the astrocyte
 scan's decay-gradient sums equal their float64 torch forms; the backend switch picks the
 kernels only where they can run and says so where they cannot.
 """
@@ -75,16 +75,14 @@ def test_inputs_that_need_no_gradient_get_none_and_strided_inputs_work():
     torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
 
 
-def test_threads_split_the_neurons_without_changing_a_bit(monkeypatch):
+def test_result_does_not_depend_on_torch_threads():
     x, d, u0 = _inputs(torch.float32, T=64, shape=(4, 33), seed=4)
     gs = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
     res = []
-    for threads, work in ((1, 1 << 18), (3, 1)):
-        monkeypatch.setattr(scan_cpu, "_MIN_WORK_PER_THREAD", work)
-        before = torch.get_num_threads()
+    before = torch.get_num_threads()
+    for threads in (1, 2):
         torch.set_num_threads(threads)
         try:
-            assert len(scan_cpu._split(x.shape[0], 4 * 33)) == threads
             leaves = [t.clone().requires_grad_() for t in (x, d, u0)]
             with cpu_kernels("numba"):
                 y, _ = leaky_chunked(*leaves)
