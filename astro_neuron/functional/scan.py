@@ -269,6 +269,9 @@ def leaky_chunked(x: Tensor, decay: Tensor, u0: Tensor | None = None,
     if T == 0:
         return x.clone(), u
     u = u.expand_as(x[0]) if u.shape != x.shape[1:] else u
+    if decay.dim() > u.dim() or torch.broadcast_shapes(decay.shape, u.shape) != u.shape:
+        raise ValueError(f"decay of shape {list(decay.shape)} must broadcast to one step of "
+                         f"the input, {list(u.shape)}, without widening it")
     if use_compiled(x):                  # CPU: the step loop compiled (scan_cpu.py)
         return leaky_compiled(x, decay, u)
     return _LeakyScan.apply(x, decay, u, min(chunk_size, T))

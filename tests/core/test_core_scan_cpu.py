@@ -155,3 +155,12 @@ def test_decay_gradient_sums_equal_their_torch_forms(dtype):
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(scan_cpu.state_decay_sums(a, b), (f64[0] * f64[1]).sum((0, 2, 4)),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_a_decay_that_would_widen_the_state_is_refused_by_both_forms(backend):
+    """A decay of shape (2, N) against a state of shape (N,): neither form can keep the
+    state's shape, so both refuse it with the same clear error."""
+    x = torch.randn(10, 5, dtype=torch.float64)
+    with cpu_kernels(backend), pytest.raises(ValueError, match=r"decay of shape \[2, 5\]"):
+        leaky_chunked(x, torch.rand(2, 5, dtype=torch.float64))
