@@ -27,7 +27,7 @@ Which is used is set by :func:`cpu_kernels`:
 * ``"numba"``: always these kernels; a clear error where they cannot run.
 
 The environment variable ``ASTRO_NEURON_CPU_KERNELS`` sets the starting value. The
-first call in a fresh install compiles the kernels for its dtype (a few seconds), then
+first call in a fresh install compiles the kernels for its dtype (about 2 s), then
 they load from numba's on-disk cache. See docs/benchmarks.md (issue 14).
 """
 
