@@ -33,13 +33,13 @@ they load from numba's on-disk cache. See docs/benchmarks.md (issue 14).
 
 from __future__ import annotations
 
-import contextlib
-import os
-from typing import Iterator
+from typing import ContextManager
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from astro_neuron.functional.switch import Switch
 
 __all__ = ["cpu_kernels", "set_cpu_kernels", "get_cpu_kernels",
            "use_compiled", "leaky_compiled", "chunk_decay_sums", "state_decay_sums"]
@@ -48,39 +48,23 @@ _BACKENDS = ("auto", "torch", "numba")
 _DTYPES = (torch.float32, torch.float64)
 
 
-def _initial_backend() -> str:
-    b = os.environ.get("ASTRO_NEURON_CPU_KERNELS", "auto").strip().lower() or "auto"
-    if b not in _BACKENDS:
-        raise ValueError(f"ASTRO_NEURON_CPU_KERNELS must be one of {_BACKENDS}, got {b!r}")
-    return b
-
-
-_backend = _initial_backend()
+_SWITCH = Switch("cpu kernels", "ASTRO_NEURON_CPU_KERNELS", _BACKENDS, "auto")
 _kernels: tuple | None = None
 
 
 def get_cpu_kernels() -> str:
     """The CPU kernels in use: ``"auto"``, ``"torch"`` or ``"numba"``."""
-    return _backend
+    return _SWITCH.get()
 
 
 def set_cpu_kernels(backend: str) -> None:
     """Choose the CPU kernels (see the module's docstring)."""
-    global _backend
-    if backend not in _BACKENDS:
-        raise ValueError(f"cpu kernels must be one of {_BACKENDS}, got {backend!r}")
-    _backend = backend
+    _SWITCH.set(backend)
 
 
-@contextlib.contextmanager
-def cpu_kernels(backend: str) -> Iterator[None]:
+def cpu_kernels(backend: str) -> ContextManager[None]:
     """``with cpu_kernels("torch"): ...`` runs the block with those kernels."""
-    before = get_cpu_kernels()
-    set_cpu_kernels(backend)
-    try:
-        yield
-    finally:
-        set_cpu_kernels(before)
+    return _SWITCH.using(backend)
 
 
 def _fits(x: Tensor) -> bool:
@@ -90,9 +74,9 @@ def _fits(x: Tensor) -> bool:
 def use_compiled(x: Tensor) -> bool:
     """Whether the scans run these kernels on ``x``; with the backend ``"numba"`` and an
     input they cannot take, a clear error."""
-    if _backend == "torch":
+    if _SWITCH.value == "torch":
         return False
-    if _backend == "auto":
+    if _SWITCH.value == "auto":
         return _fits(x)
     if not _fits(x):
         raise ValueError(

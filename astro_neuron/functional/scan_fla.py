@@ -35,12 +35,12 @@ documented semantics (``tests/core/test_core_scan_fla.py``). See docs/model.md.
 
 from __future__ import annotations
 
-import contextlib
-import os
-from typing import Callable, Iterator
+from typing import Callable, ContextManager
 
 import torch
 from torch import Tensor
+
+from astro_neuron.functional.switch import Switch
 
 __all__ = ["scan_backend", "set_scan_backend", "get_scan_backend", "fla_available",
            "use_fla", "astro_fla", "astro_gated_fla"]
@@ -51,14 +51,7 @@ _FLA_MAX_KEY = 256            # the GLA kernels' largest head size (keys and val
 _LOG_DECAY_FLOOR = -1.0e4     # as in scan.py: exp(-1e4) == 0, without -inf
 
 
-def _initial_backend() -> str:
-    b = os.environ.get("ASTRO_NEURON_SCAN", "torch").strip().lower() or "torch"
-    if b not in _BACKENDS:
-        raise ValueError(f"ASTRO_NEURON_SCAN must be one of {_BACKENDS}, got {b!r}")
-    return b
-
-
-_backend = _initial_backend()
+_SWITCH = Switch("scan backend", "ASTRO_NEURON_SCAN", _BACKENDS, "torch")
 _kernel: Callable | None = None        # fla.ops.gla.chunk_gla once imported
 _kernel_error: str | None = None
 
@@ -81,26 +74,18 @@ def fla_available() -> bool:
 
 
 def get_scan_backend() -> str:
-    return _backend
+    """The astrocyte scan of the chunked form: ``"auto"``, ``"torch"`` or ``"fla"``."""
+    return _SWITCH.get()
 
 
 def set_scan_backend(backend: str) -> None:
     """Choose the astrocyte scan of the chunked form: ``"auto"``, ``"torch"`` or ``"fla"``."""
-    global _backend
-    if backend not in _BACKENDS:
-        raise ValueError(f"scan backend must be one of {_BACKENDS}, got {backend!r}")
-    _backend = backend
+    _SWITCH.set(backend)
 
 
-@contextlib.contextmanager
-def scan_backend(backend: str) -> Iterator[None]:
+def scan_backend(backend: str) -> ContextManager[None]:
     """``with scan_backend("torch"): ...`` uses that scan inside the block."""
-    old = _backend
-    set_scan_backend(backend)
-    try:
-        yield
-    finally:
-        set_scan_backend(old)
+    return _SWITCH.using(backend)
 
 
 def _unfit(q: Tensor, v: Tensor) -> str | None:
@@ -121,10 +106,10 @@ def _unfit(q: Tensor, v: Tensor) -> str | None:
 
 def use_fla(q: Tensor, v: Tensor) -> bool:
     """Whether the chunked form should hand these operands to the GLA kernel."""
-    if _backend == "torch":
+    if _SWITCH.value == "torch":
         return False
     why = _unfit(q, v)
-    if _backend == "fla" and why is not None:
+    if _SWITCH.value == "fla" and why is not None:
         raise RuntimeError(f"scan backend 'fla' was asked for, but {why}")
     return why is None
 

@@ -131,12 +131,12 @@ def test_backend_switch_picks_where_it_can_run_and_refuses_clearly():
 
 def test_environment_variable_sets_the_start(monkeypatch):
     monkeypatch.setenv("ASTRO_NEURON_CPU_KERNELS", " Torch ")
-    assert scan_cpu._initial_backend() == "torch"
+    assert scan_cpu._SWITCH.initial() == "torch"
     monkeypatch.setenv("ASTRO_NEURON_CPU_KERNELS", "")
-    assert scan_cpu._initial_backend() == "auto"
+    assert scan_cpu._SWITCH.initial() == "auto"
     monkeypatch.setenv("ASTRO_NEURON_CPU_KERNELS", "fast")
     with pytest.raises(ValueError, match="ASTRO_NEURON_CPU_KERNELS must be one of"):
-        scan_cpu._initial_backend()
+        scan_cpu._SWITCH.initial()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])

@@ -110,7 +110,7 @@ def test_chunked_amsu_routed_through_the_adapter_equals_its_loop(standin, monkey
 
     monkeypatch.setattr(scan_fla, "_gla", counted)
     monkeypatch.setattr(scan_fla, "_unfit", lambda q, v: None)      # as on a GPU
-    monkeypatch.setattr(scan_fla, "_backend", "auto")
+    monkeypatch.setattr(scan_fla._SWITCH, "value", "auto")
     outs = []
     for mode in ("chunked", "loop"):
         layer.zero_grad()
@@ -135,7 +135,7 @@ def test_chunked_amsu_routed_through_the_adapter_equals_its_loop(standin, monkey
 def test_auto_keeps_the_torch_form_on_cpu(monkeypatch):
     q, k, v, decay, _ = _operands()
     monkeypatch.delenv("ASTRO_NEURON_SCAN", raising=False)
-    assert scan_fla._initial_backend() == "torch"        # the default: the kernel is opt-in
+    assert scan_fla._SWITCH.initial() == "torch"        # the default: the kernel is opt-in
     with scan_fla.scan_backend("auto"):
         assert not scan_fla.use_fla(q, v)
     assert not scan_fla.use_fla(q, v)
@@ -149,9 +149,9 @@ def test_backend_errors(monkeypatch):
         scan_fla.set_scan_backend("cuda")
     monkeypatch.setenv("ASTRO_NEURON_SCAN", "gpu")
     with pytest.raises(ValueError, match="ASTRO_NEURON_SCAN"):
-        scan_fla._initial_backend()
+        scan_fla._SWITCH.initial()
     monkeypatch.setenv("ASTRO_NEURON_SCAN", "Torch")
-    assert scan_fla._initial_backend() == "torch"
+    assert scan_fla._SWITCH.initial() == "torch"
 
 
 def test_unfit_says_why(monkeypatch):
