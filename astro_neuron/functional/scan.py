@@ -24,7 +24,9 @@ accurate for any decay, at some speed cost for tiny decays; no ``gamma^-t`` ever
 appears; :func:`stable_chunk_size` derives the bound). Decay powers are computed
 in float64 from the decay *as rounded to the working dtype*, i.e. the very factor the
 step multiplies by, so loop and chunked forms differ only by summation rounding.
-See docs/model.md, "The three forms".
+On the CPU two pieces run as compiled loops (:mod:`.scan_cpu`): the membrane scan and
+the astrocyte scan's decay-gradient sums. See docs/model.md, "The three forms" and
+"The CPU kernels".
 """
 
 from __future__ import annotations
@@ -414,15 +416,15 @@ class _AstroChunks(torch.autograd.Function):
             # separately and accumulated in float64
             e_q = (pos - h).to(torch.float64)                                  # (C, 1)
             f64 = torch.float64
-            # (each reduction first over the leading batch dim alone, a contiguous
-            # row sum, then over the rest in float64: 3x faster on CPU than one
-            # reduction over non-adjacent dims, same float64 accumulation)
             if use_compiled(qt):          # CPU: one pass each, float64 products and sums
                 gqk = chunk_decay_sums(dqt, qt, dkt, kt)                      # (A, C, dk)
                 g_rho = state_decay_sums(dKV, KV)                             # (A, dk)
                 g_eta = state_decay_sums(dHs, Hs)
                 g_g = state_decay_sums(d_dH, starts) * g.squeeze(-1).to(f64)
             else:
+                # (each reduction first over the leading batch dim alone, a contiguous
+                # row sum, then over the rest in float64: 3x faster on CPU than one
+                # reduction over non-adjacent dims, same float64 accumulation)
                 gqk = (torch.mul(dqt, qt).sum(0, dtype=f64).sum(1)            # (A, C, dk)
                        - torch.mul(dkt, kt).sum(0, dtype=f64).sum(1))
                 g_rho = (dKV * KV).sum(0, dtype=f64).sum((1, 3))              # (A, dk)
