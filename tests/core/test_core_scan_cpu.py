@@ -2,9 +2,9 @@
 in test_core_scan.py (there both settings run against the loops).
 
 The membrane scan's forward is the step's arithmetic in the step's order, so it equals
-the loop bit for bit; torch's thread count changes nothing; the astrocyte
-scan's decay-gradient sums equal their float64 torch forms; the backend switch picks the
-kernels only where they can run and says so where they cannot.
+the loop bit for bit; torch's thread count changes nothing; the astrocyte scan's
+decay-gradient sums equal their float64 torch forms; the backend switch picks the kernels
+only where they can run and says so where they cannot.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from astro_neuron.functional import scan_cpu
 from astro_neuron.functional.lif import LIFSpec, lif_chunked, lif_loop
 from astro_neuron.functional.scan import leaky_chunked, leaky_loop
 from astro_neuron.functional.scan_cpu import (
-    get_cpu_kernels, cpu_kernels, set_cpu_kernels, use_compiled,
+    cpu_kernels, get_cpu_kernels, set_cpu_kernels, use_compiled,
 )
 
 
@@ -58,9 +58,10 @@ def test_gradients_of_every_input_from_either_output(grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
 
 
-def test_inputs_that_need_no_gradient_get_none_and_strided_inputs_work():
-    """A strided input (a slice of a wider tensor), a decay per (batch, neuron), an
-    initial state without a gradient: equal to the loop."""
+def test_a_strided_input_with_a_decay_and_state_that_need_no_gradient():
+    """A strided input (a slice of a wider tensor), a decay per (batch, neuron) and an
+    initial state, neither needing a gradient: values and the input's gradient equal the
+    loop's."""
     g = torch.Generator().manual_seed(3)
     wide = torch.randn(40, 2, 12, generator=g, dtype=torch.float64)
     x = wide[..., 2:7].requires_grad_()
