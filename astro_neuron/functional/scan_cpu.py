@@ -22,7 +22,7 @@ Two pieces of :mod:`astro_neuron.functional.scan` run here on the CPU:
 Which is used is set by :func:`cpu_kernels`:
 
 * ``"auto"`` (the default): these kernels for CPU tensors in float32 or float64, the
-  torch forms otherwise (CUDA, half precision);
+  torch forms otherwise (CUDA, half precision, or numba not importable);
 * ``"torch"``: always the torch forms;
 * ``"numba"``: always these kernels; a clear error where they cannot run.
 
@@ -41,7 +41,7 @@ from torch import Tensor
 
 from astro_neuron.functional.switch import Switch
 
-__all__ = ["cpu_kernels", "set_cpu_kernels", "get_cpu_kernels",
+__all__ = ["cpu_kernels", "set_cpu_kernels", "get_cpu_kernels", "available",
            "use_compiled", "leaky_compiled", "chunk_decay_sums", "state_decay_sums"]
 
 _BACKENDS = ("auto", "torch", "numba")
@@ -72,18 +72,36 @@ def _fits(x: Tensor) -> bool:
 
 
 def use_compiled(x: Tensor) -> bool:
-    """Whether the scans run these kernels on ``x``; with the backend ``"numba"`` and an
-    input they cannot take, a clear error."""
+    """Whether the scans run these kernels on ``x``. ``"auto"`` falls back to torch's
+    forms where numba does not import; ``"numba"`` raises a clear error for an input the
+    kernels cannot take or without numba."""
     if _SWITCH.value == "torch":
         return False
     if _SWITCH.value == "auto":
-        return _fits(x)
+        return _fits(x) and available()
     if not _fits(x):
         raise ValueError(
             f"the compiled CPU kernels (backend 'numba') run on CPU tensors in float32 or "
             f"float64, got a {x.dtype} tensor on {x.device.type}; use cpu_kernels('auto') "
             "or 'torch'")
+    if not available():
+        raise RuntimeError(f"the compiled CPU kernels (backend 'numba') need numba, which "
+                           f"did not import here ({_load_error}); use cpu_kernels('torch')")
     return True
+
+
+_load_error: str | None = None
+
+
+def available() -> bool:
+    """Whether numba imports here (tried once; the kernels themselves compile lazily)."""
+    global _load_error
+    if _kernels is None and _load_error is None:
+        try:
+            _load()
+        except ImportError as e:
+            _load_error = f"{type(e).__name__}: {e}"
+    return _kernels is not None
 
 
 def _load() -> tuple:

@@ -165,3 +165,20 @@ def test_a_decay_that_would_widen_the_state_is_refused_by_both_forms(backend):
     x = torch.randn(10, 5, dtype=torch.float64)
     with cpu_kernels(backend), pytest.raises(ValueError, match=r"decay of shape \[2, 5\]"):
         leaky_chunked(x, torch.rand(2, 5, dtype=torch.float64))
+
+
+def test_without_numba_auto_falls_back_to_torch_and_numba_says_why(monkeypatch):
+    """numba not importable (simulated): "auto" runs the torch forms, equal to the loop;
+    "numba" raises an error that names the failed import."""
+    monkeypatch.setattr(scan_cpu, "_kernels", None)
+    monkeypatch.setattr(scan_cpu, "_load_error", None)
+
+    def broken():
+        raise ImportError("No module named 'numba'")
+    monkeypatch.setattr(scan_cpu, "_load", broken)
+    x, d, u0 = _inputs(torch.float64, T=30)
+    assert not scan_cpu.available() and not use_compiled(x)
+    y, _ = leaky_chunked(x, d, u0)
+    torch.testing.assert_close(y, leaky_loop(x, d, u0)[0], rtol=1e-12, atol=1e-12)
+    with cpu_kernels("numba"), pytest.raises(RuntimeError, match="need numba.*No module"):
+        leaky_chunked(x, d, u0)
