@@ -178,19 +178,19 @@ class _CompiledLeaky(torch.autograd.Function):
         d = decay.detach().to(x.dtype).expand(step_shape).reshape(M).contiguous()
         u = u0.detach().reshape(M).contiguous()
         xs = x.detach().reshape(T, M).contiguous()
-        y = torch.empty((T, M), dtype=x.dtype)
+        y = torch.empty(x.shape, dtype=x.dtype)  # the output itself, not a view of it
         forward = _load()[0]
-        forward(xs.numpy(), d.numpy(), u.numpy(), y.numpy())
+        forward(xs.numpy(), d.numpy(), u.numpy(), y.view(T, M).numpy())
         ctx.save_for_backward(y, d, u)
         ctx.decay_shape, ctx.decay_dtype = decay.shape, decay.dtype
         ctx.step_shape = step_shape
-        y = y.view(x.shape)
         return y, y[-1].clone()
 
     @staticmethod
     def backward(ctx, g_seq, g_T):  # type: ignore[override]
         y, d, u = ctx.saved_tensors
-        T, M = y.shape
+        T, M = y.shape[0], d.shape[0]
+        y = y.view(T, M)
         g = (torch.zeros_like(y) if g_seq is None
              else g_seq.detach().reshape(T, M).contiguous())
         gT = (torch.zeros(M, dtype=y.dtype) if g_T is None

@@ -182,3 +182,16 @@ def test_without_numba_auto_falls_back_to_torch_and_numba_says_why(monkeypatch):
     torch.testing.assert_close(y, leaky_loop(x, d, u0)[0], rtol=1e-12, atol=1e-12)
     with cpu_kernels("numba"), pytest.raises(RuntimeError, match="need numba.*No module"):
         leaky_chunked(x, d, u0)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_an_in_place_edit_of_the_membrane_is_caught_at_backward_in_both_forms(backend):
+    """Both forms return the membrane they saved (not a view of it): an in-place edit
+    is allowed and then refused by autograd's version check at backward."""
+    x = torch.randn(5, 3, requires_grad=True)
+    d = torch.rand(3, requires_grad=True)
+    with cpu_kernels(backend):
+        y, _ = leaky_chunked(x, d)
+    y.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
