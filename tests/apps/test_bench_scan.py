@@ -11,7 +11,8 @@ TINY = ScanBenchConfig(batch=1, lengths=(16,), n_neurons=8, n_astrocytes=2, d_ke
 
 
 def test_rows_include_the_torch_kernels_on_the_cpu_and_the_table_says_their_ratio():
-    rows = bench_scan(TINY, progress=False)
+    with cpu_kernels("auto"):                   # whatever ASTRO_NEURON_CPU_KERNELS says
+        rows = bench_scan(TINY, progress=False)
     forms = [r["form"] for r in rows]
     assert forms[:3] == ["chunked", "projections (floor)", TORCH_KERNELS]
     assert {"step loop (reference)", "recurrent (hoisted projections)"} <= set(forms)

@@ -110,7 +110,8 @@ def test_lif_layer_spikes_equal_the_loop_with_either_scan():
         assert torch.equal(s, s_ref) or backend == "torch"   # numba: same bits, same spikes
 
 
-def test_backend_switch_picks_where_it_can_run_and_refuses_clearly():
+def test_backend_switch_picks_where_it_can_run_and_refuses_clearly(monkeypatch):
+    monkeypatch.setattr(scan_cpu._SWITCH, "value", "auto")   # whatever the environment says
     x32, x16 = torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.bfloat16)
     assert get_cpu_kernels() == "auto"
     assert use_compiled(x32) and not use_compiled(x16)          # auto: CPU f32/f64 only
