@@ -12,6 +12,8 @@ import contextlib
 import os
 from typing import Iterator
 
+from astro_neuron.validate import choice
+
 __all__ = ["Switch"]
 
 
@@ -26,17 +28,13 @@ class Switch:
     def initial(self) -> str:
         """The choice the environment variable gives (case and spaces ignored)."""
         value = os.environ.get(self.env, self.default).strip().lower() or self.default
-        if value not in self.choices:
-            raise ValueError(f"{self.env} must be one of {self.choices}, got {value!r}")
-        return value
+        return choice(self.env, value, self.choices)
 
     def get(self) -> str:
         return self.value
 
     def set(self, value: str) -> None:
-        if value not in self.choices:
-            raise ValueError(f"{self.name} must be one of {self.choices}, got {value!r}")
-        self.value = value
+        self.value = choice(self.name, value, self.choices)
 
     @contextlib.contextmanager
     def using(self, value: str) -> Iterator[None]:
