@@ -49,7 +49,8 @@ _DTYPES = (torch.float32, torch.float64)
 
 
 _SWITCH = Switch("cpu kernels", "ASTRO_NEURON_CPU_KERNELS", _BACKENDS, "auto")
-_kernels: tuple | None = None
+_kernels: tuple | None = None          # the compiled kernels once numba has imported
+_load_error: str | None = None         # why numba did not import, once tried
 
 
 def get_cpu_kernels() -> str:
@@ -88,9 +89,6 @@ def use_compiled(x: Tensor) -> bool:
         raise RuntimeError(f"the compiled CPU kernels (backend 'numba') need numba, which "
                            f"did not import here ({_load_error}); use cpu_kernels('torch')")
     return True
-
-
-_load_error: str | None = None
 
 
 def available() -> bool:
