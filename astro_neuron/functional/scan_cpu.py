@@ -49,6 +49,8 @@ _DTYPES = (torch.float32, torch.float64)
 
 
 _SWITCH = Switch("cpu kernels", "ASTRO_NEURON_CPU_KERNELS", _BACKENDS, "auto")
+_BLOCK = 16                            # steps per block of the membrane scan's backward
+_LINE = 16                             # float32 elements per 64-byte cache line
 _kernels: tuple | None = None          # the compiled kernels once numba has imported
 _load_error: str | None = None         # why numba did not import, once tried
 
@@ -118,21 +120,29 @@ def _load() -> tuple:
 
         @njit(nogil=True, cache=True)
         def backward(g, gT, d, y, u0, gx, acc):  # pragma: no cover - compiled
+            # blocks of _BLOCK steps, last block first; each block's rows are read once
+            # in ascending order (one load per 64-byte line) before the loop runs down
+            # them: on the CPUs measured, reading rows in descending order ran 3-5x
+            # slower than ascending (docs/benchmarks.md, "Seventh round")
             G = gT.copy()                        # the final state's gradient joins step T - 1
-            for t in range(g.shape[0] - 1, -1, -1):
-                gt, xt = g[t], gx[t]
-                if t > 0:
-                    prev = y[t - 1]
-                    for j in range(g.shape[1]):
+            T, M = g.shape
+            touched = 0.0
+            for b in range((T + _BLOCK - 1) // _BLOCK - 1, -1, -1):
+                t0 = b * _BLOCK
+                t1 = min(T, t0 + _BLOCK)
+                for t in range(max(t0 - 1, 0), t1):
+                    gt, xt, yt = g[t], gx[t], y[t]
+                    for j in range(0, M, _LINE):
+                        touched += gt[j] + xt[j] + yt[j]
+                for t in range(t1 - 1, t0 - 1, -1):
+                    gt, xt = g[t], gx[t]
+                    prev = y[t - 1] if t > 0 else u0   # y[-1] is the initial state
+                    for j in range(M):
                         G[j] = G[j] + gt[j]
                         xt[j] = G[j]
                         acc[j] += G[j] * prev[j]
                         G[j] = d[j] * G[j]
-                else:                            # y[-1] is the initial state
-                    for j in range(g.shape[1]):
-                        G[j] = G[j] + gt[j]
-                        xt[j] = G[j]
-                        acc[j] += G[j] * u0[j]
+            return touched
 
         @njit(nogil=True, cache=True, error_model="numpy")
         def chunk_sums(a, b, c, d, out):         # pragma: no cover - compiled
