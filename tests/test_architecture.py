@@ -33,7 +33,7 @@ HEAVY = {
     "fla": "optional extra [cuda]: flash-linear-attention imports Triton; only the CUDA scan "
            "(functional/scan_fla.py) uses it, on first use",
     "nirtorch": "optional extra [nir]",
-    "numba": "LLVM: about 0.3 s to import; the scans' CPU kernels (functional/scan_cpu.py) "
+    "numba": "LLVM: about 0.3 s to import; the scans' CPU kernels (functional/compiled.py) "
              "import it on their first call, so importing the library does not pay it",
     "nest": "NEST 3.10: optional simulator, about 1 s to import, prints a banner",
     "elephant": "imports scikit-learn and scipy.stats (seconds); only neuro.analysis uses it",

@@ -3,7 +3,7 @@
 
 Nothing here owns parameters or state; see :mod:`astro_neuron.amsu` for the module.
 Layout: :mod:`.amsu` (the AM-SU package), :mod:`.lif`, :mod:`.scan` (linear
-recurrences), :mod:`.scan_cpu` (their CPU kernels, compiled by numba), :mod:`.scan_fla`
+recurrences), :mod:`.compiled` (their CPU kernels, compiled by numba), :mod:`.scan_fla`
 (the astrocyte scan on CUDA by flash-linear-attention's GLA kernels), :mod:`.rotary`,
 :mod:`.surrogate`, :mod:`.finite` (the NaN/Inf check).
 """
@@ -22,7 +22,7 @@ from astro_neuron.functional.scan import (
     astro_chunked, astro_loop, astro_read, astro_step, leaky_chunked, leaky_loop, leaky_step,
     stable_chunk_size,
 )
-from astro_neuron.functional.scan_cpu import cpu_kernels, get_cpu_kernels, set_cpu_kernels
+from astro_neuron.functional.compiled import cpu_kernels, get_cpu_kernels, set_cpu_kernels
 from astro_neuron.functional.scan_fla import (
     fla_available, get_scan_backend, scan_backend, set_scan_backend,
 )

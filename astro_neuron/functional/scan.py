@@ -24,7 +24,7 @@ accurate for any decay, at some speed cost for tiny decays; no ``gamma^-t`` ever
 appears; :func:`stable_chunk_size` derives the bound). Decay powers are computed
 in float64 from the decay *as rounded to the working dtype*, i.e. the very factor the
 step multiplies by, so loop and chunked forms differ only by summation rounding.
-On the CPU two pieces run as compiled loops (:mod:`.scan_cpu`): the membrane scan and
+On the CPU two pieces run as compiled loops (:mod:`.compiled`): the membrane scan and
 the astrocyte scan's decay-gradient sums. See docs/model.md, "The three forms" and
 "The CPU kernels".
 """
@@ -36,7 +36,7 @@ import math
 import torch
 from torch import Tensor
 
-from astro_neuron.functional.scan_cpu import (
+from astro_neuron.functional.compiled import (
     chunk_decay_sums, leaky_compiled, state_decay_sums, use_compiled,
 )
 
@@ -256,7 +256,7 @@ def leaky_chunked(x: Tensor, decay: Tensor, u0: Tensor | None = None,
     """Parallel form of :func:`leaky_loop` (same arguments and results).
 
     On the CPU (float32, float64) it runs the step loop compiled by numba instead
-    (:mod:`~astro_neuron.functional.scan_cpu`, which says when and how to choose);
+    (:mod:`~astro_neuron.functional.compiled`, which says when and how to choose);
     ``chunk_size`` applies to the torch form. The torch form: an in-place two-level
     scan (see :func:`_scan_`): ``chunk_size + T / chunk_size`` small fused operations
     plus two full passes, forward and backward alike; only
@@ -274,7 +274,7 @@ def leaky_chunked(x: Tensor, decay: Tensor, u0: Tensor | None = None,
     if decay.dim() > u.dim() or torch.broadcast_shapes(decay.shape, u.shape) != u.shape:
         raise ValueError(f"decay of shape {list(decay.shape)} must broadcast to one step of "
                          f"the input, {list(u.shape)}, without widening it")
-    if use_compiled(x):                  # CPU: the step loop compiled (scan_cpu.py)
+    if use_compiled(x):                  # CPU: the step loop compiled (compiled.py)
         return leaky_compiled(x, decay, u)
     return _LeakyScan.apply(x, decay, u, min(chunk_size, T))
 

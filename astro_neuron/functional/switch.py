@@ -3,7 +3,7 @@ started from an environment variable, changed by a setter or, for one block, by 
 context manager, and refused with a clear error outside its choices.
 
 Used by :mod:`~astro_neuron.functional.scan_fla` (``ASTRO_NEURON_SCAN``) and
-:mod:`~astro_neuron.functional.scan_cpu` (``ASTRO_NEURON_CPU_KERNELS``).
+:mod:`~astro_neuron.functional.compiled` (``ASTRO_NEURON_CPU_KERNELS``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ themselves are benchmarks, not tests)."""
 from __future__ import annotations
 
 from astro_neuron.apps.bench.scan import TORCH_KERNELS, ScanBenchConfig, bench_scan, format_table
-from astro_neuron.functional.scan_cpu import cpu_kernels
+from astro_neuron.functional.compiled import cpu_kernels
 
 TINY = ScanBenchConfig(batch=1, lengths=(16,), n_neurons=8, n_astrocytes=2, d_key=4,
                        in_features=8, repeats=1, loop_repeats=1, frameworks=False)

@@ -113,7 +113,7 @@ def test_out_of_place_leaky_scan_equals_the_loop_with_final_state_gradient(T, c,
     gs = torch.randn(T, 3, 5, generator=g, dtype=torch.float64)
     gT = torch.randn(3, 5, generator=g, dtype=torch.float64)
     outs = []
-    from astro_neuron.functional.scan_cpu import cpu_kernels
+    from astro_neuron.functional.compiled import cpu_kernels
     for f in (lambda: leaky_chunked(x, dec, u0, c), lambda: leaky_loop(x, dec, u0)):
         with cpu_kernels(membrane):
             y, uT = f()

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from astro_neuron.functional import astro_chunked, astro_loop, leaky_chunked, leaky_loop
-from astro_neuron.functional.scan_cpu import cpu_kernels
+from astro_neuron.functional.compiled import cpu_kernels
 from tolerance import RTOL, assert_close
 
-# both CPU kernel settings (functional/scan_cpu.py): the torch forms (CUDA's, and any
+# both CPU kernel settings (functional/compiled.py): the torch forms (CUDA's, and any
 # dtype's) and the compiled kernels the CPU runs by default (the membrane scan; the
 # astrocyte scan's decay-gradient sums)
 MEMBRANE = pytest.mark.parametrize("membrane", ["torch", "numba"])

@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from astro_neuron.amsu import AMSU
-from astro_neuron.functional.scan_cpu import cpu_kernels, use_compiled
+from astro_neuron.functional.compiled import cpu_kernels, use_compiled
 from astro_neuron.validate import positive_int
 
 __all__ = ["ScanBenchConfig", "bench_scan", "format_table", "TORCH_KERNELS"]
 
-TORCH_KERNELS = "chunked, torch CPU kernels"   # the row without functional/scan_cpu.py
+TORCH_KERNELS = "chunked, torch CPU kernels"   # the row without functional/compiled.py
 
 
 @dataclass

@@ -31,6 +31,7 @@ from torch import Tensor
 from astro_neuron.functional.amsu.spec import (
     READOUT_EPS, AMSUOutput, AMSUParams, AMSUSpec, AMSUState,
 )
+from astro_neuron.functional.compiled import rms_readout_compiled, use_compiled
 from astro_neuron.functional.rotary import phase_table, rotary, rotate
 from astro_neuron.functional.scan import astro_read, astro_step, leaky_step
 from astro_neuron.functional.surrogate import fire_levels
@@ -201,9 +202,14 @@ def readout(o_raw: Tensor, p: AMSUParams, spec: AMSUSpec) -> Tensor:
 
     ``readout_norm="none"``: ``o = H^T q / sqrt(d_k)``; ``"rms"``: each astrocyte's
     ``d_v`` outputs divided by their root mean square (eps :data:`READOUT_EPS`), so the
-    read-out stays O(1) however many tokens a slow astrocyte has summed.
+    read-out stays O(1) however many tokens a slow astrocyte has summed. On the CPU the
+    RMS read-out runs as one compiled pass each way (:mod:`~astro_neuron.functional.compiled`).
     """
     if spec.readout_norm == "rms":
+        gain = p.astro_gain
+        if (o_raw.numel() and isinstance(gain, Tensor) and gain.dtype == o_raw.dtype
+                and use_compiled(o_raw)):
+            return rms_readout_compiled(o_raw, gain, READOUT_EPS)
         return F.rms_norm(o_raw, (spec.d_value,), eps=READOUT_EPS).flatten(-2) * p.astro_gain
     return o_raw.flatten(-2) * (p.astro_gain / math.sqrt(spec.d_key))
 

@@ -1,4 +1,4 @@
-"""The compiled CPU kernels (functional/scan_cpu.py): what they add to the forms tested
+"""The compiled CPU kernels (functional/compiled.py): what they add to the forms tested
 in test_core_scan.py (there both settings run against the loops).
 
 The membrane scan's forward is the step's arithmetic in the step's order, so it equals
@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from astro_neuron.functional import scan_cpu
+from astro_neuron.functional import compiled
 from astro_neuron.functional.lif import LIFSpec, lif_chunked, lif_loop
 from astro_neuron.functional.scan import leaky_chunked, leaky_loop
-from astro_neuron.functional.scan_cpu import (
+from astro_neuron.functional.compiled import (
     cpu_kernels, get_cpu_kernels, set_cpu_kernels, use_compiled,
 )
 
@@ -111,7 +111,7 @@ def test_lif_layer_spikes_equal_the_loop_with_either_scan():
 
 
 def test_backend_switch_picks_where_it_can_run_and_refuses_clearly(monkeypatch):
-    monkeypatch.setattr(scan_cpu._SWITCH, "value", "auto")   # whatever the environment says
+    monkeypatch.setattr(compiled._SWITCH, "value", "auto")   # whatever the environment says
     x32, x16 = torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.bfloat16)
     assert get_cpu_kernels() == "auto"
     assert use_compiled(x32) and not use_compiled(x16)          # auto: CPU f32/f64 only
@@ -133,12 +133,12 @@ def test_backend_switch_picks_where_it_can_run_and_refuses_clearly(monkeypatch):
 
 def test_environment_variable_sets_the_start(monkeypatch):
     monkeypatch.setenv("ASTRO_NEURON_CPU_KERNELS", " Torch ")
-    assert scan_cpu._SWITCH.initial() == "torch"
+    assert compiled._SWITCH.initial() == "torch"
     monkeypatch.setenv("ASTRO_NEURON_CPU_KERNELS", "")
-    assert scan_cpu._SWITCH.initial() == "auto"
+    assert compiled._SWITCH.initial() == "auto"
     monkeypatch.setenv("ASTRO_NEURON_CPU_KERNELS", "fast")
     with pytest.raises(ValueError, match="ASTRO_NEURON_CPU_KERNELS must be one of"):
-        scan_cpu._SWITCH.initial()
+        compiled._SWITCH.initial()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
@@ -152,10 +152,10 @@ def test_decay_gradient_sums_equal_their_torch_forms(dtype):
     a = torch.randn(3, 2, 4, 6, 5, generator=g, dtype=torch.float64).to(dtype).transpose(-1, -2)
     f64 = [t.double() for t in (a, b, c, d)]
     ref = (f64[0] * f64[1] - f64[2] * f64[3]).sum((0, 2))
-    out = scan_cpu.chunk_decay_sums(a, b, c, d)
+    out = compiled.chunk_decay_sums(a, b, c, d)
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(scan_cpu.state_decay_sums(a, b), (f64[0] * f64[1]).sum((0, 2, 4)),
+    torch.testing.assert_close(compiled.state_decay_sums(a, b), (f64[0] * f64[1]).sum((0, 2, 4)),
                                rtol=1e-12, atol=1e-12)
 
 
@@ -171,14 +171,14 @@ def test_a_decay_that_would_widen_the_state_is_refused_by_both_forms(backend):
 def test_without_numba_auto_falls_back_to_torch_and_numba_says_why(monkeypatch):
     """numba not importable (simulated): "auto" runs the torch forms, equal to the loop;
     "numba" raises an error that names the failed import."""
-    monkeypatch.setattr(scan_cpu, "_kernels", None)
-    monkeypatch.setattr(scan_cpu, "_load_error", None)
+    monkeypatch.setattr(compiled, "_kernels", None)
+    monkeypatch.setattr(compiled, "_load_error", None)
 
     def broken():
         raise ImportError("No module named 'numba'")
-    monkeypatch.setattr(scan_cpu, "_load", broken)
+    monkeypatch.setattr(compiled, "_load", broken)
     x, d, u0 = _inputs(torch.float64, T=30)
-    assert not scan_cpu.available() and not use_compiled(x)
+    assert not compiled.available() and not use_compiled(x)
     y, _ = leaky_chunked(x, d, u0)
     torch.testing.assert_close(y, leaky_loop(x, d, u0)[0], rtol=1e-12, atol=1e-12)
     with cpu_kernels("numba"), pytest.raises(RuntimeError, match="need numba.*No module"):
@@ -196,3 +196,81 @@ def test_an_in_place_edit_of_the_membrane_is_caught_at_backward_in_both_forms(ba
     y.add_(1)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("T", [1, 15, 16, 17, 48])
+def test_backward_across_block_boundaries(T):
+    """The backward walks blocks of 16 steps (each read ascending first): every length
+    around a block boundary gives the loop's gradients."""
+    x, d, u0 = _inputs(torch.float64, T=T, seed=3)
+    g = torch.Generator().manual_seed(4)
+    gs = torch.randn(x.shape, generator=g, dtype=x.dtype)
+    res = []
+    for backend in ("torch", "numba"):
+        leaves = [t.clone().requires_grad_() for t in (x, d, u0)]
+        with cpu_kernels(backend):
+            y, yT = leaky_chunked(*leaves)
+        res.append(torch.autograd.grad([y, yT], leaves, [gs, torch.ones_like(yT)]))
+    for name, a, b in zip(("x", "decay", "u0"), *res):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def _rms_reference(o, gain, eps=1e-6):
+    return torch.nn.functional.rms_norm(o, (o.shape[-1],), eps=eps).flatten(-2) * gain
+
+
+@pytest.mark.parametrize("shape,gain_shape", [((9, 3, 2, 8), (16,)), ((4, 1, 6), (6,)),
+                                              ((5, 2, 3, 4), ()), ((2, 3, 4, 2, 8), (1,))],
+                         ids=["seq", "step", "scalar-gain", "two-batch-dims"])
+def test_rms_readout_equals_torch_and_passes_gradcheck(shape, gain_shape):
+    """Values and both gradients against ``rms_norm(o) * gain`` (float64), and gradcheck."""
+    g = torch.Generator().manual_seed(5)
+    o = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
+    gain = (torch.rand(gain_shape, generator=g, dtype=torch.float64) + 0.1).requires_grad_()
+    y, y_ref = compiled.rms_readout_compiled(o, gain, 1e-6), _rms_reference(o, gain)
+    torch.testing.assert_close(y, y_ref, rtol=1e-13, atol=1e-13)
+    w = torch.randn(y.shape, generator=g, dtype=y.dtype)
+    for a, b, name in zip(torch.autograd.grad(y, (o, gain), w),
+                          torch.autograd.grad(y_ref, (o, gain), w), ("o", "gain")):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+    assert torch.autograd.gradcheck(lambda o, gain: compiled.rms_readout_compiled(o, gain, 1e-6),
+                                    (o, gain))
+
+
+def test_rms_readout_float32_and_a_zero_row():
+    """float32 to rounding; a row of zeros reads out zeros with finite gradients (eps)."""
+    g = torch.Generator().manual_seed(6)
+    o = torch.randn(64, 8, 2, 32, generator=g)
+    o[3, 2] = 0.0
+    o.requires_grad_()
+    gain = torch.full((64,), 0.1, requires_grad=True)
+    y, y_ref = compiled.rms_readout_compiled(o, gain, 1e-6), _rms_reference(o, gain)
+    torch.testing.assert_close(y, y_ref, rtol=2e-6, atol=1e-7)
+    assert torch.equal(y[3, 2], torch.zeros(64))
+    w = torch.randn(y.shape, generator=g)
+    a = torch.autograd.grad(y, (o, gain), w)
+    b = torch.autograd.grad(y_ref, (o, gain), w)
+    assert all(torch.isfinite(t).all() for t in a)
+    torch.testing.assert_close(a[0], b[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a[1], b[1], rtol=1e-5, atol=1e-4)
+
+
+def test_amsu_readout_takes_the_kernel_on_the_cpu_and_torch_elsewhere():
+    """``readout`` with ``readout_norm="rms"``: the kernel under "auto"/"numba", the torch
+    form under "torch", the same values; a second backward through the kernel (double
+    differentiation) is refused clearly rather than answered wrongly."""
+    from astro_neuron import AMSU
+    from astro_neuron.functional.amsu import readout
+    layer = AMSU(16, 16, n_astrocytes=2, d_key=8, readout_norm="rms")
+    p, spec = layer.params(), layer.spec
+    o = torch.randn(5, 3, 2, 8, requires_grad=True)
+    with cpu_kernels("numba"):
+        y = readout(o, p, spec)
+    assert y.grad_fn.name().startswith("_CompiledRMSReadout")
+    with cpu_kernels("torch"):
+        y_ref = readout(o, p, spec)
+    assert "CompiledRMSReadout" not in y_ref.grad_fn.name()
+    torch.testing.assert_close(y, y_ref, rtol=2e-6, atol=1e-7)
+    (gy,) = torch.autograd.grad(y.square().sum(), o, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|double backward|twice"):
+        gy.sum().backward()

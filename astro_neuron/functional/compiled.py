@@ -38,11 +38,13 @@ from typing import ContextManager
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from astro_neuron.functional.switch import Switch
 
 __all__ = ["cpu_kernels", "set_cpu_kernels", "get_cpu_kernels", "available",
-           "use_compiled", "leaky_compiled", "chunk_decay_sums", "state_decay_sums"]
+           "use_compiled", "leaky_compiled", "chunk_decay_sums", "state_decay_sums",
+           "rms_readout_compiled"]
 
 _BACKENDS = ("auto", "torch", "numba")
 _DTYPES = (torch.float32, torch.float64)
@@ -169,7 +171,40 @@ def _load() -> tuple:
                                 acc += np.float64(x[j]) * y[j]
                             out[h, r] += acc
 
-        _kernels = (forward, backward, chunk_sums, state_sums)
+        @njit(nogil=True, cache=True, error_model="numpy")
+        def rms_forward(x, gain, eps, y, r):     # pragma: no cover - compiled
+            # rows x[i, a] of V values: r = (mean(x^2) + eps)^(-1/2) (float64 sum),
+            # y = x * r * gain[a]
+            V = x.shape[2]
+            for i in range(x.shape[0]):
+                for a in range(x.shape[1]):
+                    xr, yr, g = x[i, a], y[i, a], gain[a]
+                    ss = 0.0
+                    for j in range(V):
+                        ss += np.float64(xr[j]) * xr[j]
+                    rr = xr.dtype.type(1.0 / np.sqrt(ss / V + eps))
+                    r[i, a] = rr
+                    for j in range(V):
+                        yr[j] = xr[j] * rr * g[j]
+
+        @njit(nogil=True, cache=True, error_model="numpy")
+        def rms_backward(gy, x, gain, r, gx, ggain):   # pragma: no cover - compiled
+            # gx = r gain gy - x r^3 mean(gain gy x); ggain += gy x r (float64)
+            V = x.shape[2]
+            for i in range(x.shape[0]):
+                for a in range(x.shape[1]):
+                    xr, gr, g, rr = x[i, a], gy[i, a], gain[a], r[i, a]
+                    acc, out = ggain[a], gx[i, a]
+                    dot = 0.0
+                    for j in range(V):
+                        p = gr[j] * xr[j]
+                        dot += np.float64(p) * g[j]
+                        acc[j] += np.float64(p) * rr
+                    c = xr.dtype.type(np.float64(rr) ** 3 * dot / V)
+                    for j in range(V):
+                        out[j] = rr * g[j] * gr[j] - xr[j] * c
+
+        _kernels = (forward, backward, chunk_sums, state_sums, rms_forward, rms_backward)
     return _kernels
 
 
@@ -195,6 +230,7 @@ class _CompiledLeaky(torch.autograd.Function):
         return y, y[-1].clone()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g_seq, g_T):  # type: ignore[override]
         y, d, u = ctx.saved_tensors
         T, M = y.shape[0], d.shape[0]
@@ -223,6 +259,47 @@ def leaky_compiled(x: Tensor, decay: Tensor, u0: Tensor) -> tuple[Tensor, Tensor
     ``(u_seq [T, ...], u_T)`` for ``x`` ``[T, ...]``, ``decay`` broadcasting against
     ``x[t]``, ``u0`` of ``x[t]``'s shape (the caller's checks and defaults apply)."""
     return _CompiledLeaky.apply(x, decay, u0)
+
+
+class _CompiledRMSReadout(torch.autograd.Function):
+    """``rms_norm(o) * gain`` over the last dim of ``o`` ``[..., A, V]``, flattened to
+    ``[..., A V]``; one pass forward (the per-row scale saved), one pass backward (the
+    gain's gradient accumulated in float64 in the same pass)."""
+
+    @staticmethod
+    def forward(ctx, o, gain, eps):  # type: ignore[override]
+        A, V = o.shape[-2:]
+        lead = o.shape[:-2]
+        x = o.detach().reshape(-1, A, V).contiguous()
+        g = gain.detach().to(o.dtype).expand(A * V).reshape(A, V).contiguous()
+        y = torch.empty(x.shape, dtype=o.dtype)
+        r = torch.empty(x.shape[:2], dtype=o.dtype)
+        _load()[4](x.numpy(), g.numpy(), float(eps), y.numpy(), r.numpy())
+        ctx.save_for_backward(x, g, r)
+        ctx.gain_shape, ctx.gain_dtype, ctx.lead = gain.shape, gain.dtype, lead
+        return y.view(*lead, A * V)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy):  # type: ignore[override]
+        x, g, r = ctx.saved_tensors
+        A, V = g.shape
+        gx = torch.empty_like(x)
+        gg = torch.zeros(A, V, dtype=torch.float64)
+        gy = gy.detach().reshape(x.shape).contiguous()
+        _load()[5](gy.numpy(), x.numpy(), g.numpy(), r.numpy(), gx.numpy(), gg.numpy())
+        need_o, need_gain, _ = ctx.needs_input_grad
+        d_gain = (gg.view(A * V).sum_to_size(ctx.gain_shape).to(ctx.gain_dtype)
+                  if need_gain else None)
+        return (gx.view(*ctx.lead, A, V) if need_o else None), d_gain, None
+
+
+def rms_readout_compiled(o: Tensor, gain: Tensor, eps: float) -> Tensor:
+    """The compiled form of ``F.rms_norm(o, (V,), eps=eps).flatten(-2) * gain`` for ``o``
+    ``[..., A, V]`` and ``gain`` broadcasting against ``A V`` channels (the AM-SU's
+    RMS read-out, :func:`~astro_neuron.functional.amsu.readout`): ``[..., A V]``. The
+    row's sum of squares and the backward's sums run in float64."""
+    return _CompiledRMSReadout.apply(o, gain, eps)
 
 
 def _np(t: Tensor) -> np.ndarray:
