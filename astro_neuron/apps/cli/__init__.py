@@ -21,6 +21,7 @@ import signal
 import sys
 
 from astro_neuron import __version__
+from astro_neuron.allocator import retain_unless_disabled
 
 SECTIONS = ("core", "lm", "neuro", "neuromorphic", "figures", "zeroshot", "energy",
             "finetune")
@@ -68,6 +69,8 @@ def main(argv=None) -> int:
     except SystemExit as exc:            # --help, --version, or a bad argument (status 2)
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
+        if getattr(args, "retain_memory", False):      # training commands: allocator.py
+            args.allocator = retain_unless_disabled()
         rc = args.func(args)
     except KeyboardInterrupt as exc:       # Ctrl-C, or SIGTERM during training
         print("interrupted", file=sys.stderr)

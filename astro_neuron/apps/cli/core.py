@@ -27,7 +27,7 @@ def register(commands, bench) -> None:
                    help=f"comma-separated stages to run, in order (default: {','.join(STAGES)})")
     p.add_argument("--threads", type=A.int_range(1, 1024, "--threads"), default=1,
                    help="torch threads (default 1: the demo's tensors are small)")
-    p.set_defaults(func=_demo)
+    p.set_defaults(func=_demo, retain_memory=True)
 
     p = commands.add_parser(
         "convert-checkpoint", help="convert an old pickled .pt checkpoint you trust to "
@@ -61,7 +61,7 @@ def register(commands, bench) -> None:
     b.add_argument("--json", default=None, type=A.out_file("--json"), help="also write the rows to this JSON file")
     b.add_argument("--no-check-finite", action="store_true",
                    help="time the forms without their NaN/Inf checks (astro_neuron.validation)")
-    b.set_defaults(func=_bench_scan)
+    b.set_defaults(func=_bench_scan, retain_memory=True)
 
 
 def _convert_checkpoint(args) -> int:
@@ -88,6 +88,8 @@ def _bench_scan(args) -> int:
     A.check_fits("bench scan", 4 * (3 * (T * per_step + states) + 3 * weights))
     if args.threads:
         torch.set_num_threads(args.threads)
+    if getattr(args, "allocator", None):
+        print(args.allocator)
     cfg = ScanBenchConfig(batch=args.batch, lengths=tuple(args.lengths),
                           n_neurons=args.neurons, n_astrocytes=args.astrocytes,
                           d_key=args.d_key, in_features=args.in_features,

@@ -65,7 +65,7 @@ def register(commands, bench) -> None:
                    help="also write OUT/merged.safetensors: a plain checkpoint, adapters folded in")
     p.add_argument("--device", default="cpu", type=A.device())
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_finetune)
+    p.set_defaults(func=_finetune, retain_memory=True)
 
     p = commands.add_parser(
         "chat", help="talk to a checkpoint (user turns from stdin), state kept across turns",
@@ -91,7 +91,7 @@ def register(commands, bench) -> None:
     p.add_argument("--seed", type=A.seed("--seed"), default=0)
     p.add_argument("--quick", action="store_true", help="tiny models, a few steps (seconds)")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_compare)
+    p.set_defaults(func=_compare, retain_memory=True)
 
 
 def _finetune(args) -> int:

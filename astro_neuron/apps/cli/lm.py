@@ -86,7 +86,7 @@ def register(commands, bench) -> None:
     p.add_argument("--device", type=A.device(allow_auto=True),
                    help="cpu, cuda, cuda:N or auto (sets train.device)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, retain_memory=True)
 
     p = commands.add_parser("eval", help="bits per byte of a checkpoint on a split")
     p.add_argument("checkpoint", type=A.in_file("checkpoint"))
@@ -119,7 +119,7 @@ def register(commands, bench) -> None:
     p.add_argument("--variants", help="comma-separated subset of: AM-SNet, astrocyte off, "
                    "neuron path off, non-spiking twin, Transformer")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_compare)
+    p.set_defaults(func=_compare, retain_memory=True)
 
     p = commands.add_parser(
         "memory-tasks", help="MQAR, selective copy, capacity: the field's protocol (docs/memory.md)",
@@ -175,7 +175,7 @@ def register(commands, bench) -> None:
                         "figure of accuracy against length, --out/memory_combined.png")
     p.add_argument("--quick", action="store_true", help="tiny settings (seconds)")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_memory_tasks)
+    p.set_defaults(func=_memory_tasks, retain_memory=True)
 
     b = bench.add_parser(
         "generate", help="per-token generation latency and memory: AM-SNet vs KV-cache Transformer")
@@ -233,7 +233,7 @@ def register(commands, bench) -> None:
     b.add_argument("--forms", action="store_true",
                    help="instead: the chunked form against the step loop (first d_model, T)")
     b.add_argument("--device", default="cpu", type=A.device())
-    b.set_defaults(func=_bench_train)
+    b.set_defaults(func=_bench_train, retain_memory=True)
 
 
 def _train(args) -> int:
@@ -372,6 +372,8 @@ def _bench_train(args) -> int:
     A.check_fits(f"bench train (d_model {max(args.d_models)}, lengths {args.lengths}, "
                  f"{args.tokens} tokens per batch)", need + 8.0 * args.peak_n ** 2,
                  args.device)
+    if getattr(args, "allocator", None):
+        print(args.allocator)
     bench_train(d_models=tuple(args.d_models), lengths=tuple(args.lengths),
                 threads=tuple(args.threads), n_layer=args.n_layer, tokens=args.tokens,
                 repeats=args.repeats, device=args.device, forms=args.forms,

@@ -105,7 +105,7 @@ def register(commands, bench) -> None:
     m.add_argument("--quick", action="store_true",
                    help="small settings to try the command in about a minute")
     m.add_argument("--no-progress", action="store_true")
-    m.set_defaults(func=_memory_neuron)
+    m.set_defaults(func=_memory_neuron, retain_memory=True)
 
 
     n = commands.add_parser(
