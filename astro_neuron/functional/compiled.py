@@ -1,34 +1,42 @@
-"""The scans' CPU kernels, compiled by numba.
+"""CPU kernels compiled by numba: the scans' and the AM-SU read-out's.
 
-Two pieces of :mod:`astro_neuron.functional.scan` run here on the CPU:
+Three pieces of the AM-SU's chunked form run here on the CPU:
 
-* **The membrane scan** ``u_t = beta * u_{t-1} + x_t`` (:func:`leaky_compiled`). It is
-  element-wise: each neuron's membrane depends only on its own past, so on the CPU the
-  fastest form is the step loop itself, compiled: one pass over time, every neuron of
-  a step in one vectorised inner loop. It reads the input once and writes the membrane
-  once, where the torch form (:func:`~astro_neuron.functional.scan._scan_`) runs
-  ``C + T / C`` small operations and two full passes; the backward is the same loop run
-  backwards, with the decay's gradient ``sum_t g_t u_{t-1}`` accumulated (in float64)
-  in the same pass. Its arithmetic is the step's (``decay * u + x`` in the input's
-  dtype), so its membrane equals :func:`~astro_neuron.functional.scan.leaky_loop`'s
-  bit for bit. One thread: splitting the neurons over Python threads beside torch's own
-  was slower or no faster on two cores (docs/benchmarks.md, "Sixth round").
+* **The membrane scan** ``u_t = beta * u_{t-1} + x_t`` (:func:`leaky_compiled`, used by
+  :func:`~astro_neuron.functional.scan.leaky_chunked`). It is element-wise: each
+  neuron's membrane depends only on its own past, so on the CPU the fastest form is the
+  step loop itself, compiled: one pass over time, every neuron of a step in one
+  vectorised inner loop. It reads the input once and writes the membrane once, where
+  the torch form (:func:`~astro_neuron.functional.scan._scan_`) runs ``C + T / C``
+  small operations and two full passes; the backward is the same loop run backwards,
+  with the decay's gradient ``sum_t g_t u_{t-1}`` accumulated (in float64) in the same
+  pass, reading each block of 16 steps in ascending order before running down it (a
+  loop walking rows downwards ran 3-5x slower on the machine measured). Its arithmetic
+  is the step's (``decay * u + x`` in the input's dtype), so its membrane equals
+  :func:`~astro_neuron.functional.scan.leaky_loop`'s bit for bit. One thread: splitting
+  the neurons over Python threads beside torch's own was slower or no faster on two
+  cores (docs/benchmarks.md, "Sixth round").
 * **The astrocyte scan's decay gradient** (:func:`chunk_decay_sums`,
   :func:`state_decay_sums`): the sums over batch and chunks of products of the
   factorised operands and their gradients, which torch forms as full-size products
   and then reduces in float64 (a slow, converting reduction); here one pass, products
   and sums in float64.
+* **The RMS read-out** ``rms_norm(o) * g_astro`` (:func:`rms_readout_compiled`, used by
+  :func:`~astro_neuron.functional.amsu.readout`): one pass each way where torch runs
+  three to four, the row's sum of squares and the backward's sums in float64.
 
-Which is used is set by :func:`cpu_kernels`:
+The backwards are not differentiable again (``once_differentiable``: a double
+backward raises). Which is used is set by :func:`cpu_kernels`:
 
 * ``"auto"`` (the default): these kernels for CPU tensors in float32 or float64, the
   torch forms otherwise (CUDA, half precision, or numba not importable);
 * ``"torch"``: always the torch forms;
 * ``"numba"``: always these kernels; a clear error where they cannot run.
 
-The environment variable ``ASTRO_NEURON_CPU_KERNELS`` sets the starting value. The
-first call in a fresh install compiles the kernels for its dtype (about 2 s), then
-they load from numba's on-disk cache. See docs/benchmarks.md (issue 14).
+The environment variable ``ASTRO_NEURON_CPU_KERNELS`` sets the starting value. In a
+fresh install the first call of each kernel compiles it for its dtype (float32: the
+membrane scan 1.5 s, the decay sums 0.7 s, the read-out 1.1 s), then they load from
+numba's on-disk cache. See docs/benchmarks.md (issue 14).
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ _DTYPES = (torch.float32, torch.float64)
 
 _SWITCH = Switch("cpu kernels", "ASTRO_NEURON_CPU_KERNELS", _BACKENDS, "auto")
 _BLOCK = 16                            # steps per block of the membrane scan's backward
-_LINE = 16                             # float32 elements per 64-byte cache line
+_LINE = 16                             # elements between touches (a 64-byte line in float32)
 _kernels: tuple | None = None          # the compiled kernels once numba has imported
 _load_error: str | None = None         # why numba did not import, once tried
 
@@ -123,8 +131,8 @@ def _load() -> tuple:
         @njit(nogil=True, cache=True)
         def backward(g, gT, d, y, u0, gx, acc):  # pragma: no cover - compiled
             # blocks of _BLOCK steps, last block first; each block's rows are read once
-            # in ascending order (one load per 64-byte line) before the loop runs down
-            # them: on the CPUs measured, reading rows in descending order ran 3-5x
+            # in ascending order (one load per _LINE elements) before the loop runs down
+            # them: on the machine measured, reading rows in descending order ran 3-5x
             # slower than ascending (docs/benchmarks.md, "Seventh round")
             G = gT.copy()                        # the final state's gradient joins step T - 1
             T, M = g.shape
