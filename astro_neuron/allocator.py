@@ -14,8 +14,8 @@ cost: the process's resident memory stays near its peak instead of shrinking bet
 steps.
 
 The command line applies it for the commands that train or time training (``train``,
-``compare``, ``memory-tasks``, ``finetune``, ``finetune-compare``, ``demo``, ``bench
-train``, ``bench scan``); the environment variable ``ASTRO_NEURON_MALLOC=system``
+``compare``, ``memory-tasks``, ``memory-neuron``, ``finetune``, ``finetune-compare``,
+``demo``, ``bench train``, ``bench scan``); the environment variable ``ASTRO_NEURON_MALLOC=system``
 leaves the C library's defaults. In your own training script, call it once at the
 start. It changes the whole process and cannot be undone; it does nothing (and returns
 False) where the C library is not glibc. Measured effect: docs/benchmarks.md, "Seventh

@@ -207,8 +207,8 @@ def readout(o_raw: Tensor, p: AMSUParams, spec: AMSUSpec) -> Tensor:
     """
     if spec.readout_norm == "rms":
         gain = p.astro_gain
-        if (o_raw.numel() and isinstance(gain, Tensor) and gain.dtype == o_raw.dtype
-                and use_compiled(o_raw)):
+        if (o_raw.numel() and isinstance(gain, Tensor) and gain.dim() <= 1
+                and gain.dtype == o_raw.dtype and use_compiled(o_raw)):
             return rms_readout_compiled(o_raw, gain, READOUT_EPS)
         return F.rms_norm(o_raw, (spec.d_value,), eps=READOUT_EPS).flatten(-2) * p.astro_gain
     return o_raw.flatten(-2) * (p.astro_gain / math.sqrt(spec.d_key))
