@@ -41,7 +41,7 @@ numba's on-disk cache. See docs/benchmarks.md (issue 14).
 
 from __future__ import annotations
 
-from typing import ContextManager
+from typing import Callable, ContextManager, NamedTuple
 
 import numpy as np
 import torch
@@ -61,7 +61,20 @@ _DTYPES = (torch.float32, torch.float64)
 _SWITCH = Switch("cpu kernels", "ASTRO_NEURON_CPU_KERNELS", _BACKENDS, "auto")
 _BLOCK = 16                            # steps per block of the membrane scan's backward
 _LINE = 16                             # elements between touches (a 64-byte line in float32)
-_kernels: tuple | None = None          # the compiled kernels once numba has imported
+
+
+class _Kernels(NamedTuple):
+    """The compiled functions (see :func:`_load` for each one's arguments)."""
+
+    leaky_forward: Callable
+    leaky_backward: Callable
+    chunk_sums: Callable
+    state_sums: Callable
+    rms_forward: Callable
+    rms_backward: Callable
+
+
+_kernels: _Kernels | None = None       # the compiled kernels once numba has imported
 _load_error: str | None = None         # why numba did not import, once tried
 
 
@@ -114,7 +127,7 @@ def available() -> bool:
     return _kernels is not None
 
 
-def _load() -> tuple:
+def _load() -> _Kernels:
     global _kernels
     if _kernels is None:
         from numba import njit   # deferred: numba's import costs ~0.3 s, paid at first use
@@ -212,7 +225,8 @@ def _load() -> tuple:
                     for j in range(V):
                         out[j] = rr * g[j] * gr[j] - xr[j] * c
 
-        _kernels = (forward, backward, chunk_sums, state_sums, rms_forward, rms_backward)
+        _kernels = _Kernels(forward, backward, chunk_sums, state_sums, rms_forward,
+                            rms_backward)
     return _kernels
 
 
@@ -230,8 +244,7 @@ class _CompiledLeaky(torch.autograd.Function):
         u = u0.detach().reshape(M).contiguous()
         xs = x.detach().reshape(T, M).contiguous()
         y = torch.empty(x.shape, dtype=x.dtype)  # the output itself, not a view of it
-        forward = _load()[0]
-        forward(xs.numpy(), d.numpy(), u.numpy(), y.view(T, M).numpy())
+        _load().leaky_forward(xs.numpy(), d.numpy(), u.numpy(), y.view(T, M).numpy())
         ctx.save_for_backward(y, d, u)
         ctx.decay_shape, ctx.decay_dtype = decay.shape, decay.dtype
         ctx.step_shape = step_shape
@@ -249,9 +262,8 @@ class _CompiledLeaky(torch.autograd.Function):
               else g_T.detach().reshape(M).contiguous())
         gx = torch.empty_like(y)
         acc = torch.zeros(M, dtype=torch.float64)
-        backward = _load()[1]
-        backward(g.numpy(), gT.numpy(), d.numpy(), y.numpy(), u.numpy(), gx.numpy(),
-                 acc.numpy())
+        _load().leaky_backward(g.numpy(), gT.numpy(), d.numpy(), y.numpy(), u.numpy(),
+                               gx.numpy(), acc.numpy())
         need_x, need_d, need_u0 = ctx.needs_input_grad
         step_shape = ctx.step_shape
         dd = du0 = None
@@ -282,7 +294,7 @@ class _CompiledRMSReadout(torch.autograd.Function):
         g = gain.detach().to(o.dtype).expand(A * V).reshape(A, V).contiguous()
         y = torch.empty(x.shape, dtype=o.dtype)
         r = torch.empty(x.shape[:2], dtype=o.dtype)
-        _load()[4](x.numpy(), g.numpy(), float(eps), y.numpy(), r.numpy())
+        _load().rms_forward(x.numpy(), g.numpy(), float(eps), y.numpy(), r.numpy())
         ctx.save_for_backward(x, g, r)
         ctx.gain_shape, ctx.gain_dtype, ctx.lead = gain.shape, gain.dtype, lead
         return y.view(*lead, A * V)
@@ -295,7 +307,7 @@ class _CompiledRMSReadout(torch.autograd.Function):
         gx = torch.empty_like(x)
         gg = torch.zeros(A, V, dtype=torch.float64)
         gy = gy.detach().reshape(x.shape).contiguous()
-        _load()[5](gy.numpy(), x.numpy(), g.numpy(), r.numpy(), gx.numpy(), gg.numpy())
+        _load().rms_backward(gy.numpy(), x.numpy(), g.numpy(), r.numpy(), gx.numpy(), gg.numpy())
         need_o, need_gain, _ = ctx.needs_input_grad
         d_gain = (gg.view(A * V).sum_to_size(ctx.gain_shape).to(ctx.gain_dtype)
                   if need_gain else None)
@@ -319,7 +331,7 @@ def chunk_decay_sums(a: Tensor, b: Tensor, c: Tensor, d: Tensor) -> Tensor:
     in float64 (products and sums), one pass. The torch form:
     ``(a * b).sum(0, float64).sum(1) - (c * d).sum(0, float64).sum(1)``."""
     out = np.zeros((a.shape[1], a.shape[3], a.shape[4]))
-    _load()[2](_np(a), _np(b), _np(c), _np(d), out)
+    _load().chunk_sums(_np(a), _np(b), _np(c), _np(d), out)
     return torch.from_numpy(out)
 
 
@@ -328,5 +340,5 @@ def state_decay_sums(a: Tensor, b: Tensor) -> Tensor:
     float64 (products and sums), one pass. The torch form:
     ``(a * b).sum(0, float64).sum((1, 3))``."""
     out = np.zeros((a.shape[1], a.shape[3]))
-    _load()[3](_np(a), _np(b), out)
+    _load().state_sums(_np(a), _np(b), out)
     return torch.from_numpy(out)
