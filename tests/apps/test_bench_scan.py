@@ -23,3 +23,26 @@ def test_rows_include_the_torch_kernels_on_the_cpu_and_the_table_says_their_rati
         rows = bench_scan(TINY, progress=False)
     assert TORCH_KERNELS not in [r["form"] for r in rows]
     assert "compiled CPU kernels" not in format_table(rows, TINY)
+
+
+def test_the_step_loops_run_once_untimed_and_the_floor_ceiling_is_printed(monkeypatch):
+    """Each slow form runs loop_repeats + 1 times (the first, a warm-up, is not timed),
+    and the verdict gives the floor's own ratio to the step loop."""
+    import astro_neuron.apps.bench.scan as scan_mod
+    calls: dict[str, int] = {}
+    real = scan_mod._fwd_bwd_amsu
+
+    def counting(layer, x, mode):
+        fn = real(layer, x, mode)
+
+        def run():
+            calls[mode] = calls.get(mode, 0) + 1
+            fn()
+        return run
+    monkeypatch.setattr(scan_mod, "_fwd_bwd_amsu", counting)
+    cfg = ScanBenchConfig(**{**TINY.__dict__, "loop_repeats": 2})
+    with cpu_kernels("torch"):
+        rows = bench_scan(cfg, progress=False)
+    assert calls["loop"] == 3 and calls["recurrent"] == 3
+    loop = next(r for r in rows if r["form"] == "step loop (reference)")
+    assert f"the projection floor alone is {loop['x_floor']:.1f}x faster" in format_table(rows, cfg)
