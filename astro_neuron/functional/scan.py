@@ -43,7 +43,7 @@ from astro_neuron.functional.compiled import (
 __all__ = [
     "leaky_step", "leaky_loop", "leaky_chunked",
     "astro_step", "astro_read", "astro_loop", "astro_chunked",
-    "astro_gated_loop", "astro_gated_chunked", "stable_chunk_size", "shape_chunk_size",
+    "astro_gated_loop", "astro_gated_chunked", "stable_chunk_size",
 ]
 
 _LOG_DECAY_FLOOR = -1.0e4  # log of a decay of exactly 0: exp(-1e4 * d) == 0 for d >= 1
@@ -92,26 +92,6 @@ def stable_chunk_size(log_decay: Tensor, chunk_size: int, dtype: torch.dtype) ->
         return chunk_size
     budget = min(math.log(torch.finfo(dtype).max) / 4, _EXPONENT_CAP)
     return max(1, min(chunk_size, 1 + int(2 * budget / worst)))
-
-
-_NARROW_HEAD = 32  # widest head (d_k and d_v) that the CPU runs in chunks of at most 32
-
-
-def shape_chunk_size(chunk_size: int, q: Tensor, v: Tensor) -> int:
-    """The chunk size the chunked astrocyte forms start from for these operands:
-    ``chunk_size``, cut to 32 on the CPU where ``d_k`` and ``d_v`` are both at most 32.
-
-    The intra-chunk work per step grows with the chunk (``2 C (d_k + d_v)``), the
-    carry's does not (``4 d_k d_v``), so narrow heads want short chunks; the matrix
-    products of short chunks run further below the machine's peak, so wide ones do
-    not. Measured on the CPU (``astro_chunked`` forward + backward, docs/benchmarks.md,
-    "Eighth round"): heads of 16 and 32 channels ran fastest in chunks of 32 (1.04-1.5x
-    against 64), heads of 64 and 128 in chunks of 64. Results differ only by rounding.
-    Not applied on other devices (not measured there). :func:`stable_chunk_size` may
-    cut the chunk further for the decays."""
-    if q.device.type == "cpu" and max(q.shape[-1], v.shape[-1]) <= _NARROW_HEAD:
-        return min(chunk_size, _NARROW_HEAD)
-    return chunk_size
 
 
 def _check_decay(decay: Tensor, name: str) -> None:
@@ -464,16 +444,14 @@ def _astro_chunks(q: Tensor, k: Tensor, v: Tensor, lam: Tensor, H: Tensor,
 
 def astro_chunked(q: Tensor, k: Tensor, v: Tensor, decay: Tensor,
                   H0: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
-    """Parallel form of :func:`astro_loop` (same arguments and results). ``chunk_size``
-    is the largest chunk: :func:`shape_chunk_size` and :func:`stable_chunk_size` may
-    run shorter ones (the results differ only by rounding)."""
+    """Parallel form of :func:`astro_loop` (same arguments and results)."""
     _check_decay(decay, "decay")
     T, B, A, dk = q.shape
     H = q.new_zeros(B, A, dk, v.shape[-1]) if H0 is None else H0
     if T == 0:
         return q.new_zeros(0, B, A, v.shape[-1]), H
     lam = _log_decay(decay)
-    c = stable_chunk_size(lam, shape_chunk_size(chunk_size, q, v), q.dtype)
+    c = stable_chunk_size(lam, chunk_size, q.dtype)
     parts = _split_time(T, c)
     if len(parts) == 1:                  # no slicing: a slice's backward is a zero-filled copy
         return _astro_chunks(q, k, v, lam, H, parts[0][2])
@@ -551,7 +529,7 @@ def astro_gated_chunked(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor,
     if T == 0:
         return q.new_zeros(0, B, A, v.shape[-1]), H
     lg = log_decay.clamp(min=_LOG_DECAY_FLOOR, max=0.0)
-    c = stable_chunk_size(lg, min(shape_chunk_size(chunk_size, q, v), T), q.dtype)
+    c = stable_chunk_size(lg, min(chunk_size, T), q.dtype)
     parts = _split_time(T, c)
     if len(parts) == 1:                  # no slicing (as in astro_chunked)
         return _gated_chunks(q, k, v, lg, H, parts[0][2])

@@ -13,9 +13,6 @@ import torch
 
 from astro_neuron.functional import astro_chunked, astro_loop, leaky_chunked, leaky_loop
 from astro_neuron.functional.compiled import cpu_kernels
-from astro_neuron.functional.scan import (
-    astro_gated_chunked, astro_gated_loop, shape_chunk_size,
-)
 from tolerance import RTOL, assert_close
 
 # both CPU kernel settings (functional/compiled.py): the torch forms (CUDA's, and any
@@ -103,44 +100,6 @@ def test_astro_chunked_equals_loop(dtype, T, chunk, B, membrane):
         _compare(astro_loop,
                  lambda q, k, v, d, H: astro_chunked(q, k, v, d, H, chunk_size=chunk),
                  [q, k, v, gamma, H0], w, dtype, ("q", "k", "v", "gamma", "H0"), rtol)
-
-
-def test_shape_chunk_size_cuts_narrow_heads_on_the_cpu_only():
-    """Heads of at most 32 channels (d_k and d_v) run in chunks of at most 32 on the CPU;
-    wider heads, smaller requests and other devices keep the chunk asked for."""
-    def chunk(dk, dv, asked, device="cpu"):
-        q = torch.empty(8, 1, 2, dk, device=device)
-        return shape_chunk_size(asked, q, torch.empty(8, 1, 2, dv, device=device))
-    assert chunk(32, 32, 64) == 32
-    assert chunk(16, 4, 128) == 32
-    assert chunk(32, 33, 64) == 64
-    assert chunk(64, 16, 64) == 64
-    assert chunk(8, 8, 20) == 20
-    assert chunk(8, 8, 64, device="meta") == 64
-
-
-@MEMBRANE
-@pytest.mark.parametrize("gated", [False, True], ids=["fixed", "gated"])
-def test_long_chunks_with_a_wide_value_head_equal_the_loop(membrane, gated):
-    """A chunk longer than 32 with a remainder (T = 203, chunk 50) where the value head is
-    wider than 32, so the chunk is not cut (the narrow heads of CASES run in 32)."""
-    g = torch.Generator().manual_seed(11)
-    T, B, A, dk, dv, dtype = 203, 2, 2, 3, 40, torch.float64
-    q, k = (torch.randn(T, B, A, dk, generator=g, dtype=dtype) for _ in range(2))
-    v = torch.randn(T, B, A, dv, generator=g, dtype=dtype)
-    H0 = torch.randn(B, A, dk, dv, generator=g, dtype=dtype)
-    w = [torch.randn(T, B, A, dv, generator=g, dtype=dtype),
-         torch.randn(B, A, dk, dv, generator=g, dtype=dtype)]
-    assert shape_chunk_size(50, q, v) == 50
-    if gated:
-        decay = -0.5 * torch.rand(T, B, A, dk, generator=g, dtype=dtype)
-        ref, fast = astro_gated_loop, lambda *a: astro_gated_chunked(*a, chunk_size=50)
-    else:
-        decay = _decays((A, dk), g, "none", dtype)
-        ref, fast = astro_loop, lambda *a: astro_chunked(*a, chunk_size=50)
-    with cpu_kernels(membrane):
-        _compare(ref, fast, [q, k, v, decay, H0], w, dtype, ("q", "k", "v", "decay", "H0"),
-                 RTOL[dtype] * 10)
 
 
 @DTYPES
