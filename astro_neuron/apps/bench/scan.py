@@ -6,7 +6,7 @@ sides alike. Each timing is a full forward + backward pass; the table reports th
 median and the minimum of the repeats; the ratios and ns/neuron-step use the medians
 (issue 14: a minimum flatters whichever form had one lucky repeat). Every form runs
 once untimed first, the step loops too: their first run also grows the process's heap
-for the graph of ``T`` steps, and timing it made the loop look 1.2-2x slower than it
+for the graph of ``T`` steps, and timing it made the loop look 1.2-3x slower than it
 runs (docs/benchmarks.md, "Eighth round").
 """
 
@@ -154,7 +154,7 @@ def bench_scan(cfg: ScanBenchConfig = ScanBenchConfig(), progress: bool = True) 
         slow = {"step loop (reference)": _fwd_bwd_amsu(layer, x, "loop"),
                 "recurrent (hoisted projections)": _fwd_bwd_amsu(layer, x, "recurrent")}
         for name, fn in slow.items():
-            fn()   # warm-up, as the fast forms': a first run also grows the heap (~1.2x)
+            fn()   # warm-up, as the fast forms': a first run also grows the heap (1.2-3x)
             times[name] = _time(fn, cfg.loop_repeats)
             times["chunked"] += _time(fast["chunked"], 1)  # keep the pair interleaved
             times["projections (floor)"] += _time(fast["projections (floor)"], 1)
