@@ -192,7 +192,7 @@ def format_table(rows: list[dict], cfg: ScanBenchConfig) -> str:
                        f"(target <= 2x, issue 14: {'met' if floor <= 2 else 'MISSED'})")
         verdict.append(f"T={T}: the projection floor alone is "
                        f"{by['step loop (reference)']['x_floor']:.1f}x faster than the step "
-                       "loop, the most any form that runs the projections can be")
+                       "loop: no form that runs the projections can beat the loop by more")
         if TORCH_KERNELS in by:
             verdict.append(f"T={T}: the compiled CPU kernels make the chunked form "
                            f"{by[TORCH_KERNELS]['x_chunked']:.2f}x as fast as with torch's")
