@@ -1,14 +1,15 @@
 """The membrane scan's compiled kernels split over neurons with numba's ``prange``,
 against the library's one-thread kernels, inside the language model's training step.
 
-    python scripts/measure_parallel_kernels.py [--threads 2] [--layer workqueue|omp]
+    [NUMBA_LAYER=omp] python scripts/measure_parallel_kernels.py [--threads 2]
         [--d-model 64] [--seq-len 256] [--batch 16] [--repeats 12]
 
 Times, interleaved in one process with freed memory kept: the AM-SNet's forward +
 backward with the library's kernels, the same with the split kernels, and the
 same-size Transformer; prints the medians, AM/TF for both, and how long the library's
-compiled kernels take per step (their share of the step). ``--layer omp`` loads the
-system's libgomp beside torch's own. In the twenty-second session (docs/benchmarks.md,
+compiled kernels take per step (their share of the step). numba's threads are its
+workqueue layer unless ``NUMBA_LAYER`` names another; ``omp`` loads the system's
+libgomp beside torch's own. In the twenty-second session (docs/benchmarks.md,
 "Eighth round") the split was slower at every setting tried (AM/TF 0.83 -> 0.79 at
 d 64 and 0.90 -> 0.79 at d 128 with workqueue, two threads). Set
 ``OMP_WAIT_POLICY=PASSIVE`` in the environment to try torch's workers without spinning.
