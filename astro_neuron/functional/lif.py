@@ -154,18 +154,33 @@ def run(x_seq: Tensor, u0: Optional[Tensor], beta: Tensor, threshold: Tensor, sp
         out = lif_chunked(x_seq, u0, beta, threshold, spec, chunk_size, o)
     else:
         out = lif_loop(x_seq, u0, beta, threshold, spec, o)
-    check_run(x_seq, u0, beta, threshold, out, check, name)
+    check_run(x_seq, u0, beta, threshold, out, check, name, spec=spec, o=o)
     return out
 
 
 def check_run(x, u0: Optional[Tensor], beta: Tensor, threshold: Tensor, out: tuple,
-              check: Optional[bool] = None, name: str = "LIF", seq: bool = True) -> None:
+              check: Optional[bool] = None, name: str = "LIF", seq: bool = True,
+              spec: Optional[NeuronSpec] = None, o: Optional[Tensor] = None) -> None:
     """The finiteness check of a LIF run (``seq=False``: one step ``[B, ..., N]``):
-    parameters, input and state in, then spikes, membrane and state out."""
+    parameters, input, drive ``o`` and state in, then spikes, membrane and state out.
+
+    Over a sequence the fast path sums only the small tensors, ``o`` and (for the
+    non-spiking twin) the spikes: a NaN or Inf at any step of the input or the
+    membrane stays in the membrane to its last step, whatever the decay or the reset
+    (``beta * NaN`` and ``0 * Inf`` are NaN, ``beta * Inf`` is infinite, and so are
+    ``u - theta s`` and ``u (1 - s)`` of a non-finite ``u``), so the final state
+    covers them; binary or graded spikes are always finite. On failure every tensor is
+    searched, causes first."""
     if not checking_finite(check):
         return
     s, u, u_T = out
+    covered = []
+    if seq:
+        covered += [f"{name} input", f"{name} membrane u"]
+        if spec is not None and spec.spiking:
+            covered.append(f"{name} spikes")
     check_finite([(f"{name} decay beta", beta, False), (f"{name} threshold", threshold, False),
-                  (f"{name} input", x, seq), (f"{name} state u (given)", u0, False),
+                  (f"{name} input", x, seq), (f"{name} drive o", o, seq),
+                  (f"{name} state u (given)", u0, False),
                   (f"{name} membrane u", u, seq), (f"{name} spikes", s, seq),
-                  (f"{name} final state u", u_T, False)])
+                  (f"{name} final state u", u_T, False)], covered=covered)

@@ -52,12 +52,24 @@ FORMS = ("auto", "chunked", "recurrent", "loop")
 
 def check_run(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, out: AMSUOutput,
               new: AMSUState, check: Optional[bool] = None, name: str = "AM-SU",
-              seq: bool = True) -> None:
+              seq: bool = True, spec: Optional[AMSUSpec] = None) -> None:
     """The finiteness check of a run (see :mod:`astro_neuron.functional.finite`):
     parameters, input and state in (causes), then outputs and state out. ``seq``:
-    the tensors are time-major ``[T, ...]`` (False: one step)."""
+    the tensors are time-major ``[T, ...]`` (False: one step).
+
+    Over a sequence the fast path leaves out the membrane and (binary or graded)
+    spikes: a NaN or Inf at any step of the membrane stays in it to the final state
+    ``u`` whatever the decay or reset (:func:`astro_neuron.functional.lif.check_run`
+    says why; without the neuron path the membrane is the state given), and spikes
+    are always finite. The input and the astrocyte output are summed: a NaN in the
+    read-out alone would only silence spikes."""
     if not checking_finite(check):
         return
+    covered = []
+    if seq:
+        covered.append(f"{name} membrane u")
+        if spec is not None and spec.spiking:
+            covered.append(f"{name} spikes")
     named = [(f"{name} parameter {f}", t, False) for f, t in zip(p._fields, p)]
     st = AMSUState(*state) if state is not None else None
     named += [(f"{name} input", x_seq, seq)]
@@ -69,7 +81,7 @@ def check_run(x_seq: Tensor, state: Optional[AMSUState], p: AMSUParams, out: AMS
               (f"{name} final state.H", new.H, False),
               (f"{name} final state.conv", new.conv, False),
               (f"{name} final state.phase", new.phase, False)]
-    check_finite(named)
+    check_finite(named, covered=covered)
 
 
 def run(x_seq: Tensor, state: Optional[AMSUState], params: AMSUParams, spec: AMSUSpec,
@@ -94,5 +106,5 @@ def run(x_seq: Tensor, state: Optional[AMSUState], params: AMSUParams, spec: AMS
         out, new = amsu_recurrent(x_seq, state, params, spec)
     else:
         out, new = amsu_loop(x_seq, state, params, spec)
-    check_run(x_seq, state, params, out, new, check)
+    check_run(x_seq, state, params, out, new, check, spec=spec)
     return out, new
