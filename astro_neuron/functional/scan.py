@@ -39,6 +39,7 @@ from torch import Tensor
 from astro_neuron.functional.compiled import (
     chunk_decay_sums, leaky_compiled, state_decay_sums, use_compiled,
 )
+from astro_neuron.validate import broadcasts_into
 
 __all__ = [
     "leaky_step", "leaky_loop", "leaky_chunked",
@@ -95,10 +96,12 @@ def stable_chunk_size(log_decay: Tensor, chunk_size: int, dtype: torch.dtype) ->
 
 
 def _check_decay(decay: Tensor, name: str) -> None:
-    d = decay.detach()
-    if bool(((d < 0) | (d > 1) | torch.isnan(d)).any()):
-        raise ValueError(f"{name} must lie in [0, 1] (got min {float(d.min()):.4g}, "
-                         f"max {float(d.max()):.4g})")
+    if not decay.numel():
+        return
+    lo, hi = torch.aminmax(decay.detach())          # NaN anywhere makes both NaN
+    lo, hi = float(lo), float(hi)
+    if not (lo >= 0 and hi <= 1):
+        raise ValueError(f"{name} must lie in [0, 1] (got min {lo:.4g}, max {hi:.4g})")
 
 
 def _split_time(T: int, c: int) -> list[tuple[int, int, int]]:
@@ -271,7 +274,7 @@ def leaky_chunked(x: Tensor, decay: Tensor, u0: Tensor | None = None,
     if T == 0:
         return x.clone(), u
     u = u.expand_as(x[0]) if u.shape != x.shape[1:] else u
-    if decay.dim() > u.dim() or torch.broadcast_shapes(decay.shape, u.shape) != u.shape:
+    if not broadcasts_into(decay.shape, u.shape):
         raise ValueError(f"decay of shape {list(decay.shape)} must broadcast to one step of "
                          f"the input, {list(u.shape)}, without widening it")
     if use_compiled(x):                  # CPU: the step loop compiled (compiled.py)

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from astro_neuron.validate import positive_number
+from astro_neuron.validate import broadcasts_into, positive_number
 
 __all__ = [
     "Surrogate", "ATan", "Sigmoid", "FastSigmoid", "SuperSpike", "Triangle",
@@ -199,7 +199,8 @@ class _Fire(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y, threshold, sg, levels):  # type: ignore[override]
         dt = torch.result_type(y, threshold)
-        shape = torch.broadcast_shapes(y.shape, threshold.shape)
+        shape = (y.shape if broadcasts_into(threshold.shape, y.shape)
+                 else torch.broadcast_shapes(y.shape, threshold.shape))
         s = torch.empty(shape, dtype=dt, device=y.device)
         torch.gt(y, threshold, out=s)
         for level in range(2, levels + 1):

@@ -195,3 +195,32 @@ def test_state_of_the_wrong_kind_is_a_type_error(layer, state):
         layer.step(torch.zeros(2, 5), state)
     with pytest.raises(TypeError, match="LIF state"):
         an.LIF(8)(torch.zeros(4, 2, 8), state)
+
+
+@pytest.mark.parametrize("shape,target,ok", [
+    ((), (3, 4), True), ((4,), (3, 4), True), ((1, 4), (3, 4), True), ((3, 1), (3, 4), True),
+    ((3, 4), (3, 4), True), ((5,), (3, 4), False), ((2, 3, 4), (3, 4), False),
+    ((3, 4), (4,), False), ((1, 1, 1), (2, 1, 3), True), ((0,), (2, 0), True),
+    ((2,), (2, 0), False),
+])
+def test_broadcasts_into_agrees_with_torch(shape, target, ok):
+    from astro_neuron.validate import broadcasts_into
+    assert broadcasts_into(shape, target) is ok
+    try:
+        torch_ok = torch.broadcast_shapes(shape, target) == torch.Size(target)
+    except RuntimeError:
+        torch_ok = False
+    assert torch_ok is ok
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -0.1, 1.5])
+def test_decay_check_catches_nan_and_out_of_range_in_either_scan(bad):
+    from astro_neuron.functional import astro_chunked, leaky_chunked
+    d = torch.tensor([0.5, bad, 0.2])
+    with pytest.raises(ValueError, match=r"decay must lie in \[0, 1\]"):
+        leaky_chunked(torch.randn(4, 2, 3), d)
+    q = torch.randn(4, 1, 1, 3)
+    with pytest.raises(ValueError, match=r"decay must lie in \[0, 1\]"):
+        astro_chunked(q, q, q, d[None])
+    with pytest.raises(ValueError, match="must broadcast to one step"):
+        leaky_chunked(torch.randn(4, 2, 3), torch.full((2, 2, 3), 0.5))
