@@ -41,6 +41,7 @@ numba's on-disk cache. See docs/benchmarks.md (issue 14).
 
 from __future__ import annotations
 
+import math
 from typing import Callable, ContextManager, NamedTuple
 
 import numpy as np
@@ -51,7 +52,7 @@ from torch.autograd.function import once_differentiable
 from astro_neuron.functional.switch import Switch
 
 __all__ = ["cpu_kernels", "set_cpu_kernels", "get_cpu_kernels", "available",
-           "use_compiled", "leaky_compiled", "chunk_decay_sums", "state_decay_sums",
+           "use_compiled", "leaky_compiled", "leaky_fire_compiled", "chunk_decay_sums", "state_decay_sums",
            "rms_readout_compiled"]
 
 _BACKENDS = ("auto", "torch", "numba")
@@ -72,6 +73,8 @@ class _Kernels(NamedTuple):
     state_sums: Callable
     rms_forward: Callable
     rms_backward: Callable
+    fire_forward: Callable
+    fire_backward: Callable
 
 
 _kernels: _Kernels | None = None       # the compiled kernels once numba has imported
@@ -167,6 +170,58 @@ def _load() -> _Kernels:
                         G[j] = d[j] * G[j]
             return touched
 
+        @njit(nogil=True, cache=True)
+        def fire_forward(x, d, u0, thr, y, s):   # pragma: no cover - compiled
+            u = u0.copy()                        # forward above, plus s[t] = y[t] > thr
+            for t in range(x.shape[0]):
+                xt, yt, st = x[t], y[t], s[t]
+                for j in range(x.shape[1]):
+                    u[j] = d[j] * u[j] + xt[j]
+                    yt[j] = u[j]
+                    st[j] = u[j] > thr[j]
+
+        @njit(nogil=True, cache=True, error_model="numpy")
+        def fire_backward(gs, gy, has_gy, gT, d, thr, a, b, y, u0, gx, acc,
+                          acc_thr):              # pragma: no cover - compiled
+            # backward above, with the spikes' gradient turned into the membrane's on
+            # the way: h = gs / (a + b e^2), e = y - thr (ATan's surrogate derivative
+            # in Surrogate.grad_'s arithmetic); acc_thr sums h (the threshold's
+            # gradient is its negation)
+            G = gT.copy()
+            T, M = gs.shape
+            a, b = y.dtype.type(a), y.dtype.type(b)
+            touched = 0.0
+            for blk in range((T + _BLOCK - 1) // _BLOCK - 1, -1, -1):
+                t0 = blk * _BLOCK
+                t1 = min(T, t0 + _BLOCK)
+                for t in range(max(t0 - 1, 0), t1):
+                    st, xt, yt = gs[t], gx[t], y[t]
+                    for j in range(0, M, _LINE):
+                        touched += st[j] + xt[j] + yt[j]
+                for t in range(t1 - 1, t0 - 1, -1):
+                    st, xt, yt = gs[t], gx[t], y[t]
+                    prev = y[t - 1] if t > 0 else u0
+                    if has_gy:
+                        gyt = gy[t]
+                        for j in range(M):
+                            e = yt[j] - thr[j]
+                            h = st[j] / (a + b * e * e)
+                            acc_thr[j] += h
+                            G[j] = G[j] + (gyt[j] + h)
+                            xt[j] = G[j]
+                            acc[j] += G[j] * prev[j]
+                            G[j] = d[j] * G[j]
+                    else:
+                        for j in range(M):
+                            e = yt[j] - thr[j]
+                            h = st[j] / (a + b * e * e)
+                            acc_thr[j] += h
+                            G[j] = G[j] + h
+                            xt[j] = G[j]
+                            acc[j] += G[j] * prev[j]
+                            G[j] = d[j] * G[j]
+            return touched
+
         @njit(nogil=True, cache=True, error_model="numpy")
         def chunk_sums(a, b, c, d, out):         # pragma: no cover - compiled
             # out[A, C, K] = sum over (B, n) of a * b - c * d, in float64
@@ -226,7 +281,7 @@ def _load() -> _Kernels:
                         out[j] = rr * g[j] * gr[j] - xr[j] * c
 
         _kernels = _Kernels(forward, backward, chunk_sums, state_sums, rms_forward,
-                            rms_backward)
+                            rms_backward, fire_forward, fire_backward)
     return _kernels
 
 
@@ -279,6 +334,75 @@ def leaky_compiled(x: Tensor, decay: Tensor, u0: Tensor) -> tuple[Tensor, Tensor
     ``(u_seq [T, ...], u_T)`` for ``x`` ``[T, ...]``, ``decay`` broadcasting against
     ``x[t]``, ``u0`` of ``x[t]``'s shape (the caller's checks and defaults apply)."""
     return _CompiledLeaky.apply(x, decay, u0)
+
+
+class _CompiledLeakyFire(torch.autograd.Function):
+    """:class:`_CompiledLeaky` with binary spikes read off the membrane in the same
+    pass: ``s_t = Theta(u_t - theta)`` forward, ATan's surrogate derivative backward
+    (:meth:`~astro_neuron.functional.surrogate.ATan.grad_`'s arithmetic), the spikes'
+    gradient turned into the membrane's inside the backward scan. Outputs the spikes,
+    the membrane and its last step; the threshold's gradient is accumulated in
+    float64 in the same pass."""
+
+    @staticmethod
+    def forward(ctx, x, decay, u0, threshold, alpha):  # type: ignore[override]
+        T = x.shape[0]
+        step_shape = x.shape[1:]
+        M = int(np.prod(step_shape, dtype=np.int64))
+        d = decay.detach().to(x.dtype).expand(step_shape).reshape(M).contiguous()
+        thr = threshold.detach().to(x.dtype).expand(step_shape).reshape(M).contiguous()
+        u = u0.detach().reshape(M).contiguous()
+        xs = x.detach().reshape(T, M).contiguous()
+        y = torch.empty(x.shape, dtype=x.dtype)
+        s = torch.empty(x.shape, dtype=x.dtype)
+        _load().fire_forward(xs.numpy(), d.numpy(), u.numpy(), thr.numpy(),
+                             y.view(T, M).numpy(), s.view(T, M).numpy())
+        ctx.save_for_backward(y, d, u, thr)
+        # an output nobody used gets None, not a tensor of zeros: the language model
+        # uses only the spikes and the final state, and a zero membrane gradient would
+        # cost a pass to make and one to read (the fused form's gain, measured)
+        ctx.set_materialize_grads(False)
+        ctx.shapes = (decay.shape, decay.dtype, threshold.shape, threshold.dtype, step_shape)
+        ctx.alpha = alpha
+        return s, y, y[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_s, g_seq, g_T):  # type: ignore[override]
+        y, d, u, thr = ctx.saved_tensors
+        decay_shape, decay_dtype, thr_shape, thr_dtype, step_shape = ctx.shapes
+        T, M = y.shape[0], d.shape[0]
+        y = y.view(T, M)
+        gs = (torch.zeros_like(y) if g_s is None
+              else g_s.detach().reshape(T, M).contiguous())
+        gy = (y[:0] if g_seq is None else g_seq.detach().reshape(T, M).contiguous())
+        gT = (torch.zeros(M, dtype=y.dtype) if g_T is None
+              else g_T.detach().reshape(M).contiguous())
+        gx = torch.empty_like(y)
+        acc = torch.zeros(M, dtype=torch.float64)
+        acc_thr = torch.zeros(M, dtype=torch.float64)
+        c = math.pi / 2 * ctx.alpha          # ATan.grad_: gs / (2/alpha + (2/alpha) c^2 e^2)
+        _load().fire_backward(gs.numpy(), gy.numpy(), g_seq is not None, gT.numpy(),
+                              d.numpy(), thr.numpy(), 2 / ctx.alpha, c * c * 2 / ctx.alpha,
+                              y.numpy(), u.numpy(), gx.numpy(), acc.numpy(), acc_thr.numpy())
+        need_x, need_d, need_u0, need_thr, _ = ctx.needs_input_grad
+        dd = du0 = dthr = None
+        if need_d:
+            dd = acc.view(step_shape).sum_to_size(decay_shape).to(decay_dtype)
+        if need_u0:
+            du0 = (gx[0] * d).view(step_shape)
+        if need_thr:
+            dthr = acc_thr.view(step_shape).sum_to_size(thr_shape).neg_().to(thr_dtype)
+        return (gx.view(T, *step_shape) if need_x else None), dd, du0, dthr, None
+
+
+def leaky_fire_compiled(x: Tensor, decay: Tensor, u0: Tensor, threshold: Tensor,
+                        alpha: float) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`leaky_compiled` and binary spikes with the ATan surrogate (``alpha``) in
+    one pass each way: ``(spikes [T, ...], u_seq [T, ...], u_T)``, equal to
+    ``fire_levels(u_seq, threshold, ATan(alpha))`` on :func:`leaky_compiled`'s
+    membrane; ``threshold`` broadcasts against ``x[t]`` like ``decay``."""
+    return _CompiledLeakyFire.apply(x, decay, u0, threshold, alpha)
 
 
 class _CompiledRMSReadout(torch.autograd.Function):

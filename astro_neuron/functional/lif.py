@@ -26,7 +26,7 @@ from torch import Tensor
 from astro_neuron.functional.amsu.spec import RESETS
 from astro_neuron.functional.amsu.step import fire, reset_membrane
 from astro_neuron.functional.finite import check_finite, checking_finite
-from astro_neuron.functional.scan import leaky_chunked, leaky_step
+from astro_neuron.functional.scan import leaky_chunked, leaky_fire_chunked, leaky_step
 from astro_neuron.functional.surrogate import ATan, as_surrogate
 from astro_neuron.validate import boolean, choice, positive_int
 
@@ -134,6 +134,9 @@ def lif_chunked(x_seq: Tensor, u0: Tensor | None, beta: Tensor, threshold: Tenso
         raise ValueError(f"the parallel (chunked) form is exact only without a reset, got "
                          f"reset={spec.reset!r}; use the loop")
     _check(x_seq, spec.n_neurons, 3)
+    if o is None and spec.spiking and spec.spike_levels == 1:   # one pass on the CPU
+        return leaky_fire_chunked(x_seq, beta, _start(x_seq, u0), threshold, spec.surrogate,
+                                  chunk_size)
     u, u_T = leaky_chunked(x_seq, beta, _start(x_seq, u0), chunk_size)
     return fire(u if o is None else u + o, threshold, spec), u, u_T
 

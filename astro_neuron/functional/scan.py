@@ -37,12 +37,13 @@ import torch
 from torch import Tensor
 
 from astro_neuron.functional.compiled import (
-    chunk_decay_sums, leaky_compiled, state_decay_sums, use_compiled,
+    chunk_decay_sums, leaky_compiled, leaky_fire_compiled, state_decay_sums, use_compiled,
 )
+from astro_neuron.functional.surrogate import ATan, fire_levels
 from astro_neuron.validate import broadcasts_into
 
 __all__ = [
-    "leaky_step", "leaky_loop", "leaky_chunked",
+    "leaky_step", "leaky_loop", "leaky_chunked", "leaky_fire_chunked",
     "astro_step", "astro_read", "astro_loop", "astro_chunked",
     "astro_gated_loop", "astro_gated_chunked", "stable_chunk_size",
 ]
@@ -254,6 +255,22 @@ class _LeakyScan(torch.autograd.Function):
         return (g if need_x else None), dd, du0, None
 
 
+def _leaky_start(x: Tensor, decay: Tensor, u0: Tensor | None, chunk_size: int) -> Tensor:
+    """The checks of :func:`leaky_chunked`; the start state (expanded to one step of
+    ``x`` where ``x`` has steps)."""
+    _check_decay(decay, "decay")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    u = torch.zeros_like(x[0]) if u0 is None else u0
+    if x.shape[0] == 0:
+        return u
+    u = u.expand_as(x[0]) if u.shape != x.shape[1:] else u
+    if not broadcasts_into(decay.shape, u.shape):
+        raise ValueError(f"decay of shape {list(decay.shape)} must broadcast to one step of "
+                         f"the input, {list(u.shape)}, without widening it")
+    return u
+
+
 def leaky_chunked(x: Tensor, decay: Tensor, u0: Tensor | None = None,
                   chunk_size: int = 64) -> tuple[Tensor, Tensor]:
     """Parallel form of :func:`leaky_loop` (same arguments and results).
@@ -266,20 +283,33 @@ def leaky_chunked(x: Tensor, decay: Tensor, u0: Tensor | None = None,
     powers ``decay^e`` with ``e >= 1`` occur, so any decay in [0, 1] and any ``T`` is
     safe and the chunk size needs no shrinking.
     """
-    _check_decay(decay, "decay")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    u = _leaky_start(x, decay, u0, chunk_size)
     T = x.shape[0]
-    u = torch.zeros_like(x[0]) if u0 is None else u0
     if T == 0:
         return x.clone(), u
-    u = u.expand_as(x[0]) if u.shape != x.shape[1:] else u
-    if not broadcasts_into(decay.shape, u.shape):
-        raise ValueError(f"decay of shape {list(decay.shape)} must broadcast to one step of "
-                         f"the input, {list(u.shape)}, without widening it")
     if use_compiled(x):                  # CPU: the step loop compiled (compiled.py)
         return leaky_compiled(x, decay, u)
     return _LeakyScan.apply(x, decay, u, min(chunk_size, T))
+
+
+def leaky_fire_chunked(x: Tensor, decay: Tensor, u0: Tensor | None, threshold: Tensor,
+                       surrogate, chunk_size: int = 64) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`leaky_chunked` and binary spikes of its membrane: ``(spikes [T, ...],
+    u_seq [T, ...], u_T)`` with spikes ``fire_levels(u_seq, threshold, surrogate)``.
+
+    Where the membrane scan runs compiled (:func:`leaky_chunked`), the surrogate is
+    :class:`~astro_neuron.functional.surrogate.ATan` and ``threshold`` broadcasts to
+    one step of ``x`` without widening it, the spikes are read off in the scan's own
+    pass and their gradient turned into the membrane's inside the backward scan
+    (:func:`~astro_neuron.functional.compiled.leaky_fire_compiled`): two to three
+    passes over ``[T, ...]`` each way fewer. Otherwise the two run one after the other.
+    """
+    u = _leaky_start(x, decay, u0, chunk_size)
+    if (x.shape[0] and type(surrogate) is ATan and isinstance(threshold, Tensor)
+            and broadcasts_into(threshold.shape, u.shape) and use_compiled(x)):
+        return leaky_fire_compiled(x, decay, u, threshold, surrogate.alpha)
+    u_seq, u_T = leaky_chunked(x, decay, u0, chunk_size)
+    return fire_levels(u_seq, threshold, surrogate), u_seq, u_T
 
 
 # ---------------------------------------------------------------- astrocyte retention

@@ -274,3 +274,77 @@ def test_amsu_readout_takes_the_kernel_on_the_cpu_and_torch_elsewhere():
     (gy,) = torch.autograd.grad(y.square().sum(), o, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|double backward|twice"):
         gy.sum().backward()
+
+
+# ------------------------------------------- the membrane scan with its spikes, fused
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("grads", ["spikes", "spikes+membrane", "spikes+final", "all"])
+def test_fused_spikes_equal_the_loop_in_values_and_gradients(dtype, grads):
+    """lif_chunked with binary ATan spikes runs the fused kernels on the CPU: spikes,
+    membrane and final state equal the loop's bit for bit; the gradients of the input,
+    decay, threshold and initial state from any mix of the three outputs equal the
+    loop's to rounding (the threshold's and decay's sums run in float64 here)."""
+    x, d, u0 = _inputs(dtype, T=90, shape=(3, 17), seed=5)
+    thr = (torch.rand(17, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+           + 0.3).to(dtype)
+    spec = LIFSpec(17)
+    g = torch.Generator().manual_seed(7)
+    ws = [torch.randn(s, generator=g, dtype=torch.float64).to(dtype)
+          for s in (x.shape, x.shape, u0.shape)]
+    use = {"spikes": (0,), "spikes+membrane": (0, 1), "spikes+final": (0, 2),
+           "all": (0, 1, 2)}[grads]
+    res = []
+    for form in (lif_loop, lif_chunked):
+        leaves = [t.clone().requires_grad_() for t in (x, u0, d, thr)]
+        with cpu_kernels("numba"):
+            out = form(leaves[0], leaves[1], leaves[2], leaves[3], spec)
+        loss = sum((out[i] * ws[i]).sum() for i in use)
+        res.append((out, torch.autograd.grad(loss, leaves)))
+    (out_ref, g_ref), (out, g_new) = res
+    for name, a, b in zip(("spikes", "membrane", "final state"), out, out_ref):
+        assert torch.equal(a, b), name
+    tol = 2e-5 if dtype == torch.float32 else 1e-11
+    for name, a, b in zip(("x", "u0", "decay", "threshold"), g_new, g_ref):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=name)
+
+
+def test_fused_spikes_pass_gradcheck_and_take_the_fused_path():
+    x, d, u0 = _inputs(torch.float64, T=12, shape=(2, 3), seed=8)
+    thr = torch.full((3,), 0.4, dtype=torch.float64)
+    spec = LIFSpec(3)
+    calls = []
+    real = compiled._CompiledLeakyFire.forward
+
+    def spy(ctx, *a):
+        calls.append(1)
+        return real(ctx, *a)
+
+    compiled._CompiledLeakyFire.forward = staticmethod(spy)
+    try:
+        with cpu_kernels("numba"):
+            # the spikes' gradient is the surrogate's, not their derivative (0): gradcheck
+            # the membrane and the final state (the spikes' gradient absent, None), and
+            # the spikes against the loop in the test above
+            assert torch.autograd.gradcheck(
+                lambda x_, u_, d_, t_: tuple(lif_chunked(x_, u_, d_, t_, spec)[1:]),
+                [t.clone().requires_grad_() for t in (x, u0, d, thr)],
+                check_undefined_grad=False)
+    finally:
+        compiled._CompiledLeakyFire.forward = staticmethod(real)
+    assert calls
+
+
+@pytest.mark.parametrize("kw", [dict(spike_levels=2), dict(spiking=False)])
+def test_graded_or_smooth_spikes_keep_the_two_steps(kw):
+    """Only binary ATan spikes are fused; other specs run scan then spike function and
+    still equal the loop."""
+    x, d, u0 = _inputs(torch.float64, T=40, shape=(2, 5), seed=9)
+    thr = torch.full((5,), 0.5, dtype=torch.float64)
+    spec = LIFSpec(5, **kw)
+    with cpu_kernels("numba"):
+        s, u, uT = lif_chunked(x, u0, d, thr, spec)
+    s_ref, u_ref, uT_ref = lif_loop(x, u0, d, thr, spec)
+    torch.testing.assert_close(s, s_ref, rtol=1e-12, atol=1e-12)
+    assert torch.equal(u, u_ref)
