@@ -1,0 +1,93 @@
+"""What the finiteness check costs in the language model's training step: the check as
+the library runs it (membrane and spike sequences left out of the fast path, covered by
+the final state), the same check summing every tensor (as before the twenty-third
+session), no check, and the same-size Transformer, interleaved in one process.
+
+    python scripts/measure_finite_check.py [--d-model 64] [--seq-len 256] [--threads 1]
+        [--repeats 15]
+
+Prints the medians, each check's cost over the unchecked step, and AM/TF for each
+(docs/benchmarks.md, "Ninth round"; docs/model.md, "Non-finite values").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+
+import torch
+
+import astro_neuron
+import astro_neuron.functional.amsu as F_amsu
+import astro_neuron.functional.finite as F_finite
+import astro_neuron.functional.lif as F_lif
+from astro_neuron.allocator import retain_freed_memory
+from astro_neuron.lm.config import AMSNetConfig, transformer_twin
+from astro_neuron.lm.model import build_model
+
+LIBRARY = F_finite.check_finite
+
+
+def every_tensor(named, hint="", covered=()):
+    """The check with nothing left out of its fast path."""
+    return LIBRARY(named, hint)
+
+
+@contextlib.contextmanager
+def variant(name: str):
+    fn = every_tensor if name == "every tensor" else LIBRARY
+    F_lif.check_finite = F_amsu.check_finite = fn
+    try:
+        if name == "off":
+            with astro_neuron.validation(check_finite=False):
+                yield
+        else:
+            yield
+    finally:
+        F_lif.check_finite = F_amsu.check_finite = LIBRARY
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=15)
+    a = ap.parse_args()
+    retain_freed_memory()
+    torch.set_num_threads(a.threads)
+    T, B = a.seq_len, max(1, 4096 // a.seq_len)
+    cfg = AMSNetConfig(n_layer=2, d_model=a.d_model, n_head=max(1, a.d_model // 64),
+                       block_size=T)
+    torch.manual_seed(0)
+    am = build_model(cfg)
+    tf = build_model(transformer_twin(cfg))
+    idx = torch.randint(0, 256, (B, T))
+
+    def step(m):
+        m.zero_grad(set_to_none=True)
+        _, loss = m(idx, idx)
+        loss.backward()
+
+    runs = {"library": am, "every tensor": am, "off": am, "transformer": tf}
+    times: dict = {k: [] for k in runs}
+    for r in range(a.repeats + 1):
+        for k, m in runs.items():
+            with variant(k):
+                t0 = time.perf_counter()
+                step(m)
+                if r:                                         # the first round warms up
+                    times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    print(f"d_model {a.d_model}, T {T}, batch {B}, {a.threads} thread(s), medians of "
+          f"{a.repeats}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in med.items()))
+    for k in ("every tensor", "library"):
+        print(f"  check as {k}: costs {med[k] / med['off'] - 1:+.1%} of the step, "
+              f"AM/TF {med['transformer'] / med[k]:.3f}")
+    print(f"  no check: AM/TF {med['transformer'] / med['off']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

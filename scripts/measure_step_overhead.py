@@ -1,0 +1,81 @@
+"""The fixed cost of a training step: the AM-SNet and the same-size Transformer on a
+batch too small to cost anything but the Python and dispatch work of the step.
+
+    python scripts/measure_step_overhead.py [--d-model 64] [--seq-len 8] [--repeats 60]
+
+One thread, batch 1: medians of the forward and of forward + backward, with the
+finiteness check on and off, and how many torch functions the AM-SNet's step calls
+from Python (docs/benchmarks.md, "Ninth round").
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+import astro_neuron
+from astro_neuron.allocator import retain_freed_memory
+from astro_neuron.lm.config import AMSNetConfig, transformer_twin
+from astro_neuron.lm.model import build_model
+
+
+class _Count(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _median_ms(fn, repeats: int) -> float:
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--seq-len", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=60)
+    a = ap.parse_args()
+    retain_freed_memory()
+    torch.set_num_threads(1)
+    cfg = AMSNetConfig(n_layer=2, d_model=a.d_model, n_head=max(1, a.d_model // 64),
+                       block_size=a.seq_len)
+    idx = torch.randint(0, 256, (1, a.seq_len))
+    for name, c in (("AM-SNet", cfg), ("Transformer", transformer_twin(cfg))):
+        torch.manual_seed(0)
+        m = build_model(c)
+
+        def fwd():
+            m(idx, idx)
+
+        def both():
+            m.zero_grad(set_to_none=True)
+            _, loss = m(idx, idx)
+            loss.backward()
+
+        f, b = _median_ms(fwd, a.repeats), _median_ms(both, a.repeats)
+        with astro_neuron.validation(check_finite=False):
+            f0, b0 = _median_ms(fwd, a.repeats), _median_ms(both, a.repeats)
+        with _Count() as count:
+            both()
+        print(f"{name}: forward {f:.2f} ms, backward {b - f:.2f} ms, step {b:.2f} ms "
+              f"(no check: {f0:.2f} + {b0 - f0:.2f} = {b0:.2f} ms); "
+              f"{count.calls} torch calls from Python a step")
+
+
+if __name__ == "__main__":
+    main()
