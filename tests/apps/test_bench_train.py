@@ -111,8 +111,11 @@ def test_table_and_targets_print_the_ceiling():
     table = _train_table([row])
     assert "parity" in table and " 1.11x" in table and "99%" in table   # 1.1 / 1.109
     targets = _train_targets([row])
-    assert "ceiling 1.11x, needs AM MFU >= 1.80x the Transformer's" in targets
+    assert ("ceiling 1.11x, needs AM MFU >= 1.80x the Transformer's, 72% of the measured "
+            "peak)") in targets                       # 1.80 x the Transformer's 40%
     assert "MISSED" in targets
+    hot = {**row, "transformer_mfu": 0.6}                 # 1.80 x 60% = 108% of the peak
+    assert "108% of the measured peak: beyond the peak, out of reach" in _train_targets([hot])
     row2 = {**row, "T": 256, "am_vs_tf": 1.0, "astro_cost": 1.5,
             "transformer_flops_per_token": 84.4e6}
     row2.update(ceiling(row2))
