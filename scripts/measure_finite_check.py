@@ -24,8 +24,7 @@ import astro_neuron.functional.amsu as F_amsu
 import astro_neuron.functional.finite as F_finite
 import astro_neuron.functional.lif as F_lif
 from astro_neuron.allocator import retain_freed_memory
-from astro_neuron.lm.config import AMSNetConfig, transformer_twin
-from astro_neuron.lm.model import build_model
+from lm_timing import lm_pair, train_step
 
 LIBRARY = F_finite.check_finite
 
@@ -59,25 +58,14 @@ def main() -> None:
     retain_freed_memory()
     torch.set_num_threads(a.threads)
     T, B = a.seq_len, max(1, 4096 // a.seq_len)
-    cfg = AMSNetConfig(n_layer=2, d_model=a.d_model, n_head=max(1, a.d_model // 64),
-                       block_size=T)
-    torch.manual_seed(0)
-    am = build_model(cfg)
-    tf = build_model(transformer_twin(cfg))
-    idx = torch.randint(0, 256, (B, T))
-
-    def step(m):
-        m.zero_grad(set_to_none=True)
-        _, loss = m(idx, idx)
-        loss.backward()
-
+    am, tf, idx = lm_pair(a.d_model, T, B)
     runs = {"library": am, "every tensor": am, "off": am, "transformer": tf}
     times: dict = {k: [] for k in runs}
     for r in range(a.repeats + 1):
         for k, m in runs.items():
             with variant(k):
                 t0 = time.perf_counter()
-                step(m)
+                train_step(m, idx)
                 if r:                                         # the first round warms up
                     times[k].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}

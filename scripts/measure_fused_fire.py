@@ -24,8 +24,7 @@ import astro_neuron.functional.lif as F_lif
 from astro_neuron.allocator import retain_freed_memory
 from astro_neuron.functional.amsu.step import fire
 from astro_neuron.functional.scan import leaky_chunked
-from astro_neuron.lm.config import AMSNetConfig, transformer_twin
-from astro_neuron.lm.model import build_model
+from lm_timing import lm_pair, median_ms, train_step
 
 LIBRARY = F_lif.lif_chunked
 
@@ -54,16 +53,6 @@ def check_equal() -> float:
     return max(float((a - b).abs().max()) for a, b in zip(*outs))
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -82,24 +71,13 @@ def main() -> None:
     thr = torch.ones(f, requires_grad=True)
     spec, g = F_lif.LIFSpec(f), torch.randn(T, B, f)
     for name, fn in (("two steps", two_steps), ("fused", LIBRARY)):
-        fwd = _median_ms(lambda: fn(x, None, beta, thr, spec), a.repeats)
-        both = _median_ms(lambda: torch.autograd.backward(
+        fwd = median_ms(lambda: fn(x, None, beta, thr, spec), a.repeats)
+        both = median_ms(lambda: torch.autograd.backward(
             [fn(x, None, beta, thr, spec)[0]], [g]), a.repeats)
         print(f"one layer ({T}, {B}, {f}), {name}: forward {fwd:.2f} ms, "
               f"backward {both - fwd:.2f} ms")
 
-    cfg = AMSNetConfig(n_layer=2, d_model=a.d_model, n_head=max(1, a.d_model // 64),
-                       block_size=T)
-    torch.manual_seed(0)
-    am = build_model(cfg)
-    tf = build_model(transformer_twin(cfg))
-    idx = torch.randint(0, 256, (B, T))
-
-    def step(m):
-        m.zero_grad(set_to_none=True)
-        _, loss = m(idx, idx)
-        loss.backward()
-
+    am, tf, idx = lm_pair(a.d_model, T, B)
     runs = {"two steps": (am, two_steps), "fused": (am, LIBRARY), "transformer": (tf, None)}
     times: dict = {k: [] for k in runs}
     for _ in range(a.repeats + 1):
@@ -107,7 +85,7 @@ def main() -> None:
             if form is not None:
                 F_lif.lif_chunked = form
             t0 = time.perf_counter()
-            step(m)
+            train_step(m, idx)
             times[k].append(time.perf_counter() - t0)
     F_lif.lif_chunked = LIBRARY
     med = {k: statistics.median(v[1:]) * 1e3 for k, v in times.items()}

@@ -11,16 +11,13 @@ from Python (docs/benchmarks.md, "Ninth round").
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from torch.overrides import TorchFunctionMode
 
 import astro_neuron
 from astro_neuron.allocator import retain_freed_memory
-from astro_neuron.lm.config import AMSNetConfig, transformer_twin
-from astro_neuron.lm.model import build_model
+from lm_timing import lm_pair, median_ms, train_step
 
 
 class _Count(TorchFunctionMode):
@@ -33,17 +30,6 @@ class _Count(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def _median_ms(fn, repeats: int) -> float:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--d-model", type=int, default=64)
@@ -52,24 +38,17 @@ def main() -> None:
     a = ap.parse_args()
     retain_freed_memory()
     torch.set_num_threads(1)
-    cfg = AMSNetConfig(n_layer=2, d_model=a.d_model, n_head=max(1, a.d_model // 64),
-                       block_size=a.seq_len)
-    idx = torch.randint(0, 256, (1, a.seq_len))
-    for name, c in (("AM-SNet", cfg), ("Transformer", transformer_twin(cfg))):
-        torch.manual_seed(0)
-        m = build_model(c)
-
+    am, tf, idx = lm_pair(a.d_model, a.seq_len, 1)
+    for name, m in (("AM-SNet", am), ("Transformer", tf)):
         def fwd():
             m(idx, idx)
 
         def both():
-            m.zero_grad(set_to_none=True)
-            _, loss = m(idx, idx)
-            loss.backward()
+            train_step(m, idx)
 
-        f, b = _median_ms(fwd, a.repeats), _median_ms(both, a.repeats)
+        f, b = median_ms(fwd, a.repeats, 5), median_ms(both, a.repeats, 5)
         with astro_neuron.validation(check_finite=False):
-            f0, b0 = _median_ms(fwd, a.repeats), _median_ms(both, a.repeats)
+            f0, b0 = median_ms(fwd, a.repeats, 5), median_ms(both, a.repeats, 5)
         with _Count() as count:
             both()
         print(f"{name}: forward {f:.2f} ms, backward {b - f:.2f} ms, step {b:.2f} ms "
