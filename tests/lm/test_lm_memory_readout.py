@@ -18,12 +18,13 @@ def _batch(B, T, pos, g):
     return x, y
 
 
-def _recall_accuracy(seed: int, steps: int = 600) -> float:
+def _recall_accuracy(seed: int, steps: int = 600, **opts) -> float:
     """docs/lm.md, "the smallest case": train the plain read-out (seed = model init and
-    batches) and return its accuracy on 256 fresh sequences."""
+    batches; ``opts``: more model options) and return its accuracy on 256 fresh
+    sequences."""
     torch.manual_seed(seed)
     model = build_model(AMSNetConfig(n_layer=1, n_head=2, d_model=32, block_size=32,
-                                     **TASK_MODELS["AM-SNet plain read-out"]))
+                                     **TASK_MODELS["AM-SNet plain read-out"], **opts))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -36,22 +37,23 @@ def _recall_accuracy(seed: int, steps: int = 600) -> float:
     return task_accuracy(model, x, y)
 
 
-def test_plain_readout_recalls_a_symbol_through_filler():
+def test_astrocyte_readout_recalls_a_symbol_through_filler():
     # docs/lm.md, "the smallest case": one symbol (of 4) at position 10 among filler,
-    # named at the separator 20 tokens later (chance 1/4). The RMS-normalised read-out
-    # (the language-model default) stays at chance on this; the plain read-out learns it,
-    # but not on every seed: the answer leaves the block as binary spikes, so learning
-    # climbs in plateaus (1, 2, 3, then 4 of the 4 symbols told apart), and when it leaves
-    # a plateau depends on float rounding, which differs between CPUs (AVX2 vs AVX-512
-    # kernels). Measured after 600 steps (docs/lm.md): seeds 0, 1, 2 reach 0.71-1.0 on
-    # every kernel setting tried, seed 3 stays at chance. The property, with margin:
-    # at least 2 of seeds 0, 1, 2 tell at least 3 of the 4 symbols apart (> 0.6; the next
-    # plateau down is 0.5). A model that does not learn it fails: with the astrocyte off,
-    # seeds 0 and 1 give 0.24 and 0.27.
+    # named at the separator 20 tokens later (chance 1/4), by the plain astrocyte
+    # read-out as the only path (neuron_path=False). The RMS-normalised read-out (the
+    # language-model default) stays at chance on this. Whether one run learns it is
+    # chaotic: the answer leaves the block as binary spikes, learning climbs in plateaus,
+    # and a run either leaves chance early or stays there for good, decided by float
+    # rounding (which differs between CPUs and kernels: docs/lm.md has the runs). Which
+    # seeds learn moves with the rounding; the fraction did not: 5 of seeds 0-7 above
+    # 60% after 600 steps in each of three settings (AVX-512 and AVX2 kernels, the
+    # channel mixing's spikes fused or not). The property, with margin: at least 2 of
+    # seeds 0-7 tell at least 3 of the 4 symbols apart (> 0.6; the next plateau down is
+    # 0.5), stopping at the second. A model that does not learn it fails: with the
+    # astrocyte off, seeds 0 and 1 stay at chance (0.24, 0.27).
     accs = []
-    for seed in (0, 1, 2):
-        accs.append(_recall_accuracy(seed))
+    for seed in range(8):
+        accs.append(_recall_accuracy(seed, neuron_path=False))
         if sum(a > 0.6 for a in accs) >= 2:
-            break                                   # the property holds; save the third run
+            break                                   # the property holds; save the rest
     assert sum(a > 0.6 for a in accs) >= 2, accs
-
