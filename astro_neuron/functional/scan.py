@@ -298,15 +298,17 @@ def leaky_fire_chunked(x: Tensor, decay: Tensor, u0: Tensor | None, threshold: T
     u_seq [T, ...], u_T)`` with spikes ``fire_levels(u_seq, threshold, surrogate)``.
 
     Where the membrane scan runs compiled (:func:`leaky_chunked`), the surrogate is
-    :class:`~astro_neuron.functional.surrogate.ATan` and ``threshold`` broadcasts to
-    one step of ``x`` without widening it, the spikes are read off in the scan's own
-    pass and their gradient turned into the membrane's inside the backward scan
+    :class:`~astro_neuron.functional.surrogate.ATan` and ``threshold``, of ``x``'s
+    dtype, broadcasts to one step of ``x`` without widening it, the spikes are read off
+    in the scan's own pass and their gradient turned into the membrane's inside the
+    backward scan
     (:func:`~astro_neuron.functional.compiled.leaky_fire_compiled`): two to three
     passes over ``[T, ...]`` each way fewer. Otherwise the two run one after the other.
     """
     u = _leaky_start(x, decay, u0, chunk_size)
     if (x.shape[0] and type(surrogate) is ATan and isinstance(threshold, Tensor)
-            and broadcasts_into(threshold.shape, u.shape) and use_compiled(x)):
+            and threshold.dtype == x.dtype and broadcasts_into(threshold.shape, u.shape)
+            and use_compiled(x)):
         return leaky_fire_compiled(x, decay, u, threshold, surrogate.alpha)
     u_seq, u_T = leaky_chunked(x, decay, u0, chunk_size)
     return fire_levels(u_seq, threshold, surrogate), u_seq, u_T

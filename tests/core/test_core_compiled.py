@@ -348,3 +348,15 @@ def test_graded_or_smooth_spikes_keep_the_two_steps(kw):
     s_ref, u_ref, uT_ref = lif_loop(x, u0, d, thr, spec)
     torch.testing.assert_close(s, s_ref, rtol=1e-12, atol=1e-12)
     assert torch.equal(u, u_ref)
+
+
+def test_a_threshold_of_another_dtype_keeps_the_two_steps():
+    """Spikes of a float32 membrane against a float64 threshold promote to float64, as
+    the spike function does; the fused kernel would not, so it is not used there."""
+    x, d, u0 = _inputs(torch.float32, T=20, shape=(2, 5), seed=10)
+    thr = torch.full((5,), 0.5, dtype=torch.float64)
+    with cpu_kernels("numba"):
+        s, _, _ = lif_chunked(x, u0, d, thr, LIFSpec(5))
+    s_ref, _, _ = lif_loop(x, u0, d, thr, LIFSpec(5))
+    assert s.dtype == s_ref.dtype == torch.float64
+    assert torch.equal(s, s_ref)
