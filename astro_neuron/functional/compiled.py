@@ -52,8 +52,8 @@ from torch.autograd.function import once_differentiable
 from astro_neuron.functional.switch import Switch
 
 __all__ = ["cpu_kernels", "set_cpu_kernels", "get_cpu_kernels", "available",
-           "use_compiled", "leaky_compiled", "leaky_fire_compiled", "chunk_decay_sums", "state_decay_sums",
-           "rms_readout_compiled"]
+           "use_compiled", "leaky_compiled", "leaky_fire_compiled", "chunk_decay_sums",
+           "state_decay_sums", "rms_readout_compiled"]
 
 _BACKENDS = ("auto", "torch", "numba")
 _DTYPES = (torch.float32, torch.float64)
