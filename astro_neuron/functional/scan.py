@@ -283,7 +283,11 @@ def leaky_chunked(x: Tensor, decay: Tensor, u0: Tensor | None = None,
     powers ``decay^e`` with ``e >= 1`` occur, so any decay in [0, 1] and any ``T`` is
     safe and the chunk size needs no shrinking.
     """
-    u = _leaky_start(x, decay, u0, chunk_size)
+    return _leaky_run(x, decay, _leaky_start(x, decay, u0, chunk_size), chunk_size)
+
+
+def _leaky_run(x: Tensor, decay: Tensor, u: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
+    """:func:`leaky_chunked` after its checks (``u`` from :func:`_leaky_start`)."""
     T = x.shape[0]
     if T == 0:
         return x.clone(), u
@@ -310,7 +314,7 @@ def leaky_fire_chunked(x: Tensor, decay: Tensor, u0: Tensor | None, threshold: T
             and threshold.dtype == x.dtype and broadcasts_into(threshold.shape, u.shape)
             and use_compiled(x)):
         return leaky_fire_compiled(x, decay, u, threshold, surrogate.alpha)
-    u_seq, u_T = leaky_chunked(x, decay, u0, chunk_size)
+    u_seq, u_T = _leaky_run(x, decay, u, chunk_size)      # checked above, not again
     return fire_levels(u_seq, threshold, surrogate), u_seq, u_T
 
 
