@@ -186,7 +186,7 @@ def _load() -> _Kernels:
             # backward above, with the spikes' gradient turned into the membrane's on
             # the way: h = gs / (a + b e^2), e = y - thr (ATan's surrogate derivative
             # in Surrogate.grad_'s arithmetic); acc_thr sums h (the threshold's
-            # gradient is its negation)
+            # gradient is its negation); gy is read only when has_gy
             G = gT.copy()
             T, M = gs.shape
             a, b = y.dtype.type(a), y.dtype.type(b)
@@ -199,27 +199,18 @@ def _load() -> _Kernels:
                     for j in range(0, M, _LINE):
                         touched += st[j] + xt[j] + yt[j]
                 for t in range(t1 - 1, t0 - 1, -1):
-                    st, xt, yt = gs[t], gx[t], y[t]
+                    st, xt, yt, gyt = gs[t], gx[t], y[t], gy[t]
                     prev = y[t - 1] if t > 0 else u0
-                    if has_gy:
-                        gyt = gy[t]
-                        for j in range(M):
-                            e = yt[j] - thr[j]
-                            h = st[j] / (a + b * e * e)
-                            acc_thr[j] += h
-                            G[j] = G[j] + (gyt[j] + h)
-                            xt[j] = G[j]
-                            acc[j] += G[j] * prev[j]
-                            G[j] = d[j] * G[j]
-                    else:
-                        for j in range(M):
-                            e = yt[j] - thr[j]
-                            h = st[j] / (a + b * e * e)
-                            acc_thr[j] += h
-                            G[j] = G[j] + h
-                            xt[j] = G[j]
-                            acc[j] += G[j] * prev[j]
-                            G[j] = d[j] * G[j]
+                    for j in range(M):
+                        e = yt[j] - thr[j]
+                        h = st[j] / (a + b * e * e)
+                        acc_thr[j] += h
+                        if has_gy:               # the membrane's own gradient joins h
+                            h = gyt[j] + h
+                        G[j] = G[j] + h
+                        xt[j] = G[j]
+                        acc[j] += G[j] * prev[j]
+                        G[j] = d[j] * G[j]
             return touched
 
         @njit(nogil=True, cache=True, error_model="numpy")
@@ -285,6 +276,42 @@ def _load() -> _Kernels:
     return _kernels
 
 
+def _flatten(x: Tensor, u0: Tensor):
+    """``(T, M, step_shape, x as (T, M), u0 as (M,))``: the membrane scan's input and
+    initial state as the contiguous arrays its kernels read."""
+    T, step_shape = x.shape[0], x.shape[1:]
+    M = int(np.prod(step_shape, dtype=np.int64))
+    return (T, M, step_shape, x.detach().reshape(T, M).contiguous(),
+            u0.detach().reshape(M).contiguous())
+
+
+def _per_step(t: Tensor, x: Tensor, step_shape, M: int) -> Tensor:
+    """``t`` (a decay or threshold broadcasting against one step of ``x``) as the
+    contiguous ``(M,)`` vector in ``x``'s dtype the kernels read."""
+    return t.detach().to(x.dtype).expand(step_shape).reshape(M).contiguous()
+
+
+def _flat_grad(g: Tensor | None, shape, dtype) -> Tensor:
+    """An output's gradient as the contiguous array the kernels read (zeros for None)."""
+    return (torch.zeros(shape, dtype=dtype) if g is None
+            else g.detach().reshape(shape).contiguous())
+
+
+def _scan_input_grads(ctx, acc: Tensor, gx: Tensor, d: Tensor):
+    """The membrane scan's input, decay and initial-state gradients from its backward
+    kernel's ``gx`` ``(T, M)`` and float64 decay sums ``acc`` ``(M,)``, as
+    ``ctx.needs_input_grad[:3]`` asks (``ctx.step_shape``, ``ctx.decay_shape`` and
+    ``ctx.decay_dtype`` saved by the forward)."""
+    need_x, need_d, need_u0 = ctx.needs_input_grad[:3]
+    step_shape = ctx.step_shape
+    dd = du0 = None
+    if need_d:
+        dd = acc.view(step_shape).sum_to_size(ctx.decay_shape).to(ctx.decay_dtype)
+    if need_u0:
+        du0 = (gx[0] * d).view(step_shape)
+    return (gx.view(gx.shape[0], *step_shape) if need_x else None), dd, du0
+
+
 class _CompiledLeaky(torch.autograd.Function):
     """``u_t = d u_{t-1} + x_t`` by the compiled loop; backward: the loop run backwards
     over the output gradient, the decay's gradient ``sum_t g_t u_{t-1}`` (float64
@@ -292,12 +319,8 @@ class _CompiledLeaky(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, decay, u0):  # type: ignore[override]
-        T = x.shape[0]
-        step_shape = x.shape[1:]
-        M = int(np.prod(step_shape, dtype=np.int64))
-        d = decay.detach().to(x.dtype).expand(step_shape).reshape(M).contiguous()
-        u = u0.detach().reshape(M).contiguous()
-        xs = x.detach().reshape(T, M).contiguous()
+        T, M, step_shape, xs, u = _flatten(x, u0)
+        d = _per_step(decay, x, step_shape, M)
         y = torch.empty(x.shape, dtype=x.dtype)  # the output itself, not a view of it
         _load().leaky_forward(xs.numpy(), d.numpy(), u.numpy(), y.view(T, M).numpy())
         ctx.save_for_backward(y, d, u)
@@ -311,22 +334,13 @@ class _CompiledLeaky(torch.autograd.Function):
         y, d, u = ctx.saved_tensors
         T, M = y.shape[0], d.shape[0]
         y = y.view(T, M)
-        g = (torch.zeros_like(y) if g_seq is None
-             else g_seq.detach().reshape(T, M).contiguous())
-        gT = (torch.zeros(M, dtype=y.dtype) if g_T is None
-              else g_T.detach().reshape(M).contiguous())
+        g = _flat_grad(g_seq, (T, M), y.dtype)
+        gT = _flat_grad(g_T, (M,), y.dtype)
         gx = torch.empty_like(y)
         acc = torch.zeros(M, dtype=torch.float64)
         _load().leaky_backward(g.numpy(), gT.numpy(), d.numpy(), y.numpy(), u.numpy(),
                                gx.numpy(), acc.numpy())
-        need_x, need_d, need_u0 = ctx.needs_input_grad
-        step_shape = ctx.step_shape
-        dd = du0 = None
-        if need_d:
-            dd = acc.view(step_shape).sum_to_size(ctx.decay_shape).to(ctx.decay_dtype)
-        if need_u0:
-            du0 = (gx[0] * d).view(step_shape)
-        return (gx.view(T, *step_shape) if need_x else None), dd, du0
+        return _scan_input_grads(ctx, acc, gx, d)
 
 
 def leaky_compiled(x: Tensor, decay: Tensor, u0: Tensor) -> tuple[Tensor, Tensor]:
@@ -346,13 +360,8 @@ class _CompiledLeakyFire(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, decay, u0, threshold, alpha):  # type: ignore[override]
-        T = x.shape[0]
-        step_shape = x.shape[1:]
-        M = int(np.prod(step_shape, dtype=np.int64))
-        d = decay.detach().to(x.dtype).expand(step_shape).reshape(M).contiguous()
-        thr = threshold.detach().to(x.dtype).expand(step_shape).reshape(M).contiguous()
-        u = u0.detach().reshape(M).contiguous()
-        xs = x.detach().reshape(T, M).contiguous()
+        T, M, step_shape, xs, u = _flatten(x, u0)
+        d, thr = _per_step(decay, x, step_shape, M), _per_step(threshold, x, step_shape, M)
         y = torch.empty(x.shape, dtype=x.dtype)
         s = torch.empty(x.shape, dtype=x.dtype)
         _load().fire_forward(xs.numpy(), d.numpy(), u.numpy(), thr.numpy(),
@@ -362,7 +371,9 @@ class _CompiledLeakyFire(torch.autograd.Function):
         # uses only the spikes and the final state, and a zero membrane gradient would
         # cost a pass to make and one to read (the fused form's gain, measured)
         ctx.set_materialize_grads(False)
-        ctx.shapes = (decay.shape, decay.dtype, threshold.shape, threshold.dtype, step_shape)
+        ctx.decay_shape, ctx.decay_dtype = decay.shape, decay.dtype
+        ctx.thr_shape, ctx.thr_dtype = threshold.shape, threshold.dtype
+        ctx.step_shape = step_shape
         ctx.alpha = alpha
         return s, y, y[-1].clone()
 
@@ -370,14 +381,11 @@ class _CompiledLeakyFire(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_s, g_seq, g_T):  # type: ignore[override]
         y, d, u, thr = ctx.saved_tensors
-        decay_shape, decay_dtype, thr_shape, thr_dtype, step_shape = ctx.shapes
         T, M = y.shape[0], d.shape[0]
         y = y.view(T, M)
-        gs = (torch.zeros_like(y) if g_s is None
-              else g_s.detach().reshape(T, M).contiguous())
-        gy = (y[:0] if g_seq is None else g_seq.detach().reshape(T, M).contiguous())
-        gT = (torch.zeros(M, dtype=y.dtype) if g_T is None
-              else g_T.detach().reshape(M).contiguous())
+        gs = _flat_grad(g_s, (T, M), y.dtype)
+        gy = y if g_seq is None else _flat_grad(g_seq, (T, M), y.dtype)  # y: never read
+        gT = _flat_grad(g_T, (M,), y.dtype)
         gx = torch.empty_like(y)
         acc = torch.zeros(M, dtype=torch.float64)
         acc_thr = torch.zeros(M, dtype=torch.float64)
@@ -385,15 +393,11 @@ class _CompiledLeakyFire(torch.autograd.Function):
         _load().fire_backward(gs.numpy(), gy.numpy(), g_seq is not None, gT.numpy(),
                               d.numpy(), thr.numpy(), 2 / ctx.alpha, c * c * 2 / ctx.alpha,
                               y.numpy(), u.numpy(), gx.numpy(), acc.numpy(), acc_thr.numpy())
-        need_x, need_d, need_u0, need_thr, _ = ctx.needs_input_grad
-        dd = du0 = dthr = None
-        if need_d:
-            dd = acc.view(step_shape).sum_to_size(decay_shape).to(decay_dtype)
-        if need_u0:
-            du0 = (gx[0] * d).view(step_shape)
-        if need_thr:
-            dthr = acc_thr.view(step_shape).sum_to_size(thr_shape).neg_().to(thr_dtype)
-        return (gx.view(T, *step_shape) if need_x else None), dd, du0, dthr, None
+        dthr = None
+        if ctx.needs_input_grad[3]:
+            dthr = (acc_thr.view(ctx.step_shape).sum_to_size(ctx.thr_shape).neg_()
+                    .to(ctx.thr_dtype))
+        return (*_scan_input_grads(ctx, acc, gx, d), dthr, None)
 
 
 def leaky_fire_compiled(x: Tensor, decay: Tensor, u0: Tensor, threshold: Tensor,
