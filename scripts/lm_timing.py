@@ -1,7 +1,8 @@
-"""Helpers shared by the measurement scripts that time the language model's training
-step (``measure_finite_check.py``, ``measure_fused_fire.py``,
-``measure_step_overhead.py``): the AM-SNet and its same-size Transformer built alike,
-one training step, and a median in milliseconds. Not a script itself."""
+"""Helpers shared by the measurement scripts (``measure_finite_check.py``,
+``measure_fused_fire.py``, ``measure_step_overhead.py``, ``measure_row_order.py``): the
+AM-SNet and its same-size Transformer built alike, one training step, a median in
+milliseconds, and interleaved medians by the benchmarks' own loop. Not a script
+itself."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from astro_neuron.apps.bench.lm import _interleaved
 from astro_neuron.lm.config import AMSNetConfig, transformer_twin
 from astro_neuron.lm.model import build_model
 
@@ -43,3 +45,16 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
+
+
+def interleaved_medians_ms(runs: dict[str, Callable[[], object]],
+                           repeats: int) -> dict[str, float]:
+    """Median ms of each ``runs[name]()`` over ``repeats`` rounds, the names interleaved
+    within each round (``bench``'s own loop); a first warm-up round is left out."""
+    def timed(name: str) -> float:
+        t0 = time.perf_counter()
+        runs[name]()
+        return time.perf_counter() - t0
+
+    times = _interleaved(list(runs), repeats + 1, timed)
+    return {k: statistics.median(v[1:]) * 1e3 for k, v in times.items()}

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
-import time
 
 import torch
 
@@ -24,7 +22,7 @@ import astro_neuron.functional.amsu as F_amsu
 import astro_neuron.functional.finite as F_finite
 import astro_neuron.functional.lif as F_lif
 from astro_neuron.allocator import retain_freed_memory
-from lm_timing import lm_pair, train_step
+from lm_timing import interleaved_medians_ms, lm_pair, train_step
 
 LIBRARY = F_finite.check_finite
 
@@ -59,16 +57,15 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     T, B = a.seq_len, max(1, 4096 // a.seq_len)
     am, tf, idx = lm_pair(a.d_model, T, B)
-    runs = {"library": am, "every tensor": am, "off": am, "transformer": tf}
-    times: dict = {k: [] for k in runs}
-    for r in range(a.repeats + 1):
-        for k, m in runs.items():
-            with variant(k):
-                t0 = time.perf_counter()
-                train_step(m, idx)
-                if r:                                         # the first round warms up
-                    times[k].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    models = {"library": am, "every tensor": am, "off": am, "transformer": tf}
+
+    def run(name: str):
+        def one() -> None:
+            with variant(name):
+                train_step(models[name], idx)
+        return one
+
+    med = interleaved_medians_ms({k: run(k) for k in models}, a.repeats)
     print(f"d_model {a.d_model}, T {T}, batch {B}, {a.threads} thread(s), medians of "
           f"{a.repeats}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in med.items()))
     for k in ("every tensor", "library"):

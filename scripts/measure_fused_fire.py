@@ -15,8 +15,6 @@ interleaved with the same-size Transformer (docs/benchmarks.md, "Ninth round").
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
@@ -24,7 +22,7 @@ import astro_neuron.functional.lif as F_lif
 from astro_neuron.allocator import retain_freed_memory
 from astro_neuron.functional.amsu.step import fire
 from astro_neuron.functional.scan import leaky_chunked
-from lm_timing import lm_pair, median_ms, train_step
+from lm_timing import interleaved_medians_ms, lm_pair, median_ms, train_step
 
 LIBRARY = F_lif.lif_chunked
 
@@ -78,17 +76,18 @@ def main() -> None:
               f"backward {both - fwd:.2f} ms")
 
     am, tf, idx = lm_pair(a.d_model, T, B)
-    runs = {"two steps": (am, two_steps), "fused": (am, LIBRARY), "transformer": (tf, None)}
-    times: dict = {k: [] for k in runs}
-    for _ in range(a.repeats + 1):
-        for k, (m, form) in runs.items():
-            if form is not None:
-                F_lif.lif_chunked = form
-            t0 = time.perf_counter()
+    forms = {"two steps": (am, two_steps), "fused": (am, LIBRARY), "transformer": (tf, LIBRARY)}
+
+    def run(name: str):
+        def one() -> None:
+            m, F_lif.lif_chunked = forms[name]
             train_step(m, idx)
-            times[k].append(time.perf_counter() - t0)
-    F_lif.lif_chunked = LIBRARY
-    med = {k: statistics.median(v[1:]) * 1e3 for k, v in times.items()}
+        return one
+
+    try:
+        med = interleaved_medians_ms({k: run(k) for k in forms}, a.repeats)
+    finally:
+        F_lif.lif_chunked = LIBRARY
     print(f"model step (d_model {a.d_model}, T {T}, batch {B}, {a.threads} thread(s)): "
           + ", ".join(f"{k} {v:.1f} ms" for k, v in med.items())
           + f"; AM/TF two steps {med['transformer'] / med['two steps']:.3f}, "

@@ -14,12 +14,12 @@ checked equal.
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 
 import numpy as np
 from numba import njit
+
+from lm_timing import median_ms
 
 BLOCK, LINE = 16, 16
 
@@ -70,17 +70,6 @@ def backward_blocks(g, d, gx):
     return touched
 
 
-def median_ms(f, repeats: int) -> float:
-    for _ in range(3):
-        f()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
 def main(T: int = 256, M: int = 4096, repeats: int = 30) -> None:
     rng = np.random.default_rng(0)
     g = rng.standard_normal((T, M)).astype(np.float32)
@@ -95,7 +84,7 @@ def main(T: int = 256, M: int = 4096, repeats: int = 30) -> None:
             ("backward, blocks read ascending", lambda: backward_blocks(g, d, b))]
     print(f"(T, M) = ({T}, {M}) float32, one thread, median of {repeats}")
     for name, f in rows:
-        print(f"  {name:<34} {median_ms(f, repeats):7.3f} ms")
+        print(f"  {name:<34} {median_ms(f, repeats, warmup=3):7.3f} ms")
 
 
 if __name__ == "__main__":
